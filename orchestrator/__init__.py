@@ -1,0 +1,1 @@
+"""Campaign orchestration, tracking, scheduling and the `matscreen` command line."""

@@ -1,0 +1,34 @@
+"""Shared test fixtures. Test data lives in ../shared/data (read-only, never needed at run time)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MATSCREEN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+# Keep tests single-threaded-ish and deterministic on the 2-core CI machine.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("MKL_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"test data not found at {SHARED_DATA}: clone with ../shared beside the repo")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def lgps_cif(shared_data) -> Path:
+    return shared_data / "structures" / "Li10GeP2S12_mp-696138.cif"
+
+
+@pytest.fixture(scope="session")
+def lgps_atoms(lgps_cif):
+    """The 50-atom ordered LGPS cell (mp-696138) as ase.Atoms."""
+    from ase.io import read
+
+    return read(lgps_cif)
