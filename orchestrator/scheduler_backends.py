@@ -163,3 +163,16 @@ class LocalProcessBackend:
     def logs(self, job_id: str) -> str:
         log = self.jobs_dir / job_id / "log"
         return log.read_text(errors="replace") if log.exists() else ""
+
+
+def package_working_dir(working_dir: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Zip ``working_dir`` exactly as Ray uploads it (its .gitignore/.rayignore plus our excludes).
+
+    For checking the upload size before submitting; uses Ray's own packer.
+    """
+    from ray._private.runtime_env.packaging import create_package
+
+    target = Path(target)
+    create_package(str(Path(working_dir).resolve()), target, include_gitignore=True,
+                   excludes=upload_excludes(working_dir), logger=None)
+    return target

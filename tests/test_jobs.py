@@ -1,0 +1,170 @@
+"""Job submission against a real local Ray head (`ray start --head`), as users do with `ray job submit`.
+
+The head gets its own --temp-dir and free ports, so it never captures another process's
+`ray.init()`; it is stopped by signalling the `ray start --block` process this test started
+(never `ray stop`, which would stop every Ray instance on the machine).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.scheduler import ScheduleStore, parse_time, run_due
+from orchestrator.scheduler_backends import RayJobBackend, package_working_dir, runtime_env
+from orchestrator.scheduler_tracking import ExecutionRecorder
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A local Ray head with dashboard (job server) on 127.0.0.1; yields the dashboard address."""
+    gcs, dash, agent_http, agent_grpc, client, metrics, node_mgr, obj_mgr, rt_agent = free_ports(9)
+    temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's unix sockets live here
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    cmd = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--include-dashboard", "true",
+           "--dashboard-host", "127.0.0.1", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+           "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(agent_http),
+           "--dashboard-agent-grpc-port", str(agent_grpc), "--ray-client-server-port", str(client),
+           "--metrics-export-port", str(metrics), "--node-manager-port", str(node_mgr),
+           "--object-manager-port", str(obj_mgr), "--runtime-env-agent-port", str(rt_agent),
+           "--temp-dir", temp_dir, "--disable-usage-stats"]
+    log = open(Path(temp_dir) / "ray_start.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"ray start exited: {(Path(temp_dir) / 'ray_start.log').read_text()[-2000:]}")
+            try:
+                from ray.job_submission import JobSubmissionClient
+
+                JobSubmissionClient(address).list_jobs()
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline:
+                    pytest.fail("Ray head did not come up in 120 s")
+                time.sleep(1)
+        yield address
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # only this head's process group
+        except ProcessLookupError:
+            pass
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def wait_job(backend: RayJobBackend, job_id: str, timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while (status := backend.status(job_id)) in ("PENDING", "RUNNING") and time.monotonic() < deadline:
+        time.sleep(1)
+    return status
+
+
+def test_upload_excludes_venv_data_outputs(tmp_path):
+    work = tmp_path / "proj"
+    (work / "orchestrator").mkdir(parents=True)
+    (work / "orchestrator" / "x.py").write_text("print(1)\n")
+    for heavy in (".venv/lib/big.bin", "data/frames.h5", "outputs/run/traj.h5", ".matscreen/mlflow.db"):
+        (work / heavy).parent.mkdir(parents=True, exist_ok=True)
+        (work / heavy).write_bytes(os.urandom(2_000_000))
+    shutil.copy(ROOT / ".rayignore", work / ".rayignore")
+    names = zipfile.ZipFile(package_working_dir(work, tmp_path / "pkg.zip")).namelist()
+    assert "orchestrator/x.py" in names
+    assert not [n for n in names if n.split("/")[0] in (".venv", "data", "outputs", ".matscreen")]
+    # the real repository uploads as a small package too
+    pkg = package_working_dir(ROOT, tmp_path / "repo.zip")
+    assert pkg.stat().st_size < 20_000_000
+    assert not [n for n in zipfile.ZipFile(pkg).namelist() if n.startswith((".venv/", ".git/", ".matscreen/"))]
+
+
+def test_runtime_env_forwards_tracking_not_secrets(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/mlflow.db")
+    monkeypatch.setenv("MATSCREEN_STORE", "store")
+    monkeypatch.setenv("MP_API_KEY", "planted-secret-123456")
+    monkeypatch.chdir(tmp_path)
+    env = runtime_env(ROOT)
+    assert env["env_vars"] == {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/rel/mlflow.db",
+                               "MATSCREEN_STORE": str(tmp_path / "store")}
+    assert "planted-secret-123456" not in repr(env)
+    assert ".venv/" in env["excludes"] and "outputs/" in env["excludes"]
+
+
+def test_malformed_spec_fails_before_submission(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmd:\n  temperature_K: [800]\n")
+    # no cluster runs at this address: the error must come from the spec, before any connection
+    rc = main(["schedule", "submit", str(bad), "--address", "http://127.0.0.1:9", "--working-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "md.temperature_K" in err
+
+
+def test_job_submission_and_scheduler_on_a_real_head(ray_head, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    backend = RayJobBackend(ray_head)
+
+    # 1. one-off submission of the installation check, as `ray job submit --working-dir .` does
+    entry = ("python -c \"import mlflow, orchestrator; mlflow.set_experiment('matscreen-smoke'); "
+             "r = mlflow.start_run(run_name='probe'); mlflow.log_metric('ok', 1); mlflow.end_run()\"")
+    job = backend.submit(entry, "matscreen-smoke-probe", str(ROOT), {"matscreen.spec": "smoke"})
+    assert wait_job(backend, job) == "SUCCEEDED", backend.logs(job)[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("matscreen-smoke")
+    assert exp is not None and client.search_runs([exp.experiment_id])
+
+    # 2. the scheduler submits a due campaign to the head and refuses to overlap it
+    release = tmp_path / "release"
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: sched\n")
+    store = ScheduleStore(tmp_path / "schedules.json")
+    store.add("hourly", str(spec), "0 * * * *", working_dir=ROOT, address=ray_head,
+              now=parse_time("2026-01-01T00:30Z"),
+              command=["python", "-c", f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.2)"])
+    recorder = ExecutionRecorder()
+    first = run_due(store, lambda s: RayJobBackend(s.address), now=parse_time("2026-01-01T01:00Z"), recorder=recorder)
+    job1 = first.submitted["hourly"]
+    assert backend.status(job1) in ("PENDING", "RUNNING")
+    second = run_due(store, lambda s: RayJobBackend(s.address), now=parse_time("2026-01-01T02:00Z"), recorder=recorder)
+    assert second.skipped == {"hourly": job1} and not second.submitted
+    release.touch()
+    assert wait_job(backend, job1) == "SUCCEEDED"
+    third = run_due(store, lambda s: RayJobBackend(s.address), now=parse_time("2026-01-01T02:05Z"), recorder=recorder)
+    assert third.finished == {job1: "SUCCEEDED"}
+    exp = client.get_experiment_by_name("matscreen-schedules")
+    outcomes = sorted(r.data.tags["outcome"] for r in client.search_runs([exp.experiment_id]))
+    assert outcomes == ["SKIPPED_STILL_RUNNING", "SUCCEEDED"]
