@@ -1,0 +1,148 @@
+"""The campaign's Ray actors and a small thread-safe actor pool.
+
+Fault tolerance is set on purpose: every actor is created with ``max_restarts`` (Ray re-creates a
+dead actor process) and ``max_task_retries`` (Ray re-sends the calls that were in flight).  That is
+safe because every method is idempotent: outputs go to step-specific paths, written atomically,
+and the driver records each answer in the ledger before moving on.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import ray
+
+from actors import science
+
+
+def remote(cls, *, num_cpus: float = 0.0, num_gpus: float = 0.0, max_restarts: int = 3,
+           max_task_retries: int = 2, name: str | None = None, max_concurrency: int = 1):
+    """``ray.remote(cls).options(...)`` with the campaign's restart policy."""
+    opts: dict[str, Any] = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
+                                max_task_retries=max_task_retries, max_concurrency=max_concurrency)
+    if name:
+        opts["name"] = name
+    return ray.remote(cls).options(**opts)
+
+
+def _threads(num_cpus: float) -> None:
+    import torch
+
+    n = max(1, int(num_cpus or 1))
+    torch.set_num_threads(n)
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+
+
+class CandidateGenerator:
+    """chemspace -> formulas -> candidate structures (reference prototypes), written to the store."""
+
+    def generate(self, spec: dict, out_dir: str) -> list[dict]:
+        return science.generate_candidates(spec, out_dir)
+
+
+class ReferenceWorker:
+    """Oracle work on the CPU: short reference MD and labels for selected frames."""
+
+    def __init__(self, num_cpus: float = 1.0):
+        _threads(num_cpus)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def reference_md(self, structure_path: str, oracle: dict, md: dict, seed: int, out_path: str) -> dict:
+        return science.reference_md(structure_path, oracle, md["reference_temperature_K"], md["reference_steps"],
+                                    md["timestep_fs"], max(1, md["reference_steps"] // 20), seed, out_path)
+
+    def initial_labels(self, ref: dict, n: int, out_path: str) -> dict:
+        """The first training set: ``n`` evenly spaced frames of the reference trajectory (already labelled)."""
+        frames = science.trajectory_frames(ref["path"], labelled=True, oracle=ref.get("oracle"), source="oracle-md")
+        take = frames if len(frames) <= n else [frames[int(i)] for i in
+                                                 sorted({round(x) for x in _linspace(0, len(frames) - 1, n)})]
+        science._write_frames(out_path, take)
+        return {"path": out_path, "n_labels": len(take), "n_failed": 0, "errors": []}
+
+    def label(self, trajectory_path: str, indices: list[int], oracle: dict, temperature_K: float,
+              run_id: str, out_path: str) -> dict:
+        frames = science.frames_at(trajectory_path, indices)
+        good, n_failed, errors = science.label_frames(frames, oracle, "active-learning", temperature_K, run_id)
+        if good:
+            science._write_frames(out_path, good)
+        return {"path": out_path if good else None, "n_labels": len(good), "n_failed": n_failed,
+                "errors": errors[:5]}
+
+
+def _linspace(a: float, b: float, n: int) -> list[float]:
+    if n <= 1:
+        return [a]
+    return [a + (b - a) * k / (n - 1) for k in range(n)]
+
+
+class MDWorker:
+    """Student-ensemble MD (exploration and production); one GPU when the cluster has one."""
+
+    def __init__(self, num_cpus: float = 1.0):
+        _threads(num_cpus)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, members: list[str], structure_path: str, temperature_K: float, steps: int, md: dict,
+            stability: dict, seed: int, out_path: str) -> dict:
+        return science.student_md(members, structure_path, temperature_K, steps, md["timestep_fs"],
+                                  md["save_every"], seed, out_path, stability)
+
+
+class StabilityJudge:
+    """Verdicts (RDF against the reference, fusion/explosion, ensemble deviation), frame selection,
+    force errors on new labels and the transport analysis."""
+
+    def judge(self, explore: dict, reference_path: str, stability: dict, al: dict) -> dict:
+        return science.judge(explore, reference_path, stability, al)
+
+    def force_errors(self, members: list[str], label_path: str) -> dict:
+        return science.force_errors(members, label_path)
+
+    def transport(self, runs: list[dict], structure_path: str, equilibration_steps: int) -> dict:
+        return science.transport(runs, structure_path, equilibration_steps)
+
+
+class Trainer:
+    """Trains or fine-tunes an ensemble on labelled frames and publishes it as files (a model version)."""
+
+    def __init__(self, num_cpus: float = 1.0):
+        _threads(num_cpus)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def train(self, label_paths: list[str], models: dict, training: dict, init: list[str] | None,
+              out_dir: str, seed: int) -> dict:
+        return science.train_ensemble(label_paths, models, training, init, out_dir, seed)
+
+
+class ActorPool:
+    """A bounded, thread-safe pool: a driver thread borrows an idle actor, calls it, gives it back."""
+
+    def __init__(self, actors: list):
+        self.actors = list(actors)
+        self._idle: queue.Queue = queue.Queue()
+        for a in self.actors:
+            self._idle.put(a)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def borrow(self) -> Iterator[Any]:
+        actor = self._idle.get()
+        try:
+            yield actor
+        finally:
+            self._idle.put(actor)
+
+    def call(self, method: str, *args, **kwargs) -> Any:
+        """Run ``actor.method.remote(*args)`` on an idle actor and wait for the answer."""
+        with self.borrow() as actor:
+            return ray.get(getattr(actor, method).remote(*args, **kwargs))

@@ -1,0 +1,649 @@
+"""Glue between the Ray actors and the science packages (no Ray here; plain functions on files).
+
+Every function takes plain, serialisable arguments (dicts from the spec, file paths in the data
+store) and returns plain JSON-able dicts, so a task can be retried on a restarted actor and a
+step's result can be written to the campaign ledger.  Outputs are written atomically to paths
+that depend only on the step, so a retried task overwrites its own half-finished work.
+
+The science lives in the packages (``reference`` oracles/structures, ``models`` training and
+ensembles, ``md`` trajectories, ``analysis``); where a package does not offer a piece yet, the
+small stand-in here uses ASE / pymatgen(-analysis-diffusion) directly.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from common.atomic import atomic_path, atomic_write_text
+from common.errors import InputError
+
+# ----------------------------------------------------------------------------------------------
+# candidates
+# ----------------------------------------------------------------------------------------------
+
+
+def candidate_key(formula: str, prototype: str | None) -> str:
+    """Stable, file-name-safe key of a candidate, e.g. ``Li10SnP2S12__Li10GeP2S12``."""
+    key = f"{formula}__{prototype}" if prototype else formula
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key)
+
+
+def _read_structure(path: str):
+    from ase.io import read
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"candidates.structures: {path} not found; give an existing CIF/POSCAR path")
+    return read(p)
+
+
+def _formula_of(atoms) -> str:
+    from pymatgen.core import Composition
+
+    return Composition(atoms.get_chemical_formula()).reduced_formula
+
+
+def generate_candidates(spec: dict, out_dir: str) -> list[dict]:
+    """Candidates for the campaign: ``[{key, formula, prototype, structure_path | None, reason}]``.
+
+    Explicit ``candidates.formulas`` (with ``candidates.structures`` files) come first; otherwise the
+    chemical space is enumerated with ``chemspace`` and structures come from ``reference``'s
+    prototype substitution.  A formula without a structure is kept with ``structure_path=None`` so
+    the campaign records it as ``no_structure``.
+    """
+    cand_cfg = spec["candidates"]
+    out = Path(out_dir)
+    formulas = list(cand_cfg["formulas"])
+    structures = dict(cand_cfg["structures"])
+    if not formulas and structures:
+        formulas = list(structures)
+    if not formulas:
+        formulas = _enumerate_formulas(spec)
+    rows: list[dict] = []
+    for formula in formulas:
+        if len(rows) >= cand_cfg["max_candidates"]:
+            break
+        atoms, prototype, why = None, None, ""
+        if formula in structures:
+            atoms, prototype = _read_structure(structures[formula]), Path(structures[formula]).stem
+        else:
+            atoms, prototype, why = _structure_from_prototypes(formula, spec)
+        key = candidate_key(formula, prototype)
+        row = {"key": key, "formula": formula, "prototype": prototype, "structure_path": None, "reason": why}
+        if atoms is not None:
+            if len(atoms) > cand_cfg["max_atoms"]:
+                row["reason"] = f"{len(atoms)} atoms exceed candidates.max_atoms={cand_cfg['max_atoms']}"
+            else:
+                path = out / key / "structure.extxyz"
+                _write_frames(path, [atoms])
+                row["structure_path"] = str(path)
+        elif not why:
+            row["reason"] = "no prototype gives a structure for this composition"
+        rows.append(row)
+    return rows
+
+
+def _enumerate_formulas(spec: dict) -> list[str]:
+    space = spec["space"]
+    try:
+        chemspace = importlib.import_module("chemspace")
+        enumerate_fn = getattr(chemspace, "enumerate_compositions")
+    except (ImportError, AttributeError):
+        raise InputError("candidates.formulas is empty and chemspace enumeration is not available; "
+                         "list the formulas to screen under candidates.formulas") from None
+    table = enumerate_fn(elements=space["elements"], arity=(space["arity_min"], space["arity_max"]),
+                         max_stoichiometry=space["max_stoichiometry"])
+    formulas = [f for f in _formula_column(table)
+                if all(el in re.findall(r"[A-Z][a-z]?", f) for el in space["require"])]
+    return formulas
+
+
+def _formula_column(table) -> list[str]:
+    for col in ("formula", "reduced_formula", "composition"):
+        try:
+            return [str(x) for x in table[col]]
+        except (KeyError, TypeError, IndexError):
+            continue
+    return [str(x) for x in table]
+
+
+def _structure_from_prototypes(formula: str, spec: dict):
+    """(ase.Atoms | None, prototype name | None, reason) using ``reference`` when it offers it."""
+    try:
+        ref = importlib.import_module("reference")
+        make = getattr(ref, "candidate_structure")
+    except (ImportError, AttributeError):
+        return None, None, "no structure source: reference.candidate_structure not available"
+    for proto in spec["prototypes"]:
+        try:
+            atoms = make(formula, proto)
+        except (ValueError, KeyError) as exc:  # InputError is a ValueError
+            last = str(exc)
+            continue
+        if atoms is not None:
+            if hasattr(atoms, "to_ase_atoms") or not hasattr(atoms, "get_positions"):
+                from pymatgen.io.ase import AseAtomsAdaptor
+
+                atoms = AseAtomsAdaptor.get_atoms(atoms)
+            return atoms, proto, ""
+    return None, None, f"no prototype of {spec['prototypes']} fits {formula}"
+
+
+# ----------------------------------------------------------------------------------------------
+# frames on disk (extended XYZ keeps energy, forces, stress and info keys)
+# ----------------------------------------------------------------------------------------------
+
+
+def _write_frames(path: str | Path, frames: Sequence) -> str:
+    from ase.io import write
+
+    with atomic_path(path) as tmp:
+        write(tmp, list(frames), format="extxyz")
+    return str(path)
+
+
+def read_frames(path: str | Path) -> list:
+    from ase.io import read
+
+    return list(read(path, ":", format="extxyz"))
+
+
+# ----------------------------------------------------------------------------------------------
+# oracles
+# ----------------------------------------------------------------------------------------------
+
+
+def make_oracle(oracle: dict):
+    """An ASE calculator for the spec's ``oracle`` section, and its provenance name."""
+    name = oracle["name"]
+    try:
+        ref = importlib.import_module("reference")
+        maker = getattr(ref, "make_oracle")
+        return maker(name, version=oracle.get("version"), device=oracle.get("device", "cpu"))
+    except (ImportError, AttributeError, TypeError):
+        pass
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            raise InputError(f"oracle.name: cannot import {name!r}; give chgnet, lj, emt or an importable 'module:factory'") from None
+        return factory(), name
+    if name == "chgnet":
+        from chgnet.model import CHGNet
+        from chgnet.model.dynamics import CHGNetCalculator
+
+        version = oracle.get("version") or "0.3.0"
+        model = CHGNet.load(model_name=version, use_device=oracle.get("device", "cpu"), verbose=False)
+        return CHGNetCalculator(model=model, use_device=oracle.get("device", "cpu")), f"chgnet-{version}"
+    if name == "lj":
+        from ase.calculators.lj import LennardJones
+
+        return LennardJones(epsilon=0.0104, sigma=3.40, rc=8.5, smooth=True), "lj-argon"
+    if name == "emt":
+        from ase.calculators.emt import EMT
+
+        return EMT(), "emt"
+    raise InputError(f"oracle.name: unknown oracle {name!r}; use chgnet, lj, emt or 'module:factory'")
+
+
+def label_frames(frames: list, oracle: dict, source: str, temperature_K: float | None = None,
+                 run_id: str | None = None) -> tuple[list, int, list[str]]:
+    """Label ``frames`` with the oracle: (labelled frames, number failed, failure messages).
+
+    A frame fails when the calculator raises or returns non-finite energy/forces; failures are
+    counted, never fatal.
+    """
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    calc, oracle_name = make_oracle(oracle)
+    good, errors = [], []
+    for atoms in frames:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        try:
+            energy = float(atoms.get_potential_energy())
+            forces = np.asarray(atoms.get_forces(), dtype=float)
+            if not (math.isfinite(energy) and np.isfinite(forces).all()):
+                raise FloatingPointError("non-finite energy or forces")
+        except Exception as exc:  # noqa: BLE001 - any oracle failure is a recorded failure
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        out = atoms.copy()
+        out.calc = SinglePointCalculator(out, energy=energy, forces=forces)
+        out.info.update(oracle=oracle_name, source=source)
+        if temperature_K is not None:
+            out.info["temperature_K"] = float(temperature_K)
+        if run_id:
+            out.info["run_id"] = run_id
+        good.append(out)
+    return good, len(errors), errors
+
+
+# ----------------------------------------------------------------------------------------------
+# MD (reference with the oracle, exploration/production with the student ensemble)
+# ----------------------------------------------------------------------------------------------
+
+
+def _langevin(atoms, calc, temperature_K: float, steps: int, timestep_fs: float, save_every: int,
+              seed: int, path: str, metadata: dict, fusion_distance_A: float = 0.0,
+              max_temperature_K: float = math.inf) -> dict:
+    """Langevin NVT with ASE (stand-in until ``md``'s batched runner is wired); writes an HDF5 trajectory.
+
+    Stops early on fusion (pair closer than ``fusion_distance_A``) or a kinetic temperature above
+    ``max_temperature_K``.  Returns per-frame force deviations when the calculator reports them.
+    """
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from md.trajectory import TrajectoryWriter
+
+    atoms = atoms.copy()
+    atoms.calc = calc
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    dyn = Langevin(atoms, timestep=timestep_fs * units.fs, temperature_K=temperature_K, friction=0.02,
+                   rng=np.random.default_rng(seed + 1), fixcm=False)
+    force_std: list[float] = []
+    status = {"exploded": False, "fusion": False, "min_distance_A": math.inf, "failed_step": None}
+    writer = TrajectoryWriter(path, atoms.get_atomic_numbers(), timestep_fs=timestep_fs, stride=save_every,
+                              temperature_K=temperature_K, metadata=metadata, forces=True)
+
+    def frame(step: int) -> bool:
+        e_pot = float(atoms.get_potential_energy())
+        e_kin = float(atoms.get_kinetic_energy())
+        t_now = float(atoms.get_temperature())
+        forces = atoms.get_forces()
+        writer.append(step=step, positions=atoms.get_positions(wrap=True), unwrapped_positions=atoms.get_positions(),
+                      cell=np.asarray(atoms.cell[:]), potential_energy=e_pot, kinetic_energy=e_kin,
+                      temperature_K=t_now, forces=forces)
+        std = calc.results.get("force_std")
+        if std is not None:
+            force_std.append(float(np.max(std)))
+        dmin = _min_distance(atoms)
+        status["min_distance_A"] = min(status["min_distance_A"], dmin)
+        bad = (not math.isfinite(e_pot)) or (not np.isfinite(forces).all()) or t_now > max_temperature_K
+        if dmin < fusion_distance_A:
+            status["fusion"] = True
+        if bad:
+            status["exploded"] = True
+        if status["fusion"] or status["exploded"]:
+            status["failed_step"] = step
+            return False
+        return True
+
+    done = 0
+    try:
+        ok = frame(0)
+        while ok and done < steps:
+            n = min(save_every, steps - done)
+            dyn.run(n)
+            done += n
+            ok = frame(done)
+    except Exception as exc:  # noqa: BLE001 - a blow-up inside the force field is an explosion
+        status["exploded"] = True
+        status["failed_step"] = done
+        status["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        writer.close()
+    status.update(path=str(path), steps=done, simulated_ps=done * timestep_fs / 1000.0, force_std_max=force_std)
+    if not math.isfinite(status["min_distance_A"]):
+        status["min_distance_A"] = None
+    return status
+
+
+def _min_distance(atoms) -> float:
+    from ase.neighborlist import neighbor_list
+
+    d = neighbor_list("d", atoms, 2.0)
+    return float(d.min()) if len(d) else math.inf
+
+
+def reference_md(structure_path: str, oracle: dict, temperature_K: float, steps: int, timestep_fs: float,
+                 save_every: int, seed: int, out_path: str) -> dict:
+    """Short oracle MD at one temperature; every stored frame keeps its oracle forces (labels)."""
+    atoms = read_frames(structure_path)[0]
+    calc, oracle_name = make_oracle(oracle)
+    status = _langevin(atoms, calc, temperature_K, steps, timestep_fs, save_every, seed, out_path,
+                       {"kind": "oracle-reference", "oracle": oracle_name})
+    status["oracle"] = oracle_name
+    return status
+
+
+def trajectory_frames(path: str, labelled: bool = False, oracle: str | None = None, source: str = "oracle-md") -> list:
+    """Frames of a trajectory file as ase.Atoms (with SinglePointCalculator labels if ``labelled``)."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from md.trajectory import TrajectoryReader
+
+    out = []
+    with TrajectoryReader(path) as tr:
+        numbers = tr.numbers
+        pos, cell = tr.read("positions"), tr.read("cell")
+        energy = tr.read("potential_energy")
+        forces = tr.read("forces") if labelled else None
+        for k in range(len(pos)):
+            a = Atoms(numbers=numbers, positions=pos[k], cell=cell[k], pbc=True)
+            if labelled:
+                a.calc = SinglePointCalculator(a, energy=float(energy[k]), forces=forces[k])
+                a.info.update(oracle=oracle or "unknown", source=source, temperature_K=float(tr.temperature_K or 0))
+            out.append(a)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# students: training and ensembles
+# ----------------------------------------------------------------------------------------------
+
+
+def train_ensemble(label_paths: list[str], models: dict, training: dict, init: list[str] | None,
+                   out_dir: str, seed: int) -> dict:
+    """Train (or fine-tune ``init``) an ensemble on the labelled frames; returns checkpoint paths and scores."""
+    frames = [f for p in label_paths for f in read_frames(p)]
+    if not frames:
+        raise ValueError("no labelled frames to train on")
+    out = Path(out_dir)
+    archs = models["architectures"]
+    paths, scores = [], []
+    for m in range(models["ensemble_size"]):
+        arch = archs[m % len(archs)]
+        path = out / f"member{m}.{ 'json' if arch == 'lj' else 'pt'}"
+        start = init[m] if init and m < len(init) else None
+        if arch == "lj":
+            score = _fit_lj(frames, path, seed + m, start)
+        else:
+            score = _train_gnn(frames, arch, models, training, start, path, seed + m)
+        paths.append(str(path))
+        scores.append(score)
+    return {"members": paths, "n_frames": len(frames), "force_mae_meV_A": float(np.mean(scores)) * 1000.0}
+
+
+def _train_gnn(frames, arch, models, training, start, path, seed) -> float:
+    try:
+        mod = importlib.import_module("models")
+        fit = getattr(mod, "train_model")
+    except (ImportError, AttributeError):
+        raise InputError(f"models.architectures: {arch!r} needs models.train_model, which is not available "
+                         "in this install; use architectures: [lj] for an analytic student") from None
+    result = fit(frames, arch=arch, cutoff=models["cutoff_A"], hidden=models["hidden"], layers=models["layers"],
+                 epochs=training["fine_tune_epochs"] if start else training["epochs"],
+                 learning_rate=training["learning_rate"], batch_size=training["batch_size"],
+                 energy_weight=training["energy_weight"], force_weight=training["force_weight"],
+                 init=start, out=str(path), seed=seed, max_minutes=training["max_minutes"])
+    return float(getattr(result, "force_mae_eV_A", result.get("force_mae_eV_A", float("nan")) if isinstance(result, dict) else float("nan")))
+
+
+def _fit_lj(frames, path: Path, seed: int, start: str | None) -> float:
+    """Analytic stand-in student: Lennard-Jones (epsilon eV, sigma Å) fitted to a bootstrap of the forces."""
+    import torch
+    from scipy.optimize import least_squares
+
+    from models import AtomsBatch, LennardJones
+
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(frames), size=len(frames), replace=True)
+    sample = [frames[i] for i in pick]
+    batch = AtomsBatch.from_atoms(sample, dtype=torch.float64)
+    target = np.concatenate([f.get_forces() for f in sample])
+    x0 = [0.0104, 3.40]
+    if start:
+        prev = json.loads(Path(start).read_text())
+        x0 = [prev["epsilon"], prev["sigma"]]
+    else:
+        x0 = [x0[0] * rng.uniform(0.5, 1.5), x0[1] * rng.uniform(0.95, 1.05)]
+
+    def residual(p):
+        ff = LennardJones(epsilon=p[0], sigma=p[1], cutoff=8.5)
+        return (ff.predict(batch).forces.numpy() - target).ravel()
+
+    fit = least_squares(residual, x0, bounds=([1e-5, 1.0], [1.0, 6.0]), max_nfev=30)
+    mae = float(np.abs(fit.fun).mean())
+    atomic_write_text(path, json.dumps({"arch": "lj", "epsilon": float(fit.x[0]), "sigma": float(fit.x[1]),
+                                        "cutoff": 8.5, "force_mae_eV_A": mae}))
+    return mae
+
+
+class Ensemble:
+    """Mean of several force fields; ``force_std`` per atom = sqrt(mean_m |F_m - <F>|^2) (eV/Å)."""
+
+    def __init__(self, members: list):
+        self.members = members
+        self.cutoff = max(m.cutoff for m in members)
+
+    def predict(self, batch, neighbors=None, compute_stress: bool = False):
+        import torch
+
+        from models.interface import Prediction
+
+        preds = [m.predict(batch, neighbors, compute_stress) for m in self.members]
+        forces = torch.stack([p.forces for p in preds])
+        mean_f = forces.mean(0)
+        std = ((forces - mean_f) ** 2).sum(-1).mean(0).sqrt() if len(preds) > 1 else None
+        stress = torch.stack([p.stress for p in preds]).mean(0) if compute_stress else None
+        return Prediction(energy=torch.stack([p.energy for p in preds]).mean(0), forces=mean_f,
+                          stress=stress, force_std=std)
+
+
+def load_ensemble(member_paths: list[str]):
+    members = []
+    for p in member_paths:
+        if p.endswith(".json"):
+            from models import LennardJones
+
+            d = json.loads(Path(p).read_text())
+            members.append(LennardJones(epsilon=d["epsilon"], sigma=d["sigma"], cutoff=d["cutoff"]))
+        else:
+            mod = importlib.import_module("models")
+            members.append(getattr(mod, "load_model")(p))
+    return Ensemble(members)
+
+
+class ForceFieldCalculator:
+    """Minimal ASE calculator over a ForceField (stand-in for ``models``' calculator); float64."""
+
+    implemented_properties = ("energy", "forces")
+
+    def __new__(cls, ff):
+        from ase.calculators.calculator import Calculator, all_changes
+
+        class _Calc(Calculator):
+            implemented_properties = ["energy", "forces", "free_energy"]
+
+            def __init__(self, ff):
+                super().__init__()
+                self.ff = ff
+
+            def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+                import torch
+
+                from models import AtomsBatch
+
+                super().calculate(atoms, properties, system_changes)
+                batch = AtomsBatch.from_atoms(self.atoms, dtype=torch.float64)
+                pred = self.ff.predict(batch)
+                e = float(pred.energy[0])
+                self.results = {"energy": e, "free_energy": e, "forces": pred.forces.numpy().astype(float)}
+                if pred.force_std is not None:
+                    self.results["force_std"] = pred.force_std.numpy().astype(float)
+
+        return _Calc(ff)
+
+
+def student_md(member_paths: list[str], structure_path: str, temperature_K: float, steps: int,
+               timestep_fs: float, save_every: int, seed: int, out_path: str, stability: dict,
+               start_frame: str | None = None) -> dict:
+    """MLFF MD with the ensemble; per stored frame the max atomic force deviation (eV/Å)."""
+    ff = load_ensemble(member_paths)
+    atoms = read_frames(start_frame or structure_path)[-1]
+    status = _langevin(atoms, ForceFieldCalculator(ff), temperature_K, steps, timestep_fs, save_every, seed,
+                       out_path, {"kind": "mlff", "members": member_paths},
+                       fusion_distance_A=stability["fusion_distance_A"],
+                       max_temperature_K=stability["max_temperature_factor"] * temperature_K)
+    status["temperature_K"] = temperature_K
+    return status
+
+
+def force_errors(member_paths: list[str], label_path: str) -> dict:
+    """Force MAE (meV/Å) of the ensemble mean on labelled frames (the new labels of a round)."""
+    import torch
+
+    from models import AtomsBatch
+
+    frames = read_frames(label_path)
+    if not frames:
+        return {"force_mae_meV_A": None}
+    ff = load_ensemble(member_paths)
+    pred = ff.predict(AtomsBatch.from_atoms(frames, dtype=torch.float64)).forces.numpy()
+    ref = np.concatenate([f.get_forces() for f in frames])
+    return {"force_mae_meV_A": float(np.abs(pred - ref).mean() * 1000.0)}
+
+
+# ----------------------------------------------------------------------------------------------
+# judging: RDF, verdicts, frame selection
+# ----------------------------------------------------------------------------------------------
+
+
+def rdf(path: str, r_max: float = 6.0, n_bins: int = 60, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Total radial distribution function g(r) averaged over frames (bin centres Å, g)."""
+    from ase.neighborlist import neighbor_list
+
+    frames = trajectory_frames(path)[skip:]
+    edges = np.linspace(0.0, r_max, n_bins + 1)
+    hist = np.zeros(n_bins)
+    for a in frames:
+        d = neighbor_list("d", a, r_max)
+        h, _ = np.histogram(d, bins=edges)
+        n = len(a)
+        shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+        hist += h / (n * (n / a.get_volume()) * shell)
+    g = hist / max(len(frames), 1)
+    # Gaussian smearing (0.1 Å) so short trajectories give a smooth, comparable g(r)
+    r = 0.5 * (edges[1:] + edges[:-1])
+    kernel = np.exp(-0.5 * ((r[:, None] - r[None, :]) / 0.1) ** 2)
+    g = kernel @ g / kernel.sum(1)
+    return r, g
+
+
+def judge(explore: dict, reference_path: str, stability: dict, al: dict) -> dict:
+    """Verdict on one exploration run: status, RDF MAE, trust-band fractions, frames to label."""
+    dev = np.asarray(explore.get("force_std_max") or [], dtype=float)
+    lo, hi = stability["trust_lo_eV_A"], stability["trust_hi_eV_A"]
+    n = max(len(dev), 1)
+    accurate = float((dev < lo).sum() / n) if len(dev) else 0.0
+    selected_mask = (dev >= lo) & (dev < hi)
+    failed = float((dev >= hi).sum() / n) if len(dev) else 1.0
+    r, g_ref = rdf(reference_path, skip=2)
+    _, g_md = rdf(explore["path"], skip=2)
+    rdf_mae = float(np.mean(np.abs(g_md - g_ref)))
+    if explore.get("fusion"):
+        status = "fusion"
+    elif explore.get("exploded"):
+        status = "exploded"
+    elif rdf_mae > stability["rdf_mae"]:
+        status = "rdf_mismatch"
+    elif accurate < stability["accurate_fraction"]:
+        status = "uncertain"
+    else:
+        status = "reliable"
+    # frames inside the trust band; if an explosion left none, take the last frames before it
+    candidates = list(np.flatnonzero(selected_mask))
+    if not candidates and status != "reliable":
+        candidates = list(np.flatnonzero(dev >= lo))[:al["labels_per_round"]] or list(range(max(0, len(dev) - 3), len(dev)))
+    picked = _diverse(explore["path"], candidates, al["labels_per_round"], al["min_frame_distance_A"],
+                      stability["fusion_distance_A"])
+    return {"status": status, "rdf_mae": rdf_mae, "accurate_fraction": accurate,
+            "selected_fraction": float(selected_mask.sum() / n), "failed_fraction": failed,
+            "frames": [int(i) for i in picked], "min_distance_A": explore.get("min_distance_A"),
+            "failed_step": explore.get("failed_step")}
+
+
+def _diverse(path: str, indices: list[int], n_max: int, min_rmsd_A: float, fusion_A: float) -> list[int]:
+    """Greedy farthest-first pick of geometry-sane frames at least ``min_rmsd_A`` apart."""
+    if not indices:
+        return []
+    frames = trajectory_frames(path)
+    ok = [i for i in indices if i < len(frames) and _min_distance(frames[i]) >= fusion_A]
+    picked: list[int] = []
+    for i in ok:
+        if len(picked) >= n_max:
+            break
+        x = frames[i].get_positions()
+        if all(np.sqrt(((x - frames[j].get_positions()) ** 2).sum(1).mean()) >= min_rmsd_A for j in picked):
+            picked.append(i)
+    return picked
+
+
+def frames_at(path: str, indices: list[int]) -> list:
+    frames = trajectory_frames(path)
+    return [frames[i] for i in indices]
+
+
+# ----------------------------------------------------------------------------------------------
+# transport
+# ----------------------------------------------------------------------------------------------
+
+
+def transport(runs: list[dict], structure_path: str, equilibration_steps: int, specie: str = "Li") -> dict:
+    """D(T) (cm²/s), sigma(T) (mS/cm), Ea (eV), log10 sigma(300 K) with errors, via pymatgen-analysis-diffusion."""
+    from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer, fit_arrhenius
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from md.trajectory import TrajectoryReader
+
+    by_t: dict[float, list] = {}
+    for run in runs:
+        by_t.setdefault(float(run["temperature_K"]), []).append(run)
+    temps, d, d_err, s, s_err = [], [], [], [], []
+    for t in sorted(by_t):
+        ds, ss = [], []
+        for run in by_t[t]:
+            with TrajectoryReader(run["path"]) as tr:
+                stride = int(tr.stride)
+                skip = max(equilibration_steps // stride, 0)
+                numbers, unwrapped, cell = tr.numbers, tr.read("unwrapped_positions")[skip:], tr.read("cell")[0]
+                dt = float(tr.timestep_fs)
+            if len(unwrapped) < 3:
+                continue
+            from ase import Atoms
+
+            structures = [AseAtomsAdaptor.get_structure(Atoms(numbers=numbers, positions=x, cell=cell, pbc=True))
+                          for x in unwrapped]
+            da = DiffusionAnalyzer.from_structures(structures, specie=specie, temperature=t, time_step=dt,
+                                                   step_skip=stride, smoothed=False)
+            ds.append(da.diffusivity)
+            ss.append(da.conductivity)
+            d_err_run = da.diffusivity_std_dev
+        if not ds:
+            continue
+        temps.append(t)
+        d.append(float(np.mean(ds)))
+        d_err.append(float(np.std(ds) / math.sqrt(len(ds))) if len(ds) > 1 else float(d_err_run))
+        s.append(float(np.mean(ss)))
+        s_err.append(float(s[-1] * d_err[-1] / d[-1]) if d[-1] > 0 else float("nan"))
+    out: dict[str, Any] = {"temperatures_K": temps, "diffusivity_cm2_s": d, "diffusivity_cm2_s_err": d_err,
+                           "conductivity_mS_cm": s, "conductivity_mS_cm_err": s_err}
+    positive = [i for i, v in enumerate(d) if v > 0]
+    if len(positive) >= 2:
+        tt = [temps[i] for i in positive]
+        dd = [d[i] for i in positive]
+        ea, c, ea_err = fit_arrhenius(tt, dd)
+        # sigma ~ D/T: extrapolate D to 300 K, scale the conductivity at the lowest temperature
+        k_b = 8.617333262e-5
+        d300 = math.exp(c) * math.exp(-ea / (k_b * 300.0))
+        i0 = positive[0]
+        sigma300 = s[i0] * (d300 / d[i0]) * (temps[i0] / 300.0)
+        out.update(activation_energy_eV=float(ea), activation_energy_eV_err=float(ea_err or 0.0))
+        if sigma300 > 0:
+            # error propagation of Ea through the extrapolation lever arm (1/300 - 1/T0)/kB
+            lever = abs(1.0 / 300.0 - 1.0 / temps[i0]) / k_b
+            out.update(log10_sigma_300K=float(math.log10(sigma300)),
+                       log10_sigma_300K_err=float((ea_err or 0.0) * lever / math.log(10)))
+    return out

@@ -1,0 +1,370 @@
+"""The campaign spec: a YAML file, validated against a schema with defaults for every key.
+
+Every key has a default, so ``{}`` is a valid (demo-sized) campaign.  Unknown or mistyped keys
+are errors naming the key's path and the closest valid key, e.g.
+``md.temperatures[2]: expected a number, got 'hot'`` or
+``md.temperature: unknown key; did you mean 'md.temperatures'?``.
+
+Units are in the key names: K, fs, Å (``_A``), eV/Å (``_eV_A``), minutes, seconds.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.errors import InputError
+
+
+@dataclass(frozen=True)
+class Field:
+    """One leaf of the schema: ``kind`` is int, float, str, bool, list[str], list[float], list[int],
+    str?, float?, int? (nullable) or mapping (free-form str -> str)."""
+
+    kind: str
+    default: Any
+    help: str
+    choices: tuple = ()
+
+
+F = Field
+SCHEMA: dict[str, Any] = {
+    "name": F("str", "demo", "campaign name: one MLflow experiment and one ledger per name"),
+    "seed": F("int", 0, "random seed for enumeration order, model initialisation and MD"),
+    "space": {
+        "elements": F("list[str]", ["Li", "Ge", "Si", "Sn", "P", "S"], "elements the compositions are drawn from"),
+        "require": F("list[str]", ["Li", "S"], "elements every composition must contain"),
+        "arity_min": F("int", 3, "fewest distinct elements per composition"),
+        "arity_max": F("int", 4, "most distinct elements per composition"),
+        "max_stoichiometry": F("int", 12, "largest integer amount of one element in a formula unit"),
+        "charge_neutral": F("bool", True, "keep only charge-balanced compositions (SMACT oxidation states)"),
+        "electronegativity": F("bool", True, "apply SMACT's Pauling electronegativity test"),
+    },
+    "candidates": {
+        "formulas": F("list[str]", [], "explicit formulas to screen; empty = enumerate from `space`"),
+        "structures": F("mapping", {}, "formula -> CIF/POSCAR path that gives its structure directly"),
+        "max_candidates": F("int", 3, "most candidates taken into the campaign"),
+        "max_atoms": F("int", 64, "largest simulation cell (atoms) accepted for a candidate"),
+        "include_known": F("bool", True, "also screen compositions already known (e.g. in Materials Project)"),
+        "rank_by": F("str", "log10_sigma_300K", "metric that ranks converged candidates (higher is better)",
+                     ("log10_sigma_300K", "activation_energy_eV", "conductivity_mS_cm")),
+    },
+    "prototypes": F("list[str]", ["Li10GeP2S12"], "prototype structures (library names or CIF paths) for substitution"),
+    "oracle": {
+        "name": F("str", "chgnet", "reference calculator: chgnet, lj, emt, or an importable 'module:factory'"),
+        "version": F("str?", None, "oracle model version (chgnet: 0.3.0 default)"),
+        "device": F("str", "cpu", "device for the oracle (cpu or cuda)"),
+        "max_failure_fraction": F("float", 0.5, "a round whose labels fail above this fraction ends the candidate as oracle_failing"),
+    },
+    "models": {
+        "architectures": F("list[str]", ["schnet"], "student architectures; an ensemble member cycles through them"),
+        "ensemble_size": F("int", 2, "ensemble members (>= 2 gives a force deviation)"),
+        "cutoff_A": F("float", 5.0, "graph cutoff radius (Å)"),
+        "hidden": F("int", 32, "hidden feature width"),
+        "layers": F("int", 2, "interaction blocks"),
+    },
+    "training": {
+        "epochs": F("int", 30, "epochs for a training from scratch"),
+        "fine_tune_epochs": F("int", 15, "epochs when fine-tuning the previous round's ensemble"),
+        "learning_rate": F("float", 1e-3, "Adam learning rate"),
+        "batch_size": F("int", 8, "frames per optimisation step"),
+        "energy_weight": F("float", 1.0, "loss weight of energies (eV/atom)"),
+        "force_weight": F("float", 10.0, "loss weight of forces (eV/Å)"),
+        "fine_tune": F("bool", True, "fine-tune the previous ensemble instead of retraining from scratch"),
+        "max_minutes": F("float", 5.0, "wall-clock budget of one training round (minutes)"),
+        "validation_fraction": F("float", 0.1, "fraction of frames held out"),
+    },
+    "md": {
+        "temperatures_K": F("list[float]", [600.0, 800.0, 1000.0], "production temperatures (K) for D(T), sigma(T), Arrhenius"),
+        "replicas": F("int", 1, "independent replicas per temperature"),
+        "steps": F("int", 400, "production steps per replica"),
+        "equilibration_steps": F("int", 50, "steps discarded before analysis"),
+        "timestep_fs": F("float", 2.0, "integration time step (fs)"),
+        "save_every": F("int", 10, "steps between stored frames"),
+        "thermostat": F("str", "langevin", "NVT thermostat", ("langevin", "nose-hoover", "berendsen")),
+        "reference_temperature_K": F("float", 800.0, "temperature of the short oracle reference trajectory"),
+        "reference_steps": F("int", 60, "steps of the oracle reference trajectory"),
+        "exploration_steps": F("int", 150, "MLFF steps of one active-learning exploration run"),
+    },
+    "stability": {
+        "rdf_mae": F("float", 0.02, "largest RDF mean absolute error against the reference"),
+        "fusion_distance_A": F("float", 0.7, "any pair closer than this (Å) is a fusion/explosion"),
+        "trust_lo_eV_A": F("float", 0.05, "ensemble force deviation below this is accurate (eV/Å)"),
+        "trust_hi_eV_A": F("float", 0.15, "deviation above this is failed; between the two: candidate frames"),
+        "max_temperature_factor": F("float", 3.0, "kinetic T above factor x target is an explosion"),
+        "accurate_fraction": F("float", 0.9, "fraction of accurate frames that makes a model reliable"),
+    },
+    "active_learning": {
+        "max_rounds": F("int", 3, "labelling/retraining rounds per candidate before budget_spent"),
+        "labels_per_round": F("int", 8, "frames labelled by the oracle per round"),
+        "initial_labels": F("int", 16, "oracle frames (from the reference trajectory) before the first training"),
+        "min_frame_distance_A": F("float", 0.1, "frames closer than this RMSD (Å) to a selected one are skipped"),
+    },
+    "resources": {
+        "md_workers": F("int", 1, "MDWorker actors"),
+        "reference_workers": F("int", 1, "ReferenceWorker actors (oracle labels, reference MD)"),
+        "gpus_per_md_worker": F("float?", None, "GPUs per MDWorker; null = 1 when the cluster has GPUs, else 0"),
+        "cpus_per_md_worker": F("float", 1.0, "CPUs per MDWorker"),
+        "cpus_per_oracle": F("float", 1.0, "CPUs per ReferenceWorker"),
+        "cpus_per_trainer": F("float", 1.0, "CPUs of the Trainer"),
+        "queue_size": F("int", 4, "candidates in flight at once (bounded queue)"),
+        "max_restarts": F("int", 3, "times Ray restarts a crashed actor"),
+        "max_task_retries": F("int", 2, "times Ray retries a task on a restarted actor"),
+    },
+    "tracking": {
+        "uri": F("str?", None, "MLflow tracking URI; null = $MLFLOW_TRACKING_URI or sqlite:///.matscreen/mlflow.db"),
+        "experiment": F("str?", None, "MLflow experiment; null = 'matscreen-<name>'"),
+        "log_trajectories": F("bool", True, "attach compressed trajectories to candidate runs"),
+        "register_models": F("bool", True, "register each round's ensemble in the MLflow model registry"),
+    },
+    "store": {
+        "path": F("str", ".matscreen/store", "data-store directory (labels, checkpoints, ledger), relative to cwd"),
+    },
+}
+
+# keys whose change does not change the science (resume with a different value is fine)
+NON_SCIENCE_SECTIONS = ("resources", "tracking")
+
+
+class Spec:
+    """A validated campaign spec: attribute access by section (``spec.md.steps``), ``to_dict()``."""
+
+    def __init__(self, data: dict):
+        self._data = data
+
+    def __getattr__(self, name):
+        data = object.__getattribute__(self, "_data")
+        if name not in data:
+            raise AttributeError(name)
+        value = data[name]
+        return Spec(value) if isinstance(value, dict) and name != "structures" else value
+
+    def __getitem__(self, name):
+        return self._data[name]
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(self._data)
+
+    def science_hash(self) -> str:
+        """Hash of everything that changes results (not resources, not tracking)."""
+        science = {k: v for k, v in self._data.items() if k not in NON_SCIENCE_SECTIONS}
+        return hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self._data, sort_keys=False)
+
+    def __repr__(self) -> str:
+        return f"Spec({self._data!r})"
+
+
+def defaults() -> dict:
+    """The full default spec as a plain dict."""
+    return _defaults(SCHEMA)
+
+
+def _defaults(schema: dict) -> dict:
+    return {k: (_defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default)) for k, v in schema.items()}
+
+
+def _all_paths(schema: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in schema.items():
+        path = f"{prefix}{k}"
+        out.append(path)
+        if isinstance(v, dict):
+            out.extend(_all_paths(v, path + "."))
+    return out
+
+
+def _suggest(path: str, key: str, schema: dict) -> str:
+    """' ; did you mean ...?' for the closest valid key (same section first, then anywhere)."""
+    prefix = path.rsplit(".", 1)[0] + "." if "." in path else ""
+    local = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.5)
+    if local:
+        return f"; did you mean '{prefix}{local[0]}'?"
+    anywhere = _all_paths(SCHEMA)
+    leaf_names = {p.rsplit(".", 1)[-1]: p for p in anywhere}
+    near = difflib.get_close_matches(key, list(leaf_names), n=1, cutoff=0.7)
+    if near:
+        return f"; did you mean '{leaf_names[near[0]]}'?"
+    return f"; valid keys here: {', '.join(schema)}"
+
+
+def _check_leaf(path: str, value: Any, f: Field) -> Any:
+    kind = f.kind
+    nullable = kind.endswith("?")
+    if nullable:
+        kind = kind[:-1]
+        if value is None:
+            return None
+    if kind == "mapping":
+        if not isinstance(value, dict):
+            raise InputError(f"{path}: expected a mapping of formula: path, got {_show(value)}")
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise InputError(f"{path}.{k}: expected a file path string, got {_show(v)}")
+        return {str(k): v for k, v in value.items()}
+    if kind.startswith("list["):
+        inner = kind[5:-1]
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a scalar where a list is expected: accept as a one-element list
+        if not isinstance(value, list):
+            raise InputError(f"{path}: expected a list of {_kind_word(inner)}s, got {_show(value)}")
+        return [_check_scalar(f"{path}[{i}]", v, inner, f.choices) for i, v in enumerate(value)]
+    return _check_scalar(path, value, kind, f.choices)
+
+
+def _kind_word(kind: str) -> str:
+    return {"int": "integer", "float": "number", "str": "string", "bool": "boolean"}[kind]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return repr(value)
+
+
+def _check_scalar(path: str, value: Any, kind: str, choices: tuple) -> Any:
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "bool": isinstance(value, bool),
+    }[kind]
+    if not ok:
+        article = "an" if kind == "int" else "a"
+        raise InputError(f"{path}: expected {article} {_kind_word(kind)}, got {_show(value)}")
+    if kind == "float":
+        value = float(value)
+    if choices and value not in choices:
+        near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise InputError(f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
+    return value
+
+
+def _merge(path: str, user: Any, schema: dict, base: dict) -> dict:
+    if not isinstance(user, dict):
+        where = path or "the spec"
+        raise InputError(f"{where}: expected a mapping of keys, got {_show(user)}")
+    out = base
+    for key, value in user.items():
+        key = str(key)
+        full = f"{path}.{key}" if path else key
+        if key not in schema:
+            raise InputError(f"{full}: unknown key{_suggest(full, key, schema)}")
+        sub = schema[key]
+        if isinstance(sub, dict):
+            out[key] = _merge(full, {} if value is None else value, sub, out[key])
+        else:
+            out[key] = _check_leaf(full, value, sub)
+    return out
+
+
+def _semantic_checks(d: dict) -> None:
+    def positive(path, value, strict=True):
+        if value < 0 or (strict and value == 0):
+            raise InputError(f"{path}: must be {'> 0' if strict else '>= 0'}, got {value}")
+
+    for i, t in enumerate(d["md"]["temperatures_K"]):
+        positive(f"md.temperatures_K[{i}]", t)
+    if not d["md"]["temperatures_K"]:
+        raise InputError("md.temperatures_K: give at least one temperature (K)")
+    for key in ("steps", "timestep_fs", "save_every", "replicas", "reference_steps", "exploration_steps",
+                "reference_temperature_K"):
+        positive(f"md.{key}", d["md"][key])
+    positive("md.equilibration_steps", d["md"]["equilibration_steps"], strict=False)
+    if d["md"]["equilibration_steps"] >= d["md"]["steps"]:
+        raise InputError("md.equilibration_steps: must be smaller than md.steps")
+    s = d["stability"]
+    if not 0 < s["trust_lo_eV_A"] < s["trust_hi_eV_A"]:
+        raise InputError(f"stability.trust_hi_eV_A: must exceed stability.trust_lo_eV_A ({s['trust_lo_eV_A']}) > 0")
+    for key in ("rdf_mae", "fusion_distance_A", "max_temperature_factor"):
+        positive(f"stability.{key}", s[key])
+    if not 0 < s["accurate_fraction"] <= 1:
+        raise InputError("stability.accurate_fraction: must be in (0, 1]")
+    if not 0 <= d["oracle"]["max_failure_fraction"] <= 1:
+        raise InputError("oracle.max_failure_fraction: must be in [0, 1]")
+    for key in ("ensemble_size", "hidden", "layers"):
+        positive(f"models.{key}", d["models"][key])
+    positive("models.cutoff_A", d["models"]["cutoff_A"])
+    if not d["models"]["architectures"]:
+        raise InputError("models.architectures: give at least one architecture, e.g. [schnet]")
+    for key in ("epochs", "batch_size", "learning_rate", "max_minutes"):
+        positive(f"training.{key}", d["training"][key])
+    positive("training.fine_tune_epochs", d["training"]["fine_tune_epochs"], strict=False)
+    al = d["active_learning"]
+    positive("active_learning.max_rounds", al["max_rounds"], strict=False)
+    positive("active_learning.labels_per_round", al["labels_per_round"])
+    positive("active_learning.initial_labels", al["initial_labels"])
+    r = d["resources"]
+    for key in ("md_workers", "reference_workers", "queue_size"):
+        positive(f"resources.{key}", r[key])
+    for key in ("max_restarts", "max_task_retries"):
+        if r[key] < -1:
+            raise InputError(f"resources.{key}: must be >= -1 (-1 = unlimited)")
+    positive("candidates.max_candidates", d["candidates"]["max_candidates"])
+    if d["space"]["arity_min"] > d["space"]["arity_max"]:
+        raise InputError("space.arity_min: must not exceed space.arity_max")
+    if not d["name"] or any(c in d["name"] for c in "/\\ "):
+        raise InputError(f"name: {d['name']!r} must be non-empty without slashes or spaces")
+
+
+def validate(data: Any) -> Spec:
+    """Merge ``data`` (parsed YAML) over the defaults and validate; raise InputError naming the key."""
+    if data is None:
+        data = {}
+    merged = _merge("", data, SCHEMA, defaults())
+    _semantic_checks(merged)
+    return Spec(merged)
+
+
+def load_spec(path: str | Path | None) -> Spec:
+    """Read and validate a campaign YAML file (``None``: the embedded demo spec)."""
+    import yaml
+
+    if path is None:
+        return validate(yaml.safe_load(demo_spec_text()))
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"campaign file {path} not found; check the path (see campaigns/demo.yaml for an example)")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise InputError(f"{path}{where}: {problem}; fix the YAML syntax") from None
+    return validate(data)
+
+
+def demo_spec_text() -> str:
+    """The embedded default campaign (same text as campaigns/demo.yaml)."""
+    from importlib.resources import files
+
+    return files("orchestrator").joinpath("demo.yaml").read_text()
+
+
+def describe(schema: dict | None = None, prefix: str = "") -> str:
+    """Every key with its default and meaning, one per line (for docs and ``--help``)."""
+    schema = SCHEMA if schema is None else schema
+    lines = []
+    for k, v in schema.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict):
+            lines.append(f"{path}:")
+            lines.append(describe(v, path + "."))
+        else:
+            lines.append(f"  {path} ({v.kind}, default {json.dumps(v.default)}): {v.help}")
+    return "\n".join(lines)

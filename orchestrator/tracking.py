@@ -1,0 +1,228 @@
+"""MLflow tracking: the Tracker is the campaign's single MLflow writer (sqlite takes one writer).
+
+Layout: one experiment per campaign (``matscreen-<name>``); one parent run per campaign execution
+(kept across resumes); nested runs per candidate (tag ``matscreen.kind=candidate``) and per
+training round (``matscreen.kind=training``).  Every run carries a stable ``matscreen.key`` tag
+and is looked up by it before one is created, so a resumed campaign never duplicates runs.
+Metric names carry units: ``rdf_mae``, ``force_mae_meV_A``, ``diffusivity_cm2_s`` and
+``conductivity_mS_cm`` (step = temperature in K), ``activation_energy_eV``, ``log10_sigma_300K``
+(sigma in mS/cm), and ``<name>_err`` twins.  Ensembles go to the model registry, one version per
+training round.  Everything logged passes through secret redaction.
+
+Default store: ``sqlite:///<cwd>/.matscreen/mlflow.db`` with artifacts under
+``<cwd>/.matscreen/artifacts``; ``MLFLOW_TRACKING_URI`` (or the spec's ``tracking.uri``) overrides.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+KEY_TAG = "matscreen.key"
+KIND_TAG = "matscreen.kind"
+LOGGED_TAG = "matscreen.logged"
+
+
+def default_tracking_uri(cwd: str | Path | None = None) -> str:
+    base = Path(cwd or os.getcwd()).resolve() / ".matscreen"
+    return f"sqlite:///{base / 'mlflow.db'}"
+
+
+def default_artifact_root(cwd: str | Path | None = None) -> str:
+    return (Path(cwd or os.getcwd()).resolve() / ".matscreen" / "artifacts").as_uri()
+
+
+def resolve_tracking_uri(spec_uri: str | None, cwd: str | Path | None = None) -> str:
+    """Spec ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``, else the local sqlite default."""
+    return spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(cwd)
+
+
+def experiment_name(spec: dict) -> str:
+    return spec["tracking"]["experiment"] or f"matscreen-{spec['name']}"
+
+
+def _redact(obj: Any) -> Any:
+    try:
+        from orchestrator.secrets import redact
+    except ImportError:  # pragma: no cover - secrets module is the operations stage's
+        return obj
+    return redact(obj)
+
+
+def _metric_ok(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class Tracker:
+    """Writes the campaign to MLflow; every method is idempotent (safe to retry after a crash)."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None):
+        from mlflow import MlflowClient
+
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            root = artifact_root or (default_artifact_root() if tracking_uri.startswith("sqlite") else None)
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=root)
+        else:
+            self.experiment_id = exp.experiment_id
+        self.experiment = experiment
+
+    # --- runs -----------------------------------------------------------------------------------
+    def find_run(self, key: str):
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
+                                       max_results=5)
+        return runs[0] if runs else None
+
+    def run_id(self, key: str, kind: str, name: str, parent_key: str | None = None,
+               tags: dict | None = None) -> str:
+        """The run for ``key``, created (nested under ``parent_key``'s run) if it does not exist."""
+        found = self.find_run(key)
+        if found is not None:
+            if found.info.status != "RUNNING" and found.data.tags.get(LOGGED_TAG) != "1":
+                self.client.update_run(found.info.run_id, status="RUNNING")
+            return found.info.run_id
+        all_tags = {KEY_TAG: key, KIND_TAG: kind, "mlflow.runName": name, **(tags or {})}
+        if parent_key is not None:
+            all_tags["mlflow.parentRunId"] = self.run_id(parent_key, "campaign", parent_key)
+        run = self.client.create_run(self.experiment_id, tags=_redact(all_tags), run_name=name)
+        return run.info.run_id
+
+    def start_campaign(self, key: str, name: str, spec: dict, spec_yaml: str) -> str:
+        """The parent run of this campaign execution (reused on resume); logs the spec once."""
+        run_id = self.run_id(key, "campaign", name)
+        run = self.client.get_run(run_id)
+        resumes = int(run.data.tags.get("matscreen.executions", "0")) + 1
+        self.client.set_tag(run_id, "matscreen.executions", str(resumes))
+        if "campaign" not in run.data.params:
+            self._params(run_id, {"campaign": spec["name"], "oracle": spec["oracle"]["name"],
+                                  "architectures": ",".join(spec["models"]["architectures"]),
+                                  "ensemble_size": spec["models"]["ensemble_size"],
+                                  "temperatures_K": ",".join(str(t) for t in spec["md"]["temperatures_K"]),
+                                  "max_rounds": spec["active_learning"]["max_rounds"]})
+            self.client.log_text(run_id, _redact(spec_yaml), "spec/campaign.yaml")
+        return run_id
+
+    def _params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(run_id).data.params
+        todo = [Param(k, str(v)[:500]) for k, v in _redact(params).items() if k not in existing]
+        if todo:
+            self.client.log_batch(run_id, params=todo)
+
+    def _metrics(self, run_id: str, metrics: list[tuple[str, float, int]]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, int(step)) for k, v, step in metrics if _metric_ok(v)]
+        for i in range(0, len(batch), 500):
+            self.client.log_batch(run_id, metrics=batch[i:i + 500])
+
+    # --- candidates -----------------------------------------------------------------------------
+    def log_candidate(self, campaign_key: str, key: str, params: dict, rounds: list[dict], result: dict,
+                      verdict: str, reason: str, artifacts: dict[str, list[str]] | None = None) -> str:
+        """One nested run per candidate with its params, per-round diagnostics, transport metrics,
+        verdict/reason tags and artifacts.  Skipped if this candidate run was already completed."""
+        run_id = self.run_id(f"{campaign_key}/{key}", "candidate", key, parent_key=campaign_key,
+                             tags={"matscreen.candidate": key})
+        run = self.client.get_run(run_id)
+        if run.data.tags.get(LOGGED_TAG) == "1":
+            return run_id
+        self._params(run_id, params)
+        metrics: list[tuple[str, float, int]] = []
+        for d in rounds:
+            for name in ("rdf_mae", "force_mae_meV_A", "accurate_fraction", "selected_fraction", "failed_fraction",
+                         "labels_added", "labels_failed"):
+                if name in d:
+                    metrics.append((name, d[name], d["round"]))
+        for i, t in enumerate(result.get("temperatures_K", [])):
+            for name in ("diffusivity_cm2_s", "conductivity_mS_cm"):
+                metrics.append((name, result[name][i], int(round(t))))
+                metrics.append((f"{name}_err", result[f"{name}_err"][i], int(round(t))))
+        for name in ("activation_energy_eV", "log10_sigma_300K"):
+            if name in result:
+                metrics.append((name, result[name], 0))
+                metrics.append((f"{name}_err", result.get(f"{name}_err", float("nan")), 0))
+        self._metrics(run_id, metrics)
+        for sub, paths in (artifacts or {}).items():
+            for p in paths:
+                if Path(p).exists():
+                    self.client.log_artifact(run_id, p, sub)
+        self.client.set_tag(run_id, "verdict", verdict)
+        self.client.set_tag(run_id, "reason", reason)
+        self.client.set_tag(run_id, LOGGED_TAG, "1")
+        self.client.set_terminated(run_id, "FINISHED" if reason == "converged" else "FAILED")
+        return run_id
+
+    def candidate_progress(self, campaign_key: str, key: str, stage: str, round_: int) -> None:
+        """Mark a candidate's run as live (created early so the UI shows work in progress)."""
+        run_id = self.run_id(f"{campaign_key}/{key}", "candidate", key, parent_key=campaign_key,
+                             tags={"matscreen.candidate": key})
+        self.client.set_tag(run_id, "matscreen.stage", stage)
+        self.client.set_tag(run_id, "matscreen.round", str(round_))
+
+    # --- training rounds and the registry -------------------------------------------------------
+    def log_training(self, campaign_key: str, key: str, info: dict, register_as: str | None) -> str:
+        """One nested run per training round; the ensemble files as artifacts and (optionally) a
+        registry version of ``register_as`` (one per round, looked up by its key tag)."""
+        run_id = self.run_id(f"{campaign_key}/{key}", "training", key, parent_key=campaign_key)
+        run = self.client.get_run(run_id)
+        if run.data.tags.get(LOGGED_TAG) != "1":
+            self._params(run_id, {k: info[k] for k in ("candidate", "round", "architectures", "n_frames", "init")
+                                  if k in info})
+            self._metrics(run_id, [("force_mae_meV_A", info.get("force_mae_meV_A"), int(info.get("round", 0)))])
+            for p in info.get("members", []):
+                self.client.log_artifact(run_id, p, "ensemble")
+            self.client.set_tag(run_id, LOGGED_TAG, "1")
+            self.client.set_terminated(run_id, "FINISHED")
+        if register_as:
+            self.register(register_as, run_id, key)
+        return run_id
+
+    def register(self, name: str, run_id: str, key: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException:
+            pass  # already there
+        for mv in self.client.search_model_versions(f"name='{name}'"):
+            if mv.tags.get(KEY_TAG) == key:
+                return mv.version
+        artifact_uri = self.client.get_run(run_id).info.artifact_uri
+        mv = self.client.create_model_version(name, f"{artifact_uri}/ensemble", run_id=run_id,
+                                              tags={KEY_TAG: key}, await_creation_for=0)
+        return mv.version
+
+    # --- the parent run at the end ----------------------------------------------------------------
+    def finish_campaign(self, key: str, results_csv: str | None, summary: dict, plots: list[str] = ()) -> None:
+        run_id = self.run_id(key, "campaign", key)
+        self._metrics(run_id, [(f"candidates_{k}", v, 0) for k, v in summary.items() if _metric_ok(v)])
+        if results_csv and Path(results_csv).exists():
+            self.client.log_artifact(run_id, results_csv, "results")
+        for p in plots:
+            if Path(p).exists():
+                self.client.log_artifact(run_id, p, "plots")
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def count_runs(self) -> dict[str, int]:
+        """Runs per kind in this experiment (for status and tests)."""
+        out: dict[str, int] = {}
+        for run in self.client.search_runs([self.experiment_id], max_results=5000):
+            kind = run.data.tags.get(KIND_TAG, "?")
+            out[kind] = out.get(kind, 0) + 1
+        return out
+
+
+def mlflow_ui_command(tracking_uri: str, artifact_root: str | None = None) -> str:
+    cmd = f"mlflow ui --backend-store-uri {tracking_uri}"
+    if artifact_root:
+        cmd += f" --default-artifact-root {artifact_root}"
+    return cmd
