@@ -110,7 +110,10 @@ def get_secret(name: str, secrets_file: str | os.PathLike | None = None, require
 
 def mp_api_key(secrets_file: str | os.PathLike | None = None, required: bool = False) -> str | None:
     """The Materials Project API key (``MP_API_KEY``, or pymatgen's ``PMG_MAPI_KEY``)."""
-    return get_secret("MP_API_KEY", secrets_file) or get_secret("PMG_MAPI_KEY", secrets_file, required=required)
+    key = get_secret("MP_API_KEY", secrets_file) or get_secret("PMG_MAPI_KEY", secrets_file)
+    if key is None and required:
+        get_secret("MP_API_KEY", secrets_file, required=True)  # raises, naming MP_API_KEY
+    return key
 
 
 def secret_values(secrets_file: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> set[str]:
