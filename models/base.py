@@ -1,0 +1,213 @@
+"""The base class every GNN force field shares: element table, reference energies, cutoff masking.
+
+A model maps a periodic graph to per-atom energies.  The total energy of system s is
+
+    E_s = sum_{i in s} ( e0[Z_i] + scale * nn_i + shift )            (eV)
+
+where ``e0`` are per-element reference energies fitted by least squares on the training set
+(``fit_reference_energies``) and ``nn_i`` is the network output (dimensionless); the network
+learns only the residual.  Forces (eV/Å) and stress (eV/Å³) come from autograd through
+:func:`models.interface.energy_to_prediction`, so every model is energy conserving.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.errors import InputError
+from models.batch import AtomsBatch
+from models.graph import NeighborList, edge_vectors, neighbor_list
+from models.interface import Prediction, energy_to_prediction
+
+MAX_Z = 119
+
+
+@dataclass
+class Graph:
+    """What an architecture sees: edges already masked to the model cutoff."""
+    species: torch.Tensor        # [n_atoms] long, row in the model's element table
+    edge_index: torch.Tensor     # [2, n_edges] (centre i, neighbour j)
+    vectors: torch.Tensor        # [n_edges, 3] Å, r_ij = x_j - x_i + shift·cell
+    distances: torch.Tensor      # [n_edges] Å
+    shifts: torch.Tensor         # [n_edges, 3] integer image offsets (float dtype)
+    system_index: torch.Tensor   # [n_atoms]
+    n_atoms: int
+    n_systems: int
+
+
+def cosine_cutoff(r: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """0.5 (cos(pi r / rc) + 1) for r < rc, else 0: value and slope vanish at rc."""
+    return 0.5 * (torch.cos(r * math.pi / cutoff) + 1.0) * (r < cutoff).to(r.dtype)
+
+
+def symbol(z: int) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[int(z)] if 0 < int(z) < len(chemical_symbols) else f"Z={int(z)}"
+
+
+class ForceFieldModel(nn.Module):
+    """Shared interface: ``cutoff`` (Å), ``elements`` (atomic numbers), ``energy``, ``predict``.
+
+    Subclasses set ``arch`` and implement ``atomic_energy(graph) -> [n_atoms]`` (dimensionless)
+    and ``hparams()`` (the keyword arguments that rebuild them, besides ``elements``).
+    """
+
+    arch = "base"
+
+    def __init__(self, elements, cutoff: float):
+        super().__init__()
+        elements = sorted({int(z) for z in elements})
+        if not elements:
+            raise InputError("a model needs at least one element; pass the elements of the training set")
+        self.cutoff = float(cutoff)
+        self.elements = elements
+        self.register_buffer("z_to_index", self._index_table(elements), persistent=False)
+        self.register_buffer("reference_energies", torch.zeros(len(elements)))   # eV per atom
+        self.register_buffer("energy_scale", torch.ones(()))                     # eV
+        self.register_buffer("energy_shift", torch.zeros(()))                    # eV per atom
+
+    # ----------------------------------------------------------------- element table
+    @staticmethod
+    def _index_table(elements) -> torch.Tensor:
+        table = torch.full((MAX_Z,), -1, dtype=torch.long)
+        table[torch.as_tensor(elements, dtype=torch.long)] = torch.arange(len(elements))
+        return table
+
+    def species(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Rows in the element table for atomic ``numbers``; InputError naming unknown elements."""
+        idx = self.z_to_index.to(numbers.device)[numbers.clamp(0, MAX_Z - 1)]
+        if bool((idx < 0).any()):
+            unknown = sorted({symbol(z) for z in numbers[idx < 0].tolist()})
+            known = ", ".join(symbol(z) for z in self.elements)
+            raise InputError(f"element(s) {', '.join(unknown)} unknown to this {self.arch} model "
+                             f"(trained on {known}); fine-tune it on data containing them (matscreen train --init)")
+        return idx
+
+    def grow_elements(self, new_elements) -> list[int]:
+        """Add elements to the table; every element embedding gains rows, existing rows are kept.
+
+        Returns the atomic numbers that were added.
+        """
+        added = sorted({int(z) for z in new_elements} - set(self.elements))
+        if not added:
+            return []
+        old = list(self.elements)
+        merged = sorted(old + added)
+        order = [merged.index(z) for z in old]          # where each old row goes
+        new_rows = [merged.index(z) for z in added]
+        for module in list(self.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.Embedding) and child.num_embeddings == len(old):
+                    emb = nn.Embedding(len(merged), child.embedding_dim).to(child.weight.device, child.weight.dtype)
+                    with torch.no_grad():
+                        std = float(child.weight.std()) if child.weight.numel() > 1 else 1.0
+                        emb.weight.normal_(0.0, std)
+                        emb.weight[order] = child.weight
+                    setattr(module, name, emb)
+        ref = torch.zeros(len(merged), dtype=self.reference_energies.dtype, device=self.reference_energies.device)
+        ref[order] = self.reference_energies
+        ref[new_rows] = self.reference_energies.mean() if len(old) else 0.0
+        self.reference_energies = ref
+        self.elements = merged
+        self.z_to_index = self._index_table(merged).to(self.z_to_index.device)
+        return added
+
+    # ----------------------------------------------------------------- energies
+    def build_graph(self, batch: AtomsBatch, neighbors: NeighborList | None = None,
+                    cell: torch.Tensor | None = None) -> Graph:
+        nl = neighbors if neighbors is not None else neighbor_list(batch, self.cutoff)
+        vec = edge_vectors(batch, nl, cell)
+        keep = (vec.detach() ** 2).sum(-1) < self.cutoff ** 2
+        if not bool(keep.all()):
+            vec = vec[keep]
+            edge_index, shifts = nl.edge_index[:, keep], nl.shifts[keep]
+        else:
+            edge_index, shifts = nl.edge_index, nl.shifts
+        return Graph(
+            species=self.species(batch.numbers),
+            edge_index=edge_index,
+            vectors=vec,
+            distances=vec.norm(dim=-1),
+            shifts=shifts,
+            system_index=batch.system_index,
+            n_atoms=batch.n_atoms,
+            n_systems=batch.n_systems,
+        )
+
+    def atomic_energy(self, graph: Graph) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def hparams(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return self.reference_energies.dtype
+
+    def energy(self, batch: AtomsBatch, neighbors: NeighborList | None = None,
+               cell: torch.Tensor | None = None) -> torch.Tensor:
+        """Total energy per system [n_systems] (eV); differentiable w.r.t. positions and ``cell``."""
+        graph = self.build_graph(batch, neighbors, cell)
+        nn_out = self.atomic_energy(graph)
+        e_atom = nn_out * self.energy_scale + self.energy_shift + self.reference_energies[graph.species]
+        out = torch.zeros(graph.n_systems, dtype=e_atom.dtype, device=e_atom.device)
+        return out.index_add(0, graph.system_index, e_atom)
+
+    def predict(self, batch: AtomsBatch, neighbors: NeighborList | None = None,
+                compute_stress: bool = False, create_graph: bool = False) -> Prediction:
+        """ForceField protocol: energy (eV), forces (eV/Å), optional stress (eV/Å³); one forward pass."""
+        batch = batch.to(device=self.reference_energies.device, dtype=self.param_dtype)
+        if neighbors is not None and neighbors.shifts.dtype != self.param_dtype:
+            neighbors = NeighborList(neighbors.edge_index.to(batch.device),
+                                     neighbors.shifts.to(device=batch.device, dtype=self.param_dtype),
+                                     neighbors.cutoff)
+        if create_graph:
+            return energy_to_prediction(self.energy, batch, neighbors, compute_stress, create_graph=True)
+        with torch.enable_grad():
+            return energy_to_prediction(self.energy, batch, neighbors, compute_stress)
+
+    def predict_atoms(self, atoms_list, compute_stress: bool = False) -> Prediction:
+        """Convenience: predict for ``ase.Atoms`` (or a list of them) in one batch."""
+        batch = AtomsBatch.from_atoms(atoms_list, dtype=self.param_dtype, device=self.reference_energies.device)
+        return self.predict(batch, compute_stress=compute_stress)
+
+    # ----------------------------------------------------------------- normalisation
+    def set_normalisation(self, reference_energies: dict[int, float], scale: float, shift: float = 0.0) -> None:
+        """Set per-element e0 (eV/atom), network output scale (eV) and shift (eV/atom)."""
+        ref = torch.zeros_like(self.reference_energies)
+        for z, e in reference_energies.items():
+            if int(z) in self.elements:
+                ref[self.elements.index(int(z))] = float(e)
+        self.reference_energies = ref
+        self.energy_scale = torch.full_like(self.energy_scale, float(scale))
+        self.energy_shift = torch.full_like(self.energy_shift, float(shift))
+
+    def normalisation(self) -> dict:
+        return {
+            "reference_energies_eV": {int(z): float(e) for z, e in zip(self.elements, self.reference_energies.tolist())},
+            "energy_scale_eV": float(self.energy_scale),
+            "energy_shift_eV_atom": float(self.energy_shift),
+        }
+
+
+def fit_reference_energies(frames, elements=None) -> dict[int, float]:
+    """Least-squares per-element energies e0 (eV/atom) so that E ≈ sum_i e0[Z_i] (numpy lstsq).
+
+    With collinear compositions (e.g. one stoichiometry) lstsq returns the minimum-norm solution,
+    which still reproduces the mean energy per formula.
+    """
+    elements = sorted({int(z) for a in frames for z in a.numbers}) if elements is None else list(elements)
+    col = {z: k for k, z in enumerate(elements)}
+    counts = np.zeros((len(frames), len(elements)))
+    energies = np.zeros(len(frames))
+    for f, atoms in enumerate(frames):
+        for z, n in zip(*np.unique(atoms.numbers, return_counts=True)):
+            counts[f, col[int(z)]] = n
+        energies[f] = atoms.get_potential_energy()
+    sol, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return {z: float(sol[k]) for z, k in col.items()}

@@ -1,0 +1,72 @@
+"""Ensembles of force fields: mean prediction and per-atom force deviation (DP-GEN's model deviation).
+
+    force_std[a] = sqrt( mean_k || F_k[a] - <F>[a] ||^2 )        (eV/Å)
+
+The active-learning criterion of DP-GEN is ``max_a force_std[a]`` per structure
+(:func:`max_force_deviation`).
+"""
+from __future__ import annotations
+
+import torch
+
+from models.batch import AtomsBatch
+from models.graph import NeighborList, neighbor_list
+from models.interface import Prediction
+
+
+class Ensemble:
+    """K force fields (same elements, different seeds) behind the ForceField protocol."""
+
+    def __init__(self, models):
+        models = list(models)
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        self.models = models
+        self.cutoff = max(float(m.cutoff) for m in models)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    @property
+    def elements(self) -> list[int]:
+        return sorted(set.intersection(*(set(m.elements) for m in self.models)))
+
+    @property
+    def arch(self) -> str:
+        return "ensemble"
+
+    def to(self, *args, **kwargs) -> "Ensemble":
+        self.models = [m.to(*args, **kwargs) for m in self.models]
+        return self
+
+    def eval(self) -> "Ensemble":
+        for m in self.models:
+            m.eval()
+        return self
+
+    def predict(self, batch: AtomsBatch, neighbors: NeighborList | None = None,
+                compute_stress: bool = False) -> Prediction:
+        """Mean energy/forces/stress over members; ``force_std`` per atom (eV/Å)."""
+        if neighbors is None:
+            neighbors = neighbor_list(batch, self.cutoff)
+        preds = [m.predict(batch, neighbors, compute_stress) for m in self.models]
+        forces = torch.stack([p.forces for p in preds])            # [K, n_atoms, 3]
+        mean_f = forces.mean(0)
+        std = ((forces - mean_f) ** 2).sum(-1).mean(0).sqrt()       # [n_atoms]
+        stress = torch.stack([p.stress for p in preds]).mean(0) if compute_stress else None
+        return Prediction(energy=torch.stack([p.energy for p in preds]).mean(0), forces=mean_f,
+                          stress=stress, force_std=std)
+
+    def predict_atoms(self, atoms_list, compute_stress: bool = False) -> Prediction:
+        m = self.models[0]
+        batch = AtomsBatch.from_atoms(atoms_list, dtype=m.param_dtype, device=m.reference_energies.device)
+        return self.predict(batch, compute_stress=compute_stress)
+
+
+def max_force_deviation(pred: Prediction, system_index: torch.Tensor, n_systems: int | None = None) -> torch.Tensor:
+    """DP-GEN model deviation per system: max over its atoms of ``force_std`` (eV/Å)."""
+    if pred.force_std is None:
+        raise ValueError("this prediction has no force_std; predict with an Ensemble")
+    n = int(system_index.max()) + 1 if n_systems is None else n_systems
+    out = torch.zeros(n, dtype=pred.force_std.dtype, device=pred.force_std.device)
+    return out.scatter_reduce(0, system_index, pred.force_std, reduce="amax", include_self=True)

@@ -1,0 +1,190 @@
+"""`matscreen train` and `matscreen evaluate`: GNN force fields from labelled frames."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+TRAIN_DESCRIPTION = """\
+Train a graph-neural-network force field on labelled frames (energy + forces, optionally stress)
+and write ONE self-describing checkpoint (architecture, hyper-parameters, elements, reference
+energies, weights) that `matscreen evaluate`, the MD engine and models.load_model read.
+
+Data: any file ASE reads with labels: extxyz, ASE .db, VASP vasprun.xml or OUTCAR (XDATCAR has no
+labels and is refused).  Several --data files are concatenated; frames are split into train and
+validation per temperature and run (info keys temperature_K / run_id) reproducibly by --seed.
+
+  matscreen train --data aimd_600K.extxyz aimd_900K.extxyz --model schnet --max-time 600 --out ff.pt
+  matscreen train --data more.extxyz --init ff.pt --max-time 300 --out ff2.pt      # fine-tune
+  matscreen train --data d.extxyz --model painn --ensemble 4 --max-time 1200 --out ens.pt
+  matscreen train --data d.extxyz --resume ff.pt --out ff.pt                       # continue
+
+Loss = w_E*MSE(E/atom) + w_F*MSE(F) (default 1:1000); AdamW, LR on plateau, EMA weights, gradient
+clipping, early stopping.  The checkpoint is rewritten after every epoch with the best weights.
+"""
+
+EVALUATE_DESCRIPTION = """\
+Evaluate a checkpoint on labelled frames: energy MAE (meV/atom), force MAE (meV/Å), force R²,
+also per element.  With --json prints ONE JSON line with keys energy_mae_meV_atom,
+energy_rmse_meV_atom, force_mae_meV_A, force_rmse_meV_A, force_r2, n_frames, n_atoms, per_element.
+
+  matscreen evaluate --model ff.pt --data test.extxyz --json
+"""
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train a GNN force field (schnet, painn, dimenetpp, cgcnn)",
+                                  description=TRAIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--data", nargs="+", required=True, metavar="FILE",
+                       help="labelled frames: extxyz, ASE .db, vasprun.xml, OUTCAR (one or more files)")
+    train.add_argument("--val-data", nargs="+", metavar="FILE", help="validation frames (default: split --data)")
+    train.add_argument("--model", default="schnet", choices=["schnet", "painn", "dimenetpp", "cgcnn"],
+                       help="architecture (default schnet); ignored with --init / --resume")
+    train.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write (e.g. ff.pt)")
+    train.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
+                       help="wall-clock training budget in seconds (all ensemble members together)")
+    train.add_argument("--epochs", type=int, default=200, help="maximum epochs (default 200)")
+    train.add_argument("--batch-size", type=int, default=8, help="frames per batch (default 8)")
+    train.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    train.add_argument("--energy-weight", type=float, default=1.0, help="w_E on MSE(E/atom) (default 1)")
+    train.add_argument("--force-weight", type=float, default=1000.0, help="w_F on MSE(F) (default 1000)")
+    train.add_argument("--val-fraction", type=float, default=0.1, help="validation share per temperature/run (default 0.1)")
+    train.add_argument("--patience", type=int, default=40, help="early stopping after this many epochs without improvement")
+    train.add_argument("--ensemble", type=int, default=1, metavar="K", help="train K models with seeds SEED..SEED+K-1")
+    train.add_argument("--seed", type=int, default=0, help="seed for initialisation and the split (default 0)")
+    train.add_argument("--cutoff", type=float, default=5.0, help="model cutoff radius in Å (default 5.0)")
+    train.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter precision")
+    train.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    train.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
+                       help="architecture hyper-parameter, repeatable (e.g. hidden_channels=128 num_interactions=4)")
+    train.add_argument("--init", metavar="CKPT", help="fine-tune from this checkpoint (new elements are added)")
+    train.add_argument("--resume", metavar="CKPT", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    train.add_argument("--json", action="store_true", help="print the final validation metrics as one JSON line")
+    train.set_defaults(func=_train)
+
+    ev = subparsers.add_parser("evaluate", help="evaluate a force-field checkpoint on labelled frames",
+                               description=EVALUATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("--model", required=True, metavar="CKPT", help="checkpoint written by `matscreen train`")
+    ev.add_argument("--data", nargs="+", required=True, metavar="FILE", help="labelled frames (extxyz, .db, vasprun.xml, OUTCAR)")
+    ev.add_argument("--batch-size", type=int, default=16, help="frames per forward pass (default 16)")
+    ev.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    ev.add_argument("--json", action="store_true", help="print one JSON line")
+    ev.set_defaults(func=_evaluate)
+
+
+def _parse_hparams(items) -> dict:
+    from common.errors import InputError
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"--hparam {item!r} is not KEY=VALUE; write e.g. --hparam hidden_channels=128")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _train(args) -> int:
+    from common.atomic import check_writable
+    from common.errors import InputError
+    from models.checkpoint import load_model, save_model
+    from models.data import read_frames
+    from models.ensemble import Ensemble
+    from models.registry import build_model
+    from models.training import TrainConfig, fit
+
+    for name in ("epochs", "batch_size", "ensemble"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_time is not None and args.max_time <= 0:
+        raise InputError("--max-time must be a positive number of seconds")
+    check_writable(args.out)
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    frames = read_frames(args.data)
+    val = read_frames(args.val_data) if args.val_data else None
+    k = args.ensemble
+    budget = None if args.max_time is None else args.max_time / k
+    base_cfg = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, energy_weight=args.energy_weight,
+                    force_weight=args.force_weight, val_fraction=args.val_fraction, max_time_s=budget,
+                    early_stopping_patience=args.patience, device=args.device)
+    meta = {"data": [str(p) for p in args.data]}
+    if args.resume:
+        if k != 1:
+            raise InputError("--resume continues one model; drop --ensemble")
+        result = fit(None, frames, val, TrainConfig(seed=args.seed, **base_cfg), out=args.out, resume=args.resume,
+                     progress=say, metadata=meta)
+        return _finish(args, result.model, result.val_metrics)
+
+    init = None
+    if args.init:
+        init = load_model(args.init, device=args.device, dtype=args.dtype if args.dtype != "float32" else None)
+    hp = _parse_hparams(args.hparam)
+    elements = sorted({int(z) for a in frames for z in a.numbers})
+    members, metrics = [], []
+    for m in range(k):
+        seed = args.seed + m
+        cfg = TrainConfig(seed=seed, **base_cfg)
+        if init is not None:
+            src = init.models[m % len(init.models)] if isinstance(init, Ensemble) else init
+            import copy
+
+            import torch
+
+            torch.manual_seed(seed)
+            model = copy.deepcopy(src).train()
+        else:
+            model = build_model(args.model, elements, dtype=args.dtype, seed=seed, cutoff=args.cutoff, **hp)
+        if k > 1:
+            say(f"ensemble member {m + 1}/{k} (seed {seed})")
+        result = fit(model, frames, val, cfg, out=args.out if k == 1 else None, progress=say,
+                     fine_tune=init is not None, metadata={**meta, "init": args.init, "seed": seed})
+        if result.added_elements:
+            from models.base import symbol
+
+            say(f"added elements: {', '.join(symbol(z) for z in result.added_elements)}")
+        members.append(result.model)
+        metrics.append(result.val_metrics)
+    final = members[0] if k == 1 else Ensemble(members)
+    if k > 1:  # a single model's checkpoint (with its resume state) was written by fit
+        save_model(final, args.out, training={"data": meta["data"], "ensemble": k})
+    return _finish(args, final, metrics[0] if k == 1 else _mean_metrics(metrics))
+
+
+def _mean_metrics(metrics: list[dict]) -> dict:
+    keys = ["energy_mae_meV_atom", "force_mae_meV_A", "force_r2"]
+    return {key: sum(m[key] for m in metrics) / len(metrics) for key in keys} | {"n_frames": metrics[0]["n_frames"],
+                                                                                 "members": len(metrics)}
+
+
+def _finish(args, model, metrics: dict) -> int:
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.out), **metrics}))
+    else:
+        print(f"wrote {args.out}: validation energy MAE {metrics['energy_mae_meV_atom']:.2f} meV/atom, "
+              f"force MAE {metrics['force_mae_meV_A']:.1f} meV/Å, force R² {metrics['force_r2']:.4f} "
+              f"({metrics['n_frames']} frames)")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from models.checkpoint import load_model
+    from models.data import read_frames
+    from models.training import evaluate
+
+    model = load_model(args.model, device=args.device)
+    frames = read_frames(args.data)
+    metrics = evaluate(model, frames, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    print(f"{args.model} on {len(frames)} frames ({metrics['n_atoms']} atoms):")
+    print(f"  energy MAE {metrics['energy_mae_meV_atom']:.2f} meV/atom   RMSE {metrics['energy_rmse_meV_atom']:.2f}")
+    print(f"  force  MAE {metrics['force_mae_meV_A']:.1f} meV/Å   RMSE {metrics['force_rmse_meV_A']:.1f}   "
+          f"R² {metrics['force_r2']:.4f}")
+    for el, m in metrics["per_element"].items():
+        print(f"  {el:>3}: force MAE {m['force_mae_meV_A']:.1f} meV/Å  R² {m['force_r2']:.4f}  ({m['n_atoms']} atoms)")
+    return 0
