@@ -100,8 +100,8 @@ class StabilityJudge:
     """Verdicts (RDF against the reference, fusion/explosion, ensemble deviation), frame selection,
     force errors on new labels and the transport analysis."""
 
-    def judge(self, explore: dict, reference_path: str, stability: dict, al: dict) -> dict:
-        return science.judge(explore, reference_path, stability, al)
+    def judge(self, explore: dict, reference: dict, stability: dict, al: dict) -> dict:
+        return science.judge(explore, reference, stability, al)
 
     def force_errors(self, members: list[str], label_path: str) -> dict:
         return science.force_errors(members, label_path)

@@ -169,12 +169,21 @@ def make_oracle(oracle: dict):
     except (ImportError, AttributeError, TypeError):
         pass
     if ":" in name:
-        module, _, attr = name.partition(":")
+        module, _, attr = name.rpartition(":")
         try:
-            factory = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            raise InputError(f"oracle.name: cannot import {name!r}; give chgnet, lj, emt or an importable 'module:factory'") from None
-        return factory(), name
+            if module.endswith(".py"):  # a user's file: 'my_dft.py:make_calculator'
+                import importlib.util
+
+                spec = importlib.util.spec_from_file_location(Path(module).stem, module)
+                mod = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(mod)
+            else:
+                mod = importlib.import_module(module)
+            factory = getattr(mod, attr)
+        except (ImportError, AttributeError, FileNotFoundError):
+            raise InputError(f"oracle.name: cannot import {name!r}; give chgnet, lj, emt, 'module:factory' "
+                             "or 'file.py:factory'") from None
+        return factory(), f"{Path(module).stem}:{attr}"
     if name == "chgnet":
         from chgnet.model import CHGNet
         from chgnet.model.dynamics import CHGNetCalculator
@@ -366,19 +375,34 @@ def train_ensemble(label_paths: list[str], models: dict, training: dict, init: l
     return {"members": paths, "n_frames": len(frames), "force_mae_meV_A": float(np.mean(scores)) * 1000.0}
 
 
-def _train_gnn(frames, arch, models, training, start, path, seed) -> float:
-    try:
-        mod = importlib.import_module("models")
-        fit = getattr(mod, "train_model")
-    except (ImportError, AttributeError):
-        raise InputError(f"models.architectures: {arch!r} needs models.train_model, which is not available "
-                         "in this install; use architectures: [lj] for an analytic student") from None
-    result = fit(frames, arch=arch, cutoff=models["cutoff_A"], hidden=models["hidden"], layers=models["layers"],
-                 epochs=training["fine_tune_epochs"] if start else training["epochs"],
-                 learning_rate=training["learning_rate"], batch_size=training["batch_size"],
-                 energy_weight=training["energy_weight"], force_weight=training["force_weight"],
-                 init=start, out=str(path), seed=seed, max_minutes=training["max_minutes"])
-    return float(getattr(result, "force_mae_eV_A", result.get("force_mae_eV_A", float("nan")) if isinstance(result, dict) else float("nan")))
+_HPARAMS = {  # spec's generic sizes -> each architecture's own hyper-parameter names
+    "schnet": lambda h, n: dict(hidden_channels=h, num_filters=h, num_interactions=n),
+    "painn": lambda h, n: dict(hidden_channels=h, num_layers=n),
+    "dimenetpp": lambda h, n: dict(hidden_channels=h, num_blocks=n),
+    "cgcnn": lambda h, n: dict(hidden_channels=h, num_layers=n),
+}
+
+
+def _train_gnn(frames, arch, models_cfg, training, start, path, seed) -> float:
+    """Train one member with ``models.fit`` (fine-tuning ``start`` when given); returns val force MAE (eV/Å)."""
+    import models
+
+    elements = sorted({int(z) for a in frames for z in a.numbers})
+    if start:
+        model = models.load_model(start)
+    else:
+        hp = _HPARAMS.get(arch, lambda h, n: {})(models_cfg["hidden"], models_cfg["layers"])
+        try:
+            model = models.build_model(arch, elements, seed=seed, cutoff=models_cfg["cutoff_A"], **hp)
+        except InputError:
+            model = models.build_model(arch, elements, seed=seed, cutoff=models_cfg["cutoff_A"])
+    config = models.TrainConfig(
+        epochs=training["fine_tune_epochs"] if start else training["epochs"], batch_size=training["batch_size"],
+        lr=training["learning_rate"], energy_weight=training["energy_weight"], force_weight=training["force_weight"],
+        max_time_s=training["max_minutes"] * 60.0, val_fraction=training["validation_fraction"], seed=seed)
+    result = models.fit(model, list(frames), config=config, fine_tune=bool(start))
+    models.save_model(result.model, path)
+    return float(result.val_metrics.get("force_mae_meV_A", float("nan"))) / 1000.0
 
 
 def _fit_lj(frames, path: Path, seed: int, start: str | None) -> float:
@@ -411,7 +435,7 @@ def _fit_lj(frames, path: Path, seed: int, start: str | None) -> float:
     return mae
 
 
-class Ensemble:
+class LJEnsemble:
     """Mean of several force fields; ``force_std`` per atom = sqrt(mean_m |F_m - <F>|^2) (eV/Å)."""
 
     def __init__(self, members: list):
@@ -433,6 +457,11 @@ class Ensemble:
 
 
 def load_ensemble(member_paths: list[str]):
+    """An ensemble ForceField from member files (``.pt`` checkpoints via ``models``; ``.json`` analytic LJ)."""
+    if all(not p.endswith(".json") for p in member_paths):
+        import models
+
+        return models.Ensemble([models.load_model(p) for p in member_paths]).eval()
     members = []
     for p in member_paths:
         if p.endswith(".json"):
@@ -443,7 +472,7 @@ def load_ensemble(member_paths: list[str]):
         else:
             mod = importlib.import_module("models")
             members.append(getattr(mod, "load_model")(p))
-    return Ensemble(members)
+    return LJEnsemble(members)
 
 
 class ForceFieldCalculator:
@@ -483,7 +512,13 @@ def student_md(member_paths: list[str], structure_path: str, temperature_K: floa
     """MLFF MD with the ensemble; per stored frame the max atomic force deviation (eV/Å)."""
     ff = load_ensemble(member_paths)
     atoms = read_frames(start_frame or structure_path)[-1]
-    status = _langevin(atoms, ForceFieldCalculator(ff), temperature_K, steps, timestep_fs, save_every, seed,
+    if isinstance(ff, LJEnsemble):
+        calc = ForceFieldCalculator(ff)
+    else:
+        import models
+
+        calc = models.MLFFCalculator(ff)
+    status = _langevin(atoms, calc, temperature_K, steps, timestep_fs, save_every, seed,
                        out_path, {"kind": "mlff", "members": member_paths},
                        fusion_distance_A=stability["fusion_distance_A"],
                        max_temperature_K=stability["max_temperature_factor"] * temperature_K)
@@ -501,7 +536,8 @@ def force_errors(member_paths: list[str], label_path: str) -> dict:
     if not frames:
         return {"force_mae_meV_A": None}
     ff = load_ensemble(member_paths)
-    pred = ff.predict(AtomsBatch.from_atoms(frames, dtype=torch.float64)).forces.numpy()
+    dtype = torch.float64 if isinstance(ff, LJEnsemble) else ff.models[0].param_dtype
+    pred = ff.predict(AtomsBatch.from_atoms(frames, dtype=dtype)).forces.detach().double().numpy()
     ref = np.concatenate([f.get_forces() for f in frames])
     return {"force_mae_meV_A": float(np.abs(pred - ref).mean() * 1000.0)}
 
@@ -532,7 +568,7 @@ def rdf(path: str, r_max: float = 6.0, n_bins: int = 60, skip: int = 0) -> tuple
     return r, g
 
 
-def judge(explore: dict, reference_path: str, stability: dict, al: dict) -> dict:
+def judge(explore: dict, reference: dict, stability: dict, al: dict) -> dict:
     """Verdict on one exploration run: status, RDF MAE, trust-band fractions, frames to label."""
     dev = np.asarray(explore.get("force_std_max") or [], dtype=float)
     lo, hi = stability["trust_lo_eV_A"], stability["trust_hi_eV_A"]
@@ -540,6 +576,7 @@ def judge(explore: dict, reference_path: str, stability: dict, al: dict) -> dict
     accurate = float((dev < lo).sum() / n) if len(dev) else 0.0
     selected_mask = (dev >= lo) & (dev < hi)
     failed = float((dev >= hi).sum() / n) if len(dev) else 1.0
+    reference_path = reference["path"]
     r, g_ref = rdf(reference_path, skip=2)
     _, g_md = rdf(explore["path"], skip=2)
     rdf_mae = float(np.mean(np.abs(g_md - g_ref)))
@@ -557,8 +594,9 @@ def judge(explore: dict, reference_path: str, stability: dict, al: dict) -> dict
     candidates = list(np.flatnonzero(selected_mask))
     if not candidates and status != "reliable":
         candidates = list(np.flatnonzero(dev >= lo))[:al["labels_per_round"]] or list(range(max(0, len(dev) - 3), len(dev)))
-    picked = _diverse(explore["path"], candidates, al["labels_per_round"], al["min_frame_distance_A"],
-                      stability["fusion_distance_A"])
+    # geometry filter: no pair closer than 80 % of the closest pair seen in the oracle reference run
+    closest = max(stability["fusion_distance_A"], 0.8 * (reference.get("min_distance_A") or 0.0))
+    picked = _diverse(explore["path"], candidates, al["labels_per_round"], al["min_frame_distance_A"], closest)
     return {"status": status, "rdf_mae": rdf_mae, "accurate_fraction": accurate,
             "selected_fraction": float(selected_mask.sum() / n), "failed_fraction": failed,
             "frames": [int(i) for i in picked], "min_distance_A": explore.get("min_distance_A"),

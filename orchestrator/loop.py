@@ -111,12 +111,21 @@ class Campaign:
         return ray.get(ref)
 
     # --- the run --------------------------------------------------------------------------------
-    def run(self) -> dict:
-        """Run every candidate to a final reason; returns the summary counts."""
+    def run(self, incremental: bool = False) -> dict:
+        """Run every candidate to a final reason; returns the summary counts.
+
+        ``incremental``: generate the candidate list again and screen the new ones (finished
+        candidates are kept as they are), e.g. for a scheduled campaign whose space grew.
+        """
         self._actors()
         self._track("start_campaign", self.key, self.name, self.cfg, self.spec.to_yaml())
-        rows = self.ledger.once("candidates", lambda: self._get(
-            self.generator.generate.remote(self.cfg, str(self.root / "candidates"))))
+        generate = lambda: self._get(self.generator.generate.remote(self.cfg, str(self.root / "candidates")))  # noqa: E731
+        rows = self.ledger.step("candidates")
+        if rows is None or incremental:
+            fresh = generate()
+            known = {r["key"] for r in rows or []}
+            rows = (rows or []) + [r for r in fresh if r["key"] not in known]
+            self.ledger.record_step("candidates", rows)
         self.ledger.add_candidates(rows)
         self._notify()
         with ThreadPoolExecutor(max_workers=self.cfg["resources"]["queue_size"]) as pool:
@@ -240,7 +249,7 @@ class Campaign:
                 "run", members, row["structure_path"], md["reference_temperature_K"], md["exploration_steps"],
                 md, st, seed + 1000 * r, str(base / "md" / key / f"explore_r{r}.h5")))
             verdict = self._once(f"judge:{key}:{r}", key, lambda: self._get(self.judge.judge.remote(
-                explore, ref["path"], st, al)))
+                explore, ref, st, al)))
             diag = {"round": r, "verdict": verdict["status"], "rdf_mae": verdict["rdf_mae"],
                     "accurate_fraction": verdict["accurate_fraction"],
                     "selected_fraction": verdict["selected_fraction"],

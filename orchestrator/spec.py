@@ -353,7 +353,7 @@ def demo_spec_text() -> str:
     """The embedded default campaign (same text as campaigns/demo.yaml)."""
     from importlib.resources import files
 
-    return files("orchestrator").joinpath("demo.yaml").read_text()
+    return files("orchestrator").joinpath("campaign_demo.yaml").read_text()
 
 
 def describe(schema: dict | None = None, prefix: str = "") -> str:

@@ -1,0 +1,212 @@
+"""Campaign spec validation, the ledger, the MLflow Tracker, results and the CLI (no Ray here)."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common import InputError
+from orchestrator.cli import main
+from orchestrator.spec import defaults, demo_spec_text, load_spec, validate
+from orchestrator.state import Ledger, ledger_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- spec ---------------------------------------------------------------------------------------
+def test_empty_spec_gets_every_default():
+    spec = validate({})
+    assert spec.to_dict() == defaults()
+    assert spec.md.temperatures_K == [600.0, 800.0, 1000.0]
+    assert spec.stability.trust_lo_eV_A == 0.05 and spec.stability.trust_hi_eV_A == 0.15
+    assert spec.stability.rdf_mae == 0.02
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"md": {"temperatures_K": [600, 800, "hot"]}}, r"md\.temperatures_K\[2\]: expected a number, got 'hot'"),
+    ({"md": {"temperature_K": [600]}}, r"md\.temperature_K: unknown key; did you mean 'md\.temperatures_K'\?"),
+    ({"stabilty": {}}, r"stabilty: unknown key; did you mean 'stability'\?"),
+    ({"models": {"ensemble_size": 2.5}}, r"models\.ensemble_size: expected an integer, got 2\.5"),
+    ({"models": {"ensemble_size": True}}, r"models\.ensemble_size: expected an integer"),
+    ({"md": "fast"}, r"md: expected a mapping of keys"),
+    ({"candidates": {"rank_by": "log10_sigma"}}, r"candidates\.rank_by: 'log10_sigma' is not one of .*did you mean 'log10_sigma_300K'"),
+    ({"stability": {"trust_lo_eV_A": 0.2}}, r"stability\.trust_hi_eV_A: must exceed"),
+    ({"md": {"steps": 0}}, r"md\.steps: must be > 0"),
+    ({"active_learning": {"labels_per_roun": 3}}, r"did you mean 'active_learning\.labels_per_round'"),
+    ({"candidates": {"structures": {"Li2S": 3}}}, r"candidates\.structures\.Li2S: expected a file path"),
+    ({"name": "a b"}, r"name: 'a b' must be non-empty without slashes or spaces"),
+    ([1, 2], r"the spec: expected a mapping"),
+])
+def test_malformed_spec_names_the_key(data, message):
+    with pytest.raises(InputError, match=message):
+        validate(data)
+
+
+def test_error_is_one_line():
+    with pytest.raises(InputError) as exc:
+        validate({"md": {"temperatures_K": [1, None]}})
+    assert "\n" not in str(exc.value) and str(exc.value).startswith("md.temperatures_K[1]:")
+
+
+def test_scalar_is_accepted_for_a_list():
+    assert validate({"md": {"temperatures_K": 700}}).md.temperatures_K == [700.0]
+
+
+def test_science_hash_ignores_resources_and_tracking():
+    a = validate({"md": {"steps": 100}})
+    b = validate({"md": {"steps": 100}, "resources": {"md_workers": 4}, "tracking": {"uri": "sqlite:///x.db"}})
+    c = validate({"md": {"steps": 200}})
+    assert a.science_hash() == b.science_hash() != c.science_hash()
+
+
+def test_demo_spec_is_embedded_and_matches_campaigns_file():
+    assert demo_spec_text() == (ROOT / "campaigns" / "demo.yaml").read_text()
+    spec = load_spec(None)
+    assert len(spec.candidates.formulas) >= 3 and spec.oracle.name == "chgnet"
+    assert set(spec.models.architectures) == {"schnet", "dimenetpp"}
+
+
+def test_yaml_syntax_error_points_at_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmd:\n  steps: [1,\n")
+    with pytest.raises(InputError, match=r"bad\.yaml at line \d+"):
+        load_spec(bad)
+
+
+def test_cli_malformed_spec_exits_2_before_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "c.yaml"
+    spec.write_text(yaml.safe_dump({"name": "x", "md": {"temperatures_K": [600, "hot"]}}))
+    assert main(["campaign", "run", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "matscreen: error: md.temperatures_K[1]: expected a number, got 'hot'"
+    assert not (tmp_path / ".matscreen").exists()  # nothing started, nothing written
+
+
+def test_cli_validate_and_defaults(tmp_path, capsys):
+    assert main(["campaign", "validate", str(ROOT / "campaigns" / "demo.yaml")]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["name"] == "demo"
+    assert main(["campaign", "defaults"]) == 0
+    out = capsys.readouterr().out
+    assert "stability.trust_lo_eV_A" in out and yaml.safe_load(out)["name"] == "demo"
+
+
+def test_campaign_help_is_fast_and_complete():
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "campaign", "--help"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 0
+    for word in ("run", "status", "results", "validate", "defaults"):
+        assert word in out.stdout
+
+
+# --- ledger -------------------------------------------------------------------------------------
+def test_ledger_steps_run_once_and_survive_reopen(tmp_path):
+    path = ledger_path(tmp_path, "c")
+    led = Ledger(path)
+    calls = []
+    assert led.once("train:a:0", lambda: calls.append(1) or {"members": ["m0"]}) == {"members": ["m0"]}
+    assert led.once("train:a:0", lambda: calls.append(1) or {"members": ["other"]}) == {"members": ["m0"]}
+    assert calls == [1]
+    led.add_candidates([{"key": "a", "formula": "Li2S"}, {"key": "b", "formula": "Li3PS4"}])
+    led.update_candidate("a", stage="done", reason="converged", results={"log10_sigma_300K": 0.5})
+    led.close()
+    again = Ledger(path)
+    assert again.step("train:a:0") == {"members": ["m0"]}
+    assert [c["key"] for c in again.candidates()] == ["a", "b"]
+    assert again.candidate("a")["results"] == {"log10_sigma_300K": 0.5}
+    again.add_candidates([{"key": "a", "formula": "Li2S"}])  # re-adding keeps the old row
+    assert again.candidate("a")["stage"] == "done"
+    s = again.summary()
+    assert (s["total"], s["done"], s["converged"], s["pending"]) == (2, 1, 1, 1)
+
+
+def test_ledger_failed_step_records_nothing(tmp_path):
+    led = Ledger(tmp_path / "l.sqlite")
+
+    def crash():
+        raise RuntimeError("worker died")
+
+    with pytest.raises(RuntimeError):
+        led.once("explore:a:0", crash)
+    assert led.step("explore:a:0") is None
+    assert sqlite3.connect(tmp_path / "l.sqlite").execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_ranked_results_and_table(tmp_path):
+    from orchestrator.loop import format_table, ranked, results_csv
+
+    led = Ledger(tmp_path / "l.sqlite")
+    led.add_candidates([{"key": k, "formula": k} for k in ("A", "B", "C", "D")])
+    led.update_candidate("A", stage="done", reason="converged", results={"log10_sigma_300K": -1.0,
+                                                                       "log10_sigma_300K_err": 0.2})
+    led.update_candidate("B", stage="done", reason="converged", results={"log10_sigma_300K": 0.7,
+                                                                       "log10_sigma_300K_err": 0.1})
+    led.update_candidate("C", stage="done", reason="no_structure")
+    rows = ranked(led)
+    assert [r["candidate"] for r in rows][:2] == ["B", "A"] and [r["rank"] for r in rows] == [1, 2, None, None]
+    table = format_table(rows)
+    assert "0.70 ± 0.10" in table and "no_structure" in table
+    assert results_csv(led).splitlines()[1].startswith("1,B,")
+
+
+# --- tracker (real MLflow, sqlite in tmp_path) ----------------------------------------------------
+def test_tracker_is_idempotent_and_nests_runs(tmp_path):
+    from orchestrator.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = validate({"name": "t"})
+    tr = Tracker(uri, "matscreen-t", (tmp_path / "art").as_uri())
+    parent = tr.start_campaign("t:1", "t", spec.to_dict(), spec.to_yaml())
+    result = {"temperatures_K": [600.0, 800.0], "diffusivity_cm2_s": [1e-6, 3e-6], "diffusivity_cm2_s_err": [1e-7, 2e-7],
+              "conductivity_mS_cm": [10.0, 20.0], "conductivity_mS_cm_err": [1.0, 2.0],
+              "activation_energy_eV": 0.25, "activation_energy_eV_err": 0.02,
+              "log10_sigma_300K": 0.4, "log10_sigma_300K_err": 0.1}
+    rounds = [{"round": 0, "rdf_mae": 0.03, "force_mae_meV_A": 80.0}, {"round": 1, "rdf_mae": 0.01}]
+    member = tmp_path / "member0.json"
+    member.write_text("{}")
+    for _ in range(2):  # a resume logs everything again: nothing may be duplicated
+        tr2 = Tracker(uri, "matscreen-t")
+        assert tr2.start_campaign("t:1", "t", spec.to_dict(), spec.to_yaml()) == parent
+        cand = tr2.log_candidate("t:1", "Li2S__x", {"formula": "Li2S", "MP_API_KEY": "sekret"}, rounds, result,
+                                 "reliable", "converged")
+        tr2.log_training("t:1", "Li2S__x/r0", {"members": [str(member)], "round": 0, "force_mae_meV_A": 50.0},
+                         "matscreen-t-ensemble")
+    assert tr2.count_runs() == {"campaign": 1, "candidate": 1, "training": 1}
+    run = tr2.client.get_run(cand)
+    assert run.data.tags["matscreen.kind"] == "candidate" and run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["verdict"] == "reliable"
+    assert run.data.params["MP_API_KEY"] == "***"  # never log secrets
+    hist = tr2.client.get_metric_history(cand, "conductivity_mS_cm")
+    assert sorted((m.step, m.value) for m in hist) == [(600, 10.0), (800, 20.0)]
+    assert tr2.client.get_run(cand).data.metrics["log10_sigma_300K_err"] == 0.1
+    versions = tr2.client.search_model_versions("name='matscreen-t-ensemble'")
+    assert len(versions) == 1
+    assert "spec/campaign.yaml" in [a.path for a in tr2.client.list_artifacts(parent, "spec")]
+
+
+def test_default_tracking_uri_is_relative_to_cwd(tmp_path, monkeypatch):
+    from orchestrator.tracking import resolve_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path.resolve() / '.matscreen' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert resolve_tracking_uri(None) == "sqlite:///elsewhere.db"
+
+
+def test_progress_line():
+    import io
+
+    from orchestrator.progress import ProgressView
+
+    buf = io.StringIO()
+    view = ProgressView(buf)
+    view({"total": 3, "done": 1, "converged": 1, "failed": 0, "running": 2, "pending": 0, "round": 1,
+          "simulated_ns": 0.0125})
+    line = buf.getvalue()
+    assert "candidates 1/3 done (1 converged, 0 failed) | 2 running | round 1 | 0.0125 ns simulated" in line
