@@ -62,6 +62,13 @@ def _iso(t: datetime | None) -> str | None:
     return None if t is None else t.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def campaign_entrypoint(spec: str, incremental: bool = False) -> str:
+    """``matscreen campaign run SPEC [--incremental]``, plus ``--store $MATSCREEN_STORE`` when the
+    job's environment sets it (expanded by the job's shell on the cluster)."""
+    words = ["matscreen", "campaign", "run", str(spec)] + ([INCREMENTAL_FLAG] if incremental else [])
+    return shlex.join(words) + ' ${MATSCREEN_STORE:+--store "$MATSCREEN_STORE"}'
+
+
 def check_cron(expr: str) -> str:
     """Return ``expr`` when it is a valid 5-field cron expression (UTC), else raise InputError."""
     from croniter import croniter
@@ -127,8 +134,7 @@ class Schedule:
         """The job's shell command: ``matscreen campaign run SPEC [--incremental]``."""
         if self.command:
             return shlex.join(self.command)
-        words = ["matscreen", "campaign", "run", self.spec] + ([INCREMENTAL_FLAG] if self.incremental else [])
-        return shlex.join(words)
+        return campaign_entrypoint(self.spec, self.incremental)
 
     def spec_path(self) -> Path:
         path = Path(self.spec)

@@ -52,7 +52,8 @@ def test_due_times_follow_cron_and_missed_slots_coalesce(store, spec):
     assert sched.due_slot(at("2026-01-04T05:00Z")) == at("2026-01-04T02:00Z")
     sched.last_slot = "2026-01-04T02:00:00Z"
     assert sched.due_slot(at("2026-01-04T23:59Z")) is None
-    assert sched.entrypoint() == f"matscreen campaign run {spec.name} --incremental"
+    assert sched.entrypoint().startswith(f"matscreen campaign run {spec.name} --incremental")
+    assert '${MATSCREEN_STORE:+--store "$MATSCREEN_STORE"}' in sched.entrypoint()
 
 
 def test_cli_add_list_remove_persist(tmp_path, spec, capsys, monkeypatch):

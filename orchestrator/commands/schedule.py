@@ -77,6 +77,24 @@ def register(subparsers) -> None:
     submit.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 0 only if it SUCCEEDED")
     submit.set_defaults(func=_submit)
 
+    bench = subparsers.add_parser(
+        "benchmark", help="the reference study's transferability benchmark (model x material table)",
+        description="Train on one material's oracle data, test transfer to others; print and log to MLflow the "
+                    "table model x material: force MAE (meV/Å), RDF MAE, verdict, -log10 sigma300K (S/cm).\n\n"
+                    "  matscreen benchmark run campaigns/paper_benchmark.yaml\n"
+                    "  ray job submit --working-dir . -- matscreen benchmark run campaigns/paper_benchmark.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    bsub = bench.add_subparsers(dest="benchmark_command", metavar="SUBCOMMAND")
+    bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])
+    brun = bsub.add_parser("run", help="run a benchmark spec (campaign keys + a `benchmark:` section)")
+    brun.add_argument("spec", help="benchmark YAML, e.g. campaigns/paper_benchmark.yaml")
+    brun.add_argument("--out", metavar="DIR", help="output directory (default <store.path>/<name>)")
+    brun.add_argument("--tracking-uri", help="MLflow store (default: spec tracking.uri, $MLFLOW_TRACKING_URI, .matscreen/mlflow.db)")
+    mode = brun.add_mutually_exclusive_group()
+    mode.add_argument("--ray", dest="use_ray", action="store_true", default=None, help="run work items as Ray tasks")
+    mode.add_argument("--serial", dest="use_ray", action="store_false", help="run in this process (default without RAY_ADDRESS)")
+    brun.set_defaults(func=_benchmark_run)
+
 
 def _add(args) -> int:
     from orchestrator.scheduler import ScheduleStore, utcnow
@@ -188,10 +206,8 @@ def _submit(args) -> int:
     import time
     from pathlib import Path
 
-    from orchestrator.scheduler import INCREMENTAL_FLAG, validate_spec
+    from orchestrator.scheduler import campaign_entrypoint, validate_spec
     from orchestrator.scheduler_backends import RayJobBackend
-
-    import shlex
 
     working_dir = Path(args.working_dir).resolve()
     spec = Path(args.spec)
@@ -201,7 +217,7 @@ def _submit(args) -> int:
 
         raise InputError(f"campaign spec {spec_path} not found; give a path relative to --working-dir")
     validate_spec(spec_path)  # a malformed spec fails here, before anything is uploaded
-    entrypoint = shlex.join(["matscreen", "campaign", "run", str(spec)] + ([INCREMENTAL_FLAG] if args.incremental else []))
+    entrypoint = campaign_entrypoint(str(spec), args.incremental)
     backend = RayJobBackend(args.address)
     sub_id = f"matscreen-{spec.stem}-{time.strftime('%Y%m%dT%H%M%S')}"
     job_id = backend.submit(entrypoint, sub_id, str(working_dir), {"matscreen.spec": str(spec)})
@@ -213,3 +229,11 @@ def _submit(args) -> int:
         time.sleep(2)
     print(f"job {job_id}: {status}")
     return 0 if status == "SUCCEEDED" else 1
+
+
+def _benchmark_run(args) -> int:
+    from orchestrator.benchmark import format_table, run_benchmark
+
+    rows = run_benchmark(args.spec, out_dir=args.out, use_ray=args.use_ray, tracking_uri=args.tracking_uri)
+    print(format_table(rows))
+    return 0
