@@ -1,0 +1,349 @@
+"""Run many systems (replicas x temperatures x materials) as ONE batch: one force-field call per step.
+
+Each system has its own cell, atom count, target temperature, thermostat chain and random
+stream; each writes its own trajectory (``<out_dir>/<name>.h5``).  The run checkpoints
+atomically (``checkpoint.pt``) and resumes from it: the step count continues and no frame is
+duplicated.  Live monitors stop a failing system with a verdict and the step it failed at,
+while the others go on.  Units: Å, fs, eV, K.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from common.atomic import atomic_path, atomic_write_text, check_writable
+from common.errors import InputError
+from md.integrators import (INTEGRATORS, LANGEVIN, NOSE_HOOVER, VELOCITY_SCALING, VELOCITY_VERLET,
+                            ThermostatParams, maxwell_boltzmann, ramp_temperature_K)
+from md.monitors import EXPLODED, OK, VERDICT_NAMES, MonitorConfig, check, framework_com, nonfinite
+from md.neighbors import VerletList
+from md.protocol import Protocol
+from md.state import MDState
+from md.trajectory import TrajectoryWriter
+from models.graph import NeighborList
+
+CHECKPOINT_NAME = "checkpoint.pt"
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass
+class SystemSpec:
+    """One system to simulate: a structure, its target temperature (K) and random seed."""
+    name: str
+    atoms: object                     # ase.Atoms
+    temperature_K: float
+    seed: int
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class SystemResult:
+    name: str
+    temperature_K: float
+    seed: int
+    verdict: str                      # stable | exploded | atom_fusion | framework_drift
+    failure_step: int | None
+    steps_done: int
+    n_frames: int
+    trajectory: str
+    evidence: dict = field(default_factory=dict)
+
+
+def model_dtype(force_field) -> torch.dtype | None:
+    """The float dtype a torch force field computes in (None for dtype-agnostic ones)."""
+    if getattr(force_field, "dtype", None) is not None and isinstance(force_field.dtype, torch.dtype):
+        return force_field.dtype
+    params = getattr(force_field, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.dtype
+    return None
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class BatchedMD:
+    """Integrate ``systems`` together under ``protocol`` with ``force_field`` (a models ForceField)."""
+
+    def __init__(self, force_field, systems: Sequence[SystemSpec], protocol: Protocol, out_dir, *,
+                 monitor: MonitorConfig = MonitorConfig(), device: str | None = None, dtype=torch.float64,
+                 write_velocities: bool = False, write_stress: bool = False, metadata: dict | None = None):
+        if not systems:
+            raise InputError("no systems to simulate; give at least one structure and temperature")
+        names = [s.name for s in systems]
+        if len(set(names)) != len(names):
+            raise InputError(f"system names must be unique, got {names}")
+        self.ff = force_field
+        self.systems = list(systems)
+        self.protocol = protocol
+        self.out_dir = Path(out_dir)
+        check_writable(self.out_dir / SUMMARY_NAME)
+        self.monitor = monitor
+        self.device = device or default_device()
+        self.dtype = dtype
+        self.ff_dtype = model_dtype(force_field)
+        self.write_velocities = write_velocities
+        self.write_stress = write_stress
+        self.metadata = dict(metadata or {})
+        self.params = ThermostatParams(friction_per_fs=protocol.langevin_friction_per_fs,
+                                       nh_tau_fs=protocol.nh_tau_fs, rescale_every=protocol.rescale_every)
+        self.force_calls = 0
+        self.verlet = VerletList(force_field.cutoff, protocol.skin_A)
+
+    # ---------------------------------------------------------------------------------- helpers
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    def trajectory_path(self, name: str) -> Path:
+        return self.out_dir / f"{name}.h5"
+
+    def compute_forces(self, state: MDState) -> MDState:
+        """The single force-field call per step for the whole batch."""
+        batch = state.as_batch(self.ff_dtype)
+        nl = self.verlet.update(state.as_batch())
+        if nl.shifts.dtype != batch.dtype:
+            nl = NeighborList(edge_index=nl.edge_index, shifts=nl.shifts.to(batch.dtype), cutoff=nl.cutoff)
+        pred = self.ff.predict(batch, neighbors=nl, compute_stress=self.write_stress)
+        self.force_calls += 1
+        stress = None if pred.stress is None else pred.stress.detach().to(self.dtype)
+        return state.replace(forces=pred.forces.detach().to(self.dtype),
+                             potential_energy=pred.energy.detach().to(self.dtype), stress=stress)
+
+    def integrator_at(self, step: int):
+        if step < self.protocol.ramp_steps:
+            return VELOCITY_SCALING
+        return {"nose-hoover": NOSE_HOOVER, "langevin": LANGEVIN, "nve": VELOCITY_VERLET}[self.protocol.thermostat]
+
+    def targets_at(self, step: int) -> torch.Tensor:
+        p = self.protocol
+        if step >= p.ramp_steps:
+            return self.final_T
+        t = torch.full_like(self.final_T, step * p.timestep_fs)
+        return ramp_temperature_K(torch.full_like(self.final_T, p.start_temperature_K), self.final_T, t, p.ramp_fs)
+
+    # ----------------------------------------------------------------------------- setup/resume
+    def _initialise(self) -> None:
+        p = self.protocol
+        atoms = [s.atoms for s in self.systems]
+        temps = [s.temperature_K for s in self.systems]
+        seeds = [s.seed for s in self.systems]
+        state = MDState.from_atoms(atoms, temps, seeds, dtype=self.dtype, device=self.device,
+                                   chain_length=p.nh_chain_length)
+        self.final_T = state.target_temperature_K.clone()
+        init_T = self.targets_at(0) if p.ramp_steps > 0 else self.final_T
+        state = state.replace(target_temperature_K=init_T.clone())
+        state = maxwell_boltzmann(state, init_T)
+        self.verlet.reset()
+        self.state = self.compute_forces(state)
+        self.active = list(range(len(self.systems)))
+        self.reference_com = framework_com(self.state, self.monitor.mobile_species)
+        self.results: dict[int, SystemResult] = {}
+        self.global_step = 0
+        self.writers = {}
+        for k, spec in enumerate(self.systems):
+            meta = {**self.metadata, **spec.metadata, "system": spec.name, "seed": spec.seed,
+                    "protocol": p.to_dict(), "n_atoms": len(spec.atoms)}
+            self.writers[k] = TrajectoryWriter(self.trajectory_path(spec.name), spec.atoms.numbers,
+                                               timestep_fs=p.timestep_fs, stride=p.stride,
+                                               temperature_K=spec.temperature_K, pbc=spec.atoms.pbc, metadata=meta,
+                                               velocities=self.write_velocities, stress=self.write_stress)
+        self._unwrapped_offsets = None
+        self._check_initial()
+        self._write_frames()
+
+    def _check_initial(self) -> None:
+        self._handle(check(self.state, self.verlet.update(self.state.as_batch()), self.reference_com, self.monitor))
+
+    def _save_checkpoint(self) -> None:
+        for w in self.writers.values():
+            w.flush()
+        payload = {
+            "format": "matscreen-md-checkpoint", "version": 1, "global_step": self.global_step,
+            "state": self.state.state_dict(), "final_T": self.final_T.cpu(), "active": list(self.active),
+            "reference_com": self.reference_com.cpu(), "verlet": self.verlet.state_dict(),
+            "results": {k: asdict(r) for k, r in self.results.items()},
+            "systems": [s.name for s in self.systems], "protocol": self.protocol.to_dict(),
+            "force_calls": self.force_calls,
+        }
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(payload, tmp)
+
+    def _load_checkpoint(self) -> None:
+        try:
+            data = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+            raise InputError(f"cannot read MD checkpoint {self.checkpoint_path} ({type(exc).__name__}); "
+                             "delete it to start over") from None
+        if data.get("systems") != [s.name for s in self.systems]:
+            raise InputError(f"checkpoint {self.checkpoint_path} belongs to systems {data.get('systems')}; "
+                             "use a fresh --out directory or the same systems")
+        saved = {k: v for k, v in data["protocol"].items() if k not in ("total_fs", "checkpoint_every")}
+        mine = {k: v for k, v in self.protocol.to_dict().items() if k not in ("total_fs", "checkpoint_every")}
+        if saved != mine:
+            raise InputError(f"checkpoint {self.checkpoint_path} was written with a different protocol; "
+                             "use a fresh --out directory or the same settings")
+        self.global_step = int(data["global_step"])
+        self.state = MDState.from_state_dict(data["state"], self.device)
+        self.final_T = data["final_T"].to(self.device)
+        self.active = list(data["active"])
+        self.reference_com = data["reference_com"].to(self.device)
+        self.verlet.load_state_dict(data["verlet"], self.device)
+        self.results = {int(k): SystemResult(**r) for k, r in data["results"].items()}
+        self.force_calls = int(data.get("force_calls", 0))
+        self.writers = {}
+        for k in self.active:
+            self.writers[k] = TrajectoryWriter.resume(self.trajectory_path(self.systems[k].name),
+                                                      after_step=self.global_step)
+
+    # -------------------------------------------------------------------------------- per step
+    def _write_frames(self) -> None:
+        st = self.state
+        wrapped = st.wrapped_positions().detach().cpu().numpy()
+        unwrapped = st.positions.detach().cpu().numpy()
+        cell = st.cell.cpu().numpy()
+        pe = st.potential_energy.cpu().numpy()
+        ke = st.kinetic_energy().cpu().numpy()
+        temp = st.temperature_K().cpu().numpy()
+        vel = st.velocities.cpu().numpy() if self.write_velocities else None
+        stress = st.stress.cpu().numpy() if self.write_stress and st.stress is not None else None
+        counts = st.atoms_per_system.cpu().numpy()
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for row, k in enumerate(self.active):
+            a, b = starts[row], starts[row] + counts[row]
+            extra = {}
+            if vel is not None:
+                extra["velocities"] = vel[a:b]
+            if self.write_stress:
+                extra["stress"] = stress[row] if stress is not None else np.full((3, 3), np.nan)
+            self.writers[k].append(step=self.global_step, positions=wrapped[a:b], unwrapped_positions=unwrapped[a:b],
+                                   cell=cell[row], potential_energy=pe[row], kinetic_energy=ke[row],
+                                   temperature_K=temp[row], **extra)
+
+    def _handle(self, result) -> None:
+        """Stop the systems whose monitor code is not OK."""
+        codes = result.code.cpu().tolist()
+        failing = [row for row, c in enumerate(codes) if c != OK]
+        if not failing:
+            return
+        for row in failing:
+            k = self.active[row]
+            spec = self.systems[k]
+            writer = self.writers.pop(k)
+            n_frames = writer.n_frames
+            writer.close()
+            self.results[k] = SystemResult(name=spec.name, temperature_K=spec.temperature_K, seed=spec.seed,
+                                           verdict=VERDICT_NAMES[codes[row]], failure_step=self.global_step,
+                                           steps_done=self.global_step, n_frames=n_frames,
+                                           trajectory=str(self.trajectory_path(spec.name)),
+                                           evidence=result.evidence[row])
+        keep = torch.as_tensor([c == OK for c in codes], device=self.state.device)
+        self.state = self.state.select(keep)
+        self.final_T = self.final_T[keep]
+        self.reference_com = self.reference_com[keep]
+        self.verlet.select(keep.cpu())
+        self.active = [k for k, ok in zip(self.active, keep.tolist()) if ok]
+
+    def step(self) -> None:
+        """Advance every active system by one timestep (one force-field call)."""
+        p = self.protocol
+        integ = self.integrator_at(self.global_step)
+        self.state = self.state.replace(target_temperature_K=self.targets_at(self.global_step + 1)
+                                        if integ is VELOCITY_SCALING else self.final_T)
+        state = integ.first_half(self.state, p.timestep_fs, self.params)
+        state = self.compute_forces(state)
+        self.state = integ.second_half(state, p.timestep_fs, self.params)
+        self.global_step += 1
+        bad = nonfinite(self.state)
+        if bool(bad.any()) or self.global_step % self.monitor.check_every == 0:
+            self._handle(check(self.state, self.verlet.update(self.state.as_batch()), self.reference_com,
+                               self.monitor))
+
+    # ------------------------------------------------------------------------------------ run
+    def run(self, n_steps: int | None = None, resume: bool = True, progress=None) -> list[SystemResult]:
+        """Integrate until step ``n_steps`` (default: the protocol's length); returns one result per system.
+
+        With ``resume`` an existing checkpoint in ``out_dir`` is continued; otherwise it is an error.
+        ``progress(step, n_active)`` is called after every checkpoint when given.
+        """
+        n_steps = self.protocol.n_steps if n_steps is None else int(n_steps)
+        if self.checkpoint_path.exists():
+            if not resume:
+                raise InputError(f"{self.checkpoint_path} exists; resume, or choose an empty --out directory")
+            self._load_checkpoint()
+        else:
+            self._initialise()
+            self._save_checkpoint()
+        p = self.protocol
+        try:
+            while self.global_step < n_steps and self.active:
+                self.step()
+                if self.global_step % p.stride == 0 and self.active:
+                    self._write_frames()
+                if self.global_step % p.checkpoint_every == 0:
+                    self._save_checkpoint()
+                    if progress is not None:
+                        progress(self.global_step, len(self.active))
+        except BaseException:
+            for w in self.writers.values():   # keep .part files for resume
+                w.close(finalize=False)
+            self.writers = {}
+            raise
+        self._save_checkpoint()
+        for k in list(self.active):
+            spec = self.systems[k]
+            writer = self.writers.pop(k)
+            self.results[k] = SystemResult(name=spec.name, temperature_K=spec.temperature_K, seed=spec.seed,
+                                           verdict="stable", failure_step=None, steps_done=self.global_step,
+                                           n_frames=writer.n_frames, trajectory=str(self.trajectory_path(spec.name)))
+            writer.close()
+        results = [self.results[k] for k in range(len(self.systems))]
+        self.write_summary(results)
+        return results
+
+    def write_summary(self, results: list[SystemResult]) -> Path:
+        summary = {
+            "protocol": self.protocol.to_dict(), "steps": self.global_step, "force_calls": self.force_calls,
+            "metadata": self.metadata,
+            "systems": [asdict(r) for r in results],
+        }
+        return atomic_write_text(self.out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=float) + "\n")
+
+
+def integrate(force_field, state: MDState, integrator, n_steps: int, dt_fs: float,
+              params: ThermostatParams = ThermostatParams(), skin_A: float = 1.0, callback=None) -> MDState:
+    """Plain in-memory integration (no files, no monitors): ``n_steps`` of ``integrator``.
+
+    ``integrator`` is an :class:`md.integrators.Integrator` or its name; ``callback(state)`` runs
+    after every step.  Forces are computed first if the state has none.
+    """
+    integ = INTEGRATORS[integrator] if isinstance(integrator, str) else integrator
+    verlet = VerletList(force_field.cutoff, skin_A)
+    dtype = model_dtype(force_field)
+
+    def forces(st: MDState) -> MDState:
+        batch = st.as_batch(dtype)
+        nl = verlet.update(st.as_batch())
+        if nl.shifts.dtype != batch.dtype:
+            nl = NeighborList(edge_index=nl.edge_index, shifts=nl.shifts.to(batch.dtype), cutoff=nl.cutoff)
+        pred = force_field.predict(batch, neighbors=nl)
+        return st.replace(forces=pred.forces.detach().to(st.positions.dtype),
+                          potential_energy=pred.energy.detach().to(st.positions.dtype))
+
+    if state.forces is None:
+        state = forces(state)
+    for _ in range(int(n_steps)):
+        state = integ.first_half(state, dt_fs, params)
+        state = forces(state)
+        state = integ.second_half(state, dt_fs, params)
+        if callback is not None:
+            callback(state)
+    return state

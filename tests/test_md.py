@@ -1,0 +1,216 @@
+"""Batched MD engine: integrators, thermostats, random streams, batching, resume, monitors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.build import bulk
+from ase.calculators.calculator import Calculator, all_changes
+
+from md.integrators import ThermostatParams, maxwell_boltzmann, nose_hoover_energy
+from md.monitors import MonitorConfig
+from md.protocol import Protocol
+from md.random import atom_normals
+from md.runner import BatchedMD, SystemSpec, integrate
+from md.state import MDState
+from md.trajectory import TrajectoryReader
+from models import AtomsBatch, LennardJones, Prediction
+
+LJ = LennardJones(cutoff=6.0)   # argon-like, eV and Å
+
+
+def argon(a=5.6, repeat=2):
+    return bulk("Ar", "fcc", a=a, cubic=True).repeat(repeat)
+
+
+class LJCalculator(Calculator):
+    """ASE calculator around models.LennardJones (the reference path through ASE's own MD)."""
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        pred = LJ.predict(AtomsBatch.from_atoms(self.atoms, dtype=torch.float64))
+        self.results = {"energy": float(pred.energy[0]), "forces": pred.forces.numpy()}
+
+
+def test_maxwell_boltzmann_zero_momentum_exact_temperature():
+    state = MDState.from_atoms([argon(), argon(repeat=1)], [300.0, 50.0], [1, 2])
+    state = maxwell_boltzmann(state)
+    np.testing.assert_allclose(state.temperature_K().numpy(), [300.0, 50.0], rtol=1e-12)
+    np.testing.assert_allclose(state.com_velocity().numpy(), 0.0, atol=1e-15)
+
+
+def test_counter_based_normals_are_standard_and_batch_independent():
+    seed = torch.tensor([7, 11])
+    step = torch.tensor([3, 3])
+    n = 20000
+    sys_idx = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)])
+    atom_in = torch.cat([torch.arange(n), torch.arange(n)])
+    z = atom_normals(seed, step, atom_in, sys_idx)
+    assert abs(float(z.mean())) < 0.02 and abs(float(z.std()) - 1) < 0.02
+    assert abs(float(torch.corrcoef(torch.stack([z[:n, 0], z[n:, 0]]))[0, 1])) < 0.03
+    alone = atom_normals(seed[1:], step[1:], atom_in[n:], torch.zeros(n, dtype=torch.long))
+    assert torch.equal(alone, z[n:])
+
+
+def test_nve_energy_conservation_and_agreement_with_ase_verlet():
+    from ase.md.verlet import VelocityVerlet
+
+    atoms = argon(a=5.26)
+    state = maxwell_boltzmann(MDState.from_atoms([atoms], [60.0], [1]))
+    start_v = state.velocities.clone()
+    energies = []
+    traj = []
+    integrate(LJ, state, "nve", 1000, 5.0,
+              callback=lambda s: (energies.append(float(s.potential_energy + s.kinetic_energy())),
+                                  traj.append(s.positions.clone()) if len(traj) < 100 else None))
+    energies = np.array(energies)
+    drift_per_atom = np.abs(energies - energies[0]).max() / len(atoms)
+    assert drift_per_atom < 5e-5, drift_per_atom        # eV/atom over 1000 steps of 5 fs
+
+    ref = atoms.copy()
+    ref.calc = LJCalculator()
+    ref.set_velocities(start_v.numpy() / units.fs)      # Å/fs -> ASE units
+    dyn = VelocityVerlet(ref, timestep=5.0 * units.fs)
+    dyn.run(100)
+    np.testing.assert_allclose(traj[99].numpy(), ref.positions, atol=1e-8)
+
+
+@pytest.mark.parametrize("thermostat", ["nose-hoover", "langevin"])
+def test_nvt_temperature_and_kinetic_energy_distribution(thermostat):
+    """16 replicas of liquid LJ argon: <T> within 3 % of the target, Var(KE) = Nf (kT)^2 / 2."""
+    target = 120.0
+    state = maxwell_boltzmann(MDState.from_atoms([argon()] * 16, [target] * 16, list(range(16))))
+    temps = []
+    params = ThermostatParams(friction_per_fs=0.02, nh_tau_fs=25.0)
+    integrate(LJ, state, thermostat, 600, 5.0, params, callback=lambda s: temps.append(s.temperature_K()))
+    t = torch.stack(temps)[100::5].flatten().numpy()
+    nf = 3 * 32 - 3
+    assert abs(t.mean() / target - 1) < 0.03
+    assert 0.8 < t.var() / (2 * target ** 2 / nf) < 1.25
+
+
+def test_nose_hoover_conserves_extended_energy():
+    state = maxwell_boltzmann(MDState.from_atoms([argon(a=5.26)], [60.0], [3]))
+    energies = []
+    integrate(LJ, state, "nose-hoover", 300, 5.0, ThermostatParams(nh_tau_fs=50.0),
+              callback=lambda s: energies.append(float(s.potential_energy + s.kinetic_energy()
+                                                       + nose_hoover_energy(s, 50.0))))
+    assert np.ptp(energies) / 32 < 5e-5
+
+
+def _specs():
+    return [SystemSpec("a_120K", argon(), 120.0, 5), SystemSpec("b_60K", argon(a=5.3, repeat=1).repeat((2, 2, 1)), 60.0, 9),
+            SystemSpec("c_90K", argon(), 90.0, 7)]
+
+
+def _read_all(path):
+    with TrajectoryReader(path) as r:
+        return {k: r.read(k) for k in ("step", "positions", "unwrapped_positions", "potential_energy", "temperature_K")}
+
+
+def test_batched_run_equals_systems_run_alone(tmp_path):
+    protocol = Protocol.study(timestep_fs=5.0, total_fs=300.0, ramp_fs=100.0, thermostat="langevin", stride=5,
+                              checkpoint_every=100)
+    specs = _specs()
+    batched = BatchedMD(LJ, specs, protocol, tmp_path / "batch", device="cpu").run()
+    assert [r.verdict for r in batched] == ["stable"] * 3
+    for spec in specs:
+        BatchedMD(LJ, [spec], protocol, tmp_path / spec.name, device="cpu").run()
+        together = _read_all(tmp_path / "batch" / f"{spec.name}.h5")
+        alone = _read_all(tmp_path / spec.name / f"{spec.name}.h5")
+        for key in together:
+            np.testing.assert_array_equal(together[key], alone[key], err_msg=key)
+
+
+class CrashingForceField:
+    """LJ that raises on a given call, to simulate a killed job."""
+
+    def __init__(self, crash_at: int):
+        self.cutoff, self.calls, self.crash_at = LJ.cutoff, 0, crash_at
+
+    def predict(self, batch, neighbors=None, compute_stress=False):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise KeyboardInterrupt("killed")
+        return LJ.predict(batch, neighbors, compute_stress)
+
+
+def test_resume_continues_without_duplicated_frames(tmp_path):
+    protocol = Protocol.study(timestep_fs=5.0, total_fs=300.0, ramp_fs=100.0, stride=10, checkpoint_every=20)
+    specs = _specs()[:2]
+    BatchedMD(LJ, specs, protocol, tmp_path / "straight", device="cpu").run()
+    with pytest.raises(KeyboardInterrupt):
+        BatchedMD(CrashingForceField(crash_at=36), specs, protocol, tmp_path / "resumed", device="cpu").run()
+    part = tmp_path / "resumed" / "a_120K.h5.part"
+    with TrajectoryReader(part) as r:        # frame at step 30 was written after the checkpoint at 20
+        assert r.read("step")[-1] == 30
+    md = BatchedMD(LJ, specs, protocol, tmp_path / "resumed", device="cpu")
+    results = md.run()
+    assert [r.steps_done for r in results] == [60, 60]
+    for spec in specs:
+        straight = _read_all(tmp_path / "straight" / f"{spec.name}.h5")
+        resumed = _read_all(tmp_path / "resumed" / f"{spec.name}.h5")
+        np.testing.assert_array_equal(resumed["step"], np.arange(0, 61, 10))
+        for key in straight:
+            np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert [s["verdict"] for s in summary["systems"]] == ["stable", "stable"]
+
+
+class DriftingForceField:
+    """LJ plus a constant push on the framework (non-Li) atoms of systems whose cell is 7.0 Å."""
+    cutoff = LJ.cutoff
+
+    def predict(self, batch, neighbors=None, compute_stress=False):
+        pred = LJ.predict(batch, neighbors, compute_stress)
+        forces = pred.forces.clone()
+        push = (batch.cell[:, 0, 0] == 7.0)[batch.system_index] & (batch.numbers != 3)
+        forces[push, 0] += 0.05
+        nan = (batch.cell[:, 0, 0] == 7.5)[batch.system_index]
+        forces[nan] = float("nan")
+        energy = pred.energy.clone()
+        return Prediction(energy=energy, forces=forces, stress=pred.stress)
+
+
+def test_monitors_stop_failing_systems_and_spare_good_ones(tmp_path):
+    from ase import Atoms
+
+    good = argon()
+    fused = argon()
+    fused.positions[1] = fused.positions[0] + [0.4, 0.0, 0.0]           # Ar-Ar at 0.4 Å
+    hot = argon()
+    hot.rattle(0.7, seed=3)                                             # Ar-Ar pairs near 2.3 Å: heats up
+    drifting = Atoms("Ar4Li4", cell=np.eye(3) * 7.0, pbc=True,
+                     scaled_positions=np.random.default_rng(0).random((8, 3)) * 0.0
+                     + np.array([[0, 0, 0], [.5, .5, 0], [.5, 0, .5], [0, .5, .5],
+                                 [.5, .5, .5], [0, 0, .5], [0, .5, 0], [.5, 0, 0]]))
+    nan = argon(a=7.5 / 2, repeat=1).repeat((2, 2, 2))
+    specs = [SystemSpec("good", good, 60.0, 1), SystemSpec("fused", fused, 60.0, 2), SystemSpec("hot", hot, 60.0, 3),
+             SystemSpec("drift", drifting, 60.0, 4), SystemSpec("nan", nan, 60.0, 5)]
+    protocol = Protocol.nve(timestep_fs=5.0, total_fs=1000.0, stride=10, checkpoint_every=100)
+    monitor = MonitorConfig(framework_drift_A=0.5, check_every=5)
+    results = {r.name: r for r in BatchedMD(DriftingForceField(), specs, protocol, tmp_path, device="cpu",
+                                            monitor=monitor).run()}
+    assert results["good"].verdict == "stable" and results["good"].steps_done == 200
+    assert results["fused"].verdict == "atom_fusion" and results["fused"].failure_step == 0
+    assert results["fused"].evidence["pair"] == "Ar-Ar" and results["fused"].evidence["min_distance_A"] < 0.5
+    assert results["hot"].verdict == "exploded" and results["hot"].evidence["temperature_K"] > 1000
+    assert results["drift"].verdict == "framework_drift" and results["drift"].evidence["framework_drift_A"] > 0.5
+    assert results["nan"].verdict == "exploded" and results["nan"].failure_step == 0
+    assert results["nan"].evidence["nonfinite"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {s["name"]: s["failure_step"] for s in summary["systems"]}["good"] is None
+    with TrajectoryReader(tmp_path / "good.h5") as r:
+        assert len(r) == 21
+
+
+def test_study_protocol_numbers():
+    p = Protocol.study()
+    assert (p.start_temperature_K, p.ramp_fs, p.thermostat, p.timestep_fs, p.total_fs, p.discard_fs) == \
+        (100.0, 5000.0, "nose-hoover", 2.0, 50000.0, 15000.0)
+    assert p.n_steps == 25000 and p.ramp_steps == 2500 and p.discard_frames == 750
+    assert Protocol.study(total_fs=1000.0).n_steps == 500
