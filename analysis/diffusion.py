@@ -1,0 +1,206 @@
+"""Mean squared displacement, diffusivity with an honest error, conductivity, Arrhenius fits.
+
+MSD: FFT over all time origins, species average, framework (non-mobile) centre-of-mass drift
+removed.  D from the Einstein relation MSD = 6 D t + c by generalised least squares with the
+MSD covariance of a random walk (kinisi's approach: Var[MSD(t_i)] = (2/3) MSD_i^2 / N_i with
+N_i = n_atoms * (T / t_i) independent displacements and Cov_ij = Var_i N_i / N_j, i <= j);
+ordinary least squares errors are far too small because MSD points are correlated.
+Units: Å, fs, cm^2/s (1 Å^2/fs = 0.1 cm^2/s), K, mS/cm, eV.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import units
+
+from common.errors import InputError
+
+A2_PER_FS_IN_CM2_PER_S = 0.1
+MIN_FIT_FRAMES = 20
+OXIDATION_STATE = {"Li": 1, "Na": 1, "K": 1, "Ag": 1, "Cu": 1, "Mg": 2, "Zn": 2, "Ca": 2, "F": -1, "Cl": -1,
+                   "Br": -1, "I": -1, "O": -2, "S": -2, "H": 1}
+
+
+def unwrap(wrapped: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Continuous positions [F,N,3] (Å) from wrapped frames (minimum image between frames)."""
+    wrapped = np.asarray(wrapped, dtype=float)
+    cells = np.asarray(cells, dtype=float)
+    if cells.ndim == 2:
+        cells = np.broadcast_to(cells, (len(wrapped), 3, 3))
+    inv = np.linalg.inv(cells)
+    frac = np.einsum("fni,fij->fnj", wrapped, inv)
+    dfrac = np.diff(frac, axis=0)
+    dfrac -= np.round(dfrac)
+    frac_unwrapped = np.concatenate([frac[:1], frac[:1] + np.cumsum(dfrac, axis=0)])
+    return np.einsum("fni,fij->fnj", frac_unwrapped, cells)
+
+
+def msd_fft(x: np.ndarray) -> np.ndarray:
+    """[F] MSD (Å^2) averaged over atoms and all time origins, for displacements x [F,n,3]."""
+    n_frames = x.shape[0]
+    d = np.square(x).sum(axis=2)                                 # [F,n]
+    d = np.concatenate([d, np.zeros((1, d.shape[1]))])
+    q = 2 * d.sum(axis=0)
+    s1 = np.zeros((n_frames, x.shape[1]))
+    for m in range(n_frames):                                     # running sum, O(F n)
+        q = q - d[m - 1] - d[n_frames - m]
+        s1[m] = q / (n_frames - m)
+    size = 2 * n_frames
+    fx = np.fft.rfft(x, n=size, axis=0)
+    acf = np.fft.irfft(fx * fx.conj(), n=size, axis=0)[:n_frames].sum(axis=2)
+    s2 = acf / (n_frames - np.arange(n_frames))[:, None]
+    return (s1 - 2 * s2).mean(axis=1)
+
+
+@dataclass
+class DiffusionResult:
+    species: str
+    temperature_K: float | None
+    dt_fs: float
+    n_frames: int
+    n_atoms: int
+    lag_fs: np.ndarray                 # [F]
+    msd_A2: np.ndarray                 # [F] mobile species, drift removed
+    framework_msd_A2: np.ndarray       # [F] framework atoms (diffusion-path sanity)
+    fit_start_fs: float
+    fit_end_fs: float
+    diffusivity_cm2_s: float
+    diffusivity_err_cm2_s: float
+    intercept_A2: float
+    method: str = "gls-random-walk-covariance"
+    path_ok: bool = True               # False: framework moves like the mobile ions (not diffusion)
+    evidence: dict = field(default_factory=dict)
+
+
+def gls_einstein(lag_fs: np.ndarray, msd_A2: np.ndarray, n_atoms: int, total_fs: float) -> tuple[float, float, float]:
+    """(slope Å^2/fs, slope std err, intercept Å^2) of MSD = slope t + c by GLS with the random-walk covariance."""
+    n_ind = np.maximum(n_atoms * total_fs / lag_fs, 1.0)
+    var = (2.0 / 3.0) * np.maximum(msd_A2, 1e-12) ** 2 / n_ind
+    ii, jj = np.meshgrid(np.arange(len(lag_fs)), np.arange(len(lag_fs)), indexing="ij")
+    lo, hi = np.minimum(ii, jj), np.maximum(ii, jj)
+    cov = var[lo] * n_ind[lo] / n_ind[hi]
+    X = np.stack([lag_fs, np.ones_like(lag_fs)], axis=1)
+    cinv_x = np.linalg.solve(cov, X)
+    cinv_y = np.linalg.solve(cov, msd_A2)
+    fisher = X.T @ cinv_x
+    beta = np.linalg.solve(fisher, X.T @ cinv_y)
+    beta_cov = np.linalg.inv(fisher)
+    return float(beta[0]), float(np.sqrt(beta_cov[0, 0])), float(beta[1])
+
+
+def diffusion(unwrapped: np.ndarray, numbers: np.ndarray, dt_fs: float, species: str = "Li",
+              temperature_K: float | None = None, masses: np.ndarray | None = None,
+              fit_start_fraction: float = 0.1, fit_end_fraction: float = 0.5, max_fit_points: int = 40) -> DiffusionResult:
+    """Diffusivity of ``species`` from unwrapped positions [F,N,3] (Å) stored every ``dt_fs`` fs."""
+    from ase.data import atomic_masses, atomic_numbers
+
+    if species not in atomic_numbers:
+        raise InputError(f"unknown element {species!r}; give a chemical symbol such as Li")
+    numbers = np.asarray(numbers)
+    mobile = numbers == atomic_numbers[species]
+    if not mobile.any():
+        present = sorted({str(s) for s in _symbols(numbers)})
+        raise InputError(f"the trajectory contains no {species} atoms (elements: {', '.join(present)}); "
+                         "choose --species from these")
+    x = np.asarray(unwrapped, dtype=float)
+    n_frames = x.shape[0]
+    if n_frames < MIN_FIT_FRAMES:
+        raise InputError(f"trajectory has {n_frames} frames; a diffusion fit needs at least {MIN_FIT_FRAMES} "
+                         "stored frames (run longer or store frames more often)")
+    if dt_fs <= 0:
+        raise InputError(f"time between frames must be positive, got {dt_fs} fs; pass --dt-fs")
+    masses = atomic_masses[numbers] if masses is None else np.asarray(masses)
+    frame = ~mobile
+    disp = x - x[0]
+    if frame.any():
+        com = (disp[:, frame] * masses[frame, None]).sum(1) / masses[frame].sum()
+        disp = disp - com[:, None, :]
+        fw_msd = msd_fft(disp[:, frame])
+    else:
+        fw_msd = np.zeros(n_frames)
+    msd = msd_fft(disp[:, mobile])
+    lag = np.arange(n_frames) * dt_fs
+    total = lag[-1]
+    start = max(1, int(round(fit_start_fraction * (n_frames - 1))))
+    end = max(start + 2, int(round(fit_end_fraction * (n_frames - 1))))
+    idx = np.unique(np.linspace(start, end, min(max_fit_points, end - start + 1)).round().astype(int))
+    slope, slope_err, intercept = gls_einstein(lag[idx], msd[idx], int(mobile.sum()), total)
+    d = slope / 6.0 * A2_PER_FS_IN_CM2_PER_S
+    d_err = slope_err / 6.0 * A2_PER_FS_IN_CM2_PER_S
+    li_end, fw_end = float(msd[end]), float(fw_msd[end])
+    path_ok = not (fw_end > 0.5 * li_end and li_end > 1.0)
+    return DiffusionResult(species=species, temperature_K=temperature_K, dt_fs=float(dt_fs), n_frames=n_frames,
+                           n_atoms=int(mobile.sum()), lag_fs=lag, msd_A2=msd, framework_msd_A2=fw_msd,
+                           fit_start_fs=float(lag[idx[0]]), fit_end_fs=float(lag[idx[-1]]), diffusivity_cm2_s=d,
+                           diffusivity_err_cm2_s=d_err, intercept_A2=intercept, path_ok=path_ok,
+                           evidence={"mobile_msd_at_fit_end_A2": li_end, "framework_msd_at_fit_end_A2": fw_end})
+
+
+def _symbols(numbers):
+    from ase.data import chemical_symbols
+
+    return [chemical_symbols[int(z)] for z in np.unique(numbers)]
+
+
+def charge_of(species: str) -> int:
+    """Oxidation state used for the Nernst–Einstein charge (table, else pymatgen's most common)."""
+    if species in OXIDATION_STATE:
+        return OXIDATION_STATE[species]
+    from pymatgen.core import Element
+
+    states = Element(species).common_oxidation_states
+    if not states:
+        raise InputError(f"no common oxidation state for {species}; give the charge explicitly")
+    return int(states[0])
+
+
+def nernst_einstein_mS_cm(diffusivity_cm2_s: float, n_ions: int, volume_A3: float, temperature_K: float,
+                          charge: int = 1, haven_ratio: float = 1.0) -> float:
+    """σ = n q² D / (H_R k_B T) in mS/cm (n = n_ions / volume)."""
+    if temperature_K is None or temperature_K <= 0:
+        raise InputError(f"temperature must be positive for a conductivity, got {temperature_K}; pass --temperature")
+    n_per_cm3 = n_ions / (volume_A3 * 1e-24)
+    q = charge * units._e
+    sigma_S_cm = n_per_cm3 * q ** 2 * diffusivity_cm2_s / (haven_ratio * units._k * temperature_K)
+    return float(sigma_S_cm * 1e3)
+
+
+@dataclass
+class ArrheniusResult:
+    activation_energy_eV: float
+    activation_energy_err_eV: float
+    log10_sigma300_mS_cm: float
+    log10_sigma300_err: float
+    slope_K: float                 # d ln σ / d(1/T)
+    intercept: float               # ln σ at 1/T = 0
+    covariance: np.ndarray         # 2x2 of (slope, intercept)
+
+
+def arrhenius(temperatures_K, sigma, sigma_err=None, extrapolate_K: float = 300.0) -> ArrheniusResult:
+    """Weighted fit ln σ = a + b / T; Ea = -k_B b; log10 σ(300 K) with the slope–intercept covariance.
+
+    Works for conductivities (mS/cm) or diffusivities alike (σ > 0).
+    """
+    t = np.asarray(temperatures_K, dtype=float)
+    s = np.asarray(sigma, dtype=float)
+    if len(t) < 2 or np.any(s <= 0):
+        raise InputError("an Arrhenius fit needs at least 2 temperatures with positive values")
+    y = np.log(s)
+    w = np.ones_like(y) if sigma_err is None else 1.0 / np.maximum(np.asarray(sigma_err, float) / s, 1e-12) ** 2
+    X = np.stack([1.0 / t, np.ones_like(t)], axis=1)
+    fisher = X.T @ (w[:, None] * X)
+    cov = np.linalg.inv(fisher)
+    beta = cov @ (X.T @ (w * y))
+    if sigma_err is None and len(t) > 2:           # unknown errors: scale by the residual variance
+        resid = y - X @ beta
+        cov = cov * float(resid @ resid) / (len(t) - 2)
+    b, a = beta
+    ea = -b * units.kB
+    ea_err = np.sqrt(cov[0, 0]) * units.kB
+    g = np.array([1.0 / extrapolate_K, 1.0])
+    ln300 = a + b / extrapolate_K
+    ln300_err = float(np.sqrt(g @ cov @ g))
+    return ArrheniusResult(activation_energy_eV=float(ea), activation_energy_err_eV=float(ea_err),
+                           log10_sigma300_mS_cm=float(ln300 / np.log(10)), log10_sigma300_err=ln300_err / np.log(10),
+                           slope_K=float(b), intercept=float(a), covariance=cov)
