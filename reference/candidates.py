@@ -1,0 +1,271 @@
+"""Candidate structures for compositions by ionic substitution into prototypes.
+
+Rule: a prototype fits a composition when both have the same anonymous formula (e.g. A10BC2D12);
+each prototype element is replaced by the target element with the same amount AND the same
+oxidation state (charges from pymatgen's oxidation-state guesses); among several valid maps the one
+with the smallest Shannon-radius mismatch wins.  The cell is rescaled by the ratio of ionic volumes
+(sum of r³).  Optional relaxation with an oracle (cached); implausible results are rejected with a
+reason: interatomic distance below ``min_distance_factor`` × (sum of covalent radii), or a volume
+change above ``max_volume_change`` during relaxation.  Compositions with no fitting prototype are
+reported as ``status="no_prototype"``, never raised.
+
+    Li10GeP2S12 -> Li10SiP2S12, Li10SnP2S12;  Li3PS4 -> Li3PSe4, Li3AsS4;  Li4GeS4 -> Li4SiS4, Li4SnS4
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from common.errors import InputError
+
+log = logging.getLogger(__name__)
+
+MIN_DISTANCE_FACTOR = 0.6       # reject d_ij < factor * (r_cov_i + r_cov_j)
+MAX_VOLUME_CHANGE = 0.25        # reject |V_relaxed / V_start - 1| above this
+
+
+@dataclass
+class Candidate:
+    """One proposed structure: ``status`` is proposed | relaxed | rejected | no_prototype."""
+    formula: str
+    prototype: str | None
+    structure: object = None                  # pymatgen Structure (Å) or None
+    status: str = "proposed"
+    reason: str = ""
+    provenance: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        s = self.structure
+        return {"formula": self.formula, "prototype": self.prototype, "status": self.status, "reason": self.reason,
+                "n_atoms": len(s) if s is not None else 0,
+                "volume_A3": round(float(s.volume), 3) if s is not None else None, "provenance": self.provenance}
+
+
+def _composition(formula: str):
+    from pymatgen.core import Composition
+
+    try:
+        comp = Composition(str(formula))
+    except Exception:  # noqa: BLE001
+        raise InputError(f"cannot parse formula {formula!r}; give e.g. Li10SiP2S12") from None
+    from pymatgen.core import Element
+
+    if len(comp) == 0 or any(not isinstance(el, Element) for el in comp):
+        raise InputError(f"formula {formula!r} has unknown elements; give e.g. Li10SiP2S12")
+    if any(not float(v).is_integer() for v in comp.values()):
+        raise InputError(f"formula {formula!r} must have whole-number amounts; give e.g. Li10SiP2S12")
+    return comp.reduced_composition
+
+
+def formula_string(comp) -> str:
+    """Plain formula in the composition's element order, e.g. Li10SiP2S12 (not Li10Si(PS6)2)."""
+    return "".join(f"{el.symbol}{int(n) if n != 1 else ''}" for el, n in comp.items())
+
+
+def _oxidation_states(comp) -> list[dict]:
+    return [dict(g) for g in comp.oxi_state_guesses(max_sites=-50)[:4]]
+
+
+def _radius(el: str, oxi: float) -> float | None:
+    from pymatgen.core import Species
+
+    try:
+        r = Species(el, int(round(oxi))).ionic_radius
+        return float(r) if r is not None else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def substitution_map(prototype_formula: str, target_formula: str) -> tuple[dict, dict]:
+    """(prototype element -> target element, details) or raise InputError with the reason."""
+    p, t = _composition(prototype_formula), _composition(target_formula)
+    if p.anonymized_formula != t.anonymized_formula:
+        raise InputError(f"{t.reduced_formula} ({t.anonymized_formula}) does not fit prototype "
+                         f"{p.reduced_formula} ({p.anonymized_formula}): different anonymous formula")
+    p_oxis, t_oxis = _oxidation_states(p), _oxidation_states(t)
+    if not p_oxis or not t_oxis:
+        who = p.reduced_formula if not p_oxis else t.reduced_formula
+        raise InputError(f"{who} has no charge-balanced oxidation states; cannot substitute by charge")
+    p_groups: dict[float, list[str]] = {}
+    for el, n in p.items():
+        p_groups.setdefault(n, []).append(el.symbol)
+    t_groups: dict[float, list[str]] = {}
+    for el, n in t.items():
+        t_groups.setdefault(n, []).append(el.symbol)
+    best = None
+    for p_oxi, t_oxi in itertools.product(p_oxis, t_oxis):
+        per_group = []
+        for n, p_els in p_groups.items():
+            options = []
+            for perm in itertools.permutations(t_groups[n]):
+                if all(p_oxi[a] == t_oxi[b] for a, b in zip(p_els, perm)):
+                    options.append(dict(zip(p_els, perm)))
+            per_group.append(options)
+        for combo in itertools.product(*per_group):
+            mapping = {k: v for d in combo for k, v in d.items()}
+            score = 0.0
+            for a, b in mapping.items():
+                ra, rb = _radius(a, p_oxi[a]), _radius(b, t_oxi[b])
+                score += abs(np.log(rb / ra)) if ra and rb else (0.0 if a == b else 1.0)
+            if best is None or score < best[0]:
+                best = (score, mapping, p_oxi, t_oxi)
+    if best is None:
+        raise InputError(f"{t.reduced_formula} does not fit prototype {p.reduced_formula}: no same-charge "
+                         "element map (oxidation states differ)")
+    score, mapping, p_oxi, t_oxi = best
+    details = {"map": {a: b for a, b in mapping.items() if a != b}, "radius_mismatch_log": round(float(score), 4),
+               "oxidation_states": {b: float(t_oxi[b]) for b in mapping.values()}}
+    return mapping, details
+
+
+def _ionic_volume(structure, oxi: dict) -> float:
+    total = 0.0
+    for site in structure:
+        el = site.specie.symbol
+        r = _radius(el, oxi.get(el, 0)) or float(site.specie.atomic_radius or 1.0)
+        total += r ** 3
+    return total
+
+
+def substitute(prototype_structure, mapping: dict, p_oxi: dict, t_oxi: dict):
+    """Replace species by ``mapping`` and rescale the volume by the ionic-volume ratio."""
+    s = prototype_structure.copy()
+    s.remove_oxidation_states()
+    v_before = _ionic_volume(s, p_oxi)
+    s.replace_species({a: b for a, b in mapping.items() if a != b})
+    v_after = _ionic_volume(s, t_oxi)
+    if v_before > 0 and v_after > 0:
+        s.scale_lattice(s.volume * v_after / v_before)
+    return s
+
+
+def too_short_distances(structure, factor: float = MIN_DISTANCE_FACTOR) -> str:
+    """'' if every pair is at least ``factor`` × (sum of covalent radii) apart, else the reason."""
+    from ase.data import covalent_radii
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from ase.neighborlist import neighbor_list
+
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    i, j, d = neighbor_list("ijd", atoms, 3.0)
+    if len(d) == 0:
+        return ""
+    z = atoms.numbers
+    limit = factor * (covalent_radii[z[i]] + covalent_radii[z[j]])
+    bad = np.flatnonzero(d < limit)
+    if len(bad) == 0:
+        return ""
+    k = bad[np.argmin(d[bad] / limit[bad])]
+    s = atoms.get_chemical_symbols()
+    return (f"too-short distance {s[i[k]]}-{s[j[k]]} {d[k]:.2f} Å (< {factor} x covalent sum {limit[k] / factor:.2f} Å)")
+
+
+def _prototype(proto: str):
+    """(name, ordered pymatgen Structure, provenance) for a library name or a file path."""
+    from reference.structures import library_names, library_structure, read_structure
+
+    if Path(proto).is_file():
+        s, choices = read_structure(proto)
+        return Path(proto).name, s, {"source_id": f"file:{Path(proto).resolve()}", "ordering": choices}
+    if proto not in library_names():
+        library_structure(proto)  # raises the helpful InputError for unknown names
+    item = library_structure(proto)
+    return item.key, item.structure, dict(item.provenance)
+
+
+def candidate_structure(formula: str, prototype: str):
+    """The substituted, unrelaxed pymatgen Structure of ``formula`` in ``prototype``; InputError if it does not fit."""
+    name, proto, _ = _prototype(prototype)
+    p_formula = proto.composition.reduced_formula
+    mapping, details = substitution_map(p_formula, formula)
+    p_oxi = _oxidation_states(_composition(p_formula))[0]
+    t_oxi = details["oxidation_states"]
+    s = substitute(proto, mapping, p_oxi, t_oxi)
+    if s.composition.reduced_composition != _composition(formula):
+        raise InputError(f"substituting {name} gave {s.composition.reduced_formula}, not {formula}")
+    return s
+
+
+def formulas_from(source: str | Sequence[str], allowed_only: bool = True) -> list[str]:
+    """Formulas from a chemspace Parquet table (``formula`` column, ``allowed`` rows) or a list/CSV text."""
+    if isinstance(source, (list, tuple)):
+        return [str(f).strip() for f in source if str(f).strip()]
+    path = Path(str(source))
+    if path.suffix.lower() in (".parquet", ".pq"):
+        if not path.is_file():
+            raise InputError(f"composition table {path} not found; run `matscreen chemspace enumerate` first")
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception:  # noqa: BLE001
+            raise InputError(f"{path} is not a readable Parquet file; give a chemspace composition table") from None
+        if "formula" not in table.column_names:
+            raise InputError(f"{path} has no 'formula' column; give a chemspace composition table")
+        formulas = table.column("formula").to_pylist()
+        if allowed_only and "allowed" in table.column_names:
+            formulas = [f for f, ok in zip(formulas, table.column("allowed").to_pylist()) if ok]
+        return [str(f) for f in formulas]
+    return [f.strip() for f in str(source).split(",") if f.strip()]
+
+
+def propose(formulas: Iterable[str], prototypes: Sequence[str] | None = None, oracle=None,
+            relax_steps: int = 200, fmax: float = 0.05, min_distance_factor: float = MIN_DISTANCE_FACTOR,
+            max_volume_change: float = MAX_VOLUME_CHANGE) -> list[Candidate]:
+    """Candidate records for every formula: one per fitting prototype, or one ``no_prototype`` record.
+
+    ``prototypes``: library names or structure files (default: the whole library).  ``oracle``: an
+    :class:`reference.oracles.Oracle` (or None: no relaxation).  Bad formulas give a ``rejected``
+    record with the reason instead of stopping the batch.
+    """
+    from reference.structures import library_names, relax
+
+    protos = [_prototype(p) for p in (prototypes or library_names())]
+    out: list[Candidate] = []
+    for formula in formulas:
+        try:
+            target = _composition(formula)
+        except InputError as exc:
+            out.append(Candidate(formula=str(formula), prototype=None, status="rejected", reason=str(exc)))
+            continue
+        fitting = 0
+        for name, proto, prov in protos:
+            if proto.composition.reduced_composition.anonymized_formula != target.anonymized_formula:
+                continue
+            try:
+                mapping, details = substitution_map(proto.composition.reduced_formula, target.reduced_formula)
+            except InputError as exc:
+                log.info("%s in %s: %s", formula, name, exc)
+                continue
+            fitting += 1
+            p_oxi = _oxidation_states(proto.composition.reduced_composition)[0]
+            s = substitute(proto, mapping, p_oxi, details["oxidation_states"])
+            provenance = {"prototype": name, "prototype_source": prov.get("source_id"), **details,
+                          "method": "same-charge ionic substitution, ionic-volume rescaling"}
+            cand = Candidate(formula=formula_string(target), prototype=name, structure=s, provenance=provenance)
+            reason = too_short_distances(s, min_distance_factor)
+            if not reason and oracle is not None:
+                try:
+                    relaxed, info = relax(s, oracle.calculator, oracle.name, fmax=fmax, steps=relax_steps)
+                except Exception as exc:  # noqa: BLE001 - oracle failure: record, keep going
+                    reason = f"relaxation failed: {type(exc).__name__}: {exc}"[:300]
+                else:
+                    cand.structure, cand.status = relaxed, "relaxed"
+                    cand.provenance["relaxation"] = info
+                    if abs(info["volume_change"]) > max_volume_change:
+                        reason = (f"volume changed by {100 * info['volume_change']:+.0f} % on relaxation "
+                                  f"(limit {100 * max_volume_change:.0f} %)")
+                    else:
+                        reason = too_short_distances(relaxed, min_distance_factor)
+            if reason:
+                cand.status, cand.reason = "rejected", reason
+            out.append(cand)
+        if not fitting:
+            out.append(Candidate(formula=formula_string(target), prototype=None, status="no_prototype",
+                                 reason=f"no prototype with anonymous formula {target.anonymized_formula} and "
+                                        f"matching charges among {', '.join(n for n, _, _ in protos)}"))
+    return out

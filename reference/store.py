@@ -1,0 +1,230 @@
+"""The labelled data store: every labelled frame, queryable by elements; safe for concurrent writers.
+
+Layout (a directory, local or on a shared filesystem)::
+
+    <root>/shards/<utc time>-<host>-<pid>-<random>.extxyz    one file per append, never modified
+
+Each ``append`` writes its frames to a temporary file in ``shards/`` and renames it into place
+(atomic on POSIX), so several processes can append at once without locks, readers only ever see
+complete shards, and a crash mid-write loses nothing already stored (at worst a hidden ``.tmp``
+file is left, which readers ignore).  Frames are extended-XYZ with energy (eV), forces (eV/Å),
+stress (eV/Å³) and the info keys oracle, source, temperature_K, run_id (docs/ARTIFACTS.md).
+
+The root is a path or a ``file://`` URI; default ``$MATSCREEN_STORE`` or ``.matscreen/store``.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+
+from common.atomic import atomic_path
+from common.errors import InputError
+
+DEFAULT_STORE = ".matscreen/store"
+REQUIRED_INFO = ("oracle", "source")
+
+
+def default_store_path() -> str:
+    return os.environ.get("MATSCREEN_STORE") or DEFAULT_STORE
+
+
+def _root_from_uri(uri: str | os.PathLike) -> Path:
+    text = str(uri)
+    parsed = urlparse(text)
+    if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(parsed.path if parsed.scheme == "file" else text).expanduser()
+    raise InputError(f"store URI {text!r}: scheme {parsed.scheme!r} is not supported; give a directory path "
+                     "or file:// URI on a filesystem every worker mounts")
+
+
+def elements_of(formula_or_atoms) -> set[str]:
+    """Element symbols of a formula string (``Li10SiP2S12``), a pymatgen object or ase.Atoms."""
+    if hasattr(formula_or_atoms, "get_chemical_symbols"):
+        return set(formula_or_atoms.get_chemical_symbols())
+    if hasattr(formula_or_atoms, "composition"):
+        return {e.symbol for e in formula_or_atoms.composition.elements}
+    if isinstance(formula_or_atoms, (set, list, tuple, frozenset)):
+        return {str(e) for e in formula_or_atoms}
+    from pymatgen.core import Composition
+
+    try:
+        return {e.symbol for e in Composition(str(formula_or_atoms)).elements}
+    except Exception:  # noqa: BLE001
+        raise InputError(f"cannot parse formula {formula_or_atoms!r}; give e.g. Li10GeP2S12") from None
+
+
+def validate_frame(atoms, where: str = "frame") -> None:
+    """Raise InputError unless ``atoms`` is a labelled frame (energy, forces, oracle, source)."""
+    calc = getattr(atoms, "calc", None)
+    results = getattr(calc, "results", {}) if calc is not None else {}
+    if "energy" not in results or "forces" not in results:
+        raise InputError(f"{where} has no energy/forces; only labelled frames can be stored (label them with an oracle)")
+    for key in REQUIRED_INFO:
+        if not atoms.info.get(key):
+            raise InputError(f"{where} lacks info[{key!r}]; set atoms.info['{key}'] (see docs/ARTIFACTS.md)")
+    f = np.asarray(results["forces"])
+    if f.shape != (len(atoms), 3) or not np.isfinite(f).all() or not np.isfinite(results["energy"]):
+        raise InputError(f"{where} has non-finite or mis-shaped energy/forces; drop it or relabel it")
+
+
+@dataclass
+class StoreStats:
+    n_frames: int
+    n_shards: int
+    by_oracle: dict
+    by_source: dict
+    by_formula: dict
+    elements: list
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class LabelStore:
+    """Append-only, shard-per-write store of labelled frames (see module docstring)."""
+
+    def __init__(self, root: str | os.PathLike | None = None, create: bool = True):
+        self.root = _root_from_uri(root if root is not None else default_store_path())
+        self.shards_dir = self.root / "shards"
+        if create:
+            try:
+                self.shards_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"cannot create store {self.root}: {exc.strerror}; choose a writable --store") from None
+        elif not self.shards_dir.is_dir():
+            raise InputError(f"no data store at {self.root}; import or label data first, or give the right --store")
+        self._cache: dict[str, list] = {}
+
+    # -- writing ------------------------------------------------------------------------------------
+    def append(self, frames: Sequence, run_id: str | None = None) -> Path | None:
+        """Store ``frames`` (labelled ase.Atoms) as one new shard; returns its path (None if empty)."""
+        from ase.io import write
+
+        frames = list(frames)
+        if not frames:
+            return None
+        for i, atoms in enumerate(frames):
+            validate_frame(atoms, where=f"frame {i}")
+            if run_id is not None and "run_id" not in atoms.info:
+                atoms.info["run_id"] = str(run_id)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        name = f"{stamp}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.extxyz"
+        target = self.shards_dir / name
+        with atomic_path(target) as tmp:
+            with open(tmp, "w") as fh:
+                write(fh, frames, format="extxyz")
+                fh.flush()
+                os.fsync(fh.fileno())
+        return target
+
+    # -- reading ------------------------------------------------------------------------------------
+    def shards(self) -> list[Path]:
+        """Complete shard files, oldest first (hidden temporary files are ignored)."""
+        return sorted(p for p in self.shards_dir.glob("*.extxyz") if not p.name.startswith("."))
+
+    def _read_shard(self, path: Path) -> list:
+        from ase.io import read
+
+        key = path.name
+        if key not in self._cache:
+            frames = list(read(path, ":", format="extxyz"))
+            for a in frames:
+                a.info.setdefault("shard", key)
+            self._cache[key] = frames
+        return self._cache[key]
+
+    def frames(self) -> list:
+        """Every stored frame (copies with their SinglePointCalculator)."""
+        out = []
+        for p in self.shards():
+            for a in self._read_shard(p):
+                out.append(_copy_frame(a))
+        return out
+
+    def __len__(self) -> int:
+        return sum(len(self._read_shard(p)) for p in self.shards())
+
+    def query(self, elements_subset: Iterable[str] | None = None, shares_with=None, min_shared: int = 1,
+              oracle: str | None = None, source: str | None = None, temperature_K: float | None = None,
+              run_id: str | None = None) -> list:
+        """Frames matching every given filter.
+
+        ``elements_subset``: frame elements must be a subset of these (e.g. {Li,Ge,P,S}).
+        ``shares_with`` + ``min_shared``: frame shares at least ``min_shared`` elements with this
+        formula (e.g. Li10SiP2S12) — the trainer's shared-element data.  ``source`` matches a prefix.
+        """
+        allowed = elements_of(elements_subset) if elements_subset is not None else None
+        target = elements_of(shares_with) if shares_with is not None else None
+        out = []
+        for p in self.shards():
+            for a in self._read_shard(p):
+                els = set(a.get_chemical_symbols())
+                if allowed is not None and not els <= allowed:
+                    continue
+                if target is not None and len(els & target) < int(min_shared):
+                    continue
+                if oracle is not None and a.info.get("oracle") != oracle:
+                    continue
+                if source is not None and not str(a.info.get("source", "")).startswith(source):
+                    continue
+                if temperature_K is not None and not np.isclose(float(a.info.get("temperature_K", np.nan)), temperature_K):
+                    continue
+                if run_id is not None and str(a.info.get("run_id")) != str(run_id):
+                    continue
+                out.append(_copy_frame(a))
+        return out
+
+    def training_set(self, oracle: str | None = None, forces_only_oracles: Sequence[str] = (), **filters) -> list:
+        """Frames for training: energies from ONE oracle only.
+
+        With several oracles in the selection and no ``oracle`` given this raises InputError.  Frames
+        of ``forces_only_oracles`` are added with ``info['energy_weight'] = 0`` (forces-only mixing,
+        only when configured); their energies must not be trained on.
+        """
+        frames = self.query(**filters)
+        oracles = Counter(a.info.get("oracle") for a in frames)
+        if oracle is None:
+            main = [o for o in oracles if o not in forces_only_oracles]
+            if len(main) > 1:
+                raise InputError(f"selected frames come from {len(main)} oracles ({', '.join(sorted(main))}); "
+                                 "energies must not be mixed: choose one with --oracle")
+            oracle = main[0] if main else None
+        out = []
+        for a in frames:
+            o = a.info.get("oracle")
+            if o == oracle:
+                a.info["energy_weight"] = 1.0
+                out.append(a)
+            elif o in forces_only_oracles:
+                a.info["energy_weight"] = 0.0
+                out.append(a)
+        return out
+
+    def stats(self) -> StoreStats:
+        frames = [a for p in self.shards() for a in self._read_shard(p)]
+        els = sorted({s for a in frames for s in a.get_chemical_symbols()})
+        return StoreStats(n_frames=len(frames), n_shards=len(self.shards()),
+                          by_oracle=dict(Counter(a.info.get("oracle", "?") for a in frames)),
+                          by_source=dict(Counter(str(a.info.get("source", "?")).split(":")[0] for a in frames)),
+                          by_formula=dict(Counter(a.get_chemical_formula(mode="reduce") for a in frames)),
+                          elements=els)
+
+
+def _copy_frame(atoms):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    out = atoms.copy()
+    out.info = {k: v for k, v in atoms.info.items() if k != "shard"}
+    res = dict(atoms.calc.results) if atoms.calc is not None else {}
+    out.calc = SinglePointCalculator(out, **{k: v for k, v in res.items()
+                                              if k in ("energy", "forces", "stress", "free_energy")})
+    return out
