@@ -21,6 +21,7 @@ class RDFResult:
     g_total: np.ndarray                   # [n_bins]
     partial: dict[str, np.ndarray] = field(default_factory=dict)   # "Li-S" -> [n_bins] (symbols sorted)
     n_frames: int = 0
+    r_max_A: float = 0.0                  # upper edge of the last bin, Å
 
 
 def pair_name(za: int, zb: int) -> str:
@@ -67,7 +68,7 @@ def rdf(positions: np.ndarray, cells: np.ndarray, numbers: np.ndarray, r_max_A: 
                 continue
             counts = hist[a, c] if a == c else 0.5 * (hist[a, c] + hist[c, a])
             partial[pair_name(species[a], species[c])] = volume * counts / (n_frames * pairs * shell)
-    return RDFResult(r_A=r, g_total=g_total, partial=partial, n_frames=n_frames)
+    return RDFResult(r_A=r, g_total=g_total, partial=partial, n_frames=n_frames, r_max_A=float(r_max_A))
 
 
 def rdf_mae(result: RDFResult, reference: RDFResult) -> float:

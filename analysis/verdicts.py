@@ -56,7 +56,7 @@ def min_distance_ratios(positions: np.ndarray, cells: np.ndarray, numbers: np.nd
 
 def judge(positions, unwrapped, cells, numbers, steps, temperatures_K=None, potential_energy=None,
           target_temperature_K: float | None = None, reference: RDFResult | None = None,
-          thresholds: VerdictThresholds = VerdictThresholds(), rdf_r_max_A: float = 6.0) -> Verdict:
+          thresholds: VerdictThresholds = VerdictThresholds()) -> Verdict:
     """Judge one trajectory from its arrays ([F,N,3] wrapped and unwrapped positions Å, [F,3,3] cells)."""
     positions, unwrapped, cells = (np.asarray(a, float) for a in (positions, unwrapped, cells))
     numbers, steps = np.asarray(numbers), np.asarray(steps)
@@ -95,8 +95,7 @@ def judge(positions, unwrapped, cells, numbers, steps, temperatures_K=None, pote
         return Verdict("framework_drift", int(steps[over[0]]),
                        {**ev, "framework_drift_limit_A": thresholds.framework_drift_A})
     if reference is not None:
-        mine = rdf(positions, cells, numbers, r_max_A=min(rdf_r_max_A, reference.r_A[-1] + 1e-9),
-                   n_bins=len(reference.r_A))
+        mine = rdf(positions, cells, numbers, r_max_A=reference.r_max_A, n_bins=len(reference.r_A))
         mae = rdf_mae(mine, reference)
         ev["rdf_mae"] = mae
         ev["rdf_mae_threshold"] = thresholds.rdf_mae_threshold

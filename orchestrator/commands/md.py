@@ -191,7 +191,10 @@ def run_analyze(args) -> int:
     else:
         out["conductivity_mS_cm"] = out["conductivity_err_mS_cm"] = None
     if reference is not None:
-        out["rdf_mae"] = verdict.evidence.get("rdf_mae")
+        from analysis.rdf import rdf_mae
+
+        mine = rdf(data["positions"], data["cell"], numbers, r_max_A=reference.r_max_A, n_bins=len(reference.r_A))
+        out["rdf_mae"] = verdict.evidence.get("rdf_mae", rdf_mae(mine, reference))
     out["evidence"] = verdict.evidence
     if args.plots:
         from analysis.plots import plot_msd, plot_rdf
