@@ -74,8 +74,12 @@ def _oxidation_states(comp) -> list[dict]:
 def _radius(el: str, oxi: float) -> float | None:
     from pymatgen.core import Species
 
+    import warnings
+
     try:
-        r = Species(el, int(round(oxi))).ionic_radius
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = Species(el, int(round(oxi))).ionic_radius
         return float(r) if r is not None else None
     except Exception:  # noqa: BLE001
         return None

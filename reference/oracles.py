@@ -50,9 +50,19 @@ def _chgnet(version=None, device="cpu", **kw):
     from chgnet.model import CHGNet
     from chgnet.model.dynamics import CHGNetCalculator
 
+    class CHGNetOracleCalculator(CHGNetCalculator):
+        """CHGNetCalculator that computes stress only when asked (MD needs energy + forces only)."""
+
+        def calculate(self, atoms=None, properties=None, system_changes=None, task=None):
+            from ase.calculators.calculator import all_changes
+
+            props = properties or ["energy", "forces", "stress"]
+            task = task or ("efs" if "stress" in props else "ef")
+            super().calculate(atoms=atoms, properties=props, system_changes=system_changes or all_changes, task=task)
+
     version = version or "0.3.0"
     model = CHGNet.load(model_name=version, use_device=device, verbose=False)
-    return CHGNetCalculator(model=model, use_device=device, **kw), f"chgnet-{version}"
+    return CHGNetOracleCalculator(model=model, use_device=device, **kw), f"chgnet-{version}"
 
 
 def _sevennet(version=None, device="cpu", **kw):
