@@ -246,6 +246,21 @@ class _ReferenceRefit:
         self.rows, self.resid = [], []
 
 
+@torch.no_grad()
+def _refit_reference_energies(model, data: GraphData, batch_size: int) -> None:
+    """Shift ``model``'s per-element e0 by least squares on its own training-set energy residuals.
+
+    Forward passes only (no forces): cheap, and it removes the per-element energy offsets that
+    force-dominated training leaves undetermined.
+    """
+    refit = _ReferenceRefit(len(model.elements))
+    for batch, nl, energy, _ in data.batches(batch_size):
+        batch = batch.to(dtype=model.param_dtype)
+        pred = model.energy(batch, nl)
+        refit.add(model.species(batch.numbers), batch.system_index, batch.n_systems, energy - pred)
+    refit.apply(model)
+
+
 def _val_loss(metrics: dict, cfg: TrainConfig) -> float:
     """The training loss evaluated on validation metrics (RMSEs are the square roots of the MSEs)."""
     return (cfg.energy_weight * (metrics["energy_rmse_meV_atom"] / 1000) ** 2
@@ -373,7 +388,8 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
             refit.add(model.species(batch.numbers), batch.system_index, batch.n_systems, energy - e_pred)
         if not losses and out_of_time and best_state is not None:
             break
-        refit.apply(model, ema.module)
+        refit.apply(model)
+        _refit_reference_energies(ema.module, train_data, cfg.batch_size)
         metrics = evaluate(ema.module, None, cfg.batch_size, data=val_data)
         val_loss = _val_loss(metrics, cfg)
         sched.step(val_loss)
