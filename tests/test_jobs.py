@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.scheduler import ScheduleStore, parse_time, run_due
+from orchestrator.scheduler import ScheduleStore, campaign_entrypoint, parse_time, run_due
 from orchestrator.scheduler_backends import RayJobBackend, package_working_dir, runtime_env
 from orchestrator.scheduler_tracking import ExecutionRecorder
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+PLANTED = "mp-PLANTED-in-head-env-0123456789"
 
 
 def free_ports(n: int) -> list[int]:
@@ -45,7 +46,8 @@ def ray_head():
     """A local Ray head with dashboard (job server) on 127.0.0.1; yields the dashboard address."""
     gcs, dash, agent_http, agent_grpc, client, metrics, node_mgr, obj_mgr, rt_agent = free_ports(9)
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's unix sockets live here
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
+               MP_API_KEY=PLANTED)
     env.pop("RAY_ADDRESS", None)
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--include-dashboard", "true",
            "--dashboard-host", "127.0.0.1", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
@@ -58,7 +60,7 @@ def ray_head():
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     try:
-        deadline = time.monotonic() + 120
+        deadline, last_error = time.monotonic() + 240, None
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"ray start exited: {(Path(temp_dir) / 'ray_start.log').read_text()[-2000:]}")
@@ -67,9 +69,11 @@ def ray_head():
 
                 JobSubmissionClient(address).list_jobs()
                 break
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception as exc:  # noqa: BLE001 - not up yet
+                last_error = exc
                 if time.monotonic() > deadline:
-                    pytest.fail("Ray head did not come up in 120 s")
+                    log_text = (Path(temp_dir) / "ray_start.log").read_text()[-1500:]
+                    pytest.fail(f"Ray head did not come up in 240 s: {last_error!r}\n{log_text}")
                 time.sleep(1)
         yield address
     finally:
@@ -136,16 +140,25 @@ def test_job_submission_and_scheduler_on_a_real_head(ray_head, tmp_path, monkeyp
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     backend = RayJobBackend(ray_head)
 
-    # 1. one-off submission of the installation check, as `ray job submit --working-dir .` does
-    entry = ("python -c \"import mlflow, orchestrator; mlflow.set_experiment('matscreen-smoke'); "
-             "r = mlflow.start_run(run_name='probe'); mlflow.log_metric('ok', 1); mlflow.end_run()\"")
-    job = backend.submit(entry, "matscreen-smoke-probe", str(ROOT), {"matscreen.spec": "smoke"})
-    assert wait_job(backend, job) == "SUCCEEDED", backend.logs(job)[-3000:]
+    # 1. the installation check, as `ray job submit --working-dir . -- matscreen campaign run
+    #    campaigns/smoke.yaml` does; the job finds MLflow and the store through the environment
+    store = tmp_path / "store"
+    monkeypatch.setenv("MATSCREEN_STORE", str(store))
+    job = backend.submit(campaign_entrypoint("campaigns/smoke.yaml"), "matscreen-smoke-test", str(ROOT),
+                         {"matscreen.spec": "campaigns/smoke.yaml"})
+    status = wait_job(backend, job, timeout=400)
+    logs = backend.logs(job)
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert (store / "smoke" / "ledger.sqlite").exists()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("matscreen-smoke")
-    assert exp is not None and client.search_runs([exp.experiment_id])
+    kinds = sorted(r.data.tags.get("matscreen.kind") for r in client.search_runs([exp.experiment_id]))
+    assert "campaign" in kinds and "candidate" in kinds
+    # the key planted in the head's environment never reaches logs or the MLflow store
+    assert PLANTED not in logs
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and PLANTED.encode() in p.read_bytes()] == []
 
     # 2. the scheduler submits a due campaign to the head and refuses to overlap it
     release = tmp_path / "release"

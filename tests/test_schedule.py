@@ -165,3 +165,17 @@ def test_failed_job_and_idempotent_submission(tmp_path, store, spec):
     # a crash between submit and save re-submits the same slot id: not started a second time
     assert backend.submit("true", job, str(spec.parent), {}) == job
     assert run_due(store, backend, now=at("2026-01-01T00:36Z")).finished == {job: "FAILED"}
+
+
+def test_daemon_ticks_and_stops(tmp_path, spec, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    file = str(tmp_path / "s.json")
+    store = ScheduleStore(file)
+    store.add("every-minute", spec.name, "* * * * *", working_dir=spec.parent,
+              now=datetime(2020, 1, 1, tzinfo=timezone.utc), command=[sys.executable, "-c", "pass"])
+    assert main(["schedule", "daemon", "--file", file, "--backend", "local", "--no-mlflow",
+                 "--interval", "0.1", "--max-ticks", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "submitted every-minute" in out
+    history = ScheduleStore(file).load()["every-minute"].history
+    assert len(history) == 1 and history[0].job_id

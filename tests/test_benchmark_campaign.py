@@ -1,0 +1,116 @@
+"""The paper-benchmark mode: spec validation, and a scaled-down run producing the table in MLflow."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common import InputError
+from orchestrator.benchmark import COLUMNS, format_table, load_benchmark, run_benchmark
+from orchestrator.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def soft_oracle():
+    """A cheap analytic stand-in for CHGNet (the scaled-down test must fit the CI budget):
+    Lennard-Jones with a short sigma that keeps sulfide cells intact (eV, Å)."""
+    from ase.calculators.lj import LennardJones
+
+    return LennardJones(sigma=1.9, epsilon=0.01, rc=4.5, smooth=True)
+
+
+def tiny_spec(tmp_path: Path, shared_data: Path, **bench_overrides) -> Path:
+    s = shared_data / "structures"
+    spec = {
+        "name": "bench-tiny",
+        "seed": 0,
+        "benchmark": {
+            "train_on": "Li10GeP2S12",
+            "test_on": ["Li3PS4", "Li4GeS4"],
+            "structures": {"Li10GeP2S12": str(s / "Li10GeP2S12_mp-696138.cif"),
+                           "Li3PS4": str(s / "gamma-Li3PS4_icsd-180318_obelix-joc.cif"),
+                           "Li4GeS4": str(s / "Li4GeS4_icsd-92200_obelix-e6b.cif")},
+            "architectures": ["schnet"],
+            "training_steps": 10,
+            "test_frames": 2,
+            **bench_overrides,
+        },
+        "oracle": {"name": f"{Path(__file__).resolve()}:soft_oracle"},
+        "models": {"ensemble_size": 2, "hidden": 8, "layers": 1, "cutoff_A": 4.0},
+        "training": {"epochs": 2, "batch_size": 4, "max_minutes": 0.3},
+        "md": {"temperatures_K": [800.0, 1200.0], "replicas": 2, "steps": 20, "equilibration_steps": 5,
+               "save_every": 5, "reference_steps": 10, "reference_temperature_K": 800.0},
+        "store": {"path": str(tmp_path / "store")},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    }
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_paper_benchmark_spec_is_the_study_protocol():
+    bench, cfg = load_benchmark(ROOT / "campaigns" / "paper_benchmark.yaml")
+    assert bench["train_on"] == "Li10GeP2S12" and bench["test_on"] == ["Li3PS4", "Li4GeS4"]
+    assert bench["architectures"] == ["schnet", "dimenetpp", "painn"]
+    assert min(cfg["md"]["temperatures_K"]) == 800 and max(cfg["md"]["temperatures_K"]) == 1200
+    assert cfg["md"]["replicas"] == 6 and cfg["resources"]["gpus_per_md_worker"] == 1.0
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"benchmark": {"train_om": "x"}}, "benchmark.train_om: unknown key; did you mean 'benchmark.train_on'?"),
+    ({"md": {"replica": 2}}, "md.replica: unknown key"),
+    ({"benchmark": {"architectures": ["schnet", "megnet"]}}, "benchmark.architectures[1]"),
+    ({"benchmark": {"test_on": ["Li3PS4", "Li7P3S11"]}}, "benchmark.structures.Li7P3S11: missing"),
+])
+def test_malformed_benchmark_spec_names_the_key(tmp_path, shared_data, capsys, change, message):
+    path = tiny_spec(tmp_path, shared_data)
+    data = yaml.safe_load(path.read_text())
+    for section, values in change.items():
+        data.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError) as exc:
+        load_benchmark(path)
+    assert message in str(exc.value)
+    assert main(["benchmark", "run", str(path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()  # failed before any work
+
+
+def test_scaled_down_benchmark_produces_the_table_in_mlflow(tmp_path, shared_data, capsys):
+    path = tiny_spec(tmp_path, shared_data)
+    assert main(["benchmark", "run", str(path), "--serial"]) == 0
+    printed = capsys.readouterr().out
+    assert "force MAE (meV/Å)" in printed and "-log10 σ300K (S/cm)" in printed
+    out = tmp_path / "store" / "bench-tiny"
+    rows = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
+    assert list(rows[0]) == COLUMNS
+    assert [(r["model"], r["material"], r["role"]) for r in rows] == [
+        ("schnet", "Li10GeP2S12", "train"), ("schnet", "Li3PS4", "transfer"), ("schnet", "Li4GeS4", "transfer")]
+    for r in rows:
+        assert float(r["force_mae_meV_A"]) > 0
+        assert r["verdict"].startswith(("stable", "unstable: "))
+    # one oracle trajectory per training temperature, and 2 replicas x 2 temperatures x 3 materials of MD
+    assert len(list((out / "reference").glob("Li10GeP2S12_*K.h5"))) == 2
+    assert len(list((out / "md" / "schnet").glob("*.h5"))) == 12
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("matscreen-bench-tiny")
+    (run,) = client.search_runs([exp.experiment_id], filter_string="tags.`matscreen.kind` = 'benchmark'")
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "benchmark")} == {
+        "benchmark/table.csv", "benchmark/table.md", "benchmark/table.json"}
+    assert "force_mae_meV_A.schnet.Li3PS4" in run.data.metrics
+    assert run.data.tags["verdict.schnet.Li4GeS4"] == rows[2]["verdict"]
+    assert run.data.params["train_on"] == "Li10GeP2S12"
+
+
+def test_table_formatting_handles_missing_values():
+    rows = [{"model": "painn", "material": "Li3PS4", "role": "transfer", "force_mae_meV_A": 51.234,
+             "rdf_mae": float("nan"), "verdict": "unstable: fusion", "neg_log10_sigma_300K": float("nan")}]
+    text = format_table(rows)
+    assert "51.2" in text and "unstable: fusion" in text and text.count("| -") >= 2
