@@ -68,7 +68,8 @@ def formula_string(comp) -> str:
 
 
 def _oxidation_states(comp) -> list[dict]:
-    return [dict(g) for g in comp.oxi_state_guesses(max_sites=-50)[:4]]
+    guesses = [dict(g) for g in comp.oxi_state_guesses()]
+    return [g for g in guesses if all(float(v).is_integer() for v in g.values())][:4]
 
 
 def _radius(el: str, oxi: float) -> float | None:

@@ -38,14 +38,21 @@ def _orbits(structure) -> list[list[int]]:
         return list(groups.values())
 
 
-def _guess_oxidation_states(structure, given: dict | None) -> dict[str, float]:
+def _guess_oxidation_states(counts: dict, given: dict | None) -> dict[str, float]:
+    from pymatgen.core import Composition
+
     if given:
         return {str(k): float(v) for k, v in given.items()}
-    comp = structure.composition.element_composition
-    guesses = comp.oxi_state_guesses(max_sites=-50) if len(comp) else []
+    comp = Composition(counts)
+    try:
+        guesses = comp.oxi_state_guesses() if len(comp) else []
+    except ValueError:
+        guesses = []
+    # one integer oxidation state per element, as in a charge-balanced ionic solid
+    guesses = [g for g in guesses if all(float(v).is_integer() for v in g.values())]
     if not guesses:
-        raise InputError(f"cannot assign oxidation states to {comp.reduced_formula}; "
-                         "give them explicitly (e.g. Li=1,P=5,S=-2) or supply an ordered structure")
+        raise InputError(f"whole-atom content {comp.formula} of the partial occupancies is not charge balanced "
+                         "with integer oxidation states; fix the occupancies, give oxidation states (e.g. Li=1,P=5,S=-2) or supply an ordered structure")
     return {str(k): float(v) for k, v in guesses[0].items()}
 
 
@@ -55,7 +62,6 @@ def whole_atom_occupancies(structure, oxidation_states: dict | None = None):
     Raises InputError when the element totals are not (close to) whole numbers or not charge
     balanced in this cell.
     """
-    oxi = _guess_oxidation_states(structure, oxidation_states)
     orbits = _orbits(structure)
     # expected atoms per (orbit, element)
     expected: dict[tuple[int, str], float] = {}
@@ -72,6 +78,7 @@ def whole_atom_occupancies(structure, oxidation_states: dict | None = None):
             raise InputError(f"partial occupancies give {n:.2f} {el} atoms in this cell, not a whole number; "
                              "make a supercell (e.g. 2x1x1) or fix the occupancies")
         target[el] = r
+    oxi = _guess_oxidation_states(target, oxidation_states)
     charge = sum(target[el] * oxi.get(el, 0.0) for el in target)
     if abs(charge) > 1e-6:
         raise InputError(f"whole-atom content {target} has net charge {charge:+g} with oxidation states {oxi}; "
@@ -131,6 +138,7 @@ def order_structure(structure, oxidation_states: dict | None = None):
                 pass  # e.g. fractional counts in the primitive cell: fall back to the full cell
             else:
                 ordered.make_supercell(matrix)
+                ordered = _plain(ordered)
                 choices.insert(0, f"ordered the {len(prim)}-site primitive cell and tiled it by {matrix.tolist()}")
                 return ordered.get_sorted_structure(), choices
     whole, choices, oxi = whole_atom_occupancies(structure, oxidation_states)
@@ -142,8 +150,15 @@ def order_structure(structure, oxidation_states: dict | None = None):
     trans = OrderDisorderedStructureTransformation(algo=OrderDisorderedStructureTransformation.ALGO_FAST)
     ordered = trans.apply_transformation(whole)
     ordered.remove_oxidation_states()
-    ordered = ordered.get_sorted_structure()
+    ordered = _plain(ordered).get_sorted_structure()
     for c in choices:
         log.info("ordering %s: %s", structure.composition.reduced_formula, c)
     choices.append("lowest Ewald energy arrangement (pymatgen OrderDisorderedStructureTransformation, fast algorithm)")
     return ordered, choices
+
+
+def _plain(structure):
+    """A copy without stale site labels/properties (labels like 'Li:0.691' would mislead CIF readers)."""
+    from pymatgen.core import Structure
+
+    return Structure(structure.lattice, structure.species, structure.frac_coords)
