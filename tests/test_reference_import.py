@@ -1,0 +1,207 @@
+"""AIMD import: small VASP-format files written here (vasprun.xml, OUTCAR), extxyz, XDATCAR; bad inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from common import InputError
+from orchestrator.cli import main
+from reference.aimd_import import read_labelled_frames
+from reference.store import LabelStore
+
+CELL = np.diag([5.0, 5.0, 5.0])
+FRAC = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]])   # Li, S, S
+FORCES = [np.array([[0.1, 0.0, -0.1], [0.0, 0.2, 0.0], [-0.1, -0.2, 0.1]]) * (k + 1) for k in range(2)]
+ENERGIES = [-10.5, -10.25]
+
+
+def _v(rows):
+    return "".join(f"    <v> {' '.join(f'{x:.8f}' for x in r)} </v>\n" for r in rows)
+
+
+def vasprun_text(n_frames=2, with_forces=True) -> str:
+    calcs = []
+    for k in range(n_frames):
+        pos = FRAC + 0.01 * k
+        forces = f'   <varray name="forces">\n{_v(FORCES[k])}   </varray>\n' if with_forces else ""
+        e = ENERGIES[k]
+        calcs.append(f"""  <calculation>
+   <scstep>
+    <energy><i name="e_fr_energy"> {e:.6f} </i><i name="e_wo_entrp"> {e:.6f} </i><i name="e_0_energy"> {e:.6f} </i></energy>
+   </scstep>
+   <structure>
+    <crystal><varray name="basis">
+{_v(CELL)}    </varray></crystal>
+    <varray name="positions">
+{_v(pos)}    </varray>
+   </structure>
+{forces}   <varray name="stress">
+{_v(np.eye(3) * 1.5)}   </varray>
+   <energy><i name="e_fr_energy"> {e:.6f} </i><i name="e_wo_entrp"> {e:.6f} </i><i name="e_0_energy"> {e:.6f} </i></energy>
+  </calculation>
+""")
+    return f"""<?xml version="1.0" encoding="ISO-8859-1"?>
+<modeling>
+ <generator><i name="program" type="string">vasp </i></generator>
+ <kpoints>
+  <varray name="kpointlist">
+   <v>       0.00000000       0.00000000       0.00000000 </v>
+  </varray>
+  <varray name="weights">
+   <v>       1.00000000 </v>
+  </varray>
+ </kpoints>
+ <parameters><i name="NSW"> 2 </i></parameters>
+ <atominfo>
+  <atoms> 3 </atoms>
+  <types> 2 </types>
+  <array name="atoms">
+   <dimension dim="1">ion</dimension>
+   <field type="string">element</field>
+   <field type="int">atomtype</field>
+   <set>
+    <rc><c>Li</c><c>   1</c></rc>
+    <rc><c>S </c><c>   2</c></rc>
+    <rc><c>S </c><c>   2</c></rc>
+   </set>
+  </array>
+ </atominfo>
+ <structure name="initialpos">
+  <crystal><varray name="basis">
+{_v(CELL)}  </varray></crystal>
+  <varray name="positions">
+{_v(FRAC)}  </varray>
+ </structure>
+{''.join(calcs)}</modeling>
+"""
+
+
+def outcar_text(n_frames=2, complete=True) -> str:
+    head = """ vasp.6.3.0 (fake, written by the matscreen tests)
+ POTCAR:    PAW_PBE Li_sv 10Sep2004
+ POTCAR:    PAW_PBE S 06Sep2000
+ POTCAR:    PAW_PBE Li_sv 10Sep2004
+ POTCAR:    PAW_PBE S 06Sep2000
+   ISPIN  =      1    spin polarized calculation?
+   ions per type =               1   2
+"""
+    chunks = []
+    for k in range(n_frames):
+        pos = (FRAC + 0.01 * k) @ CELL
+        rows = "".join(f" {p[0]:12.5f} {p[1]:12.5f} {p[2]:12.5f} {f[0]:14.6f} {f[1]:14.6f} {f[2]:14.6f}\n"
+                       for p, f in zip(pos, FORCES[k]))
+        e = ENERGIES[k]
+        chunks.append(f"""--------------------------------------- Iteration      {k + 1}(   1)  ---------------------------------------
+  in kB       1.50000     1.50000     1.50000     0.00000     0.00000     0.00000
+      direct lattice vectors                 reciprocal lattice vectors
+     5.000000000  0.000000000  0.000000000     0.200000000  0.000000000  0.000000000
+     0.000000000  5.000000000  0.000000000     0.000000000  0.200000000  0.000000000
+     0.000000000  0.000000000  5.000000000     0.000000000  0.000000000  0.200000000
+ POSITION                                       TOTAL-FORCE (eV/Angst)
+ -----------------------------------------------------------------------------------
+{rows} -----------------------------------------------------------------------------------
+  FREE ENERGIE OF THE ION-ELECTRON SYSTEM (eV)
+  ---------------------------------------------------
+  free  energy   TOTEN  =       {e:.8f} eV
+
+  energy  without entropy=      {e:.8f}  energy(sigma->0) =      {e:.8f}
+""")
+    tail = "\n General timing and accounting informations for this job:\n" if complete else ""
+    return head + "".join(chunks) + tail
+
+
+@pytest.fixture()
+def vasp_files(tmp_path):
+    (tmp_path / "vasprun.xml").write_text(vasprun_text())
+    (tmp_path / "OUTCAR").write_text(outcar_text())
+    return tmp_path
+
+
+def test_vasprun_reader(vasp_files):
+    frames = read_labelled_frames(vasp_files / "vasprun.xml", temperature_K=600, run_id="lgps-600")
+    assert len(frames) == 2
+    for k, a in enumerate(frames):
+        assert a.get_chemical_symbols() == ["Li", "S", "S"]
+        assert a.get_potential_energy() == pytest.approx(ENERGIES[k])
+        np.testing.assert_allclose(a.get_forces(), FORCES[k])
+        np.testing.assert_allclose(a.get_scaled_positions(), FRAC + 0.01 * k, atol=1e-8)
+        assert a.info["oracle"] == "vasp" and a.info["source"] == "aimd:vasprun.xml"
+        assert a.info["temperature_K"] == 600.0 and a.info["run_id"] == "lgps-600"
+        assert a.get_stress().shape == (6,)
+
+
+def test_outcar_reader_agrees_with_vasprun(vasp_files):
+    xml = read_labelled_frames(vasp_files / "vasprun.xml", oracle="vasp-pbe")
+    out = read_labelled_frames(vasp_files / "OUTCAR", oracle="vasp-pbe")
+    assert len(out) == len(xml) == 2
+    for a, b in zip(out, xml):
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy())
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-6)
+        np.testing.assert_allclose(a.get_positions(), b.get_positions(), atol=1e-5)
+        np.testing.assert_allclose(a.get_stress(), b.get_stress(), atol=1e-6)
+
+
+def test_extxyz_reader_and_store_import(tmp_path, vasp_files, capsys):
+    frames = []
+    for k in range(3):
+        a = Atoms("LiSS", scaled_positions=FRAC, cell=CELL, pbc=True)
+        a.calc = SinglePointCalculator(a, energy=-1.0 - k, forces=np.full((3, 3), 0.1 * k))
+        a.info["oracle"] = "r2scan-aimd"
+        frames.append(a)
+    write(tmp_path / "run.extxyz", frames, format="extxyz")
+    got = read_labelled_frames(tmp_path / "run.extxyz", stride=2)
+    assert [a.get_potential_energy() for a in got] == [-1.0, -3.0]
+    assert got[0].info["oracle"] == "r2scan-aimd"
+    store = tmp_path / "store"
+    rc = main(["data", "import", str(vasp_files / "vasprun.xml"), str(vasp_files / "OUTCAR"), str(tmp_path / "run.extxyz"),
+               "--store", str(store), "--temperature-K", "600", "--json"])
+    assert rc == 0
+    st = LabelStore(store).stats()
+    assert st.n_frames == 7 and st.by_oracle == {"vasp": 4, "r2scan-aimd": 3}
+
+
+def test_xdatcar_refused_with_reason(tmp_path):
+    write(tmp_path / "XDATCAR", [Atoms("LiSS", scaled_positions=FRAC, cell=CELL, pbc=True)] * 2, format="vasp-xdatcar")
+    with pytest.raises(InputError, match="XDATCAR has positions only"):
+        read_labelled_frames(tmp_path / "XDATCAR")
+
+
+def test_frames_without_forces_refused(tmp_path):
+    (tmp_path / "vasprun.xml").write_text(vasprun_text(with_forces=False))
+    with pytest.raises(InputError, match="vasprun.xml: frame 0 has no forces"):
+        read_labelled_frames(tmp_path / "vasprun.xml")
+    a = Atoms("LiSS", scaled_positions=FRAC, cell=CELL, pbc=True)
+    write(tmp_path / "bare.extxyz", a, format="extxyz")
+    with pytest.raises(InputError, match="bare.extxyz: frame 0 has no energy"):
+        read_labelled_frames(tmp_path / "bare.extxyz")
+
+
+def test_truncated_and_corrupt_files(tmp_path, capsys):
+    text = vasprun_text()
+    (tmp_path / "vasprun.xml").write_text(text[: int(len(text) * 0.8)])
+    with pytest.raises(InputError, match="truncated"):
+        read_labelled_frames(tmp_path / "vasprun.xml")
+    kept = read_labelled_frames(tmp_path / "vasprun.xml", allow_truncated=True)
+    assert len(kept) == 1                       # the complete frame only
+    (tmp_path / "OUTCAR").write_text(outcar_text(complete=False))
+    with pytest.raises(InputError, match="truncated"):
+        read_labelled_frames(tmp_path / "OUTCAR")
+    (tmp_path / "garbage.xml").write_text("<modeling><atominfo>\x00\x01 not xml </modeling>")
+    with pytest.raises(InputError, match="not a readable vasprun"):
+        read_labelled_frames(tmp_path / "garbage.xml")
+    (tmp_path / "bad.extxyz").write_text("3\nenergy=oops Properties=species:S:1:pos:R:3\nLi 0 0 0\nS 1 1\n")
+    with pytest.raises(InputError, match="not a readable extxyz"):
+        read_labelled_frames(tmp_path / "bad.extxyz")
+    (tmp_path / "empty.extxyz").write_text("")
+    with pytest.raises(InputError, match="empty"):
+        read_labelled_frames(tmp_path / "empty.extxyz")
+    # the CLI: one line, exit 2, and nothing stored when any file is bad
+    (tmp_path / "good.xml").write_text(vasprun_text())
+    store = tmp_path / "store"
+    rc = main(["data", "import", str(tmp_path / "good.xml"), str(tmp_path / "bad.extxyz"), "--store", str(store)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("matscreen: error: bad.extxyz") and err.count("\n") == 1
+    assert len(LabelStore(store)) == 0
