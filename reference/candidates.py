@@ -92,7 +92,7 @@ def substitution_map(prototype_formula: str, target_formula: str) -> tuple[dict,
     if p.anonymized_formula != t.anonymized_formula:
         raise InputError(f"{t.reduced_formula} ({t.anonymized_formula}) does not fit prototype "
                          f"{p.reduced_formula} ({p.anonymized_formula}): different anonymous formula")
-    p_oxis, t_oxis = _oxidation_states(p), _oxidation_states(t)
+    p_oxis, t_oxis = _oxidation_states(p)[:1], _oxidation_states(t)   # the prototype's most likely charges
     if not p_oxis or not t_oxis:
         who = p.reduced_formula if not p_oxis else t.reduced_formula
         raise InputError(f"{who} has no charge-balanced oxidation states; cannot substitute by charge")
