@@ -126,17 +126,20 @@ def diffusion(unwrapped: np.ndarray, numbers: np.ndarray, dt_fs: float, species:
         raise InputError(f"time between frames must be positive, got {dt_fs} fs; pass --dt-fs")
     masses = atomic_masses[numbers] if masses is None else np.asarray(masses)
     frame = ~mobile
-    disp = x - x[0]
+    mobile_disp = x[:, mobile] - x[0, mobile]
     if frame.any():
-        com = (disp[:, frame] * masses[frame, None]).sum(1) / masses[frame].sum()
-        disp = disp - com[:, None, :]
+        w = masses[frame] / masses[frame].sum()
+        com = np.tensordot(x[:, frame], w, axes=([1], [0]))            # [F,3] framework centre of mass
+        com -= com[0]
+        mobile_disp -= com[:, None, :]
         # framework MSD only serves the path sanity check and plots: every k-th frame is plenty
         k = max(1, n_frames // framework_frames)
-        fw_coarse = msd_fft(disp[::k, frame])
+        fw = x[::k, frame] - x[0, frame] - com[::k, None, :]
+        fw_coarse = msd_fft(fw)
         fw_msd = np.interp(np.arange(n_frames), np.arange(len(fw_coarse)) * k, fw_coarse)
     else:
         fw_msd = np.zeros(n_frames)
-    msd = msd_fft(disp[:, mobile])
+    msd = msd_fft(mobile_disp)
     lag = np.arange(n_frames) * dt_fs
     total = lag[-1]
     start = max(1, int(round(fit_start_fraction * (n_frames - 1))))
