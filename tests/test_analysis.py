@@ -191,3 +191,35 @@ def test_md_cli_writes_trajectories_and_summary(tmp_path, lgps_cif, capsys):
     assert len(ase.io.read(out / "800K_r1.h5", ":")) == 5
     assert main(["md", "--model", "lj", "--structure", str(lgps_cif), "--temperatures", "hot", "--out", str(out)]) == 2
     assert "--temperatures" in capsys.readouterr().err
+
+
+def test_transport_combines_replicas_and_fits_arrhenius():
+    from analysis.transport import transport
+
+    ea, d0 = 0.3, 1e-2
+    results = []
+    for t in (800.0, 1000.0, 1200.0):
+        d_true = d0 * np.exp(-ea / (units.kB * t))
+        for seed in range(2):
+            wrapped, cell, numbers = random_walk(seed + int(t), d_cm2_s=d_true, n_frames=200, n_li=32)
+            results.append(diffusion(unwrap(wrapped, cell), numbers, 100.0, "Li", temperature_K=t))
+    out = transport(results, n_ions=32, volume_A3=12.0 ** 3)
+    assert [p.n_replicas for p in out.points] == [2, 2, 2]
+    assert abs(out.arrhenius.activation_energy_eV - ea) < 3 * out.arrhenius.activation_energy_err_eV + 0.02
+    d = out.to_dict()
+    assert {"activation_energy_eV", "activation_energy_err_eV", "log10_sigma300_mS_cm", "log10_sigma300_err"} <= set(d)
+
+
+def test_plots_are_png(tmp_path):
+    from analysis.plots import plot_arrhenius, plot_msd, plot_rdf
+
+    wrapped, cell, numbers = random_walk(0, n_frames=60)
+    res = diffusion(unwrap(wrapped, cell), numbers, 100.0, "Li")
+    g = rdf(wrapped[:5], cell, numbers)
+    temps = np.array([800.0, 1000.0, 1200.0])
+    sigma = 1e4 * np.exp(-0.3 / (units.kB * temps))
+    plot_msd(res, tmp_path / "msd.png")
+    plot_rdf(g, tmp_path / "rdf.png", reference=g)
+    plot_arrhenius(temps, sigma, 0.1 * sigma, arrhenius(temps, sigma, 0.1 * sigma), tmp_path / "arr.png")
+    for name in ("msd.png", "rdf.png", "arr.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
