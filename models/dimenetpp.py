@@ -83,7 +83,7 @@ class SphericalBasis(nn.Module):
 
     Same functions, ordering and normalisation as torch-geometric's ``SphericalBasisLayer``
     (N_ln = sqrt(2) / |j_{l+1}(z_ln)|, Y_l^0 = sqrt((2l+1)/4pi) P_l(cos angle), u the envelope).
-    Evaluated in float64 for the recurrence's accuracy, returned in the input dtype.
+    The Bessel recurrence runs in float64 per edge (accuracy); the per-triplet products use the input dtype.
     """
 
     def __init__(self, num_spherical: int, num_radial: int, cutoff: float = 5.0, envelope_exponent: int = 5):
@@ -115,10 +115,10 @@ class SphericalBasis(nn.Module):
         lmax = self.num_spherical - 1
         jl = spherical_jn_torch(lmax, arg.view(-1, self.num_spherical, self.num_radial))
         rbf = torch.stack([jl[l][:, l, :] for l in range(self.num_spherical)], dim=1) * self.norm
-        rbf = self.envelope(x).unsqueeze(-1).unsqueeze(-1) * rbf                   # [E, L, N]
-        cbf = torch.stack(legendre_torch(lmax, torch.cos(angle.double())), dim=1) * self.ylm   # [T, L]
-        out = rbf[idx_kj] * cbf.unsqueeze(-1)
-        return out.reshape(-1, self.num_spherical * self.num_radial).to(dtype)
+        rbf = (self.envelope(x).unsqueeze(-1).unsqueeze(-1) * rbf).to(dtype)        # [E, L, N]
+        cbf = torch.stack(legendre_torch(lmax, torch.cos(angle)), dim=1) * self.ylm.to(dtype)   # [T, L]
+        out = rbf[idx_kj] * cbf.unsqueeze(-1)                                      # per triplet, input dtype
+        return out.reshape(-1, self.num_spherical * self.num_radial)
 
 
 class DimeNetPP(ForceFieldModel):

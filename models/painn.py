@@ -52,8 +52,11 @@ class PaiNN(ForceFieldModel):
     arch = "painn"
 
     def __init__(self, elements, cutoff: float = 5.0, hidden_channels: int = 64, num_interactions: int = 3,
-                 num_rbf: int = 20):
+                 num_rbf: int = 20, num_layers: int | None = None):
+        """``num_layers`` is an alias of ``num_interactions`` (the name CGCNN uses)."""
         super().__init__(elements, cutoff)
+        if num_layers is not None:
+            num_interactions = int(num_layers)
         self._hp = dict(cutoff=float(cutoff), hidden_channels=hidden_channels, num_interactions=num_interactions,
                         num_rbf=num_rbf)
         f = hidden_channels

@@ -20,7 +20,9 @@ validation per temperature and run (info keys temperature_K / run_id) reproducib
   matscreen train --data d.extxyz --resume ff.pt --out ff.pt                       # continue
 
 Loss = w_E*MSE(E/atom) + w_F*MSE(F) (default 1:1000); AdamW, LR on plateau, EMA weights, gradient
-clipping, early stopping.  The checkpoint is rewritten after every epoch with the best weights.
+clipping, early stopping.  The checkpoint is rewritten after every epoch with the best weights
+and the state --resume needs (with --ensemble it is written once, when every member is done;
+--max-time is shared between the members).
 """
 
 EVALUATE_DESCRIPTION = """\
