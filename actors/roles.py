@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import uuid
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,12 @@ def remote(cls, *, num_cpus: float = 0.0, num_gpus: float = 0.0, max_restarts: i
     if name:
         opts["name"] = name
     return ray.remote(cls).options(**opts)
+
+
+def _instance(actor) -> str:
+    if not hasattr(actor, "_incarnation"):
+        actor._incarnation = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return actor._incarnation
 
 
 def _threads(num_cpus: float) -> None:
@@ -50,8 +57,9 @@ class ReferenceWorker:
     def __init__(self, num_cpus: float = 1.0):
         _threads(num_cpus)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def instance(self) -> str:
+        """``pid:uuid`` of this actor incarnation (changes when Ray restarts the actor)."""
+        return _instance(self)
 
     def reference_md(self, structure_path: str, oracle: dict, md: dict, seed: int, out_path: str) -> dict:
         return science.reference_md(structure_path, oracle, md["reference_temperature_K"], md["reference_steps"],
@@ -87,8 +95,9 @@ class MDWorker:
     def __init__(self, num_cpus: float = 1.0):
         _threads(num_cpus)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def instance(self) -> str:
+        """``pid:uuid`` of this actor incarnation (changes when Ray restarts the actor)."""
+        return _instance(self)
 
     def run(self, members: list[str], structure_path: str, temperature_K: float, steps: int, md: dict,
             stability: dict, seed: int, out_path: str) -> dict:
@@ -116,8 +125,9 @@ class Trainer:
     def __init__(self, num_cpus: float = 1.0):
         _threads(num_cpus)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def instance(self) -> str:
+        """``pid:uuid`` of this actor incarnation (changes when Ray restarts the actor)."""
+        return _instance(self)
 
     def train(self, label_paths: list[str], models: dict, training: dict, init: list[str] | None,
               out_dir: str, seed: int) -> dict:

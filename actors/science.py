@@ -12,6 +12,7 @@ small stand-in here uses ASE / pymatgen(-analysis-diffusion) directly.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import math
 import re
@@ -172,7 +173,6 @@ def make_oracle(oracle: dict):
         module, _, attr = name.rpartition(":")
         try:
             if module.endswith(".py"):  # a user's file: 'my_dft.py:make_calculator'
-                import importlib.util
 
                 spec = importlib.util.spec_from_file_location(Path(module).stem, module)
                 mod = importlib.util.module_from_spec(spec)
@@ -311,7 +311,7 @@ def _langevin(atoms, calc, temperature_K: float, steps: int, timestep_fs: float,
 def _min_distance(atoms) -> float:
     from ase.neighborlist import neighbor_list
 
-    d = neighbor_list("d", atoms, 2.0)
+    d = neighbor_list("d", atoms, 4.0)
     return float(d.min()) if len(d) else math.inf
 
 
@@ -338,9 +338,10 @@ def trajectory_frames(path: str, labelled: bool = False, oracle: str | None = No
         numbers = tr.numbers
         pos, cell = tr.read("positions"), tr.read("cell")
         energy = tr.read("potential_energy")
+        steps = tr.read("step")
         forces = tr.read("forces") if labelled else None
         for k in range(len(pos)):
-            a = Atoms(numbers=numbers, positions=pos[k], cell=cell[k], pbc=True)
+            a = Atoms(numbers=numbers, positions=pos[k], cell=cell[k], pbc=True, info={"step": int(steps[k])})
             if labelled:
                 a.calc = SinglePointCalculator(a, energy=float(energy[k]), forces=forces[k])
                 a.info.update(oracle=oracle or "unknown", source=source, temperature_K=float(tr.temperature_K or 0))
@@ -631,7 +632,7 @@ def frames_at(path: str, indices: list[int]) -> list:
 
 def transport(runs: list[dict], structure_path: str, equilibration_steps: int, specie: str = "Li") -> dict:
     """D(T) (cm²/s), sigma(T) (mS/cm), Ea (eV), log10 sigma(300 K) with errors, via pymatgen-analysis-diffusion."""
-    from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer, fit_arrhenius
+    from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from md.trajectory import TrajectoryReader
@@ -670,18 +671,37 @@ def transport(runs: list[dict], structure_path: str, equilibration_steps: int, s
                            "conductivity_mS_cm": s, "conductivity_mS_cm_err": s_err}
     positive = [i for i, v in enumerate(d) if v > 0]
     if len(positive) >= 2:
-        tt = [temps[i] for i in positive]
-        dd = [d[i] for i in positive]
-        ea, c, ea_err = fit_arrhenius(tt, dd)
-        # sigma ~ D/T: extrapolate D to 300 K, scale the conductivity at the lowest temperature
-        k_b = 8.617333262e-5
-        d300 = math.exp(c) * math.exp(-ea / (k_b * 300.0))
-        i0 = positive[0]
-        sigma300 = s[i0] * (d300 / d[i0]) * (temps[i0] / 300.0)
-        out.update(activation_energy_eV=float(ea), activation_energy_eV_err=float(ea_err or 0.0))
-        if sigma300 > 0:
-            # error propagation of Ea through the extrapolation lever arm (1/300 - 1/T0)/kB
-            lever = abs(1.0 / 300.0 - 1.0 / temps[i0]) / k_b
-            out.update(log10_sigma_300K=float(math.log10(sigma300)),
-                       log10_sigma_300K_err=float((ea_err or 0.0) * lever / math.log(10)))
+        out.update(_arrhenius([temps[i] for i in positive], [d[i] for i in positive],
+                              [d_err[i] for i in positive], [s[i] for i in positive]))
+    return out
+
+
+def _arrhenius(temps: list[float], d: list[float], d_err: list[float], sigma: list[float]) -> dict:
+    """Weighted fit ln D = ln D0 - Ea/(kB T); Ea (eV) and log10 sigma(300 K) (mS/cm) with 1-sigma errors.
+
+    Weights are 1/(dD/D)^2; the covariance is scaled up by chi^2/dof when the points scatter more
+    than their errors say.  sigma(300 K) = sigma(T0) * D(300)/D(T0) * T0/300 (Nernst-Einstein).
+    """
+    k_b = 8.617333262e-5  # eV/K
+    x = 1.0 / np.asarray(temps)
+    y = np.log(np.asarray(d))
+    rel = np.asarray([e / v if (v > 0 and e and math.isfinite(e) and e > 0) else 0.3 for e, v in zip(d_err, d)])
+    w = 1.0 / np.maximum(rel, 1e-3) ** 2
+    a = np.stack([np.ones_like(x), x], axis=1)
+    cov = np.linalg.inv(a.T @ (w[:, None] * a))
+    coef = cov @ (a.T @ (w * y))
+    dof = len(x) - 2
+    if dof > 0:
+        chi2 = float(np.sum(w * (y - a @ coef) ** 2)) / dof
+        cov = cov * max(1.0, chi2)
+    ea = -coef[1] * k_b
+    ea_err = math.sqrt(cov[1, 1]) * k_b
+    x300 = np.array([1.0, 1.0 / 300.0])
+    ln_d300 = float(x300 @ coef)
+    ln_d300_err = math.sqrt(float(x300 @ cov @ x300))
+    i0 = int(np.argmin(temps))
+    sigma300 = sigma[i0] * math.exp(ln_d300 - y[i0]) * temps[i0] / 300.0
+    out = {"activation_energy_eV": float(ea), "activation_energy_eV_err": float(ea_err)}
+    if sigma300 > 0:
+        out.update(log10_sigma_300K=math.log10(sigma300), log10_sigma_300K_err=ln_d300_err / math.log(10))
     return out

@@ -118,6 +118,26 @@ class Campaign:
         candidates are kept as they are), e.g. for a scheduled campaign whose space grew.
         """
         self._actors()
+        try:
+            return self._run(incremental)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release this campaign's actors (their CPUs/GPUs go back to the cluster)."""
+        import ray
+
+        handles = [getattr(self, n, None) for n in ("generator", "judge", "trainer", "tracker")]
+        handles += [a for pool in (getattr(self, "reference", None), getattr(self, "md", None)) if pool
+                    for a in pool.actors]
+        for h in handles:
+            if h is not None:
+                try:
+                    ray.kill(h, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+
+    def _run(self, incremental: bool) -> dict:
         self._track("start_campaign", self.key, self.name, self.cfg, self.spec.to_yaml())
         generate = lambda: self._get(self.generator.generate.remote(self.cfg, str(self.root / "candidates")))  # noqa: E731
         rows = self.ledger.step("candidates")

@@ -1,0 +1,225 @@
+"""The campaign end to end on a real local Ray (2 CPUs, no dashboard) with a real MLflow sqlite store.
+
+The test world is a Lennard-Jones one (fast and deterministic): an LJ oracle (ASE), analytic LJ
+students fitted to the labels, 32-atom cells.  Reliability: an actor killed mid-run gives the same
+results; a killed driver resumes without duplicate runs or lost labels; a failing oracle, an
+exploding model and a missing structure each end their candidate with a recorded reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray")
+
+from ase.calculators.lj import LennardJones  # noqa: E402
+
+THIS_FILE = Path(__file__).resolve()
+ROOT = THIS_FILE.parents[1]
+
+
+class FlakyLJ(LennardJones):
+    """An oracle that fails (like a non-converged SCF) on frames of 27-atom cells taken from MD."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+        if atoms is not None and len(atoms) == 27 and "step" in atoms.info:
+            raise RuntimeError("SCF did not converge")
+        return super().calculate(atoms, properties, system_changes or ["positions", "numbers", "cell", "pbc"])
+
+
+def flaky_lj():
+    """Oracle factory used as ``oracle.name: tests/test_campaign_ray.py:flaky_lj``."""
+    return FlakyLJ(epsilon=0.0104, sigma=3.40, rc=8.5, smooth=True)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def structures(tmp_path_factory):
+    from ase.build import bulk
+    from ase.io import write
+
+    d = tmp_path_factory.mktemp("structures")
+    fcc = bulk("Li", "fcc", a=5.26, cubic=True).repeat(2)          # 32 atoms, LJ-argon-like solid/liquid
+    sc = bulk("Li", "sc", a=3.75).repeat(3)                         # 27 atoms
+    for atoms in (fcc, sc):                                         # Ar: the non-diffusing "framework" species
+        atoms.symbols[::2] = "Ar"
+    write(d / "li32.extxyz", fcc)
+    write(d / "li27.extxyz", sc)
+    return {"Li": str(d / "li32.extxyz"), "Li27": str(d / "li27.extxyz")}
+
+
+def lj_spec(name: str, structures: dict, **over) -> dict:
+    spec = {
+        "name": name, "seed": 3,
+        "oracle": {"name": "lj"},
+        "candidates": {"formulas": ["Li"], "structures": {"Li": structures["Li"]}},
+        "models": {"architectures": ["lj"], "ensemble_size": 2},
+        "md": {"temperatures_K": [120.0, 240.0, 360.0], "steps": 160, "equilibration_steps": 20,
+               "timestep_fs": 5.0, "save_every": 10, "reference_temperature_K": 140.0, "reference_steps": 60,
+               "exploration_steps": 60},
+        "stability": {"rdf_mae": 0.2},
+        "active_learning": {"max_rounds": 1, "labels_per_round": 3, "initial_labels": 8},
+        "resources": {"cpus_per_md_worker": 0.5, "cpus_per_oracle": 0.5, "cpus_per_trainer": 0.5,
+                      "queue_size": 1, "max_restarts": 2, "max_task_retries": 2},
+    }
+    for section, values in over.items():
+        if isinstance(values, dict):
+            spec.setdefault(section, {}).update(values)
+        else:
+            spec[section] = values
+    return spec
+
+
+def run(spec_dict: dict, tmp: Path, during=None):
+    from orchestrator.loop import Campaign
+    from orchestrator.spec import validate
+
+    campaign = Campaign(validate(spec_dict), store=tmp / "store", tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    if during is None:
+        return campaign, campaign.run()
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(summary=campaign.run()))
+    worker.start()
+    during(campaign)
+    worker.join()
+    return campaign, box["summary"]
+
+
+def results_of(campaign) -> dict:
+    return {c["formula"]: (c["reason"], c["results"]) for c in campaign.ledger.candidates()}
+
+
+def wait_for_step(ledger, prefix: str, timeout: float = 120.0) -> None:
+    t0 = time.monotonic()
+    while not ledger.steps(prefix):
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(prefix)
+        time.sleep(0.05)
+
+
+def test_killed_actor_gives_the_same_results(ray_session, structures, tmp_path):
+    calm, summary = run(lj_spec("calm", structures), tmp_path / "a")
+    assert summary["converged"] == 1
+    (reason, res), = results_of(calm).values()
+    assert reason == "converged"
+    assert res["temperatures_K"] == [120.0, 240.0, 360.0]
+    assert all(d > 0 for d in res["diffusivity_cm2_s"]) and "log10_sigma_300K" in res
+    assert res["activation_energy_eV"] > 0 and res["activation_energy_eV_err"] >= 0
+    rounds = calm.ledger.rounds()
+    assert rounds and {"rdf_mae", "accurate_fraction", "selected_fraction", "failed_fraction"} <= set(rounds[0])
+
+    killed = {}
+
+    def kill_md_worker_mid_run(campaign):
+        wait_for_step(campaign.ledger, "ref:")            # the MD worker is idle until the first training
+        actor = campaign.md.actors[0]
+        killed["before"] = ray.get(actor.instance.remote())
+        wait_for_step(campaign.ledger, "train:")          # exploration MD is being handed out now
+        time.sleep(0.2)
+        ray.kill(actor, no_restart=False)                 # Ray restarts it and retries the task
+        killed["after"] = ray.get(actor.instance.remote())
+
+    stormy, summary2 = run(lj_spec("stormy", structures), tmp_path / "b", during=kill_md_worker_mid_run)
+    assert killed["before"] != killed["after"]       # a new incarnation did the work
+    assert summary2["converged"] == 1
+    assert results_of(stormy) == results_of(calm)
+
+
+def test_driver_killed_and_restarted_resumes(ray_session, structures, tmp_path):
+    from orchestrator.state import Ledger, ledger_path
+    from orchestrator.tracking import Tracker
+
+    spec = lj_spec("resume", structures, active_learning={"max_rounds": 1},
+                   stability={"accurate_fraction": 1.0, "trust_lo_eV_A": 1e-9})  # forces a labelling round
+    spec_file = tmp_path / "resume.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "RAY_ADDRESS": ray_session, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    cmd = [sys.executable, "-m", "orchestrator.cli", "campaign", "run", str(spec_file), "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    path = ledger_path(tmp_path / ".matscreen" / "store", "resume")
+    t0 = time.monotonic()
+    while not (path.exists() and Ledger(path).steps("label:Li__li32:1")):
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        assert time.monotonic() - t0 < 150, "campaign never reached its first labelling round"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)                       # the driver dies mid-campaign
+    proc.wait()
+    ledger = Ledger(path)
+    before = ledger.steps()
+    labels = {k: hashlib.sha256(Path(v["path"]).read_bytes()).hexdigest()
+              for k, v in before.items() if k.startswith("label:") and v.get("path")}
+    assert ledger.summary()["done"] == 0
+
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "mlflow ui --backend-store-uri" in out.stdout and "rank" in out.stdout
+    after = Ledger(path).steps()
+    for key, value in before.items():                      # nothing finished was redone
+        assert after[key] == value
+    for key, digest in labels.items():                     # no label lost or rewritten
+        assert hashlib.sha256(Path(after[key]["path"]).read_bytes()).hexdigest() == digest
+    cand = Ledger(path).candidate("Li__li32")
+    assert cand["stage"] == "done" and cand["reason"] == "budget_spent"
+    tracker = Tracker(env["MLFLOW_TRACKING_URI"], "matscreen-resume")
+    counts = tracker.count_runs()
+    assert counts == {"campaign": 1, "candidate": 1, "training": 2}  # no duplicate runs after the resume
+    parent = tracker.find_run(Ledger(path).get_meta("science_hash") and f"resume:{_hash(spec)}")
+    assert parent.data.tags["matscreen.executions"] == "2"
+
+    status = subprocess.run([sys.executable, "-m", "orchestrator.cli", "campaign", "status", str(spec_file)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert status.returncode == 0 and "budget_spent" in status.stdout and "candidate=1" in status.stdout
+
+
+def _hash(spec: dict) -> str:
+    from orchestrator.spec import validate
+
+    return validate(spec).science_hash()
+
+
+def test_failures_are_recorded_with_reasons(ray_session, structures, tmp_path):
+    spec = lj_spec("faults", structures,
+                   oracle={"name": f"{THIS_FILE}:flaky_lj", "max_failure_fraction": 0.5},
+                   candidates={"formulas": ["Li", "Li27", "LiX"], "structures": structures},
+                   stability={"trust_lo_eV_A": 1e-9, "accurate_fraction": 1.0})  # every model needs labels
+    campaign, summary = run(spec, tmp_path)
+    got = {c["formula"]: c for c in campaign.ledger.candidates()}
+    assert got["LiX"]["reason"] == "no_structure"
+    assert got["Li27"]["reason"] == "oracle_failing" and "SCF did not converge" in got["Li27"]["detail"]
+    assert got["Li"]["reason"] == "budget_spent"
+    assert summary["done"] == 3
+    diag = campaign.ledger.rounds(got["Li27"]["key"])[0]
+    assert diag["labels_failed"] > 0 and diag["labels_added"] == 0
+
+    # an exploding model (the kinetic-temperature monitor trips): recorded, campaign finishes
+    boom, summary = run(lj_spec("boom", structures, stability={"max_temperature_factor": 1.0001},
+                                active_learning={"max_rounds": 0}), tmp_path / "boom")
+    cand = boom.ledger.candidates()[0]
+    assert cand["reason"] == "budget_spent" and cand["verdict"] == "exploded"
+    assert summary["done"] == 1
+
+    from orchestrator.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "matscreen-faults")
+    reasons = sorted(r.data.tags["reason"] for r in tracker.client.search_runs(
+        [tracker.experiment_id], filter_string="tags.`matscreen.kind` = 'candidate'"))
+    assert reasons == ["budget_spent", "no_structure", "oracle_failing"]
