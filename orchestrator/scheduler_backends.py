@@ -74,6 +74,18 @@ def dashboard_address(address: str | None = None) -> str:
     return address if "://" in address else f"http://{address}"
 
 
+def _use_ray_token_if_present() -> None:
+    """Send Ray's auth token (``~/.ray/auth_token`` / ``$RAY_AUTH_TOKEN``) when one exists and
+    ``RAY_AUTH_MODE`` is unset, as the ``ray job submit`` CLI does for token-protected clusters."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # older Ray: no token authentication
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 class RayJobBackend:
     """Submit and poll Ray jobs on the cluster whose dashboard listens at ``address``."""
 
@@ -86,6 +98,7 @@ class RayJobBackend:
         if self._client is None:
             from ray.job_submission import JobSubmissionClient
 
+            _use_ray_token_if_present()
             try:
                 self._client = JobSubmissionClient(self.address)
             except (ConnectionError, RuntimeError) as exc:

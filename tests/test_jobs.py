@@ -47,7 +47,7 @@ def ray_head():
     gcs, dash, agent_http, agent_grpc, client, metrics, node_mgr, obj_mgr, rt_agent = free_ports(9)
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's unix sockets live here
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
-               MP_API_KEY=PLANTED)
+               MP_API_KEY=PLANTED, RAY_AUTH_MODE="disabled")  # deterministic: no ~/.ray/auth_token dependence
     env.pop("RAY_ADDRESS", None)
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--include-dashboard", "true",
            "--dashboard-host", "127.0.0.1", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
