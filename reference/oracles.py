@@ -217,7 +217,9 @@ class Oracle:
                 log.warning("oracle %s failed on a frame (attempt %d): %s", self.name, attempt + 1, exc)
         else:
             raise last
-        out.info = {k: v for k, v in atoms.info.items() if k not in ("oracle", "source", "temperature_K", "run_id")}
+        # keep scalar metadata only (CIF readers add nested dicts that extxyz cannot store)
+        out.info = {k: v for k, v in atoms.info.items()
+                    if isinstance(v, (str, int, float, bool)) and k not in ("oracle", "source", "temperature_K", "run_id")}
         out.info["oracle"] = self.name
         out.info["source"] = source
         if temperature_K is not None:
