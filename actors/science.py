@@ -548,25 +548,17 @@ def force_errors(member_paths: list[str], label_path: str) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def rdf(path: str, r_max: float = 6.0, n_bins: int = 60, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Total radial distribution function g(r) averaged over frames (bin centres Å, g)."""
-    from ase.neighborlist import neighbor_list
+def rdf(path: str, skip: int = 0, r_max_A: float = 6.0):
+    """Partial and total g(r) of a trajectory file (``analysis.rdf``), skipping the first frames."""
+    from analysis.rdf import rdf as analysis_rdf
 
-    frames = trajectory_frames(path)[skip:]
-    edges = np.linspace(0.0, r_max, n_bins + 1)
-    hist = np.zeros(n_bins)
-    for a in frames:
-        d = neighbor_list("d", a, r_max)
-        h, _ = np.histogram(d, bins=edges)
-        n = len(a)
-        shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
-        hist += h / (n * (n / a.get_volume()) * shell)
-    g = hist / max(len(frames), 1)
-    # Gaussian smearing (0.1 Å) so short trajectories give a smooth, comparable g(r)
-    r = 0.5 * (edges[1:] + edges[:-1])
-    kernel = np.exp(-0.5 * ((r[:, None] - r[None, :]) / 0.1) ** 2)
-    g = kernel @ g / kernel.sum(1)
-    return r, g
+    from md.trajectory import TrajectoryReader
+
+    with TrajectoryReader(path) as tr:
+        numbers = tr.numbers
+        pos, cell = tr.read("positions"), tr.read("cell")
+    start = min(skip, max(len(pos) - 1, 0))
+    return analysis_rdf(pos[start:], cell[start:], numbers, r_max_A=r_max_A, n_bins=60)
 
 
 def judge(explore: dict, reference: dict, stability: dict, al: dict) -> dict:
@@ -577,10 +569,10 @@ def judge(explore: dict, reference: dict, stability: dict, al: dict) -> dict:
     accurate = float((dev < lo).sum() / n) if len(dev) else 0.0
     selected_mask = (dev >= lo) & (dev < hi)
     failed = float((dev >= hi).sum() / n) if len(dev) else 1.0
+    from analysis.rdf import rdf_mae as analysis_rdf_mae
+
     reference_path = reference["path"]
-    r, g_ref = rdf(reference_path, skip=2)
-    _, g_md = rdf(explore["path"], skip=2)
-    rdf_mae = float(np.mean(np.abs(g_md - g_ref)))
+    rdf_mae = analysis_rdf_mae(rdf(explore["path"], skip=2), rdf(reference_path, skip=2))
     if explore.get("fusion"):
         status = "fusion"
     elif explore.get("exploded"):
@@ -631,77 +623,46 @@ def frames_at(path: str, indices: list[int]) -> list:
 
 
 def transport(runs: list[dict], structure_path: str, equilibration_steps: int, specie: str = "Li") -> dict:
-    """D(T) (cm²/s), sigma(T) (mS/cm), Ea (eV), log10 sigma(300 K) with errors, via pymatgen-analysis-diffusion."""
-    from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer
-    from pymatgen.io.ase import AseAtomsAdaptor
+    """D(T) (cm²/s), sigma(T) (mS/cm), Ea (eV), log10 sigma(300 K) with errors (``analysis``).
+
+    Each run's unwrapped trajectory after ``equilibration_steps`` gives one diffusion result;
+    replicas are combined per temperature, sigma by Nernst-Einstein, Ea by a weighted Arrhenius fit.
+    """
+    from analysis.diffusion import diffusion
+    from analysis.transport import transport as analysis_transport
 
     from md.trajectory import TrajectoryReader
 
-    by_t: dict[float, list] = {}
+    results, n_ions, volume = [], 0, 0.0
     for run in runs:
-        by_t.setdefault(float(run["temperature_K"]), []).append(run)
-    temps, d, d_err, s, s_err = [], [], [], [], []
-    for t in sorted(by_t):
-        ds, ss = [], []
-        for run in by_t[t]:
-            with TrajectoryReader(run["path"]) as tr:
-                stride = int(tr.stride)
-                skip = max(equilibration_steps // stride, 0)
-                numbers, unwrapped, cell = tr.numbers, tr.read("unwrapped_positions")[skip:], tr.read("cell")[0]
-                dt = float(tr.timestep_fs)
-            if len(unwrapped) < 3:
-                continue
-            from ase import Atoms
-
-            structures = [AseAtomsAdaptor.get_structure(Atoms(numbers=numbers, positions=x, cell=cell, pbc=True))
-                          for x in unwrapped]
-            da = DiffusionAnalyzer.from_structures(structures, specie=specie, temperature=t, time_step=dt,
-                                                   step_skip=stride, smoothed=False)
-            ds.append(da.diffusivity)
-            ss.append(da.conductivity)
-            d_err_run = da.diffusivity_std_dev
-        if not ds:
+        with TrajectoryReader(run["path"]) as tr:
+            skip = max(equilibration_steps // int(tr.stride), 0)
+            numbers, unwrapped, cells = tr.numbers, tr.read("unwrapped_positions")[skip:], tr.read("cell")
+            dt_fs = float(tr.dt_fs)
+        if len(unwrapped) < 20:
             continue
-        temps.append(t)
-        d.append(float(np.mean(ds)))
-        d_err.append(float(np.std(ds) / math.sqrt(len(ds))) if len(ds) > 1 else float(d_err_run))
-        s.append(float(np.mean(ss)))
-        s_err.append(float(s[-1] * d_err[-1] / d[-1]) if d[-1] > 0 else float("nan"))
-    out: dict[str, Any] = {"temperatures_K": temps, "diffusivity_cm2_s": d, "diffusivity_cm2_s_err": d_err,
-                           "conductivity_mS_cm": s, "conductivity_mS_cm_err": s_err}
-    positive = [i for i, v in enumerate(d) if v > 0]
-    if len(positive) >= 2:
-        out.update(_arrhenius([temps[i] for i in positive], [d[i] for i in positive],
-                              [d_err[i] for i in positive], [s[i] for i in positive]))
+        results.append(diffusion(unwrapped, numbers, dt_fs, species=specie, temperature_K=float(run["temperature_K"])))
+        n_ions = int((numbers == _atomic_number(specie)).sum())
+        volume = float(abs(np.linalg.det(cells[0])))
+    if not results:
+        return {"note": "production runs too short for a diffusion fit (need >= 20 stored frames)"}
+    res = analysis_transport(results, n_ions, volume, species=specie)
+    out: dict[str, Any] = {
+        "temperatures_K": [p.temperature_K for p in res.points],
+        "diffusivity_cm2_s": [p.diffusivity_cm2_s for p in res.points],
+        "diffusivity_cm2_s_err": [p.diffusivity_err_cm2_s for p in res.points],
+        "conductivity_mS_cm": [p.conductivity_mS_cm for p in res.points],
+        "conductivity_mS_cm_err": [p.conductivity_err_mS_cm for p in res.points],
+        "notes": list(res.notes),
+    }
+    if res.arrhenius is not None:
+        a = res.arrhenius
+        out.update(activation_energy_eV=a.activation_energy_eV, activation_energy_eV_err=a.activation_energy_err_eV,
+                   log10_sigma_300K=a.log10_sigma300_mS_cm, log10_sigma_300K_err=a.log10_sigma300_err)
     return out
 
 
-def _arrhenius(temps: list[float], d: list[float], d_err: list[float], sigma: list[float]) -> dict:
-    """Weighted fit ln D = ln D0 - Ea/(kB T); Ea (eV) and log10 sigma(300 K) (mS/cm) with 1-sigma errors.
+def _atomic_number(symbol: str) -> int:
+    from ase.data import atomic_numbers
 
-    Weights are 1/(dD/D)^2; the covariance is scaled up by chi^2/dof when the points scatter more
-    than their errors say.  sigma(300 K) = sigma(T0) * D(300)/D(T0) * T0/300 (Nernst-Einstein).
-    """
-    k_b = 8.617333262e-5  # eV/K
-    x = 1.0 / np.asarray(temps)
-    y = np.log(np.asarray(d))
-    rel = np.asarray([e / v if (v > 0 and e and math.isfinite(e) and e > 0) else 0.3 for e, v in zip(d_err, d)])
-    w = 1.0 / np.maximum(rel, 1e-3) ** 2
-    a = np.stack([np.ones_like(x), x], axis=1)
-    cov = np.linalg.inv(a.T @ (w[:, None] * a))
-    coef = cov @ (a.T @ (w * y))
-    dof = len(x) - 2
-    if dof > 0:
-        chi2 = float(np.sum(w * (y - a @ coef) ** 2)) / dof
-        cov = cov * max(1.0, chi2)
-    ea = -coef[1] * k_b
-    ea_err = math.sqrt(cov[1, 1]) * k_b
-    x300 = np.array([1.0, 1.0 / 300.0])
-    ln_d300 = float(x300 @ coef)
-    ln_d300_err = math.sqrt(float(x300 @ cov @ x300))
-    i0 = int(np.argmin(temps))
-    sigma300 = sigma[i0] * math.exp(ln_d300 - y[i0]) * temps[i0] / 300.0
-    out = {"activation_energy_eV": float(ea), "activation_energy_eV_err": float(ea_err)}
-    if sigma300 > 0:
-        out.update(log10_sigma_300K=math.log10(sigma300), log10_sigma_300K_err=ln_d300_err / math.log(10))
-    return out
+    return atomic_numbers[symbol]

@@ -247,7 +247,7 @@ class Campaign:
                          f"oracle reference MD failed at step {ref.get('failed_step')}: {ref.get('error', 'unstable')}", {})
             return
         self._once(f"label:{key}:0", key, lambda: self.reference.call(
-            "initial_labels", ref, al["initial_labels"], str(base / "labels" / f"{key}_r0.extxyz")))
+            "initial_labels", ref, al["initial_labels"], str(base / "labels" / "shards" / f"{key}_r0.extxyz")))
         self._stage(key, "active_learning")
         members: list[str] | None = None
         verdict: dict = {}
@@ -289,7 +289,7 @@ class Campaign:
                 return
             lab = self._once(f"label:{key}:{r + 1}", key, lambda: self.reference.call(
                 "label", explore["path"], verdict["frames"], cfg["oracle"], md["reference_temperature_K"],
-                f"{key}/r{r}", str(base / "labels" / f"{key}_r{r + 1}.extxyz")))
+                f"{key}/r{r}", str(base / "labels" / "shards" / f"{key}_r{r + 1}.extxyz")))
             asked = lab["n_labels"] + lab["n_failed"]
             diag.update(labels_added=lab["n_labels"], labels_failed=lab["n_failed"])
             if lab["path"]:
