@@ -121,6 +121,7 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                   use_ray: bool | None = None, tracking_uri: str | None = None) -> list[dict]:
     """Run the benchmark described by ``spec_path``; returns the table rows (also printed/logged)."""
     from actors import science
+    from analysis.rdf import rdf_mae as rdf_mae_of
 
     bench, cfg = load_benchmark(spec_path)
     out = Path(out_dir or Path(cfg["store"]["path"]) / cfg["name"]).resolve()
@@ -189,12 +190,11 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
             mine = {key: r for key, r in runs.items() if key[0] == a and key[1] == mat}
             force = science.force_errors(trained[a]["members"], label_files[(mat, t_ref)])["force_mae_meV_A"]
             ref_path = refs[(mat, t_ref)].get("path") or str(out / "reference" / f"{mat}_{t_ref:g}K.h5")
-            _, g_ref = science.rdf(ref_path, skip=2)
+            g_ref = science.rdf(ref_path, skip=2)
             maes = []
             for (_, _, t, _), r in mine.items():
                 if t == t_ref and not (r.get("fusion") or r.get("exploded")):
-                    _, g = science.rdf(r["path"], skip=2)
-                    maes.append(float(sum(abs(x - y) for x, y in zip(g, g_ref)) / len(g)))
+                    maes.append(float(rdf_mae_of(science.rdf(r["path"], skip=2), g_ref)))
             rdf_mae = sum(maes) / len(maes) if maes else float("nan")
             if any(r.get("fusion") for r in mine.values()):
                 verdict = "unstable: fusion"
