@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from common.errors import InputError
+from reference.oracles import OracleError
 
 
 @dataclass
@@ -99,7 +100,15 @@ def run_reference_md(atoms, oracle, protocol: ReferenceMDProtocol, trajectory_pa
                 labels.append(frame)
 
         dyn.attach(observe, interval=1)
-        dyn.run(p.steps)  # ASE calls the observer at step 0 too
+        try:
+            dyn.run(p.steps)  # ASE calls the observer at step 0 too
+        except Exception as exc:  # noqa: BLE001 - oracle failure mid-run: keep what was labelled
+            if store is not None and labels:
+                store.append(labels)
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise OracleError(f"oracle {oracle.name} failed at MD step {dyn.nsteps} ({type(exc).__name__}: "
+                              f"{msg[:200]}); {len(labels)} labelled frames were stored, the trajectory is "
+                              f"left as {trajectory_path}.part") from exc
     if store is not None and labels:
         store.append(labels)
     return {"run_id": run_id, "oracle": oracle.name, "trajectory": str(trajectory_path), "steps": p.steps,

@@ -231,3 +231,12 @@ def relax(structure, calculator, oracle_name: str, fmax: float = 0.05, steps: in
     if cache:
         atomic_write_text(target, json.dumps({"structure": relaxed.as_dict(), "info": info}))
     return relaxed, info
+
+
+def relaxed_library_structure(name: str, oracle, fmax: float = 0.05, steps: int = 300):
+    """Library structure ``name`` relaxed with ``oracle`` (a reference.oracles.Oracle); cached on disk.
+
+    Returns (relaxed Structure, relaxation info dict).
+    """
+    item = library_structure(name)
+    return relax(item.structure, oracle.calculator, oracle.name, fmax=fmax, steps=steps)

@@ -159,3 +159,23 @@ def test_cli_reference_md_with_configured_oracle(tmp_path, capsys):
     assert main(["reference", "md", "Li3PS4", "--steps", "0", "--out", str(tmp_path / "x.h5")]) == 2
     assert "steps >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_oracle_failure_mid_md_keeps_labels(tmp_path):
+    from reference.reference_md import ReferenceMDProtocol, run_reference_md
+
+    class FailsLater(FlakyCalculator):
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            Calculator.calculate(self, atoms, properties, system_changes)
+            self.calls["n"] = self.calls.get("n", 0) + 1
+            if self.calls["n"] > 12:
+                raise RuntimeError("SCF did not converge")
+            self.results = {"energy": -1.0, "forces": np.zeros((len(self.atoms), 3))}
+
+    store = LabelStore(tmp_path / "store")
+    oracle = Oracle(calculator=FailsLater(), label="late-fail", retries=0)
+    atoms = bulk("Ar", "fcc", a=5.26, cubic=True)
+    with pytest.raises(OracleError, match="failed at MD step"):
+        run_reference_md(atoms, oracle, ReferenceMDProtocol(steps=30, stride=5, label_every=5, temperature_K=50),
+                         tmp_path / "ar.h5", store=store)
+    assert len(store) == 3                      # steps 0, 5, 10 were labelled before the failure

@@ -274,8 +274,14 @@ def cmd_reference_md(args) -> int:
         atoms = atoms.repeat(reps)
     store = None if args.no_store else LabelStore(args.store)
     oracle = _make_oracle(args)
-    summary = run_reference_md(atoms, oracle, protocol, args.out, store=store, run_id=args.run_id,
-                               metadata={"structure": args.structure, "source_id": prov.get("source_id")})
+    from reference.oracles import OracleError
+
+    try:
+        summary = run_reference_md(atoms, oracle, protocol, args.out, store=store, run_id=args.run_id,
+                                   metadata={"structure": args.structure, "source_id": prov.get("source_id")})
+    except OracleError as exc:
+        print(f"matscreen: error: {exc}", file=sys.stderr)
+        return 1
     _print(summary, args.json, "\n".join(f"{k}: {v}" for k, v in summary.items()))
     return 0
 
