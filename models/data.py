@@ -112,17 +112,21 @@ def check_single_oracle(frames: Iterable) -> str | None:
 
 
 def split_frames(frames: Sequence, val_fraction: float = 0.1, seed: int = 0,
-                 stratify: bool = True) -> tuple[list, list]:
+                 stratify: bool = True, val_per_group: int | None = None) -> tuple[list, list]:
     """Reproducible train/validation split.
 
     With ``stratify`` the frames are grouped by (temperature_K, run_id or source) and each group
     gives ``val_fraction`` of its frames (at least one from groups of two or more) to validation,
-    so every temperature and run is represented.  Same ``seed`` -> same split.
+    so every temperature and run is represented.  ``val_per_group`` (e.g. the study's 500 frames
+    per temperature) takes that many frames per group instead of a fraction.  Same ``seed`` ->
+    same split.
     """
     frames = list(frames)
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}; use e.g. 0.1")
-    if val_fraction == 0.0 or len(frames) < 2:
+    if val_per_group is not None and val_per_group < 0:
+        raise InputError(f"val_per_group must be >= 0, got {val_per_group}")
+    if (val_fraction == 0.0 and not val_per_group) or len(frames) < 2:
         return frames, []
     groups: dict = defaultdict(list)
     for k, atoms in enumerate(frames):
@@ -133,9 +137,12 @@ def split_frames(frames: Sequence, val_fraction: float = 0.1, seed: int = 0,
     for key in sorted(groups, key=repr):
         idx = np.array(groups[key])
         rng.shuffle(idx)
-        n_val = int(round(val_fraction * len(idx)))
-        if n_val == 0 and len(idx) >= 2:
-            n_val = 1
+        if val_per_group is not None:
+            n_val = min(val_per_group, len(idx) - 1)
+        else:
+            n_val = int(round(val_fraction * len(idx)))
+            if n_val == 0 and len(idx) >= 2:
+                n_val = 1
         val_idx.extend(idx[:n_val].tolist())
     if len(val_idx) >= len(frames):
         val_idx = val_idx[:-1]

@@ -45,6 +45,7 @@ class TrainConfig:
     early_stopping_patience: int = 40
     max_time_s: float | None = None
     val_fraction: float = 0.1
+    val_per_group: int | None = None   # validation frames per (temperature, run) group, overrides val_fraction
     seed: int = 0
     max_nan: int = 5
     device: str = "cpu"
@@ -302,7 +303,7 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
         raise InputError("fit needs training frames; pass labelled ase.Atoms or a data file")
     frames = read_frames(train_frames) if not isinstance(train_frames, list) else check_frames(train_frames, "the training set")
     if val_frames is None:
-        train, val = split_frames(frames, cfg.val_fraction, cfg.seed)
+        train, val = split_frames(frames, cfg.val_fraction, cfg.seed, val_per_group=cfg.val_per_group)
     else:
         train = frames
         val = read_frames(val_frames) if not isinstance(val_frames, list) else check_frames(val_frames, "the validation set")

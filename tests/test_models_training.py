@@ -203,6 +203,8 @@ def test_stratified_split_is_reproducible():
     t2, v2 = split_frames(frames, 0.2, seed=3)
     assert [id(a) for a in v1] == [id(a) for a in v2] and len(v1) == 4 and len(t1) == 16
     assert sorted(a.info["temperature_K"] for a in v1) == [300.0, 300.0, 900.0, 900.0]
+    t4, v4 = split_frames(frames, seed=3, val_per_group=3)
+    assert len(v4) == 6 and len(t4) == 14
     _, v3 = split_frames(frames, 0.2, seed=4)
     assert [id(a) for a in v3] != [id(a) for a in v1]
 

@@ -51,6 +51,8 @@ def register(subparsers) -> None:
     train.add_argument("--energy-weight", type=float, default=1.0, help="w_E on MSE(E/atom) (default 1)")
     train.add_argument("--force-weight", type=float, default=1000.0, help="w_F on MSE(F) (default 1000)")
     train.add_argument("--val-fraction", type=float, default=0.1, help="validation share per temperature/run (default 0.1)")
+    train.add_argument("--val-per-group", type=int, default=None, metavar="N",
+                       help="validation frames per temperature/run instead of --val-fraction (the study: 500)")
     train.add_argument("--patience", type=int, default=40, help="early stopping after this many epochs without improvement")
     train.add_argument("--ensemble", type=int, default=1, metavar="K", help="train K models with seeds SEED..SEED+K-1")
     train.add_argument("--seed", type=int, default=0, help="seed for initialisation and the split (default 0)")
@@ -111,7 +113,8 @@ def _train(args) -> int:
     k = args.ensemble
     budget = None if args.max_time is None else args.max_time / k
     base_cfg = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, energy_weight=args.energy_weight,
-                    force_weight=args.force_weight, val_fraction=args.val_fraction, max_time_s=budget,
+                    force_weight=args.force_weight, val_fraction=args.val_fraction,
+                    val_per_group=args.val_per_group, max_time_s=budget,
                     early_stopping_patience=args.patience, device=args.device)
     meta = {"data": [str(p) for p in args.data]}
     if args.resume:
