@@ -26,8 +26,10 @@ DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 # Environment forwarded to jobs so they find the cluster's MLflow server and data store.
 FORWARDED_ENV = ("MLFLOW_TRACKING_URI", "MATSCREEN_STORE")
 # Always excluded from the upload, in addition to the working directory's .rayignore.
-DEFAULT_EXCLUDES = [".venv/", "venv/", ".git/", ".matscreen/", "outputs/", "out/", "data/", "mlruns/",
-                    "mlartifacts/", "__pycache__/", "*.egg-info/", ".pytest_cache/"]
+# (gitignore syntax: a leading "/" anchors at the working directory, so package data such as
+# chemspace/data/ still travels; only the top-level data/ and outputs/ stay home)
+DEFAULT_EXCLUDES = [".venv/", "venv/", ".git/", "/.matscreen/", "/outputs/", "/out/", "/data/", "/mlruns/",
+                    "/mlartifacts/", "__pycache__/", "*.egg-info/", ".pytest_cache/"]
 
 
 def upload_excludes(working_dir: str | os.PathLike) -> list[str]:

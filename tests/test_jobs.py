@@ -101,12 +101,14 @@ def test_upload_excludes_venv_data_outputs(tmp_path):
     work = tmp_path / "proj"
     (work / "orchestrator").mkdir(parents=True)
     (work / "orchestrator" / "x.py").write_text("print(1)\n")
+    (work / "orchestrator" / "data").mkdir()
+    (work / "orchestrator" / "data" / "table.csv").write_text("package data travels\n")
     for heavy in (".venv/lib/big.bin", "data/frames.h5", "outputs/run/traj.h5", ".matscreen/mlflow.db"):
         (work / heavy).parent.mkdir(parents=True, exist_ok=True)
         (work / heavy).write_bytes(os.urandom(2_000_000))
     shutil.copy(ROOT / ".rayignore", work / ".rayignore")
     names = zipfile.ZipFile(package_working_dir(work, tmp_path / "pkg.zip")).namelist()
-    assert "orchestrator/x.py" in names
+    assert "orchestrator/x.py" in names and "orchestrator/data/table.csv" in names
     assert not [n for n in names if n.split("/")[0] in (".venv", "data", "outputs", ".matscreen")]
     # the real repository uploads as a small package too
     pkg = package_working_dir(ROOT, tmp_path / "repo.zip")
@@ -123,7 +125,7 @@ def test_runtime_env_forwards_tracking_not_secrets(monkeypatch, tmp_path):
     assert env["env_vars"] == {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/rel/mlflow.db",
                                "MATSCREEN_STORE": str(tmp_path / "store")}
     assert "planted-secret-123456" not in repr(env)
-    assert ".venv/" in env["excludes"] and "outputs/" in env["excludes"]
+    assert ".venv/" in env["excludes"] and "/outputs/" in env["excludes"]
 
 
 def test_malformed_spec_fails_before_submission(tmp_path, capsys):
