@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from md.random import atom_normals
+from md.random import atom_normals, lanewise
 from md.state import AMU_A2_FS2_IN_EV, KB_EV_PER_K, MDState
 
 STREAM_INIT = 1
@@ -135,14 +135,14 @@ def nose_hoover_half(state: MDState, dt_fs: float, params: ThermostatParams) -> 
 
     v[m - 1] = v[m - 1] + dt4 * g(m - 1, ke2)
     for j in range(m - 2, -1, -1):
-        e = torch.exp(-dt8 * v[j + 1])
+        e = lanewise(torch.exp, -dt8 * v[j + 1])
         v[j] = (v[j] * e + dt4 * g(j, ke2)) * e
-    scale = torch.exp(-dt2 * v[0])
+    scale = lanewise(torch.exp, -dt2 * v[0])
     ke2 = ke2 * scale ** 2
     for j in range(m):
         eta[j] = eta[j] + dt2 * v[j]
     for j in range(m - 1):
-        e = torch.exp(-dt8 * v[j + 1])
+        e = lanewise(torch.exp, -dt8 * v[j + 1])
         v[j] = (v[j] * e + dt4 * g(j, ke2)) * e
     v[m - 1] = v[m - 1] + dt4 * g(m - 1, ke2)
     return state.replace(velocities=state.velocities * scale[state.system_index, None],

@@ -43,6 +43,29 @@ def hashed_uniform(seed: torch.Tensor, step: torch.Tensor, counter: torch.Tensor
     return (mantissa.double() + 0.5) * (1.0 / (1 << 53))
 
 
+_LANES = 64            # pad to a multiple of every SIMD width times ATen's unroll factor
+_CHUNK = 32768         # below ATen's parallel grain size: one thread, no split tails
+
+
+def lanewise(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` for an elementwise transcendental ``fn``, independent of where x sits in a batch.
+
+    On CPU, ATen evaluates full SIMD chunks with vector code (Sleef) and the leftover tail with
+    scalar libm; the two can differ by one ulp, which would make a system's numbers depend on
+    its neighbours in the batch.  Padding to a multiple of the SIMD block (and staying below the
+    parallel grain size) sends every element through the vector path.  CUDA needs no padding.
+    """
+    if x.device.type != "cpu":
+        return fn(x)
+    flat = x.reshape(-1)
+    n = flat.numel()
+    pad = (-n) % _LANES
+    if pad:
+        flat = torch.cat([flat, torch.ones(pad, dtype=flat.dtype)])
+    out = torch.cat([fn(c) for c in torch.split(flat, _CHUNK)]) if flat.numel() > _CHUNK else fn(flat)
+    return out[:n].reshape(x.shape)
+
+
 def atom_normals(seed: torch.Tensor, step: torch.Tensor, atom_in_system: torch.Tensor, system_index: torch.Tensor,
                  stream: int = 0, dtype=torch.float64) -> torch.Tensor:
     """[N,3] standard normal deviates for every atom, from per-system ``seed`` [S] and ``step`` [S]."""
@@ -52,5 +75,5 @@ def atom_normals(seed: torch.Tensor, step: torch.Tensor, atom_in_system: torch.T
     comp = torch.arange(3, device=seed.device)[None, :]
     u1 = hashed_uniform(s, t, base + 2 * comp, stream)
     u2 = hashed_uniform(s, t, base + 2 * comp + 1, stream)
-    z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * torch.pi * u2)
+    z = torch.sqrt(-2.0 * lanewise(torch.log, u1)) * lanewise(torch.cos, 2.0 * torch.pi * u2)
     return z.to(dtype)

@@ -55,6 +55,15 @@ class SystemResult:
     evidence: dict = field(default_factory=dict)
 
 
+def wrap(positions: np.ndarray, cell: np.ndarray, pbc) -> np.ndarray:
+    """Positions (Å) wrapped into ``cell`` along periodic axes (per system, so batch-independent)."""
+    inv = np.linalg.inv(cell)
+    # explicit sums (not BLAS): the result must not depend on the array's place in a bigger batch
+    frac = positions[:, 0:1] * inv[0] + positions[:, 1:2] * inv[1] + positions[:, 2:3] * inv[2]
+    frac = np.where(np.asarray(pbc, bool), frac - np.floor(frac), frac)
+    return frac[:, 0:1] * cell[0] + frac[:, 1:2] * cell[1] + frac[:, 2:3] * cell[2]
+
+
 def model_dtype(force_field) -> torch.dtype | None:
     """The float dtype a torch force field computes in (None for dtype-agnostic ones)."""
     if getattr(force_field, "dtype", None) is not None and isinstance(force_field.dtype, torch.dtype):
@@ -207,8 +216,8 @@ class BatchedMD:
     # -------------------------------------------------------------------------------- per step
     def _write_frames(self) -> None:
         st = self.state
-        wrapped = st.wrapped_positions().detach().cpu().numpy()
         unwrapped = st.positions.detach().cpu().numpy()
+        pbc = st.pbc.cpu().numpy()
         cell = st.cell.cpu().numpy()
         pe = st.potential_energy.cpu().numpy()
         ke = st.kinetic_energy().cpu().numpy()
@@ -224,7 +233,8 @@ class BatchedMD:
                 extra["velocities"] = vel[a:b]
             if self.write_stress:
                 extra["stress"] = stress[row] if stress is not None else np.full((3, 3), np.nan)
-            self.writers[k].append(step=self.global_step, positions=wrapped[a:b], unwrapped_positions=unwrapped[a:b],
+            self.writers[k].append(step=self.global_step, positions=wrap(unwrapped[a:b], cell[row], pbc[row]),
+                                   unwrapped_positions=unwrapped[a:b],
                                    cell=cell[row], potential_energy=pe[row], kinetic_energy=ke[row],
                                    temperature_K=temp[row], **extra)
 
