@@ -1,6 +1,7 @@
 """Training force fields on labelled frames (a ``fit``-style API) and evaluating them.
 
-Loss (per batch):  w_E * MSE(E/atom) [eV²/atom²] + w_F * MSE(F) [eV²/Å²], default w_E:w_F = 1:1000.
+Loss (per batch):  w_E * MSE(E/atom) [eV²/atom²] + w_F * MSE(F) [eV²/Å²], default w_E:w_F = 1:1000,
+plus optionally w_S * MSE(stress) [(eV/Å³)²] over frames with stress labels (default w_S = 0).
 AdamW, ReduceLROnPlateau on the validation loss, an exponential moving average (EMA) of the
 weights (validated, checkpointed and returned), gradient clipping, early stopping, a wall-clock
 budget (``max_time_s``), the best-by-validation checkpoint written atomically after every epoch
@@ -37,6 +38,7 @@ class TrainConfig:
     weight_decay: float = 1e-6
     energy_weight: float = 1.0
     force_weight: float = 1000.0
+    stress_weight: float = 0.0         # on MSE(stress) in (eV/Å³)²; frames without stress labels are skipped
     ema_decay: float = 0.99
     grad_clip: float = 10.0
     lr_factor: float = 0.5
@@ -77,14 +79,16 @@ class GraphData:
                 "positions": b.positions, "numbers": b.numbers, "cell": b.cell, "pbc": b.pbc,
                 "edge_index": nl.edge_index, "shifts": nl.shifts,
                 "energy": lab["energy"], "forces": torch.as_tensor(lab["forces"]),
+                "stress": (torch.full((3, 3), float("nan"), dtype=torch.float64) if lab["stress"] is None
+                           else torch.as_tensor(lab["stress"])),
             })
         self.cutoff = cutoff
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def collate(self, idx) -> tuple[AtomsBatch, NeighborList, torch.Tensor, torch.Tensor]:
-        """One AtomsBatch + NeighborList + energies [S] (eV) + forces [N,3] (eV/Å) for frames ``idx``."""
+    def collate(self, idx) -> tuple[AtomsBatch, NeighborList, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """AtomsBatch, NeighborList, energies [S] eV, forces [N,3] eV/Å, stress [S,3,3] eV/Å³ (NaN: none)."""
         items = [self.items[k] for k in idx]
         counts = [len(it["numbers"]) for it in items]
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -103,7 +107,8 @@ class GraphData:
         )
         energy = torch.tensor([it["energy"] for it in items], dtype=dt, device=dev)
         forces = torch.cat([it["forces"] for it in items]).to(dev, dt)
-        return batch, nl, energy, forces
+        stress = torch.stack([it["stress"] for it in items]).to(dev, dt)
+        return batch, nl, energy, forces, stress
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0):
         order = np.arange(len(self))
@@ -121,7 +126,7 @@ def evaluate(model, frames, batch_size: int = 16, data: GraphData | None = None)
         first = model.models[0] if hasattr(model, "models") else model
         data = GraphData(frames, float(model.cutoff), first.param_dtype, first.reference_energies.device)
     e_err, n_per, f_pred, f_true, zs = [], [], [], [], []
-    for batch, nl, energy, forces in data.batches(batch_size):
+    for batch, nl, energy, forces, _ in data.batches(batch_size):
         pred = model.predict(batch, nl)
         n = batch.atoms_per_system.to(energy.dtype)
         e_err.append(((pred.energy - energy) / n).detach().cpu().double())
@@ -210,12 +215,17 @@ class _EMA:
         self.module.load_state_dict(state["state_dict"])
 
 
-def _loss(model, batch, nl, energy, forces, cfg: TrainConfig):
-    pred = model.predict(batch, nl, create_graph=True)
+def _loss(model, batch, nl, energy, forces, stress, cfg: TrainConfig):
+    with_stress = cfg.stress_weight > 0 and bool(torch.isfinite(stress).all(dim=(1, 2)).any())
+    pred = model.predict(batch, nl, compute_stress=with_stress, create_graph=True)
     n = batch.atoms_per_system.to(energy.dtype)
     e_loss = (((pred.energy - energy) / n) ** 2).mean()
     f_loss = ((pred.forces - forces) ** 2).mean()
-    return cfg.energy_weight * e_loss + cfg.force_weight * f_loss, pred.energy.detach()
+    loss = cfg.energy_weight * e_loss + cfg.force_weight * f_loss
+    if with_stress:
+        has = torch.isfinite(stress).all(dim=(1, 2))
+        loss = loss + cfg.stress_weight * ((pred.stress[has] - stress[has]) ** 2).mean()
+    return loss, pred.energy.detach()
 
 
 class _ReferenceRefit:
@@ -255,7 +265,7 @@ def _refit_reference_energies(model, data: GraphData, batch_size: int) -> None:
     force-dominated training leaves undetermined.
     """
     refit = _ReferenceRefit(len(model.elements))
-    for batch, nl, energy, _ in data.batches(batch_size):
+    for batch, nl, energy, _, _ in data.batches(batch_size):
         batch = batch.to(dtype=model.param_dtype)
         pred = model.energy(batch, nl)
         refit.add(model.species(batch.numbers), batch.system_index, batch.n_systems, energy - pred)
@@ -365,11 +375,11 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         losses = []
-        for batch, nl, energy, forces in train_data.batches(cfg.batch_size, shuffle=True, seed=cfg.seed * 100003 + epoch):
+        for batch, nl, energy, forces, stress in train_data.batches(cfg.batch_size, shuffle=True, seed=cfg.seed * 100003 + epoch):
             if time_left() <= 0:
                 out_of_time = True
                 break
-            loss, e_pred = _loss(model, batch, nl, energy, forces, cfg)
+            loss, e_pred = _loss(model, batch, nl, energy, forces, stress, cfg)
             if not torch.isfinite(loss):
                 nan_run += 1
                 for g in opt.param_groups:

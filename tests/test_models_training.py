@@ -127,6 +127,28 @@ def test_resume_continues_training(tmp_path):
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
 
 
+def test_stress_term_trains_painn():
+    """With w_S > 0 the stress (eV/Å³) enters the loss through autograd of the strain (PaiNN)."""
+    data = emt_frames(6, seed=11, rattle=0.05)
+    for k, atoms in enumerate(data):   # strained cells give non-trivial stresses
+        atoms.set_cell(atoms.cell[:] * (0.97 + 0.01 * k), scale_atoms=True)
+        atoms.calc = EMT()
+        e, f, s = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, stress=s)
+    model = build_model("painn", [29], seed=0, cutoff=4.0, hidden_channels=16, num_interactions=1, num_rbf=8)
+    from models.training import GraphData, _loss
+
+    gd = GraphData(data, 4.0)
+    batch, nl, energy, forces, stress = gd.collate(range(6))
+    assert torch.isfinite(stress).all()
+    plain, _ = _loss(model, batch, nl, energy, forces, stress, config(stress_weight=0.0))
+    with_s, _ = _loss(model, batch, nl, energy, forces, stress, config(stress_weight=1e4))
+    pred = model.predict(batch, nl, compute_stress=True)
+    assert float((with_s - plain).detach()) == pytest.approx(1e4 * float(((pred.stress - stress) ** 2).mean()), rel=1e-4)
+    result = fit(model, data, val_frames=data, config=config(epochs=2, stress_weight=1e4, batch_size=3))
+    assert np.isfinite(result.history[-1]["train_loss"])
+
+
 def test_time_budget_stops_training():
     data = emt_frames(10, seed=5)
     model = build_model("schnet", [29], seed=1, cutoff=4.0, **TINY_SCHNET)

@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     train.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     train.add_argument("--energy-weight", type=float, default=1.0, help="w_E on MSE(E/atom) (default 1)")
     train.add_argument("--force-weight", type=float, default=1000.0, help="w_F on MSE(F) (default 1000)")
+    train.add_argument("--stress-weight", type=float, default=0.0,
+                       help="w_S on MSE(stress in eV/Å³) for frames with stress labels (default 0: off)")
     train.add_argument("--val-fraction", type=float, default=0.1, help="validation share per temperature/run (default 0.1)")
     train.add_argument("--val-per-group", type=int, default=None, metavar="N",
                        help="validation frames per temperature/run instead of --val-fraction (the study: 500)")
@@ -113,7 +115,7 @@ def _train(args) -> int:
     k = args.ensemble
     budget = None if args.max_time is None else args.max_time / k
     base_cfg = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, energy_weight=args.energy_weight,
-                    force_weight=args.force_weight, val_fraction=args.val_fraction,
+                    force_weight=args.force_weight, stress_weight=args.stress_weight, val_fraction=args.val_fraction,
                     val_per_group=args.val_per_group, max_time_s=budget,
                     early_stopping_patience=args.patience, device=args.device)
     meta = {"data": [str(p) for p in args.data]}
