@@ -68,9 +68,11 @@ class TrajectoryWriter:
     def __init__(self, path: str | os.PathLike, numbers: Sequence[int], *, timestep_fs: float,
                  stride: int = 1, temperature_K: float | None = None, pbc: Sequence[bool] = (True, True, True),
                  metadata: dict[str, Any] | None = None, stress: bool = False, velocities: bool = False,
-                 forces: bool = False, _open_existing: bool = False):
+                 forces: bool = False, buffer_frames: int = 32, _open_existing: bool = False):
         self.path = check_writable(path)
         self._part = part_path(self.path)
+        self._pending: list[dict[str, np.ndarray]] = []     # frames not yet in the file (see flush)
+        self.buffer_frames = max(1, int(buffer_frames))
         if _open_existing:
             self._h5 = h5py.File(self._part, "a")
             _check_format(self._h5, self._part)
@@ -129,6 +131,7 @@ class TrajectoryWriter:
 
     def truncate_to_step(self, step: int) -> int:
         """Remove every frame whose step is greater than ``step``; return the frames kept."""
+        self._write_pending()
         steps = self._h5["step"][:]
         keep = int(np.searchsorted(steps, step, side="right"))
         for name in REQUIRED + OPTIONAL:
@@ -140,11 +143,13 @@ class TrajectoryWriter:
     # -- writing ------------------------------------------------------------------------------
     @property
     def n_frames(self) -> int:
-        return int(self._h5["step"].shape[0])
+        return int(self._h5["step"].shape[0]) + sum(len(p["step"]) for p in self._pending)
 
     @property
     def last_step(self) -> int | None:
-        return int(self._h5["step"][-1]) if self.n_frames else None
+        if self._pending:
+            return int(self._pending[-1]["step"][-1])
+        return int(self._h5["step"][-1]) if self._h5["step"].shape[0] else None
 
     def append(self, *, step, positions, cell, potential_energy, kinetic_energy, temperature_K,
                unwrapped_positions=None, time_fs=None, stress=None, velocities=None, forces=None) -> None:
@@ -179,15 +184,29 @@ class TrajectoryWriter:
         if last is not None and steps[0] <= last:
             raise InputError(f"frame step {int(steps[0])} is not after the last stored step {last}; "
                              "resume with truncate_to_step first")
-        start = self.n_frames
         for name, arr in frames.items():
             if arr.shape[0] != k:
                 raise InputError(f"{name} has {arr.shape[0]} frames but step has {k}; pass matching arrays")
+        self._pending.append(frames)
+        if sum(len(p["step"]) for p in self._pending) >= self.buffer_frames:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        """Write buffered frames to the file as one block per dataset."""
+        if not self._pending:
+            return
+        block = {name: np.concatenate([p[name] for p in self._pending]) for name in self._pending[0]}
+        self._pending = []
+        start = int(self._h5["step"].shape[0])
+        k = len(block["step"])
+        for name, arr in block.items():
             ds = self._h5[name]
             ds.resize(start + k, axis=0)
             ds[start:start + k] = arr
 
     def flush(self) -> None:
+        """Write buffered frames and flush the HDF5 file (the runner calls this before checkpoints)."""
+        self._write_pending()
         self._h5.flush()
 
     def set_metadata(self, **items) -> None:
@@ -199,7 +218,7 @@ class TrajectoryWriter:
     def close(self, finalize: bool = True) -> Path:
         """Close the file; with ``finalize`` rename ``.part`` onto the final path (atomic)."""
         if self._h5 is not None:
-            self._h5.flush()
+            self.flush()
             self._h5.close()
             self._h5 = None
             if finalize:
