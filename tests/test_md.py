@@ -226,3 +226,33 @@ def test_study_protocol_numbers():
         (100.0, 5000.0, "nose-hoover", 2.0, 50000.0, 15000.0)
     assert p.n_steps == 25000 and p.ramp_steps == 2500 and p.discard_frames == 750
     assert Protocol.study(total_fs=1000.0).n_steps == 500
+
+
+def test_md_cli_with_a_model_checkpoint_and_ase_agreement(tmp_path, lgps_atoms):
+    """A (tiny, untrained) SchNet checkpoint through `matscreen md`; the batched NVE step equals ASE's."""
+    import ase.io
+    from ase.md.verlet import VelocityVerlet
+
+    from models import MLFFCalculator, build_model, load_model, save_model
+    from orchestrator.cli import main
+
+    model = build_model("schnet", elements=sorted(set(lgps_atoms.numbers)), dtype="float64", seed=0,
+                        hidden_channels=8, num_filters=8, num_interactions=1, num_gaussians=8)
+    ckpt = save_model(model, tmp_path / "ff.pt")
+    structure = tmp_path / "lgps.cif"
+    ase.io.write(structure, lgps_atoms)
+    rc = main(["md", "--model", str(ckpt), "--structure", str(structure), "--temperatures", "800",
+               "--replicas", "1", "--steps", "4", "--dt-fs", "1", "--protocol", "nve", "--stride", "2",
+               "--out", str(tmp_path / "run")])
+    assert rc == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["systems"][0]["name"] == "800K_r0" and summary["systems"][0]["n_frames"] == 3
+
+    ff = load_model(ckpt, dtype="float64")
+    state = maxwell_boltzmann(MDState.from_atoms([lgps_atoms], [800.0], [0]))
+    ref = lgps_atoms.copy()
+    ref.set_velocities(state.velocities.numpy() / units.fs)
+    out = integrate(ff, state, "nve", 3, 1.0)
+    ref.calc = MLFFCalculator(ff)
+    VelocityVerlet(ref, timestep=1.0 * units.fs).run(3)
+    np.testing.assert_allclose(out.positions.numpy(), ref.positions, atol=1e-9)
