@@ -99,10 +99,11 @@ class MDWorker:
         """``pid:uuid`` of this actor incarnation (changes when Ray restarts the actor)."""
         return _instance(self)
 
-    def run(self, members: list[str], structure_path: str, temperature_K: float, steps: int, md: dict,
-            stability: dict, seed: int, out_path: str) -> dict:
-        return science.student_md(members, structure_path, temperature_K, steps, md["timestep_fs"],
-                                  md["save_every"], seed, out_path, stability)
+    def run(self, members: list[str], structure_path: str, temperatures_K: list[float], replicas: int, steps: int,
+            md: dict, stability: dict, seed: int, out_dir: str, with_deviation: bool = False) -> list[dict]:
+        """All temperatures x replicas of one structure as one batched MD run (resumes from its checkpoint)."""
+        return science.student_md_batched(members, structure_path, temperatures_K, replicas, steps, md, stability,
+                                          seed, out_dir, with_deviation)
 
 
 class StabilityJudge:

@@ -633,7 +633,7 @@ def transport(runs: list[dict], structure_path: str, equilibration_steps: int, s
 
     from md.trajectory import TrajectoryReader
 
-    results, n_ions, volume = [], 0, 0.0
+    results, n_ions, volume, dropped = [], 0, 0.0, []
     for run in runs:
         with TrajectoryReader(run["path"]) as tr:
             skip = max(equilibration_steps // int(tr.stride), 0)
@@ -641,7 +641,11 @@ def transport(runs: list[dict], structure_path: str, equilibration_steps: int, s
             dt_fs = float(tr.dt_fs)
         if len(unwrapped) < 20:
             continue
-        results.append(diffusion(unwrapped, numbers, dt_fs, species=specie, temperature_K=float(run["temperature_K"])))
+        result = diffusion(unwrapped, numbers, dt_fs, species=specie, temperature_K=float(run["temperature_K"]))
+        if not (math.isfinite(result.diffusivity_cm2_s) and math.isfinite(result.diffusivity_err_cm2_s)):
+            dropped.append(float(run["temperature_K"]))
+            continue
+        results.append(result)
         n_ions = int((numbers == _atomic_number(specie)).sum())
         volume = float(abs(np.linalg.det(cells[0])))
     if not results:
@@ -653,7 +657,7 @@ def transport(runs: list[dict], structure_path: str, equilibration_steps: int, s
         "diffusivity_cm2_s_err": [p.diffusivity_err_cm2_s for p in res.points],
         "conductivity_mS_cm": [p.conductivity_mS_cm for p in res.points],
         "conductivity_mS_cm_err": [p.conductivity_err_mS_cm for p in res.points],
-        "notes": list(res.notes),
+        "notes": list(res.notes) + ([f"no finite diffusion fit at {dropped} K (dropped)"] if dropped else []),
     }
     if res.arrhenius is not None:
         a = res.arrhenius
@@ -666,3 +670,69 @@ def _atomic_number(symbol: str) -> int:
     from ase.data import atomic_numbers
 
     return atomic_numbers[symbol]
+
+
+def student_md_batched(member_paths: list[str], structure_path: str, temperatures_K: list[float], replicas: int,
+                       steps: int, md: dict, stability: dict, seed: int, out_dir: str,
+                       with_deviation: bool = False) -> list[dict]:
+    """MLFF MD of one structure at every temperature x replica as ONE batch (``md.runner.BatchedMD``).
+
+    Resumes from the run directory's checkpoint when a retried task finds one.  With
+    ``with_deviation`` the ensemble's max atomic force deviation (eV/Å) of every stored frame is
+    evaluated afterwards (the active-learning criterion).  Returns one dict per system.
+    """
+    import torch
+
+    from md.monitors import MonitorConfig
+    from md.protocol import Protocol
+    from md.runner import BatchedMD, SystemSpec
+
+    ff = load_ensemble(member_paths)
+    atoms = read_frames(structure_path)[-1]
+    systems = [SystemSpec(name=f"T{t:g}K_r{k}", atoms=atoms, temperature_K=float(t), seed=seed + 7919 * k + int(t))
+               for t in temperatures_K for k in range(replicas)]
+    thermostat = {"langevin": "langevin", "nose-hoover": "nose-hoover", "berendsen": "langevin"}[md["thermostat"]]
+    protocol = Protocol.nvt(timestep_fs=md["timestep_fs"], total_fs=steps * md["timestep_fs"], stride=md["save_every"],
+                            thermostat=thermostat, checkpoint_every=max(md["save_every"], 50))
+    fusion_fraction = 0.5 if stability["fusion_distance_A"] <= 0.7 else min(0.9, stability["fusion_distance_A"] / 1.4)
+    monitor = MonitorConfig(fusion_fraction=fusion_fraction, max_temperature_factor=stability["max_temperature_factor"],
+                            min_runaway_K=0.0, check_every=max(1, min(10, md["save_every"])))
+    runner = BatchedMD(ff, systems, protocol, out_dir, monitor=monitor, device="cuda" if torch.cuda.is_available() else "cpu",
+                       metadata={"kind": "mlff", "members": member_paths})
+    out = []
+    for res in runner.run(n_steps=steps):
+        failed = res.verdict != "stable"
+        row = {"path": res.trajectory, "temperature_K": res.temperature_K, "verdict": res.verdict,
+               "exploded": res.verdict in ("exploded", "framework_drift"), "fusion": res.verdict == "atom_fusion",
+               "failed_step": res.failure_step if failed else None, "steps": res.steps_done,
+               "simulated_ps": res.steps_done * md["timestep_fs"] / 1000.0, "evidence": _jsonable(res.evidence)}
+        if with_deviation and Path(res.trajectory).exists():
+            row["force_std_max"], row["min_distance_A"] = _frame_deviations(ff, res.trajectory)
+        out.append(row)
+    return out
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def _frame_deviations(ff, path: str) -> tuple[list[float], float | None]:
+    """Per stored frame: max atomic ensemble force deviation (eV/Å); and the closest pair seen (Å)."""
+    import torch
+
+    from models import AtomsBatch
+
+    frames = trajectory_frames(path)
+    if not frames:
+        return [], None
+    dtype = torch.float64 if isinstance(ff, LJEnsemble) else ff.models[0].param_dtype
+    devs = []
+    for i in range(0, len(frames), 16):
+        chunk = frames[i:i + 16]
+        batch = AtomsBatch.from_atoms(chunk, dtype=dtype)
+        pred = ff.predict(batch)
+        std = pred.force_std if pred.force_std is not None else torch.zeros(batch.n_atoms)
+        per = torch.zeros(batch.n_systems, dtype=std.dtype).scatter_reduce(0, batch.system_index, std.detach(), "amax")
+        devs += [float(x) for x in per]
+    dmin = min(_min_distance(a) for a in frames)
+    return devs, (dmin if math.isfinite(dmin) else None)

@@ -9,7 +9,7 @@ Per candidate (each step recorded in the ledger by a stable key and never redone
    ``explore:<c>:<r>`` MLFF MD with the ensemble at the reference temperature (MDWorker)
    ``judge:<c>:<r>``   RDF vs the reference, fusion/explosion, force deviation vs the trust band
    reliable -> production; else ``label:<c>:<r+1>``: oracle labels for the selected frames
-4. ``prod:<c>:<T>:<k>`` production MD for every temperature and replica, then ``transport:<c>``:
+4. ``prod:<c>`` production MD, every temperature x replica as one batch, then ``transport:<c>``:
    D(T), sigma(T), Ea, log10 sigma(300 K) with errors.
 
 Reasons a candidate ends: converged, budget_spent (max_rounds without a reliable model),
@@ -191,7 +191,7 @@ class Campaign:
             out["plots"] = []
         if self.cfg["tracking"]["log_trajectories"]:
             md_dir = self.root / "md" / key
-            out["trajectories"] = sorted(str(p) for p in md_dir.glob("*.h5")) if md_dir.exists() else []
+            out["trajectories"] = sorted(str(p) for p in md_dir.glob("*/*.h5")) if md_dir.exists() else []
         return out
 
     def _stage(self, key: str, stage: str, round_: int | None = None) -> None:
@@ -208,8 +208,10 @@ class Campaign:
             return done
         value = work()
         self.ledger.record_step(step, value)
-        if isinstance(value, dict) and value.get("simulated_ps"):
-            self.ledger.add_simulated_ps(key, value["simulated_ps"])
+        runs = value.get("runs", [value]) if isinstance(value, dict) else []
+        ps = sum(r.get("simulated_ps", 0.0) for r in runs if isinstance(r, dict))
+        if ps:
+            self.ledger.add_simulated_ps(key, ps)
         return value
 
     def _training_set(self, key: str, formula: str) -> list[str]:
@@ -266,8 +268,8 @@ class Campaign:
                     self._track("log_training", self.key, f"{key}/r{r}", info,
                                 f"{self.experiment}-ensemble" if cfg["tracking"]["register_models"] else None)
             explore = self._once(f"explore:{key}:{r}", key, lambda: self.md.call(
-                "run", members, row["structure_path"], md["reference_temperature_K"], md["exploration_steps"],
-                md, st, seed + 1000 * r, str(base / "md" / key / f"explore_r{r}.h5")))
+                "run", members, row["structure_path"], [md["reference_temperature_K"]], 1, md["exploration_steps"],
+                md, st, seed + 1000 * r, str(base / "md" / key / f"explore_r{r}"), True)[0])
             verdict = self._once(f"judge:{key}:{r}", key, lambda: self._get(self.judge.judge.remote(
                 explore, ref, st, al)))
             diag = {"round": r, "verdict": verdict["status"], "rdf_mae": verdict["rdf_mae"],
@@ -304,16 +306,9 @@ class Campaign:
         self._stage(key, "production")
         with self._tracker_lock:
             self._track("candidate_progress", self.key, key, "production", self.ledger.candidate(key)["round"])
-        jobs = [(t, k) for t in md["temperatures_K"] for k in range(md["replicas"])]
-
-        def production(job):
-            t, k = job
-            return self._once(f"prod:{key}:{t:g}:{k}", key, lambda: self.md.call(
-                "run", members, row["structure_path"], t, md["steps"], md, st, seed + 7 * k + int(t),
-                str(base / "md" / key / f"prod_{t:g}K_{k}.h5")))
-
-        with ThreadPoolExecutor(max_workers=len(self.md.actors)) as pool:
-            runs = list(pool.map(production, jobs))
+        runs = self._once(f"prod:{key}", key, lambda: {"runs": self.md.call(
+            "run", members, row["structure_path"], md["temperatures_K"], md["replicas"], md["steps"], md, st,
+            seed + 77, str(base / "md" / key / "production"))})["runs"]
         stable = [run for run in runs if not (run.get("exploded") or run.get("fusion"))]
         unstable_t = sorted({run["temperature_K"] for run in runs if run not in stable})
         if not stable:
