@@ -111,8 +111,14 @@ def whole_atom_occupancies(structure, oxidation_states: dict | None = None):
         for i in idx:
             new_species[i] = occ
     out = structure.copy()
+    empty = []
     for i, occ in new_species.items():
-        out.replace(i, occ, coords=structure[i].frac_coords)
+        if occ:
+            out.replace(i, occ, coords=structure[i].frac_coords)
+        else:
+            empty.append(i)      # orbit left with no atoms (e.g. 0.1 x 4 sites -> 0)
+    if empty:
+        out.remove_sites(empty)
     return out, choices, oxi
 
 
@@ -146,6 +152,9 @@ def order_structure(structure, oxidation_states: dict | None = None):
     if n_dis > MAX_DISORDERED_SITES:
         raise InputError(f"{n_dis} partially occupied sites are too many to order (limit {MAX_DISORDERED_SITES}); "
                          "use the primitive or conventional cell, not a supercell")
+    if whole.is_ordered:  # whole-atom rounding already fixed every site
+        choices.append("every orbit full or empty after whole-atom rounding: no arrangement to choose")
+        return _plain(whole).get_sorted_structure(), choices
     whole.add_oxidation_state_by_element(oxi)
     trans = OrderDisorderedStructureTransformation(algo=OrderDisorderedStructureTransformation.ALGO_FAST)
     ordered = trans.apply_transformation(whole)

@@ -85,3 +85,12 @@ def test_cli_candidates(tmp_path, capsys):
     assert main(["candidates"]) == 2
     assert "no compositions given" in capsys.readouterr().err
     assert main(["candidates", "Li3PS4", "--prototypes", "NoSuchProto"]) == 2
+
+
+def test_relaxation_failure_is_a_recorded_rejection(tmp_path, monkeypatch):
+    """EMT has no Li/P/S parameters: the oracle error becomes the candidate's reason, not a crash."""
+    from reference.oracles import Oracle
+
+    monkeypatch.setenv("MATSCREEN_CACHE", str(tmp_path))
+    (cand,) = propose(["Li3PSe4"], prototypes=["Li3PS4"], oracle=Oracle("emt"))
+    assert cand.status == "rejected" and cand.reason.startswith("relaxation failed")

@@ -120,3 +120,10 @@ def test_cli_structures_list_and_show(tmp_path, capsys):
     assert Structure.from_file(out).composition.reduced_formula == "Li10Ge(PS6)2"
     assert main(["structures", "show", "NoSuchThing"]) == 2
     assert "unknown library structure" in capsys.readouterr().err
+
+
+def test_near_full_occupancies_rounded_with_logged_choice(shared_data):
+    """gamma-Li3PS4 has S sites at 0.97-0.99: 7.82 S -> 8 (charge balanced), logged, not silent."""
+    s, choices = read_structure(shared_data / "structures" / "gamma-Li3PS4_icsd-180318_obelix-joc.cif")
+    assert s.is_ordered and s.composition.as_dict() == {"Li": 6.0, "P": 2.0, "S": 8.0}
+    assert any("S 3.88 -> 4" in c for c in choices)
