@@ -209,6 +209,8 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                 try:
                     result = science.transport([dict(r) for r in mine.values()], bench["structures"][mat], md["equilibration_steps"])
                     sigma = _neg_log10_sigma_S_cm(result)
+                    if not math.isfinite(sigma):
+                        verdict = f"stable (no sigma: {str(result.get('note', 'no Arrhenius fit'))[:60]})"
                 except (ValueError, ZeroDivisionError, RuntimeError) as exc:  # too short / no diffusion
                     sigma = float("nan")
                     verdict = f"stable (no sigma: {str(exc).splitlines()[0][:60]})"
