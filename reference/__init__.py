@@ -28,4 +28,14 @@ def candidate_structure(formula: str, prototype: str):
     return _cs(formula, prototype)
 
 
-__all__ = ["make_oracle", "candidate_structure"]
+def library_structure(name: str):
+    """The ordered pymatgen Structure of library entry ``name`` (e.g. ``Li10GeP2S12``).
+
+    ``reference.structures.library_structure`` gives the full record (provenance, ordering choices).
+    """
+    from reference.structures import library_structure as _ls
+
+    return _ls(name).structure
+
+
+__all__ = ["make_oracle", "candidate_structure", "library_structure"]

@@ -94,3 +94,13 @@ def test_relaxation_failure_is_a_recorded_rejection(tmp_path, monkeypatch):
     monkeypatch.setenv("MATSCREEN_CACHE", str(tmp_path))
     (cand,) = propose(["Li3PSe4"], prototypes=["Li3PS4"], oracle=Oracle("emt"))
     assert cand.status == "rejected" and cand.reason.startswith("relaxation failed")
+
+
+def test_package_level_api_used_by_the_campaign():
+    import reference
+
+    s = reference.library_structure("Li4GeS4")
+    assert s.composition.reduced_formula == "Li4GeS4" and s.is_ordered
+    assert reference.candidate_structure("Li4SnS4", "Li4GeS4").composition.reduced_formula == "Li4SnS4"
+    with pytest.raises(ValueError):
+        reference.candidate_structure("Li2S", "Li10GeP2S12")
