@@ -173,7 +173,8 @@ class Campaign:
         cand = self.ledger.candidate(key)
         params = {"formula": row["formula"], "prototype": row.get("prototype") or "",
                   "model_version": cand.get("model_version") or "", "oracle": self.cfg["oracle"]["name"]}
-        artifacts = self._artifacts(key, result)
+        with self._tracker_lock:  # matplotlib's pyplot is not thread-safe
+            artifacts = self._artifacts(key, result)
         self.ledger.update_candidate(key, stage="done", reason=reason, verdict=verdict, detail=detail,
                                      results=result)
         with self._tracker_lock:

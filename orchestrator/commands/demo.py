@@ -1,4 +1,11 @@
-"""`matscreen demo`: the chemspace demo on the Li-{Ge,Si,Sn}-P-{S,Se} space (until the campaign lands)."""
+"""`matscreen demo` (= `make demo`): the full active-learning campaign on the embedded default spec.
+
+The default is a small Li-{Ge,Si,Sn}-P-S screen (orchestrator/campaign_demo.yaml, same text as
+campaigns/demo.yaml): three LGPS-type candidates, the CHGNet oracle, a SchNet + DimeNet++ student
+ensemble, batched MLFF MD, stability verdicts, D(T), sigma(T), Ea and log10 sigma(300 K) with errors.
+It ends by printing the ranked table and the command that opens the MLflow UI on the results.
+``--chemspace-only`` runs the chemical-space overview instead (enumerate, filter, label, map).
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,29 +17,66 @@ from pathlib import Path
 ELEMENTS = "Li,Ge,Si,Sn,P,S,Se"
 
 HELP = """\
-Enumerate, filter, label and map the Li-{Ge,Si,Sn}-P-{S,Se} chemical space (binaries to
-quaternaries containing Li, stoichiometric factors 1..8, SMACT 2014 oxidation states):
+Run the embedded default campaign end to end (about 10-15 minutes on 2 CPU cores):
 
+  candidates   Li10GeP2S12, Li10SiP2S12, Li10SnP2S12 built on the LGPS prototype
+  oracle       CHGNet 0.3.0 (bundled weights; no download): short reference MD + labels
+  students     SchNet + DimeNet++ ensemble, retrained on new labels each round
+  MD           batched MLFF MD at 700/900/1100 K; verdicts (RDF vs reference, fusion/explosion,
+               ensemble force deviation with 0.05/0.15 eV/Å trust levels)
+  results      ranked table of log10 sigma(300 K) and Ea with errors; MLflow UI command
+
+State goes to .matscreen/store/demo (the ledger: re-running resumes), MLflow to
+.matscreen/mlflow.db (or $MLFLOW_TRACKING_URI).  `matscreen campaign defaults` prints the spec.
+
+--chemspace-only: the chemical-space overview of Li-{Ge,Si,Sn}-P-{S,Se} instead (binaries to
+quaternaries containing Li, stoichiometric factors 1..8, SMACT 2014 oxidation states):
   1. compositions.parquet  every composition of the space with its SMACT verdict (allowed),
                            known/unknown label and category (standard, missing, interesting, unlikely)
   2. candidates.parquet    the filtered candidates: allowed, unknown, with S or Se as an anion
   3. map_<embedding>_*.png 2D maps (PCA, t-SNE, UMAP) coloured by category and anion family
-
 Labels come from the Materials Project when MP_API_KEY is set (answers cached on disk), else from
 the small bundled file chemspace/data/known_li_thiophosphates.csv (or --known FILE).
 """
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="run the embedded default job (chemspace demo: Li-{Ge,Si,Sn}-P-{S,Se})",
+    p = subparsers.add_parser("demo", help="run the embedded default campaign (Li-{Ge,Si,Sn}-P-S, full active-learning loop)",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="outputs/demo", help="output folder (default %(default)s)")
-    p.add_argument("--known", default=None, metavar="FILE|mp",
+    p.add_argument("--spec", default=None, help="a campaign spec to run instead of the embedded demo")
+    p.add_argument("--store", default=None, help="data-store directory (default .matscreen/store)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.add_argument("--chemspace-only", action="store_true",
+                   help="run only the chemical-space overview (enumerate, filter, label, map) into --out")
+    g = p.add_argument_group("chemspace overview (any of these implies --chemspace-only)")
+    g.add_argument("--out", default=None, help="output folder (default outputs/demo)")
+    g.add_argument("--known", default=None, metavar="FILE|mp",
                    help="known formulas: a CSV/Parquet file or 'mp'; default mp if MP_API_KEY is set, else bundled")
-    p.add_argument("--embedding", default="magpie", help="element embedding for the maps (default magpie)")
-    p.add_argument("--methods", default="pca,tsne,umap", help="map methods (default %(default)s)")
-    p.add_argument("--per-category", type=int, default=150, help="map sample size per category (default 150)")
+    g.add_argument("--embedding", default=None, help="element embedding for the maps (default magpie)")
+    g.add_argument("--methods", default=None, help="map methods (default pca,tsne,umap)")
+    g.add_argument("--per-category", type=int, default=None, help="map sample size per category (default 150)")
     p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    chemspace_opts = ("out", "known", "embedding", "methods", "per_category")
+    if args.chemspace_only or any(getattr(args, o) is not None for o in chemspace_opts):
+        for opt, default in (("out", "outputs/demo"), ("embedding", "magpie"), ("methods", "pca,tsne,umap"),
+                             ("per_category", 150)):
+            if getattr(args, opt) is None:
+                setattr(args, opt, default)
+        return chemspace_demo(args)
+    from orchestrator.commands.campaign import run_campaign
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(args.spec)  # None: the embedded default
+    t0 = time.perf_counter()
+    print(f"matscreen demo: campaign '{spec.name}' - {', '.join(spec.candidates.formulas)} "
+          f"with oracle {spec.oracle.name} and {'+'.join(spec.models.architectures)} students", flush=True)
+    rc = run_campaign(spec, store=args.store, num_cpus=args.num_cpus, quiet=args.quiet)
+    print(f"demo finished in {time.perf_counter() - t0:.0f} s")
+    return rc
 
 
 def bundled_known() -> Path:
@@ -42,7 +86,8 @@ def bundled_known() -> Path:
     return Path(chemspace.__file__).parent / "data" / "known_li_thiophosphates.csv"
 
 
-def cmd_demo(args) -> int:
+def chemspace_demo(args) -> int:
+    """The chemical-space overview (the chemspace stage's demo)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
