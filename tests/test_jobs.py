@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.scheduler import ScheduleStore, campaign_entrypoint, parse_time, run_due
+from orchestrator.scheduler import ScheduleStore, parse_time, run_due
 from orchestrator.scheduler_backends import RayJobBackend, package_working_dir, runtime_env
 from orchestrator.scheduler_tracking import ExecutionRecorder
 
@@ -137,7 +137,7 @@ def test_malformed_spec_fails_before_submission(tmp_path, capsys):
     assert rc == 2 and "md.temperature_K" in err
 
 
-def test_job_submission_and_scheduler_on_a_real_head(ray_head, tmp_path, monkeypatch):
+def test_job_submission_and_scheduler_on_a_real_head(ray_head, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     backend = RayJobBackend(ray_head)
@@ -146,11 +146,12 @@ def test_job_submission_and_scheduler_on_a_real_head(ray_head, tmp_path, monkeyp
     #    campaigns/smoke.yaml` does; the job finds MLflow and the store through the environment
     store = tmp_path / "store"
     monkeypatch.setenv("MATSCREEN_STORE", str(store))
-    job = backend.submit(campaign_entrypoint("campaigns/smoke.yaml"), "matscreen-smoke-test", str(ROOT),
-                         {"matscreen.spec": "campaigns/smoke.yaml"})
-    status = wait_job(backend, job, timeout=400)
+    rc = main(["schedule", "submit", "campaigns/smoke.yaml", "--address", ray_head, "--working-dir", str(ROOT), "--wait"])
+    out = capsys.readouterr().out
+    job = out.split("submitted job ")[1].split()[0]
     logs = backend.logs(job)
-    assert status == "SUCCEEDED", logs[-3000:]
+    assert rc == 0 and f"job {job}: SUCCEEDED" in out, logs[-3000:]
+    assert "campaign run campaigns/smoke.yaml" in out
     assert (store / "smoke" / "ledger.sqlite").exists()
     from mlflow.tracking import MlflowClient
 
