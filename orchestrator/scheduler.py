@@ -35,7 +35,7 @@ from common.errors import InputError
 SCHEDULES_ENV = "MATSCREEN_SCHEDULES"
 DEFAULT_SCHEDULES_FILE = Path(".matscreen") / "schedules.json"
 EXPERIMENT = "matscreen-schedules"
-# The campaign-run option that screens only new candidates and candidates whose model version changed.
+# The campaign-run option for re-runs: regenerate the candidate list, screen only candidates not seen before.
 INCREMENTAL_FLAG = "--incremental"
 ACTIVE = ("SUBMITTED", "PENDING", "RUNNING")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")

@@ -69,8 +69,11 @@ def runtime_env(working_dir: str | os.PathLike, environ=None) -> dict:
 
 
 def dashboard_address(address: str | None = None) -> str:
-    """The Ray dashboard (job server) address: argument, else ``$RAY_ADDRESS``, else localhost:8265."""
-    address = address or os.environ.get("RAY_ADDRESS") or DEFAULT_DASHBOARD
+    """The Ray dashboard (job server) address: argument, else ``$RAY_ADDRESS`` when it is an
+    ``http(s)://`` job-server URL (a GCS ``host:6379`` address there is meant for ``ray.init``),
+    else ``http://127.0.0.1:8265``."""
+    env = os.environ.get("RAY_ADDRESS", "")
+    address = address or (env if env.startswith(("http://", "https://")) else "") or DEFAULT_DASHBOARD
     if address.startswith("ray://") or address == "auto":
         raise InputError(f"Ray address {address!r} is not a job-server address; give the dashboard URL, e.g. {DEFAULT_DASHBOARD}")
     return address if "://" in address else f"http://{address}"

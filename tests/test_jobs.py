@@ -184,3 +184,13 @@ def test_job_submission_and_scheduler_on_a_real_head(ray_head, tmp_path, monkeyp
     exp = client.get_experiment_by_name("matscreen-schedules")
     outcomes = sorted(r.data.tags["outcome"] for r in client.search_runs([exp.experiment_id]))
     assert outcomes == ["SKIPPED_STILL_RUNNING", "SUCCEEDED"]
+
+
+def test_dashboard_address_resolution(monkeypatch):
+    from orchestrator.scheduler_backends import dashboard_address
+
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # a GCS address, meant for ray.init
+    assert dashboard_address() == "http://127.0.0.1:8265"
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")
+    assert dashboard_address() == "http://head:8265"
+    assert dashboard_address("10.0.0.5:8265") == "http://10.0.0.5:8265"
