@@ -5,7 +5,10 @@ For batch sizes 1, 8 and 32 (copies of the cell, each rattled differently) it ti
 it, and prints atom-steps per second and the batch-32 / batch-1 throughput ratio (target: >= 1.3
 on a 2-core CPU, >= 8 on a GPU).  Default (untrained) hyper-parameters, float32.  Asserts nothing.
 
-    .venv/bin/python benchmarks/models.py [--models schnet painn dimenetpp cgcnn] [--device cpu cuda] [--json]
+    .venv/bin/python benchmarks/models.py [--models schnet painn dimenetpp cgcnn] [--device cpu cuda]
+                                          [--threads N] [--json]
+On a CPU shared with other busy processes, torch's default multi-threading spins and distorts the
+figures badly (a 2-thread call can take 5-10x longer than a 1-thread call); use --threads 1 there.
 """
 from __future__ import annotations
 
@@ -57,10 +60,15 @@ def main() -> None:
     parser.add_argument("--device", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--cutoff", type=float, default=5.0)
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per point")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; use 1 on a CPU shared with other jobs)")
     parser.add_argument("--json", action="store_true", help="one JSON line per (model, device)")
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from models import AtomsBatch, build_model, neighbor_list
 
@@ -78,7 +86,7 @@ def main() -> None:
     for device in devices:
         for arch in args.models:
             model = build_model(arch, elements, dtype="float32", seed=0, cutoff=args.cutoff).to(device).eval()
-            row = {"model": arch, "device": device, "atoms": len(base)}
+            row = {"model": arch, "device": device, "atoms": len(base), "threads": torch.get_num_threads()}
             for bs in BATCHES:
                 batch = AtomsBatch.from_atoms(frames[:bs], dtype=torch.float32, device=device)
                 nl = neighbor_list(batch, args.cutoff)

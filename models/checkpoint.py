@@ -27,6 +27,10 @@ def model_to_dict(model, training: dict | None = None, state_dict: dict | None =
     """The checkpoint dict of one model (``state_dict`` overrides the model's own weights)."""
     dtype = "float64" if model.param_dtype == torch.float64 else "float32"
     sd = state_dict if state_dict is not None else model.state_dict()
+    norm = model.normalisation()
+    if state_dict is not None:   # describe the weights actually stored
+        norm = {"reference_energies_eV": {int(z): float(e) for z, e in zip(model.elements, sd["reference_energies"].tolist())},
+                "energy_scale_eV": float(sd["energy_scale"]), "energy_shift_eV_atom": float(sd["energy_shift"])}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -34,7 +38,7 @@ def model_to_dict(model, training: dict | None = None, state_dict: dict | None =
         "hparams": model.hparams(),
         "dtype": dtype,
         "elements": [int(z) for z in model.elements],
-        "normalisation": model.normalisation(),
+        "normalisation": norm,
         "state_dict": {k: v.detach().cpu().clone() for k, v in sd.items()},
         "training": dict(training or {}),
     }
