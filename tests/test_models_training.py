@@ -17,6 +17,15 @@ from models.batch import AtomsBatch
 TINY_SCHNET = dict(hidden_channels=24, num_filters=24, num_interactions=2, num_gaussians=16)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models gain nothing from threads; on a shared CPU spinning threads slow them badly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def emt_frames(n, seed=0, gold_every=0, rattle=0.12, temperature=300.0, run="r0"):
     """Rattled 4-atom fcc Cu (optionally with Au) cells labelled by ASE's EMT."""
     frames = []
@@ -42,7 +51,6 @@ def config(**kw):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A small SchNet trained on EMT copper; held-out MAE before and after."""
-    torch.set_num_threads(2)
     train, test = emt_frames(24, seed=0), emt_frames(8, seed=1)
     model = build_model("schnet", [29], seed=0, cutoff=4.0, **TINY_SCHNET)
     out = tmp_path_factory.mktemp("ckpt") / "cu.pt"
