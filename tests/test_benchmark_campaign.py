@@ -40,7 +40,7 @@ def tiny_spec(tmp_path: Path, shared_data: Path, **bench_overrides) -> Path:
             **bench_overrides,
         },
         "oracle": {"name": f"{Path(__file__).resolve()}:soft_oracle"},
-        "models": {"ensemble_size": 2, "hidden": 8, "layers": 1, "cutoff_A": 4.0},
+        "models": {"ensemble_size": 1, "hidden": 8, "layers": 1, "cutoff_A": 4.0},
         "training": {"epochs": 2, "batch_size": 4, "max_minutes": 0.3},
         "md": {"temperatures_K": [800.0, 1200.0], "replicas": 2, "steps": 24, "equilibration_steps": 2,
                "save_every": 1, "reference_steps": 10, "reference_temperature_K": 800.0},
