@@ -116,6 +116,26 @@ def mp_api_key(secrets_file: str | os.PathLike | None = None, required: bool = F
     return key
 
 
+def export_secrets_file(secrets_file: str | os.PathLike | None = None) -> list[str]:
+    """Put the secrets file's credentials into ``os.environ`` where not already set (env wins).
+
+    For the CLI entry point: the science packages (chemspace, reference) read ``MP_API_KEY`` from
+    the environment only.  Returns the names exported (never the values).  A missing default file
+    is fine; a missing explicit file or a group/world-readable one raises InputError.
+    """
+    path = secrets_file_path(secrets_file)
+    if not path.is_file():
+        if secrets_file is not None:
+            raise InputError(f"secrets file {path} not found; create it (NAME=value lines, chmod 600)")
+        return []
+    exported = []
+    for name, value in read_secrets_file(path).items():
+        if value and not os.environ.get(name):
+            os.environ[name] = value
+            exported.append(name)
+    return exported
+
+
 def secret_values(secrets_file: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> set[str]:
     """Every credential value currently known: secret-named env vars plus the secrets file's values."""
     environ = os.environ if environ is None else environ

@@ -128,3 +128,16 @@ def test_services_bind_to_localhost_by_default():
     mlflow_cmd = " ".join(c for c in config["head_setup_commands"] + config["head_start_ray_commands"] if "mlflow server" in c)
     assert "--host 127.0.0.1" in mlflow_cmd
     assert "0.0.0.0" not in head and "0.0.0.0" not in mlflow_cmd
+
+
+def test_secrets_file_exported_for_science_packages(tmp_path, monkeypatch):
+    file = tmp_path / "secrets.env"
+    file.write_text(f"MP_API_KEY={PLANTED}\nHF_TOKEN=hf-file-value\n")
+    file.chmod(0o600)
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    monkeypatch.setenv("HF_TOKEN", "hf-env-wins")
+    monkeypatch.setenv("MATSCREEN_SECRETS_FILE", str(file))
+    assert secrets.export_secrets_file() == ["MP_API_KEY"]
+    assert os.environ["MP_API_KEY"] == PLANTED and os.environ["HF_TOKEN"] == "hf-env-wins"
+    monkeypatch.setenv("MATSCREEN_SECRETS_FILE", str(tmp_path / "absent.env"))
+    assert secrets.export_secrets_file() == []
