@@ -380,10 +380,10 @@ def format_table(rows: list[dict]) -> str:
             return "-"
         return (fmt.format(v) + (" ± " + fmt.format(e) if e is not None else ""))
 
-    head = ["rank", "candidate", "reason", "rounds", "log10 σ300K (mS/cm)", "Ea (eV)", "sim ns"]
+    head = ["rank", "candidate", "reason", "rounds", "log10 σ300K (mS/cm)", "Ea (eV)", "sim ps"]
     body = [[str(r["rank"] or "-"), r["candidate"], r["reason"] or r["stage"], str(r["rounds"]),
              pm(r["log10_sigma_300K"], r["log10_sigma_300K_err"]),
-             pm(r["activation_energy_eV"], r["activation_energy_eV_err"], "{:.3f}"), f"{r['simulated_ns']:.3f}"]
+             pm(r["activation_energy_eV"], r["activation_energy_eV_err"], "{:.3f}"), f"{r['simulated_ns'] * 1000:.1f}"]
             for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
