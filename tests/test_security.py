@@ -134,7 +134,7 @@ def test_secrets_file_exported_for_science_packages(tmp_path, monkeypatch):
     file = tmp_path / "secrets.env"
     file.write_text(f"MP_API_KEY={PLANTED}\nHF_TOKEN=hf-file-value\n")
     file.chmod(0o600)
-    monkeypatch.delenv("MP_API_KEY", raising=False)
+    monkeypatch.setenv("MP_API_KEY", "")  # empty counts as unset; monkeypatch restores it afterwards
     monkeypatch.setenv("HF_TOKEN", "hf-env-wins")
     monkeypatch.setenv("MATSCREEN_SECRETS_FILE", str(file))
     assert secrets.export_secrets_file() == ["MP_API_KEY"]
