@@ -220,7 +220,7 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     csv_text, table = table_csv(rows), format_table(rows)
     atomic_write_text(out / "table.csv", csv_text)
     atomic_write_text(out / "table.md", table + "\n")
-    atomic_write_text(out / "table.json", json.dumps(rows, indent=2, default=_json_num) + "\n")
+    atomic_write_text(out / "table.json", json.dumps([{k: _json_num(v) for k, v in r.items()} for r in rows], indent=2) + "\n")
     _log_mlflow(cfg, bench, rows, out, tracking_uri)
     return rows
 
@@ -265,7 +265,7 @@ def table_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows([{k: ("" if _json_num(v) is None else v) for k, v in r.items()} for r in rows])
     return buf.getvalue()
 
 

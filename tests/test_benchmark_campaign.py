@@ -116,4 +116,7 @@ def test_table_formatting_handles_missing_values():
     rows = [{"model": "painn", "material": "Li3PS4", "role": "transfer", "force_mae_meV_A": 51.234,
              "rdf_mae": float("nan"), "verdict": "unstable: fusion", "neg_log10_sigma_300K": float("nan")}]
     text = format_table(rows)
+    from orchestrator.benchmark import table_csv
+
+    assert table_csv(rows).splitlines()[1] == "painn,Li3PS4,transfer,51.234,,unstable: fusion,"
     assert "51.2" in text and "unstable: fusion" in text and text.count("| -") >= 2
