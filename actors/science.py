@@ -64,17 +64,22 @@ def generate_candidates(spec: dict, out_dir: str) -> list[dict]:
     structures = dict(cand_cfg["structures"])
     if not formulas and structures:
         formulas = list(structures)
-    if not formulas:
-        formulas = _enumerate_formulas(spec)
+    enumerated = not formulas
+    if enumerated:  # only compositions that give a structure are kept (at most 30 tries per slot)
+        formulas = _enumerate_formulas(spec)[:30 * cand_cfg["max_candidates"]]
     rows: list[dict] = []
     for formula in formulas:
         if len(rows) >= cand_cfg["max_candidates"]:
             break
+        if not cand_cfg["include_known"] and not cand_cfg["formulas"] and _is_known(formula):
+            continue
         atoms, prototype, why = None, None, ""
         if formula in structures:
             atoms, prototype = _read_structure(structures[formula]), Path(structures[formula]).stem
         else:
             atoms, prototype, why = _structure_from_prototypes(formula, spec)
+        if enumerated and atoms is None:
+            continue
         key = candidate_key(formula, prototype)
         row = {"key": key, "formula": formula, "prototype": prototype, "structure_path": None, "reason": why}
         if atoms is not None:
@@ -91,27 +96,30 @@ def generate_candidates(spec: dict, out_dir: str) -> list[dict]:
 
 
 def _enumerate_formulas(spec: dict) -> list[str]:
+    """Allowed compositions of ``space`` (``chemspace``) whose anonymous formula fits a prototype."""
+    from pymatgen.core import Composition
+
     space = spec["space"]
     try:
-        chemspace = importlib.import_module("chemspace")
-        enumerate_fn = getattr(chemspace, "enumerate_compositions")
-    except (ImportError, AttributeError):
+        from chemspace import enumerate_compositions
+    except ImportError:
         raise InputError("candidates.formulas is empty and chemspace enumeration is not available; "
                          "list the formulas to screen under candidates.formulas") from None
-    table = enumerate_fn(elements=space["elements"], arity=(space["arity_min"], space["arity_max"]),
-                         max_stoichiometry=space["max_stoichiometry"])
-    formulas = [f for f in _formula_column(table)
-                if all(el in re.findall(r"[A-Z][a-z]?", f) for el in space["require"])]
-    return formulas
-
-
-def _formula_column(table) -> list[str]:
-    for col in ("formula", "reduced_formula", "composition"):
+    table = enumerate_compositions(space["elements"], arity=list(range(space["arity_min"], space["arity_max"] + 1)),
+                                   must_contain=space["require"] or None, max_stoich=space["max_stoichiometry"],
+                                   include_disallowed=not (space["charge_neutral"] or space["electronegativity"]))
+    formulas = sorted(set(table.column("formula").to_pylist()))
+    shapes = set()
+    for proto in spec["prototypes"]:
         try:
-            return [str(x) for x in table[col]]
-        except (KeyError, TypeError, IndexError):
+            from reference.candidates import _prototype
+
+            shapes.add(_prototype(proto)[1].composition.anonymized_formula)
+        except (ImportError, ValueError):
             continue
-    return [str(x) for x in table]
+    if shapes:
+        formulas = [f for f in formulas if Composition(f).anonymized_formula in shapes]
+    return formulas
 
 
 def _structure_from_prototypes(formula: str, spec: dict):

@@ -231,6 +231,9 @@ class Campaign:
     def _candidate(self, row: dict) -> None:
         cfg, key = self.cfg, row["key"]
         cand = self.ledger.candidate(key)
+        if cand["stage"] == "done" and cand["reason"] == "error":
+            self.ledger.update_candidate(key, stage="pending", reason=None, detail=None)  # retry; steps are kept
+            cand = self.ledger.candidate(key)
         if cand["stage"] == "done":  # make sure MLflow has it (a crash may have hit between the two)
             self._finish(row, cand["reason"], cand["verdict"] or "", cand["detail"] or "", cand["results"])
             return

@@ -85,7 +85,7 @@ class Tracker:
         """The run for ``key``, created (nested under ``parent_key``'s run) if it does not exist."""
         found = self.find_run(key)
         if found is not None:
-            if found.info.status != "RUNNING" and found.data.tags.get(LOGGED_TAG) != "1":
+            if found.info.status not in ("RUNNING", "FINISHED") and found.data.tags.get("reason") == "error":
                 self.client.update_run(found.info.run_id, status="RUNNING")
             return found.info.run_id
         all_tags = {KEY_TAG: key, KIND_TAG: kind, "mlflow.runName": name, **(tags or {})}
@@ -133,8 +133,8 @@ class Tracker:
         run_id = self.run_id(f"{campaign_key}/{key}", "candidate", key, parent_key=campaign_key,
                              tags={"matscreen.candidate": key})
         run = self.client.get_run(run_id)
-        if run.data.tags.get(LOGGED_TAG) == "1":
-            return run_id
+        if run.data.tags.get(LOGGED_TAG) == "1" and run.data.tags.get("reason") == reason:
+            return run_id  # already complete (an errored candidate retried later is logged again)
         self._params(run_id, params)
         metrics: list[tuple[str, float, int]] = []
         for d in rounds:
