@@ -169,7 +169,7 @@ def too_short_distances(structure, factor: float = MIN_DISTANCE_FACTOR) -> str:
     return (f"too-short distance {s[i[k]]}-{s[j[k]]} {d[k]:.2f} Å (< {factor} x covalent sum {limit[k] / factor:.2f} Å)")
 
 
-def _prototype(proto: str):
+def prototype_structure(proto: str):
     """(name, ordered pymatgen Structure, provenance) for a library name or a file path."""
     from reference.structures import library_names, library_structure, read_structure
 
@@ -180,6 +180,9 @@ def _prototype(proto: str):
         library_structure(proto)  # raises the helpful InputError for unknown names
     item = library_structure(proto)
     return item.key, item.structure, dict(item.provenance)
+
+
+_prototype = prototype_structure   # older private name, still used by actors/science.py
 
 
 def candidate_structure(formula: str, prototype: str):
