@@ -265,12 +265,11 @@ class Campaign:
                 labels, cfg["models"], cfg["training"], init, str(base / "models" / key / f"r{r}"), seed + r)))
             members = train["members"]
             self.ledger.update_candidate(key, model_version=f"{key}/r{r}")
-            if True:  # every training round gets its nested MLflow run
-                info = {**train, "candidate": key, "round": r, "init": bool(init),
-                        "architectures": ",".join(cfg["models"]["architectures"])}
-                with self._tracker_lock:
-                    self._track("log_training", self.key, f"{key}/r{r}", info,
-                                f"{self.experiment}-ensemble" if cfg["tracking"]["register_models"] else None)
+            info = {**train, "candidate": key, "round": r, "init": bool(init),
+                    "architectures": ",".join(cfg["models"]["architectures"])}
+            with self._tracker_lock:  # every training round: a nested MLflow run (+ a registry version)
+                self._track("log_training", self.key, f"{key}/r{r}", info,
+                            f"{self.experiment}-ensemble" if cfg["tracking"]["register_models"] else None)
             explore = self._once(f"explore:{key}:{r}", key, lambda: self.md.call(
                 "run", members, row["structure_path"], [md["reference_temperature_K"]], 1, md["exploration_steps"],
                 md, st, seed + 1000 * r, str(base / "md" / key / f"explore_r{r}"), True)[0])
