@@ -117,11 +117,35 @@ class Campaign:
         ``incremental``: generate the candidate list again and screen the new ones (finished
         candidates are kept as they are), e.g. for a scheduled campaign whose space grew.
         """
-        self._actors()
+        lock = self._lock()
         try:
-            return self._run(incremental)
+            self._actors()
+            try:
+                return self._run(incremental)
+            finally:
+                self.close()
         finally:
-            self.close()
+            lock.close()  # releases the flock
+
+    def _lock(self):
+        """One driver per campaign: an exclusive flock on ``<store>/<name>/campaign.lock`` (freed by the OS
+        when the driver dies, so a killed driver never blocks the resume)."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fh = open(self.root / "campaign.lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise InputError(f"campaign '{self.name}' is already running ({holder}); wait for it or stop it first") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        return fh
 
     def close(self) -> None:
         """Release this campaign's actors (their CPUs/GPUs go back to the cluster)."""

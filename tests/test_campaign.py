@@ -210,3 +210,26 @@ def test_progress_line():
           "simulated_ns": 0.0125})
     line = buf.getvalue()
     assert "candidates 1/3 done (1 converged, 0 failed) | 2 running | round 1 | 0.0125 ns simulated" in line
+
+
+def test_second_driver_on_the_same_campaign_is_refused(tmp_path):
+    from orchestrator.loop import Campaign
+
+    spec = validate({"name": "locked"})
+    first = Campaign(spec, store=tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    held = first._lock()
+    try:
+        with pytest.raises(InputError, match=r"campaign 'locked' is already running \(pid \d+\)"):
+            Campaign(spec, store=tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")._lock()
+    finally:
+        held.close()
+    Campaign(spec, store=tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")._lock().close()  # free again
+
+
+def test_changed_science_spec_is_refused_on_resume(tmp_path):
+    from orchestrator.loop import Campaign
+
+    Campaign(validate({"name": "c"}), store=tmp_path, tracking_uri="sqlite:///x.db")
+    Campaign(validate({"name": "c", "resources": {"md_workers": 3}}), store=tmp_path, tracking_uri="sqlite:///x.db")
+    with pytest.raises(InputError, match="different spec"):
+        Campaign(validate({"name": "c", "md": {"steps": 99}}), store=tmp_path, tracking_uri="sqlite:///x.db")
