@@ -20,6 +20,7 @@ STAGE_MODULES = [
     "md",
     "campaign",
     "schedule",
+    "benchmark",
     "demo",
 ]
 
@@ -67,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2 if args.command is None and argv not in (None, []) else 0
     try:
+        # credentials from the secrets file reach the stages through the environment only
+        from orchestrator.secrets import export_secrets_file
+
+        export_secrets_file()
         rc = args.func(args)
     except InputError as exc:
         print(f"matscreen: error: {exc}", file=sys.stderr)
