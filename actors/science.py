@@ -112,9 +112,9 @@ def _enumerate_formulas(spec: dict) -> list[str]:
     shapes = set()
     for proto in spec["prototypes"]:
         try:
-            from reference.candidates import _prototype
+            from reference.candidates import prototype_structure
 
-            shapes.add(_prototype(proto)[1].composition.anonymized_formula)
+            shapes.add(prototype_structure(proto)[1].composition.anonymized_formula)
         except (ImportError, ValueError):
             continue
     if shapes:
