@@ -21,12 +21,16 @@ from actors import science
 
 
 def remote(cls, *, num_cpus: float = 0.0, num_gpus: float = 0.0, max_restarts: int = 3,
-           max_task_retries: int = 2, name: str | None = None, max_concurrency: int = 1):
-    """``ray.remote(cls).options(...)`` with the campaign's restart policy."""
+           max_task_retries: int = 2, name: str | None = None, max_concurrency: int = 1,
+           resources: dict | None = None):
+    """``ray.remote(cls).options(...)`` with the campaign's restart policy (and custom ``resources``,
+    see :mod:`actors.placement`)."""
     opts: dict[str, Any] = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
                                 max_task_retries=max_task_retries, max_concurrency=max_concurrency)
     if name:
         opts["name"] = name
+    if resources:
+        opts["resources"] = dict(resources)
     return ray.remote(cls).options(**opts)
 
 
@@ -65,20 +69,23 @@ class ReferenceWorker:
         return science.reference_md(structure_path, oracle, md["reference_temperature_K"], md["reference_steps"],
                                     md["timestep_fs"], max(1, md["reference_steps"] // 20), seed, out_path)
 
-    def initial_labels(self, ref: dict, n: int, out_path: str) -> dict:
-        """The first training set: ``n`` evenly spaced frames of the reference trajectory (already labelled)."""
+    def initial_labels(self, ref: dict, n: int, out_path: str, run_id: str) -> dict:
+        """The first training set: ``n`` evenly spaced frames of the reference trajectory (already labelled),
+        appended to the data store as the shard ``out_path`` (source ``oracle-md``)."""
         frames = science.trajectory_frames(ref["path"], labelled=True, oracle=ref.get("oracle"), source="oracle-md")
         take = frames if len(frames) <= n else [frames[int(i)] for i in
                                                  sorted({round(x) for x in _linspace(0, len(frames) - 1, n)})]
-        science._write_frames(out_path, take)
+        science.append_labels(out_path, take, run_id)
         return {"path": out_path, "n_labels": len(take), "n_failed": 0, "errors": []}
 
     def label(self, trajectory_path: str, indices: list[int], oracle: dict, temperature_K: float,
               run_id: str, out_path: str) -> dict:
+        """Oracle labels (source ``active-learning``) for the selected frames, appended to the store as the
+        shard ``out_path`` (a deterministic name: a retried call rewrites the same shard)."""
         frames = science.frames_at(trajectory_path, indices)
         good, n_failed, errors = science.label_frames(frames, oracle, "active-learning", temperature_K, run_id)
         if good:
-            science._write_frames(out_path, good)
+            science.append_labels(out_path, good, run_id)
         return {"path": out_path if good else None, "n_labels": len(good), "n_failed": n_failed,
                 "errors": errors[:5]}
 

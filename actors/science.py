@@ -364,8 +364,14 @@ def trajectory_frames(path: str, labelled: bool = False, oracle: str | None = No
 
 def train_ensemble(label_paths: list[str], models: dict, training: dict, init: list[str] | None,
                    out_dir: str, seed: int) -> dict:
-    """Train (or fine-tune ``init``) an ensemble on the labelled frames; returns checkpoint paths and scores."""
-    frames = [f for p in label_paths for f in read_frames(p)]
+    """Train (or fine-tune ``init``) an ensemble on the labelled frames; returns checkpoint paths and scores.
+
+    ``label_paths``: extxyz files, and/or store selections ``{"store": root, "shards": [[name, [i...]], ...]}``
+    (see :class:`StoreIndex`).
+    """
+    frames = []
+    for p in label_paths:
+        frames += selection_frames(p["store"], p) if isinstance(p, dict) else read_frames(p)
     if not frames:
         raise ValueError("no labelled frames to train on")
     out = Path(out_dir)
@@ -744,3 +750,90 @@ def _frame_deviations(ff, path: str) -> tuple[list[float], float | None]:
         devs += [float(x) for x in per]
     dmin = min(_min_distance(a) for a in frames)
     return devs, (dmin if math.isfinite(dmin) else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# the labelled data store (reference.store.LabelStore layout: <root>/shards/*.extxyz)
+# ----------------------------------------------------------------------------------------------
+
+
+def store_shard_path(store_root: str, campaign: str, step_key: str, n: int) -> str:
+    """Deterministic shard of one label step: ``<store>/shards/campaign-<campaign>-<step key>-r<n>.extxyz``.
+
+    A step re-run after a crash (labels appended, ledger not yet updated) rewrites the SAME file with
+    the same frames, so the store never holds a step's labels twice.
+    """
+    from reference.store import LabelStore
+
+    name = re.sub(r"[^A-Za-z0-9._@-]", "_", f"campaign-{campaign}-{step_key}-r{n}") + ".extxyz"
+    return str(LabelStore(store_root).shards_dir / name)
+
+
+def append_labels(path: str, frames: Sequence, run_id: str) -> str:
+    """Write labelled frames (checked with ``reference.store.validate_frame``) as the store shard ``path``.
+
+    Every frame carries oracle, source, temperature_K and run_id; written to a hidden temporary file and
+    renamed (the store's readers ignore the temporary).
+    """
+    from reference.store import validate_frame
+
+    frames = list(frames)
+    for i, atoms in enumerate(frames):
+        atoms.info["run_id"] = run_id
+        atoms.info.pop("step", None)
+        validate_frame(atoms, where=f"label frame {i} of {run_id}")
+    return _write_frames(path, frames)
+
+
+class StoreIndex:
+    """Read-only view of a LabelStore's shards for training-set selection (shards cached by name+size).
+
+    Each frame is addressed by (shard file name, index in the shard); shards are append-only and never
+    modified, so a recorded selection names exactly the same frames later.
+    """
+
+    def __init__(self, root: str):
+        from reference.store import LabelStore
+
+        self.store = LabelStore(root)
+        self._cache: dict[str, tuple[tuple, list[tuple[frozenset, str | None]]]] = {}
+
+    def _summary(self, path: Path) -> list[tuple[frozenset, str | None]]:
+        st = path.stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+        hit = self._cache.get(path.name)
+        if hit is None or hit[0] != stamp:
+            frames = read_frames(path)
+            hit = (stamp, [(frozenset(a.get_chemical_symbols()), a.info.get("oracle")) for a in frames])
+            self._cache[path.name] = hit
+        return hit[1]
+
+    def select(self, elements: set[str], min_shared: int, oracle: str) -> dict:
+        """Frames of ``oracle`` sharing at least ``min_shared`` elements with ``elements``.
+
+        Returns ``{"shards": [[name, [indices]], ...], "n_frames", "fingerprint"}`` (the fingerprint is a
+        hash of the selected frame addresses: it changes exactly when the selection does).
+        """
+        import hashlib
+
+        chosen = []
+        for path in self.store.shards():
+            idx = [i for i, (els, orc) in enumerate(self._summary(path))
+                   if orc == oracle and len(els & elements) >= min_shared]
+            if idx:
+                chosen.append([path.name, idx])
+        text = json.dumps([oracle, chosen], sort_keys=True)
+        return {"shards": chosen, "n_frames": sum(len(i) for _, i in chosen), "oracle": oracle,
+                "fingerprint": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
+def selection_frames(store_root: str, selection: dict) -> list:
+    """The frames a recorded selection names, read from the store's shards (energies of one oracle)."""
+    from reference.store import LabelStore
+
+    shards = LabelStore(store_root).shards_dir
+    out = []
+    for name, idx in selection["shards"]:
+        frames = read_frames(shards / name)
+        out += [frames[i] for i in idx]
+    return out

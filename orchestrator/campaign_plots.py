@@ -15,7 +15,7 @@ def candidate_plots(out_dir: str | Path, ledger, key: str, result: dict) -> list
     out = Path(out_dir)
     paths: list[str] = []
     steps = ledger.steps()
-    ref = steps.get(f"ref:{key}")
+    ref = steps.get(f"ref:{key.split('@')[0]}")  # one reference per candidate, shared by its generations <c>@g<n>
     explores = sorted((k for k in steps if k.startswith(f"explore:{key}:")), key=lambda k: int(k.rsplit(":", 1)[1]))
     if ref and explores and Path(ref["path"]).exists():
         last = steps[explores[-1]]

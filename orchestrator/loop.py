@@ -3,14 +3,29 @@
 Per candidate (each step recorded in the ledger by a stable key and never redone on resume):
 
 1. ``ref:<c>``        short oracle reference MD at ``md.reference_temperature_K`` (ReferenceWorker)
-2. ``label:<c>:0``    its frames become the first labels
+2. ``label:<c>:0``    its frames become the first labels, appended to the data store
 3. round r = 0, 1, ...:
-   ``train:<c>:<r>``   (re)train / fine-tune the ensemble on shared-element labels (Trainer)
+   ``trainset:<c>:<r>`` the training set, fixed before training: store frames of the campaign's oracle
+                        sharing >= ``active_learning.min_shared_elements`` elements with the candidate
+                        (its own labels always qualify), as (shard, frame indices) + a fingerprint
+   ``train:<c>:<r>``   (re)train / fine-tune the ensemble on exactly those frames (Trainer)
    ``explore:<c>:<r>`` MLFF MD with the ensemble at the reference temperature (MDWorker)
    ``judge:<c>:<r>``   RDF vs the reference, fusion/explosion, force deviation vs the trust band
-   reliable -> production; else ``label:<c>:<r+1>``: oracle labels for the selected frames
+   reliable -> production; else ``label:<c>:<r+1>``: oracle labels for the selected frames, appended
+   to the store
 4. ``prod:<c>`` production MD, every temperature x replica as one batch, then ``transport:<c>``:
    D(T), sigma(T), Ea, log10 sigma(300 K) with errors.
+5. ``screened:<c>``   the fingerprint of the candidate's store selection when it finished.
+
+The data store (``reference.store.LabelStore`` layout) is ``<store>/shards/*.extxyz``; this campaign's
+shards have deterministic names (``campaign-<name>-<c>-r<n>.extxyz``) written atomically, so a label
+step re-run after a crash rewrites its own shard instead of adding the frames twice.  Every frame
+carries oracle, source (``oracle-md`` / ``active-learning``), temperature_K and
+run_id ``<campaign>/<c>/r<n>``.
+
+``run(incremental=True)`` re-screens a finished candidate whose selection fingerprint changed (new
+shared-element labels in the store) as generation g: step keys and MLflow runs use ``<c>@g<g>``, the
+reference MD and first labels are reused, earlier results stay in the ledger (``history:<c>:g<n>``).
 
 Reasons a candidate ends: converged, budget_spent (max_rounds without a reliable model),
 oracle_failing (the oracle fails on too many frames), no_structure; ``error`` (with the message)
@@ -30,7 +45,7 @@ from typing import Any, Callable
 
 from common.atomic import atomic_write_text
 from common.errors import InputError
-from orchestrator.spec import Spec
+from orchestrator.spec import Spec, store_root
 from orchestrator.state import Ledger, ledger_path
 
 
@@ -48,12 +63,17 @@ class Campaign:
         self.spec = spec
         self.cfg = spec.to_dict()
         self.name = self.cfg["name"]
-        self.root = Path(store or self.cfg["store"]["path"]).resolve() / self.name
-        self.ledger = Ledger(ledger_path(self.root.parent, self.name))
+        self.store_root = store_root(store, self.cfg)
+        self.root = self.store_root / self.name
+        self.ledger = Ledger(ledger_path(self.store_root, self.name))
         self.tracking_uri = resolve_tracking_uri(tracking_uri or self.cfg["tracking"]["uri"])
         self.experiment = experiment_name(self.cfg)
         self.key = f"{self.name}:{spec.science_hash()}"
         self.on_progress = on_progress
+        self.rescreened: list[str] = []
+        self._index = None
+        self._index_lock = threading.Lock()
+        self._elements: dict[str, set[str]] = {}
         self._check_spec()
 
     # --- setup ----------------------------------------------------------------------------------
@@ -79,20 +99,25 @@ class Campaign:
         gpus = r["gpus_per_md_worker"]
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        from actors.placement import placement
+
+        self.placement = placement(ray.cluster_resources(), gpus, r["cpus_per_oracle"])
         self.generator = roles.remote(roles.CandidateGenerator, **policy).remote()
         self.judge = roles.remote(roles.StabilityJudge, **policy).remote()
         self.trainer = roles.remote(roles.Trainer, num_cpus=r["cpus_per_trainer"], **policy).remote(
             r["cpus_per_trainer"])
         self.reference = roles.ActorPool([
-            roles.remote(roles.ReferenceWorker, num_cpus=r["cpus_per_oracle"], **policy).remote(r["cpus_per_oracle"])
+            roles.remote(roles.ReferenceWorker, num_cpus=r["cpus_per_oracle"], resources=self.placement["reference"],
+                         **policy).remote(r["cpus_per_oracle"])
             for _ in range(r["reference_workers"])])
         self.md = roles.ActorPool([
-            roles.remote(roles.MDWorker, num_cpus=r["cpus_per_md_worker"], num_gpus=gpus, **policy).remote(
-                r["cpus_per_md_worker"])
+            roles.remote(roles.MDWorker, num_cpus=r["cpus_per_md_worker"], num_gpus=gpus,
+                         resources=self.placement["md"], **policy).remote(r["cpus_per_md_worker"])
             for _ in range(r["md_workers"])])
-        # the single MLflow writer: one actor, calls processed one at a time
-        self.tracker = roles.remote(Tracker, **policy).remote(self.tracking_uri, self.experiment,
-                                                              self._artifact_root())
+        # the single MLflow writer: one actor, calls processed one at a time; on the head when the
+        # cluster marks it (MLflow listens on the head's 127.0.0.1)
+        self.tracker = roles.remote(Tracker, resources=self.placement["tracker"], **policy).remote(
+            self.tracking_uri, self.experiment, self._artifact_root())
         self._tracker_lock = threading.RLock()
 
     def _artifact_root(self) -> str | None:
@@ -171,6 +196,8 @@ class Campaign:
             rows = (rows or []) + [r for r in fresh if r["key"] not in known]
             self.ledger.record_step("candidates", rows)
         self.ledger.add_candidates(rows)
+        if incremental:
+            self.rescreened = self._new_generations(rows)
         self._notify()
         with ThreadPoolExecutor(max_workers=self.cfg["resources"]["queue_size"]) as pool:
             list(pool.map(self._candidate_safe, rows))
@@ -194,15 +221,17 @@ class Campaign:
 
     def _finish(self, row: dict, reason: str, verdict: str, detail: str, result: dict) -> None:
         key = row["key"]
+        gkey = self.gkey(key)
         cand = self.ledger.candidate(key)
         params = {"formula": row["formula"], "prototype": row.get("prototype") or "",
                   "model_version": cand.get("model_version") or "", "oracle": self.cfg["oracle"]["name"]}
         with self._tracker_lock:  # matplotlib's pyplot is not thread-safe
-            artifacts = self._artifacts(key, result)
+            artifacts = self._artifacts(gkey, result)
+        self._record_screened(row, gkey)
         self.ledger.update_candidate(key, stage="done", reason=reason, verdict=verdict, detail=detail,
                                      results=result)
         with self._tracker_lock:
-            self._track("log_candidate", self.key, key, params, self.ledger.rounds(key), result, verdict, reason,
+            self._track("log_candidate", self.key, gkey, params, self.ledger.rounds(gkey), result, verdict, reason,
                         artifacts)
         self._notify()
 
@@ -239,18 +268,82 @@ class Campaign:
             self.ledger.add_simulated_ps(key, ps)
         return value
 
-    def _training_set(self, key: str, formula: str) -> list[str]:
-        """This candidate's labels plus labels of candidates whose elements are a subset of its own."""
-        mine = _elements(formula)
-        formulas = {c["key"]: c["formula"] for c in self.ledger.candidates()}
-        paths = []
-        for step, value in self.ledger.steps("label:").items():
-            owner = step.split(":")[1]
-            if not value.get("path"):
+    # --- the data store: shared-element training sets, generations ----------------------------------
+    def generation(self, key: str) -> int:
+        """How many times this candidate has been screened (1 = first; ``--incremental`` adds one when its
+        training data in the store changed)."""
+        done = self.ledger.step(f"generation:{key}")
+        return int(done["generation"]) if done else 1
+
+    def gkey(self, key: str) -> str:
+        """Step/MLflow key of the candidate's current generation: ``<c>`` then ``<c>@g2``, ``<c>@g3``, ..."""
+        g = self.generation(key)
+        return key if g == 1 else f"{key}@g{g}"
+
+    def _candidate_elements(self, row: dict) -> set[str]:
+        """Elements of the candidate's structure (its formula when no structure)."""
+        if row["key"] not in self._elements:
+            if row.get("structure_path") and Path(row["structure_path"]).exists():
+                from actors.science import read_frames
+
+                self._elements[row["key"]] = set(read_frames(row["structure_path"])[0].get_chemical_symbols())
+            else:
+                self._elements[row["key"]] = _elements(row["formula"])
+        return self._elements[row["key"]]
+
+    def min_shared(self, row: dict) -> int:
+        """``active_learning.min_shared_elements`` (default: all but one of the candidate's elements, >= 1),
+        never above the candidate's own element count, so its own labels always qualify."""
+        n = len(self._candidate_elements(row))
+        wanted = self.cfg["active_learning"]["min_shared_elements"] or max(1, n - 1)
+        return max(1, min(wanted, n))
+
+    def training_selection(self, row: dict, oracle: str) -> dict:
+        """Store frames of ``oracle`` sharing >= :meth:`min_shared` elements with the candidate, by
+        (shard, index), with a fingerprint of the selection."""
+        from actors.science import StoreIndex
+
+        with self._index_lock:
+            if self._index is None:
+                self._index = StoreIndex(str(self.store_root))
+            return self._index.select(self._candidate_elements(row), self.min_shared(row), oracle)
+
+    def _shard(self, step_key: str, n: int) -> str:
+        from actors.science import store_shard_path
+
+        return store_shard_path(str(self.store_root), self.name, step_key, n)
+
+    def _new_generations(self, rows: list[dict]) -> list[str]:
+        """``--incremental``: a finished candidate whose training selection in the store changed since it was
+        screened starts a new generation (fresh step keys ``<c>@g<n>``; old steps and results stay)."""
+        out = []
+        for row in rows:
+            key = row["key"]
+            cand = self.ledger.candidate(key)
+            if cand["stage"] != "done" or cand["reason"] in ("error", "no_structure"):
                 continue
-            if owner == key or _elements(formulas.get(owner, "")) <= mine:
-                paths.append(value["path"])
-        return paths
+            g = self.generation(key)
+            then = self.ledger.step(f"screened:{self.gkey(key)}")
+            if not then or not then.get("fingerprint"):
+                continue
+            now = self.training_selection(row, then["oracle"])
+            if now["fingerprint"] != then["fingerprint"]:
+                snapshot = {k: cand[k] for k in ("stage", "round", "model_version", "verdict", "reason", "detail",
+                                                 "results")}
+                self.ledger.new_generation(key, g + 1, {**snapshot, "generation": g, "screened": then})
+                out.append(key)
+        return out
+
+    def _record_screened(self, row: dict, gkey: str) -> None:
+        """The fingerprint of the candidate's training data in the store when it finished (for --incremental)."""
+        if self.ledger.step(f"screened:{gkey}") is not None:
+            return
+        ref = self.ledger.step(f"ref:{row['key']}")
+        if not ref or not ref.get("oracle") or ref.get("exploded") or ref.get("fusion"):
+            return  # nothing a new model could change (no structure, or the oracle reference itself failed)
+        sel = self.training_selection(row, ref["oracle"])
+        self.ledger.record_step(f"screened:{gkey}", {"fingerprint": sel["fingerprint"], "n_frames": sel["n_frames"],
+                                                     "oracle": ref["oracle"], "generation": self.generation(row["key"])})
 
     def _candidate(self, row: dict) -> None:
         cfg, key = self.cfg, row["key"]
@@ -267,9 +360,10 @@ class Campaign:
         md, st, al = cfg["md"], cfg["stability"], cfg["active_learning"]
         seed = cfg["seed"]
         base = self.root
+        gkey = self.gkey(key)  # generation 2+ (--incremental): fresh steps, the reference is shared
         self._stage(key, "reference")
         with self._tracker_lock:
-            self._track("candidate_progress", self.key, key, "reference", 0)
+            self._track("candidate_progress", self.key, gkey, "reference", 0)
         ref = self._once(f"ref:{key}", key, lambda: self.reference.call(
             "reference_md", row["structure_path"], cfg["oracle"], md, seed, str(base / "reference" / f"{key}.h5")))
         if ref.get("exploded") or ref.get("fusion"):
@@ -277,54 +371,57 @@ class Campaign:
                          f"oracle reference MD failed at step {ref.get('failed_step')}: {ref.get('error', 'unstable')}", {})
             return
         self._once(f"label:{key}:0", key, lambda: self.reference.call(
-            "initial_labels", ref, al["initial_labels"], str(base / "labels" / "shards" / f"{key}_r0.extxyz")))
+            "initial_labels", ref, al["initial_labels"], self._shard(key, 0), f"{self.name}/{key}/r0"))
         self._stage(key, "active_learning")
         members: list[str] | None = None
         verdict: dict = {}
         for r in range(al["max_rounds"] + 1):
             self._stage(key, "active_learning", r)
-            labels = self._training_set(key, row["formula"])
             init = members if cfg["training"]["fine_tune"] else None
-            train = self._once(f"train:{key}:{r}", key, lambda: self._get(self.trainer.train.remote(
-                labels, cfg["models"], cfg["training"], init, str(base / "models" / key / f"r{r}"), seed + r)))
+            # the training set is fixed (recorded) before training, so a resumed step trains on the same frames
+            sel = self._once(f"trainset:{gkey}:{r}", key, lambda: self.training_selection(row, ref["oracle"]))
+            train = self._once(f"train:{gkey}:{r}", key, lambda: {**self._get(self.trainer.train.remote(
+                [{"store": str(self.store_root), **sel}], cfg["models"], cfg["training"], init,
+                str(base / "models" / gkey / f"r{r}"), seed + r)), "training_set": sel})
             members = train["members"]
-            self.ledger.update_candidate(key, model_version=f"{key}/r{r}")
-            info = {**train, "candidate": key, "round": r, "init": bool(init),
-                    "architectures": ",".join(cfg["models"]["architectures"])}
+            self.ledger.update_candidate(key, model_version=f"{gkey}/r{r}")
+            info = {**{k: v for k, v in train.items() if k != "training_set"}, "candidate": gkey, "round": r,
+                    "init": bool(init), "architectures": ",".join(cfg["models"]["architectures"])}
             with self._tracker_lock:  # every training round: a nested MLflow run (+ a registry version)
-                self._track("log_training", self.key, f"{key}/r{r}", info,
+                self._track("log_training", self.key, f"{gkey}/r{r}", info,
                             f"{self.experiment}-ensemble" if cfg["tracking"]["register_models"] else None)
-            explore = self._once(f"explore:{key}:{r}", key, lambda: self.md.call(
+            explore = self._once(f"explore:{gkey}:{r}", key, lambda: self.md.call(
                 "run", members, row["structure_path"], [md["reference_temperature_K"]], 1, md["exploration_steps"],
-                md, st, seed + 1000 * r, str(base / "md" / key / f"explore_r{r}"), True)[0])
-            verdict = self._once(f"judge:{key}:{r}", key, lambda: self._get(self.judge.judge.remote(
+                md, st, seed + 1000 * r, str(base / "md" / gkey / f"explore_r{r}"), True)[0])
+            verdict = self._once(f"judge:{gkey}:{r}", key, lambda: self._get(self.judge.judge.remote(
                 explore, ref, st, al)))
             diag = {"round": r, "verdict": verdict["status"], "rdf_mae": verdict["rdf_mae"],
                     "accurate_fraction": verdict["accurate_fraction"],
                     "selected_fraction": verdict["selected_fraction"],
-                    "failed_fraction": verdict["failed_fraction"], "train_force_mae_meV_A": train.get("force_mae_meV_A")}
+                    "failed_fraction": verdict["failed_fraction"], "train_force_mae_meV_A": train.get("force_mae_meV_A"),
+                    "train_frames": sel["n_frames"]}
             if verdict["status"] == "reliable":
-                self.ledger.record_round(key, r, diag)
+                self.ledger.record_round(gkey, r, diag)
                 break
             if r == al["max_rounds"]:
-                self.ledger.record_round(key, r, diag)
+                self.ledger.record_round(gkey, r, diag)
                 self._finish(row, "budget_spent", verdict["status"],
                              f"no reliable model after {r + 1} rounds (last verdict {verdict['status']})", {})
                 return
             if not verdict["frames"]:
-                self.ledger.record_round(key, r, diag)
+                self.ledger.record_round(gkey, r, diag)
                 self._finish(row, "budget_spent", verdict["status"],
                              "no frame could be selected for labelling (exploration collapsed)", {})
                 return
-            lab = self._once(f"label:{key}:{r + 1}", key, lambda: self.reference.call(
+            lab = self._once(f"label:{gkey}:{r + 1}", key, lambda: self.reference.call(
                 "label", explore["path"], verdict["frames"], cfg["oracle"], md["reference_temperature_K"],
-                f"{key}/r{r}", str(base / "labels" / "shards" / f"{key}_r{r + 1}.extxyz")))
+                f"{self.name}/{gkey}/r{r + 1}", self._shard(gkey, r + 1)))
             asked = lab["n_labels"] + lab["n_failed"]
             diag.update(labels_added=lab["n_labels"], labels_failed=lab["n_failed"])
             if lab["path"]:
-                diag.update(self._once(f"force_errors:{key}:{r + 1}", key, lambda: self._get(
+                diag.update(self._once(f"force_errors:{gkey}:{r + 1}", key, lambda: self._get(
                     self.judge.force_errors.remote(members, lab["path"]))))
-            self.ledger.record_round(key, r, diag)
+            self.ledger.record_round(gkey, r, diag)
             if asked and lab["n_failed"] / asked > cfg["oracle"]["max_failure_fraction"]:
                 self._finish(row, "oracle_failing", verdict["status"],
                              f"oracle failed on {lab['n_failed']}/{asked} frames: {'; '.join(lab['errors'][:2])}", {})
@@ -332,17 +429,17 @@ class Campaign:
         # production: every temperature and replica, spread over the MD pool
         self._stage(key, "production")
         with self._tracker_lock:
-            self._track("candidate_progress", self.key, key, "production", self.ledger.candidate(key)["round"])
-        runs = self._once(f"prod:{key}", key, lambda: {"runs": self.md.call(
+            self._track("candidate_progress", self.key, gkey, "production", self.ledger.candidate(key)["round"])
+        runs = self._once(f"prod:{gkey}", key, lambda: {"runs": self.md.call(
             "run", members, row["structure_path"], md["temperatures_K"], md["replicas"], md["steps"], md, st,
-            seed + 77, str(base / "md" / key / "production"))})["runs"]
+            seed + 77, str(base / "md" / gkey / "production"))})["runs"]
         stable = [run for run in runs if not (run.get("exploded") or run.get("fusion"))]
         unstable_t = sorted({run["temperature_K"] for run in runs if run not in stable})
         if not stable:
             self._finish(row, "budget_spent", "exploded",
                          f"production MD unstable at every temperature {unstable_t}", {})
             return
-        result = self._once(f"transport:{key}", key, lambda: self._get(self.judge.transport.remote(
+        result = self._once(f"transport:{gkey}", key, lambda: self._get(self.judge.transport.remote(
             stable, row["structure_path"], md["equilibration_steps"])))
         detail = f"unstable at {unstable_t} K (dropped)" if unstable_t else ""
         self._finish(row, "converged", "reliable", detail, result)

@@ -63,10 +63,10 @@ def _iso(t: datetime | None) -> str | None:
 
 
 def campaign_entrypoint(spec: str, incremental: bool = False) -> str:
-    """``matscreen campaign run SPEC [--incremental]``, plus ``--store $MATSCREEN_STORE`` when the
-    job's environment sets it (expanded by the job's shell on the cluster)."""
+    """``matscreen campaign run SPEC [--incremental]`` (the campaign finds the data store through the
+    job's ``MATSCREEN_STORE``, forwarded by the backends, else the spec's ``store.path``)."""
     words = ["matscreen", "campaign", "run", str(spec)] + ([INCREMENTAL_FLAG] if incremental else [])
-    return shlex.join(words) + ' ${MATSCREEN_STORE:+--store "$MATSCREEN_STORE"}'
+    return shlex.join(words)
 
 
 def check_cron(expr: str) -> str:

@@ -103,6 +103,8 @@ SCHEMA: dict[str, Any] = {
         "labels_per_round": F("int", 8, "frames labelled by the oracle per round"),
         "initial_labels": F("int", 16, "oracle frames (from the reference trajectory) before the first training"),
         "min_frame_distance_A": F("float", 0.1, "frames closer than this RMSD (Å) to a selected one are skipped"),
+        "min_shared_elements": F("int?", None, "training data = store frames (same oracle) sharing at least this many "
+                                 "elements with the candidate; null = all but one of its elements (at least 1)"),
     },
     "resources": {
         "md_workers": F("int", 1, "MDWorker actors"),
@@ -122,7 +124,8 @@ SCHEMA: dict[str, Any] = {
         "register_models": F("bool", True, "register each round's ensemble in the MLflow model registry"),
     },
     "store": {
-        "path": F("str", ".matscreen/store", "data-store directory (labels, checkpoints, ledger), relative to cwd"),
+        "path": F("str", ".matscreen/store", "data-store directory (labels in <path>/shards, campaigns in <path>/<name>), "
+                  "relative to cwd; overridden by $MATSCREEN_STORE, and by `campaign run --store`"),
     },
 }
 
@@ -307,6 +310,8 @@ def _semantic_checks(d: dict) -> None:
     positive("active_learning.max_rounds", al["max_rounds"], strict=False)
     positive("active_learning.labels_per_round", al["labels_per_round"])
     positive("active_learning.initial_labels", al["initial_labels"])
+    if al["min_shared_elements"] is not None:
+        positive("active_learning.min_shared_elements", al["min_shared_elements"])
     r = d["resources"]
     for key in ("md_workers", "reference_workers", "queue_size"):
         positive(f"resources.{key}", r[key])
@@ -316,8 +321,27 @@ def _semantic_checks(d: dict) -> None:
     positive("candidates.max_candidates", d["candidates"]["max_candidates"])
     if d["space"]["arity_min"] > d["space"]["arity_max"]:
         raise InputError("space.arity_min: must not exceed space.arity_max")
+    if d["name"] == "shards":
+        raise InputError("name: 'shards' is the data store's label directory; choose another campaign name")
     if not d["name"] or any(c in d["name"] for c in "/\\ "):
         raise InputError(f"name: {d['name']!r} must be non-empty without slashes or spaces")
+
+
+def store_root(store: str | Path | None, spec: dict) -> Path:
+    """The data store directory: ``store`` (``--store``), else ``$MATSCREEN_STORE``, else ``store.path``.
+
+    ``file://`` URIs are accepted; relative paths are resolved against the current directory.
+    """
+    import os
+    from urllib.parse import urlparse
+
+    text = str(store or os.environ.get("MATSCREEN_STORE") or spec["store"]["path"])
+    if text.startswith("file://"):
+        text = urlparse(text).path
+    elif "://" in text:
+        raise InputError(f"store {text!r}: only directories or file:// URIs on a filesystem every worker mounts "
+                         "are supported; fix --store / MATSCREEN_STORE / store.path")
+    return Path(text).expanduser().resolve()
 
 
 def validate(data: Any) -> Spec:

@@ -7,7 +7,9 @@ before or after a step, never half-way.  Tables:
 * ``meta``        key -> JSON (spec, spec hash, executions)
 * ``candidates``  one row per candidate: stage, round, model version, verdict, reason, results JSON
 * ``steps``       finished work, by a stable key (``ref:<cand>``, ``train:<cand>:2``, ...) -> JSON result;
-                  a step found here is never redone on resume
+                  a step found here is never redone on resume.  A re-screened candidate (``--incremental``)
+                  uses ``<cand>@g2``, ``<cand>@g3``... in its step keys; ``generation:<cand>`` holds its
+                  generation and ``history:<cand>:g<n>`` the result of an earlier one
 * ``rounds``      per-round diagnostics (selected/accurate/failed fractions, RDF MAE, force MAE)
 
 Candidate stages: ``pending`` -> ``reference`` -> ``active_learning`` -> ``production`` -> ``done``.
@@ -105,6 +107,18 @@ class Ledger:
         cols = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as c:
             c.execute(f"UPDATE candidates SET {cols}, updated=? WHERE key=?", (*fields.values(), time.time(), key))
+
+    def new_generation(self, key: str, generation: int, previous: dict) -> None:
+        """Start screening generation ``generation`` of candidate ``key`` (one transaction): the old result is
+        kept as step ``history:<key>:g<n-1>``, ``generation:<key>`` is set and the candidate is pending again."""
+        now = time.time()
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)",
+                      (f"history:{key}:g{generation - 1}", json.dumps(previous), now))
+            c.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)",
+                      (f"generation:{key}", json.dumps({"generation": generation}), now))
+            c.execute("UPDATE candidates SET stage='pending', round=0, model_version=NULL, verdict=NULL, reason=NULL, "
+                      "detail=NULL, results='{}', updated=? WHERE key=?", (now, key))
 
     def add_simulated_ps(self, key: str, ps: float) -> None:
         with self._tx() as c:

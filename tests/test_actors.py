@@ -62,3 +62,37 @@ def test_unknown_oracle_is_an_input_error():
 
     with pytest.raises(InputError, match="oracle"):
         science.make_oracle({"name": "nosuchoracle"})
+
+
+def test_store_labels_are_deterministic_shards_and_selected_by_shared_elements(tmp_path):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from reference.store import LabelStore
+
+    def frame(symbols, oracle="lj-argon"):
+        a = bulk("Ar", "fcc", a=5.26, cubic=True)
+        a.symbols[:len(symbols)] = symbols
+        a.calc = SinglePointCalculator(a, energy=-1.0, forces=np.zeros((len(a), 3)))
+        a.info.update(oracle=oracle, source="active-learning", temperature_K=300.0, step=5)
+        return a
+
+    store = str(tmp_path / "store")
+    path = science.store_shard_path(store, "c", "Li2S__x", 1)
+    assert path.endswith("shards/campaign-c-Li2S__x-r1.extxyz")
+    for _ in range(2):  # a label step retried after a crash rewrites its own shard: no duplicate frames
+        science.append_labels(path, [frame(["Li"]), frame(["Li", "Li"])], "c/Li2S__x/r1")
+    science.append_labels(science.store_shard_path(store, "c", "Na__y", 1), [frame(["Na"])], "c/Na__y/r1")
+    LabelStore(store).append([frame(["Li"], oracle="other-oracle")])  # another oracle: never mixed in
+    assert len(LabelStore(store)) == 4
+    got = LabelStore(store).query(run_id="c/Li2S__x/r1")
+    assert len(got) == 2 and "step" not in got[0].info
+
+    index = science.StoreIndex(store)
+    sel = index.select({"Li", "Ar"}, 2, "lj-argon")
+    assert sel["n_frames"] == 2 and [s[0] for s in sel["shards"]] == ["campaign-c-Li2S__x-r1.extxyz"]
+    assert index.select({"Li", "Ar"}, 1, "lj-argon")["n_frames"] == 3   # Na-Ar shares Ar
+    assert index.select({"Li", "Ar"}, 2, "lj-argon")["fingerprint"] == sel["fingerprint"]
+    frames = science.selection_frames(store, sel)
+    assert [a.info["oracle"] for a in frames] == ["lj-argon"] * 2
+    science.append_labels(science.store_shard_path(store, "c", "Li2S__x", 2), [frame(["Li"])], "c/Li2S__x/r2")
+    assert index.select({"Li", "Ar"}, 2, "lj-argon")["fingerprint"] != sel["fingerprint"]

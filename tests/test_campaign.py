@@ -233,3 +233,67 @@ def test_changed_science_spec_is_refused_on_resume(tmp_path):
     Campaign(validate({"name": "c", "resources": {"md_workers": 3}}), store=tmp_path, tracking_uri="sqlite:///x.db")
     with pytest.raises(InputError, match="different spec"):
         Campaign(validate({"name": "c", "md": {"steps": 99}}), store=tmp_path, tracking_uri="sqlite:///x.db")
+
+
+# --- data store location, shared-element selection, generations, placement -----------------------------
+def test_store_location_precedence(tmp_path, monkeypatch):
+    from orchestrator.spec import store_root
+
+    cfg = validate({"store": {"path": "from-spec"}}).to_dict()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MATSCREEN_STORE", raising=False)
+    assert store_root(None, cfg) == tmp_path / "from-spec"
+    monkeypatch.setenv("MATSCREEN_STORE", f"file://{tmp_path / 'from-env'}")
+    assert store_root(None, cfg) == tmp_path / "from-env"
+    assert store_root("from-flag", cfg) == tmp_path / "from-flag"
+    monkeypatch.setenv("MATSCREEN_STORE", "s3://bucket/x")
+    with pytest.raises(InputError, match="only directories or file:// URIs"):
+        store_root(None, cfg)
+
+
+def test_status_reads_the_store_from_the_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MATSCREEN_STORE", str(tmp_path / "elsewhere"))
+    led = Ledger(ledger_path(tmp_path / "elsewhere", "envcamp"))
+    led.add_candidates([{"key": "A", "formula": "Li2S"}])
+    assert main(["campaign", "status", "--name", "envcamp"]) == 0
+    assert "campaign envcamp" in capsys.readouterr().out
+
+
+def test_min_shared_elements_is_validated_and_defaults_to_all_but_one(tmp_path):
+    from orchestrator.loop import Campaign
+
+    with pytest.raises(InputError, match=r"active_learning\.min_shared_elements: must be > 0"):
+        validate({"active_learning": {"min_shared_elements": 0}})
+    with pytest.raises(InputError, match="name: 'shards'"):
+        validate({"name": "shards"})
+    c = Campaign(validate({"name": "m"}), store=tmp_path, tracking_uri="sqlite:///x.db")
+    assert c.min_shared({"key": "a", "formula": "Li10GeP2S12"}) == 3
+    assert c.min_shared({"key": "b", "formula": "Li"}) == 1
+    c2 = Campaign(validate({"name": "m2", "active_learning": {"min_shared_elements": 9}}), store=tmp_path,
+                  tracking_uri="sqlite:///x.db")
+    assert c2.min_shared({"key": "a", "formula": "Li3PS4"}) == 3  # never above its own: its labels always count
+
+
+def test_new_generation_keeps_history_in_one_step(tmp_path):
+    led = Ledger(tmp_path / "l.sqlite")
+    led.add_candidates([{"key": "A", "formula": "Li2S"}])
+    led.update_candidate("A", stage="done", reason="converged", verdict="reliable", results={"x": 1}, round=2)
+    led.new_generation("A", 2, {"reason": "converged", "results": {"x": 1}})
+    cand = led.candidate("A")
+    assert (cand["stage"], cand["reason"], cand["results"], cand["round"]) == ("pending", None, {}, 0)
+    assert led.step("generation:A") == {"generation": 2} and led.step("history:A:g1")["results"] == {"x": 1}
+
+
+@pytest.mark.parametrize("resources, expected", [
+    ({"CPU": 2.0}, {"tracker": {}, "md": {}, "reference": {}}),
+    ({"CPU": 4.0, "matscreen_head": 1.0}, {"tracker": {"matscreen_head": 0.01}, "md": {}, "reference": {}}),
+    ({"CPU": 44.0, "GPU": 1.0, "matscreen_head": 1.0, "matscreen_md": 1.0, "matscreen_oracle": 32.0},
+     {"tracker": {"matscreen_head": 0.01}, "md": {"matscreen_md": 1.0}, "reference": {"matscreen_oracle": 2.0}}),
+])
+def test_placement_follows_the_cluster_resources(resources, expected):
+    from actors.placement import placement
+
+    assert placement(resources, gpus_per_md_worker=1.0, cpus_per_oracle=2.0) == expected
+    if "matscreen_md" in resources:  # an MD worker without a GPU still lands on an MD node
+        assert placement(resources, 0.0, 2.0)["md"] == {"matscreen_md": 0.01}

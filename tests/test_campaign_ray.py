@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -45,8 +46,8 @@ def flaky_lj():
 def ray_session():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, resources={"matscreen_head": 1},
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})  # a head marked as in ray_cluster.yaml
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()
@@ -62,9 +63,12 @@ def structures(tmp_path_factory):
     sc = bulk("Li", "sc", a=3.75).repeat(3)                         # 27 atoms
     for atoms in (fcc, sc):                                         # Ar: the non-diffusing "framework" species
         atoms.symbols[::2] = "Ar"
+    na = sc.copy()                                                  # shares no element with the Li-Ar cells
+    na.symbols[::2], na.symbols[1::2] = "Kr", "Na"
     write(d / "li32.extxyz", fcc)
     write(d / "li27.extxyz", sc)
-    return {"Li": str(d / "li32.extxyz"), "Li27": str(d / "li27.extxyz")}
+    write(d / "na27.extxyz", na)
+    return {"Li": str(d / "li32.extxyz"), "Li27": str(d / "li27.extxyz"), "Na": str(d / "na27.extxyz")}
 
 
 def lj_spec(name: str, structures: dict, **over) -> dict:
@@ -89,13 +93,13 @@ def lj_spec(name: str, structures: dict, **over) -> dict:
     return spec
 
 
-def run(spec_dict: dict, tmp: Path, during=None):
+def run(spec_dict: dict, tmp: Path, during=None, incremental: bool = False):
     from orchestrator.loop import Campaign
     from orchestrator.spec import validate
 
     campaign = Campaign(validate(spec_dict), store=tmp / "store", tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
     if during is None:
-        return campaign, campaign.run()
+        return campaign, campaign.run(incremental=incremental)
     box = {}
     worker = threading.Thread(target=lambda: box.update(summary=campaign.run()))
     worker.start()
@@ -132,6 +136,12 @@ def test_killed_actor_gives_the_same_results(ray_session, structures, tmp_path):
 
     def kill_md_worker_mid_run(campaign):
         wait_for_step(campaign.ledger, "ref:")            # the MD worker is idle until the first training
+        # the head advertises matscreen_head: the Tracker (MLflow writer) holds a small share of it
+        assert campaign.placement["tracker"] == {"matscreen_head": 0.01} and campaign.placement["md"] == {}
+        t0 = time.monotonic()
+        while ray.available_resources().get("matscreen_head", 1.0) > 0.995:
+            assert time.monotonic() - t0 < 30, ray.available_resources()
+            time.sleep(0.05)
         actor = campaign.md.actors[0]
         killed["before"] = ray.get(actor.instance.remote())
         wait_for_step(campaign.ledger, "train:")          # exploration MD is being handed out now
@@ -178,6 +188,18 @@ def test_driver_killed_and_restarted_resumes(ray_session, structures, tmp_path):
         assert after[key] == value
     for key, digest in labels.items():                     # no label lost or rewritten
         assert hashlib.sha256(Path(after[key]["path"]).read_bytes()).hexdigest() == digest
+    from reference.store import LabelStore                 # the labels are in the data store, once each
+
+    store = LabelStore(tmp_path / ".matscreen" / "store")
+    steps = {k: v for k, v in after.items() if k.startswith("label:") and v.get("path")}
+    assert {Path(v["path"]).name for v in steps.values()} <= {p.name for p in store.shards()}
+    mine = store.query(run_id=None, source=None)
+    mine = [a for a in mine if str(a.info.get("run_id", "")).startswith("resume/")]
+    assert len(mine) == sum(v["n_labels"] for v in steps.values()) >= 9
+    assert {a.info["source"] for a in mine} == {"oracle-md", "active-learning"}
+    assert all(a.info["oracle"] == "lj-argon" and a.info["temperature_K"] == 375.0 for a in mine)
+    train = after["train:Li__li32:1"]["training_set"]      # what round 1 trained on is recorded
+    assert train["n_frames"] == len(mine) and train == after["trainset:Li__li32:1"]
     cand = Ledger(path).candidate("Li__li32")
     assert cand["stage"] == "done" and cand["reason"] == "budget_spent"
     tracker = Tracker(env["MLFLOW_TRACKING_URI"], "matscreen-resume")
@@ -224,3 +246,48 @@ def test_failures_are_recorded_with_reasons(ray_session, structures, tmp_path):
     reasons = sorted(r.data.tags["reason"] for r in tracker.client.search_runs(
         [tracker.experiment_id], filter_string="tags.`matscreen.kind` = 'candidate'"))
     assert reasons == ["budget_spent", "no_structure", "oracle_failing"]
+
+
+def test_incremental_rescreens_only_candidates_whose_store_data_changed(ray_session, structures, tmp_path):
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from orchestrator.tracking import Tracker
+    from reference.store import LabelStore
+
+    spec = lj_spec("incr", structures, candidates={"formulas": ["Li", "Na"], "structures": structures},
+                   active_learning={"max_rounds": 0},
+                   stability={"trust_lo_eV_A": 1e-9, "accurate_fraction": 1.0})  # one round each, no production
+    first, summary = run(spec, tmp_path)
+    assert summary["done"] == 2 and first.rescreened == []
+    li, na = (c["key"] for c in first.ledger.candidates())
+    na_steps = {k: v for k, v in first.ledger.steps().items() if na in k}
+    old_set = first.ledger.step(f"train:{li}:0")["training_set"]
+
+    # another study adds labels (same oracle) of a material sharing Li with the first candidate only
+    store = LabelStore(tmp_path / "store")
+    frames = []
+    for k in range(3):
+        a = bulk("Li", "fcc", a=5.3, cubic=True)
+        a.symbols[::2] = "Cl"
+        a.rattle(0.05, seed=k)
+        a.calc = SinglePointCalculator(a, energy=-1.0, forces=np.zeros((len(a), 3)))
+        a.info.update(oracle="lj-argon", source="import:test", temperature_K=300.0, run_id="other/LiCl")
+        frames.append(a)
+    store.append(frames)
+
+    again, summary = run(spec, tmp_path, incremental=True)
+    assert again.rescreened == [li] and summary["done"] == 2
+    assert again.generation(li) == 2 and again.generation(na) == 1
+    assert {k: v for k, v in again.ledger.steps().items() if na in k} == na_steps     # untouched
+    assert again.ledger.step(f"history:{li}:g1")["reason"] == "budget_spent"        # old result kept
+    new_set = again.ledger.step(f"train:{li}@g2:0")["training_set"]
+    assert new_set["n_frames"] == old_set["n_frames"] + 3
+    assert again.ledger.candidate(li)["model_version"] == f"{li}@g2/r0"
+    own = store.query(shares_with="Ar")
+    assert len([a for a in own if a.info["run_id"] == f"incr/{li}/r0"]) == 8         # reused, not re-added
+    counts = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "matscreen-incr").count_runs()
+    assert counts == {"campaign": 1, "candidate": 3, "training": 3}                   # one new run per generation
+
+    third, _ = run(spec, tmp_path, incremental=True)                                   # nothing changed since
+    assert third.rescreened == [] and third.generation(li) == 2

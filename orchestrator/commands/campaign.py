@@ -19,7 +19,11 @@ temperature -> D(T), sigma(T), Ea, log10 sigma(300 K) with errors.
   matscreen campaign status my.yaml       # stages and rounds per candidate, MLflow runs
   matscreen campaign results my.yaml      # the ranked table (--json for machines)
 
-State lives in the data store (store.path/<name>/ledger.sqlite); MLflow (default
+Labels go into the shared data store (--store, else $MATSCREEN_STORE, else store.path:
+<store>/shards/*.extxyz, the `reference` LabelStore); each candidate trains on the store's frames
+of the campaign's oracle that share active_learning.min_shared_elements elements with it.
+`run --incremental` screens new candidates and re-screens finished ones whose training data changed.
+State lives in the data store (<store>/<name>/ledger.sqlite); MLflow (default
 sqlite:///.matscreen/mlflow.db, or $MLFLOW_TRACKING_URI) is the window onto it.
 `campaign run` connects to $RAY_ADDRESS, or starts a local Ray.
 """
@@ -36,7 +40,8 @@ def register(subparsers) -> None:
         else:
             q.add_argument("spec", nargs="?", help="campaign spec YAML (default: the embedded demo campaign)")
             q.add_argument("--name", help="campaign name instead of a spec file")
-        q.add_argument("--store", help="data-store directory (default: the spec's store.path, .matscreen/store)")
+        q.add_argument("--store", help="data-store directory (default: $MATSCREEN_STORE, else the spec's store.path, "
+                                       ".matscreen/store)")
         return q
 
     run = store_opts(sub.add_parser("run", help="run or resume a campaign (starts a local Ray unless RAY_ADDRESS is set)",
@@ -46,7 +51,9 @@ def register(subparsers) -> None:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: spec tracking.uri, $MLFLOW_TRACKING_URI, "
                                             "else sqlite:///.matscreen/mlflow.db)")
     run.add_argument("--incremental", action="store_true",
-                     help="generate the candidate list again and screen only new candidates")
+                     help="generate the candidate list again; screen new candidates, and re-screen (as a new "
+                          "generation <candidate>@g<n>) finished ones whose shared-element training data in the "
+                          "store changed since they were screened")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     run.add_argument("--quiet", action="store_true", help="no live progress line")
     run.set_defaults(func=_run)
@@ -96,6 +103,8 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
             import ray
 
             ray.shutdown()
+    if campaign.rescreened:
+        print(f"re-screened (training data in the store changed): {', '.join(campaign.rescreened)}", file=out)
     rows = ranked(campaign.ledger, spec.to_dict()["candidates"]["rank_by"])
     print(format_table(rows), file=out)
     print(f"\n{summary['converged']} converged, {summary['failed']} ended early of {summary['total']} candidates; "
@@ -106,15 +115,13 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
 
 
 def _ledger(args):
-    from pathlib import Path
-
     from common.errors import InputError
-    from orchestrator.spec import load_spec
+    from orchestrator.spec import defaults, load_spec, store_root
     from orchestrator.state import Ledger, ledger_path
 
     spec = load_spec(args.spec) if args.spec else None
     name = args.name or (spec.to_dict()["name"] if spec else None)
-    store = Path(args.store or (spec.to_dict()["store"]["path"] if spec else ".matscreen/store"))
+    store = store_root(args.store, spec.to_dict() if spec else defaults())
     if name is None:
         found = sorted(p.parent.name for p in store.glob("*/ledger.sqlite"))
         if len(found) == 1:
