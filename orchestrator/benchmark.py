@@ -124,7 +124,9 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     from analysis.rdf import rdf_mae as rdf_mae_of
 
     bench, cfg = load_benchmark(spec_path)
-    out = Path(out_dir or Path(cfg["store"]["path"]) / cfg["name"]).resolve()
+    from orchestrator.spec import store_root
+
+    out = Path(out_dir or store_root(None, cfg) / cfg["name"]).resolve()  # $MATSCREEN_STORE, else store.path
     out.mkdir(parents=True, exist_ok=True)
     use_ray = bool(os.environ.get("RAY_ADDRESS")) if use_ray is None else use_ray
     gpus = cfg["resources"]["gpus_per_md_worker"] or 0.0
