@@ -2,8 +2,9 @@
 
 MSD: FFT over all time origins, species average, framework (non-mobile) centre-of-mass drift
 removed.  D from the Einstein relation MSD = 6 D t + c by generalised least squares with the
-MSD covariance of a random walk (kinisi's approach: Var[MSD(t_i)] = (2/3) MSD_i^2 / N_i with
-N_i = n_atoms * (T / t_i) independent displacements and Cov_ij = Var_i N_i / N_j, i <= j);
+MSD covariance of a random walk (kinisi's approach: Var[MSD(t_i)] = (2/3) m_i^2 / N_i with
+N_i = n_atoms * (T / t_i) independent displacements and correlation sqrt(t_lo / t_hi), m a smooth
+model of the MSD; see gls_einstein);
 ordinary least squares errors are far too small because MSD points are correlated.
 Units: Å, fs, cm^2/s (1 Å^2/fs = 0.1 cm^2/s), K, mS/cm, eV.
 """
@@ -83,12 +84,23 @@ class DiffusionResult:
 
 
 def gls_einstein(lag_fs: np.ndarray, msd_A2: np.ndarray, n_atoms: int, total_fs: float) -> tuple[float, float, float]:
-    """(slope Å^2/fs, slope std err, intercept Å^2) of MSD = slope t + c by GLS with the random-walk covariance."""
+    """(slope Å^2/fs, slope std err, intercept Å^2) of MSD = slope t + c by GLS with the random-walk covariance.
+
+    Cov_ij = s_i s_j sqrt(t_lo / t_hi), s_i^2 = (2/3) m_i^2 / N_i, with m a smooth model of the
+    MSD (the OLS line, floored above zero) rather than the noisy MSD itself.  For a linear MSD this
+    is exactly kinisi's Cov_ij = Var_i N_i / N_j; written this way it stays positive definite for
+    any MSD shape (sqrt(t_lo/t_hi) is an exponential kernel in log t), so a short or non-diffusive
+    run gets an honest, finite error instead of a negative variance.
+    """
+    lag_fs = np.asarray(lag_fs, dtype=float)
+    msd_A2 = np.asarray(msd_A2, dtype=float)
     n_ind = np.maximum(n_atoms * total_fs / lag_fs, 1.0)
-    var = (2.0 / 3.0) * np.maximum(msd_A2, 1e-12) ** 2 / n_ind
-    ii, jj = np.meshgrid(np.arange(len(lag_fs)), np.arange(len(lag_fs)), indexing="ij")
-    lo, hi = np.minimum(ii, jj), np.maximum(ii, jj)
-    cov = var[lo] * n_ind[lo] / n_ind[hi]
+    slope0, icpt0 = np.polyfit(lag_fs, msd_A2, 1)
+    floor = max(float(np.max(np.abs(msd_A2))), 1e-12) * 1e-3
+    model = np.maximum(slope0 * lag_fs + icpt0, floor)
+    sd = np.sqrt((2.0 / 3.0) * model ** 2 / n_ind)
+    corr = np.sqrt(np.minimum.outer(lag_fs, lag_fs) / np.maximum.outer(lag_fs, lag_fs))
+    cov = np.outer(sd, sd) * corr
     X = np.stack([lag_fs, np.ones_like(lag_fs)], axis=1)
     cinv_x = np.linalg.solve(cov, X)
     cinv_y = np.linalg.solve(cov, msd_A2)

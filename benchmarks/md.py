@@ -47,7 +47,7 @@ def build_force_field(name: str, elements, device: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON line")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=100, help="MD steps per system (setup is amortised over them)")
     parser.add_argument("--model", default="schnet", help="schnet | painn | dimenetpp | cgcnn | lj")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()

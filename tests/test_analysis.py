@@ -69,6 +69,20 @@ def test_random_walk_recovers_d_within_reported_error_calibrated():
     assert 0.4 < np.std(z) < 1.6                     # error bars neither far too small nor too large
 
 
+def test_short_non_diffusive_run_gives_a_finite_error():
+    """Vibrating atoms over a short run: the GLS covariance stays positive definite (no NaN error)."""
+    rng = np.random.default_rng(7)
+    n_frames, n_li = 25, 6
+    base = rng.uniform(0, 10.0, size=(n_li, 3))
+    frames = base[None] + 0.1 * rng.normal(size=(n_frames, n_li, 3))
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        frames = base[None] + 0.1 * rng.normal(size=(n_frames, n_li, 3))
+        res = diffusion(frames, np.full(n_li, 3), 10.0, "Li", fit_start_fraction=0.05)
+        assert np.isfinite(res.diffusivity_err_cm2_s) and res.diffusivity_err_cm2_s > 0
+        assert abs(res.diffusivity_cm2_s) < 3 * res.diffusivity_err_cm2_s + 1e-6
+
+
 def test_diffusivity_agrees_with_pymatgen_diffusion_analyzer():
     from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer
     from pymatgen.core import Lattice, Structure
