@@ -227,7 +227,8 @@ class Campaign:
                   "model_version": cand.get("model_version") or "", "oracle": self.cfg["oracle"]["name"]}
         with self._tracker_lock:  # matplotlib's pyplot is not thread-safe
             artifacts = self._artifacts(gkey, result)
-        self._record_screened(row, gkey)
+        if reason != "error":  # an errored candidate is retried on the next run, not "screened"
+            self._record_screened(row, gkey)
         self.ledger.update_candidate(key, stage="done", reason=reason, verdict=verdict, detail=detail,
                                      results=result)
         with self._tracker_lock:
