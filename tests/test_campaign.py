@@ -256,8 +256,12 @@ def test_status_reads_the_store_from_the_environment(tmp_path, monkeypatch, caps
     monkeypatch.setenv("MATSCREEN_STORE", str(tmp_path / "elsewhere"))
     led = Ledger(ledger_path(tmp_path / "elsewhere", "envcamp"))
     led.add_candidates([{"key": "A", "formula": "Li2S"}])
+    led.new_generation("A", 2, {})
     assert main(["campaign", "status", "--name", "envcamp"]) == 0
-    assert "campaign envcamp" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "campaign envcamp" in out and "A@g2" in out
+    assert main(["campaign", "status", "--name", "envcamp", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["candidates"][0]["generation"] == 2
 
 
 def test_min_shared_elements_is_validated_and_defaults_to_all_but_one(tmp_path):

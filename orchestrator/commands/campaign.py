@@ -138,19 +138,23 @@ def _status(args) -> int:
 
     ledger, name = _ledger(args)
     rows = ledger.candidates()
+    for r in rows:  # how many times it was screened (--incremental re-screens start generation 2, 3, ...)
+        r["generation"] = (ledger.step(f"generation:{r['key']}") or {"generation": 1})["generation"]
     runs = _mlflow_counts(ledger)
     if args.json:
         print(json.dumps({"campaign": name, "summary": ledger.summary(), "mlflow_runs": runs,
-                          "candidates": [{k: r[k] for k in ("key", "formula", "stage", "round", "model_version",
-                                                            "verdict", "reason", "detail", "simulated_ps")}
+                          "candidates": [{k: r[k] for k in ("key", "formula", "generation", "stage", "round",
+                                                            "model_version", "verdict", "reason", "detail",
+                                                            "simulated_ps")}
                                          for r in rows],
                           "rounds": ledger.rounds()}, indent=2))
         return 0
     print(f"campaign {name}: {format_summary(ledger.summary())}")
-    width = max([len(r["key"]) for r in rows] + [9])
+    names = {r["key"]: r["key"] + (f"@g{r['generation']}" if r["generation"] > 1 else "") for r in rows}
+    width = max([len(n) for n in names.values()] + [9])
     print(f"{'candidate'.ljust(width)}  {'stage'.ljust(15)}  round  {'reason'.ljust(14)}  detail")
     for r in rows:
-        print(f"{r['key'].ljust(width)}  {r['stage'].ljust(15)}  {str(r['round']).ljust(5)}  "
+        print(f"{names[r['key']].ljust(width)}  {r['stage'].ljust(15)}  {str(r['round']).ljust(5)}  "
               f"{(r['reason'] or '').ljust(14)}  {r['detail'] or ''}")
     if runs:
         print("MLflow runs: " + ", ".join(f"{k}={v}" for k, v in sorted(runs.items())))
