@@ -104,3 +104,11 @@ def test_package_level_api_used_by_the_campaign():
     assert reference.candidate_structure("Li4SnS4", "Li4GeS4").composition.reduced_formula == "Li4SnS4"
     with pytest.raises(ValueError):
         reference.candidate_structure("Li2S", "Li10GeP2S12")
+
+
+def test_cli_unknown_element_is_bad_input(capsys):
+    from orchestrator.cli import main
+
+    assert main(["candidates", "Li10SiP2S12", "Xx2O"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown element Xx" in err[0]
