@@ -32,3 +32,14 @@ def lgps_atoms(lgps_cif):
     from ase.io import read
 
     return read(lgps_cif)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny models on one torch thread (threads only spin on tiny graphs)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,13 +18,7 @@ TINY = ["--hparam", "hidden_channels=16", "--hparam", "num_filters=16", "--hpara
         "--cutoff", "4.0"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads; on a shared CPU spinning threads slow them badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def labelled(n, seed, symbols=("Cu",)):

@@ -17,13 +17,7 @@ from models.batch import AtomsBatch
 TINY_SCHNET = dict(hidden_channels=24, num_filters=24, num_interactions=2, num_gaussians=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from threads; on a shared CPU spinning threads slow them badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def emt_frames(n, seed=0, gold_every=0, rattle=0.12, temperature=300.0, run="r0"):
