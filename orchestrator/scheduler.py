@@ -9,6 +9,8 @@ scheduler (``matscreen schedule run-due``; ``matscreen schedule daemon`` calls i
    skip it when its previous job is still running (a campaign never overlaps itself), else
    validate the spec and submit ``matscreen campaign run SPEC --incremental`` as a job with a
    deterministic submission id (so a crash between submit and save cannot start it twice);
+   ``--incremental`` screens new candidates and re-screens finished ones whose shared-element
+   training data in the store changed since they were screened (a new generation ``<c>@g<n>``);
 3. record the execution (time, slot, job id, outcome) in the schedule file and as one MLflow run
    in the experiment ``matscreen-schedules``.
 
