@@ -204,8 +204,7 @@ def test_driver_killed_and_restarted_resumes(ray_session, structures, tmp_path):
     store = LabelStore(tmp_path / ".matscreen" / "store")
     steps = {k: v for k, v in after.items() if k.startswith("label:") and v.get("path")}
     assert {Path(v["path"]).name for v in steps.values()} <= {p.name for p in store.shards()}
-    mine = store.query(run_id=None, source=None)
-    mine = [a for a in mine if str(a.info.get("run_id", "")).startswith("resume/")]
+    mine = [a for a in store.frames() if str(a.info.get("run_id", "")).startswith("resume/")]
     assert len(mine) == sum(v["n_labels"] for v in steps.values()) >= 9
     assert {a.info["source"] for a in mine} == {"oracle-md", "active-learning"}
     assert all(a.info["oracle"] == "lj-argon" and a.info["temperature_K"] == 375.0 for a in mine)
