@@ -814,17 +814,23 @@ class StoreIndex:
         Returns ``{"shards": [[name, [indices]], ...], "n_frames", "fingerprint"}`` (the fingerprint is a
         hash of the selected frame addresses: it changes exactly when the selection does).
         """
-        import hashlib
-
         chosen = []
         for path in self.store.shards():
             idx = [i for i, (els, orc) in enumerate(self._summary(path))
                    if orc == oracle and len(els & elements) >= min_shared]
             if idx:
                 chosen.append([path.name, idx])
-        text = json.dumps([oracle, chosen], sort_keys=True)
-        return {"shards": chosen, "n_frames": sum(len(i) for _, i in chosen), "oracle": oracle,
-                "fingerprint": hashlib.sha256(text.encode()).hexdigest()[:16]}
+        return selection(chosen, oracle)
+
+
+def selection(chosen: list, oracle: str) -> dict:
+    """A training selection ``{"shards": [[name, [indices]], ...], n_frames, oracle, fingerprint}``."""
+    import hashlib
+
+    chosen = [[name, list(idx)] for name, idx in chosen if idx]
+    text = json.dumps([oracle, chosen], sort_keys=True)
+    return {"shards": chosen, "n_frames": sum(len(i) for _, i in chosen), "oracle": oracle,
+            "fingerprint": hashlib.sha256(text.encode()).hexdigest()[:16]}
 
 
 def selection_frames(store_root: str, selection: dict) -> list:

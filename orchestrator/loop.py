@@ -342,9 +342,29 @@ class Campaign:
         ref = self.ledger.step(f"ref:{row['key']}")
         if not ref or not ref.get("oracle") or ref.get("exploded") or ref.get("fusion"):
             return  # nothing a new model could change (no structure, or the oracle reference itself failed)
-        sel = self.training_selection(row, ref["oracle"])
+        sel = self.seen_selection(row, gkey, ref["oracle"])
         self.ledger.record_step(f"screened:{gkey}", {"fingerprint": sel["fingerprint"], "n_frames": sel["n_frames"],
                                                      "oracle": ref["oracle"], "generation": self.generation(row["key"])})
+
+    def seen_selection(self, row: dict, gkey: str, oracle: str) -> dict:
+        """The store selection this screening accounts for: the frames its last training round used plus the
+        candidate's own labels added after it (those of a final labelling round).  Frames other candidates or
+        campaigns added after that training are left out, so the next ``--incremental`` run sees them as new."""
+        from actors.science import selection
+
+        now = self.training_selection(row, oracle)
+        trains = [(int(k.rsplit(":", 1)[1]), v) for k, v in self.ledger.steps("train:").items()
+                  if k.rsplit(":", 1)[0] == f"train:{gkey}" and v.get("training_set")]
+        if not trains:
+            return now
+        used = {(name, i) for name, idx in max(trains, key=lambda t: t[0])[1]["training_set"]["shards"] for i in idx}
+        own = Path(self._shard(row["key"], 0)).name[:-len("-r0.extxyz")]  # campaign-<name>-<c>
+
+        def mine(shard: str) -> bool:
+            return shard.startswith(own + "-r") or shard.startswith(own + "@g")
+
+        return selection([[name, [i for i in idx if mine(name) or (name, i) in used]] for name, idx in now["shards"]],
+                         oracle)
 
     def _candidate(self, row: dict) -> None:
         cfg, key = self.cfg, row["key"]

@@ -301,3 +301,37 @@ def test_placement_follows_the_cluster_resources(resources, expected):
     assert placement(resources, gpus_per_md_worker=1.0, cpus_per_oracle=2.0) == expected
     if "matscreen_md" in resources:  # an MD worker without a GPU still lands on an MD node
         assert placement(resources, 0.0, 2.0)["md"] == {"matscreen_md": 0.01}
+
+
+def test_screened_fingerprint_counts_own_late_labels_but_not_others(tmp_path):
+    """--incremental re-screens when frames the model never saw arrived from elsewhere, never because of the
+    candidate's own last labels (no churn)."""
+    import numpy as np
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from actors import science
+    from orchestrator.loop import Campaign
+
+    def frames(n, symbol="Li"):
+        out = []
+        for k in range(n):
+            a = bulk("Ar", "fcc", a=5.26, cubic=True)
+            a.symbols[0] = symbol
+            a.calc = SinglePointCalculator(a, energy=-1.0, forces=np.zeros((len(a), 3)))
+            a.info.update(oracle="lj-argon", source="active-learning", temperature_K=300.0)
+            out.append(a)
+        return out
+
+    c = Campaign(validate({"name": "fp"}), store=tmp_path, tracking_uri="sqlite:///x.db")
+    row = {"key": "A", "formula": "LiAr", "structure_path": None}
+    c.ledger.add_candidates([row])
+    c.ledger.record_step("ref:A", {"oracle": "lj-argon"})
+    science.append_labels(c._shard("A", 0), frames(3), "fp/A/r0")
+    c.ledger.record_step("train:A:0", {"training_set": c.training_selection(row, "lj-argon")})
+    science.append_labels(c._shard("A", 1), frames(2), "fp/A/r1")          # its own last labels (never trained on)
+    c._record_screened(row, "A")
+    c.ledger.update_candidate("A", stage="done", reason="oracle_failing")
+    assert c._new_generations([row]) == []                                  # no churn
+    science.append_labels(c._shard("B", 0), frames(2), "fp/B/r0")          # another candidate's Li labels
+    assert c._new_generations([row]) == ["A"] and c.gkey("A") == "A@g2"
