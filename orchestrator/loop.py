@@ -15,7 +15,8 @@ Per candidate (each step recorded in the ledger by a stable key and never redone
    to the store
 4. ``prod:<c>`` production MD, every temperature x replica as one batch, then ``transport:<c>``:
    D(T), sigma(T), Ea, log10 sigma(300 K) with errors.
-5. ``screened:<c>``   the fingerprint of the candidate's store selection when it finished.
+5. ``screened:<c>``   when it finishes: the fingerprint of what its screening accounts for (the frames its
+                     last training used + its own later labels; see :meth:`Campaign.seen_selection`).
 
 The data store (``reference.store.LabelStore`` layout) is ``<store>/shards/*.extxyz``; this campaign's
 shards have deterministic names (``campaign-<name>-<c>-r<n>.extxyz``) written atomically, so a label
