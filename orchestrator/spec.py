@@ -234,7 +234,8 @@ def _show(value: Any) -> str:
         return "a list"
     if value is None:
         return "nothing (null)"
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "...'"
 
 
 def _check_scalar(path: str, value: Any, kind: str, choices: tuple) -> Any:

@@ -17,8 +17,10 @@ Cron expressions have 5 fields (min hour day month weekday) and are read in UTC.
 
 Jobs go to the Ray job server at --address / $RAY_ADDRESS (default http://127.0.0.1:8265),
 with this directory uploaded minus .rayignore (.venv, data, outputs).  A scheduled run is
-`matscreen campaign run SPEC --incremental`: the candidate list is generated again and only
-candidates not screened before are run (--full at `add` drops --incremental).  A schedule whose previous job still runs is skipped.  Each
+`matscreen campaign run SPEC --incremental`: the candidate list is generated again; new
+candidates, and finished ones whose shared-element training data in the store changed, are
+screened (--full at `add` drops --incremental).  A schedule whose previous job still runs is
+skipped.  Each
 execution is recorded in the schedule file and in MLflow (experiment "matscreen-schedules").
 """
 
@@ -73,7 +75,7 @@ def register(subparsers) -> None:
     submit.add_argument("spec", help="campaign spec YAML, relative to --working-dir")
     submit.add_argument("--working-dir", metavar="DIR", default=".", help="directory uploaded as the job's working_dir (default .)")
     submit.add_argument("--address", help="Ray dashboard address (default $RAY_ADDRESS or http://127.0.0.1:8265)")
-    submit.add_argument("--incremental", action="store_true", help="pass --incremental: screen only candidates not screened before")
+    submit.add_argument("--incremental", action="store_true", help="pass --incremental: screen new candidates and those whose shared-element training data changed")
     submit.add_argument("--wait", action="store_true", help="wait for the job to finish; exit 0 only if it SUCCEEDED")
     submit.set_defaults(func=_submit)
 
