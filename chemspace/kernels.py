@@ -203,6 +203,22 @@ def _allowed_bits(elems, st_val, st_vidx, st_off, en, nv, table, use_table, ntup
     return nq
 
 
+@njit(cache=True)
+def _combo_allowed(c, combos, pool, st_val, st_vidx, st_off, en, nv, table, use_table, ntup, rmask, k, max_q):
+    """Allowed-stoichiometry bits of combination row ``c``: (n passing charge tuples, the tuples,
+    their table indices, the OR-ed bitset, a scratch bitset)."""
+    elems = np.empty(k, dtype=np.int64)
+    for i in range(k):
+        elems[i] = pool[combos[c, i]]
+    words = rmask.shape[0]
+    qbuf = np.empty((max_q, k), dtype=np.int64)
+    qidx = np.empty(max_q, dtype=np.int64)
+    acc = np.empty(words, dtype=np.uint64)
+    scratch = np.empty(words, dtype=np.uint64)
+    nq = _allowed_bits(elems, st_val, st_vidx, st_off, en, nv, table, use_table, ntup, rmask, qbuf, qidx, acc, scratch)
+    return nq, qbuf, qidx, acc, scratch
+
+
 @njit(parallel=True, cache=True)
 def count_allowed(combos, n, pool, st_val, st_vidx, st_off, en, nv, table, use_table, k, m, max_q):
     """Number of allowed reduced stoichiometries for each of the first ``n`` combination rows."""
@@ -211,14 +227,8 @@ def count_allowed(combos, n, pool, st_val, st_vidx, st_off, en, nv, table, use_t
     words = rmask.shape[0]
     out = np.zeros(n, dtype=np.int64)
     for c in prange(n):
-        elems = np.empty(k, dtype=np.int64)
-        for i in range(k):
-            elems[i] = pool[combos[c, i]]
-        qbuf = np.empty((max_q, k), dtype=np.int64)
-        qidx = np.empty(max_q, dtype=np.int64)
-        acc = np.empty(words, dtype=np.uint64)
-        scratch = np.empty(words, dtype=np.uint64)
-        nq = _allowed_bits(elems, st_val, st_vidx, st_off, en, nv, table, use_table, ntup, rmask, qbuf, qidx, acc, scratch)
+        nq, qbuf, qidx, acc, scratch = _combo_allowed(c, combos, pool, st_val, st_vidx, st_off, en, nv, table,
+                                                      use_table, ntup, rmask, k, max_q)
         if nq == 0:
             continue
         s = 0
@@ -244,14 +254,8 @@ def enumerate_chunk(combos, n, pool, st_val, st_vidx, st_off, en, nv, table, use
     n_asg = np.zeros(n + 1, dtype=np.int64)
     # pass 1: sizes
     for c in prange(n):
-        elems = np.empty(k, dtype=np.int64)
-        for i in range(k):
-            elems[i] = pool[combos[c, i]]
-        qbuf = np.empty((max_q, k), dtype=np.int64)
-        qidx = np.empty(max_q, dtype=np.int64)
-        acc = np.empty(words, dtype=np.uint64)
-        scratch = np.empty(words, dtype=np.uint64)
-        nq = _allowed_bits(elems, st_val, st_vidx, st_off, en, nv, table, use_table, ntup, rmask, qbuf, qidx, acc, scratch)
+        nq, qbuf, qidx, acc, scratch = _combo_allowed(c, combos, pool, st_val, st_vidx, st_off, en, nv, table,
+                                                      use_table, ntup, rmask, k, max_q)
         rows = 0
         asg = 0
         for w in range(words):
@@ -280,14 +284,8 @@ def enumerate_chunk(combos, n, pool, st_val, st_vidx, st_off, en, nv, table, use
     assign_q = np.empty((total_asg, k), dtype=np.int8)
     # pass 2: fill (assignments grouped per row in q order)
     for c in prange(n):
-        elems = np.empty(k, dtype=np.int64)
-        for i in range(k):
-            elems[i] = pool[combos[c, i]]
-        qbuf = np.empty((max_q, k), dtype=np.int64)
-        qidx = np.empty(max_q, dtype=np.int64)
-        acc = np.empty(words, dtype=np.uint64)
-        scratch = np.empty(words, dtype=np.uint64)
-        nq = _allowed_bits(elems, st_val, st_vidx, st_off, en, nv, table, use_table, ntup, rmask, qbuf, qidx, acc, scratch)
+        nq, qbuf, qidx, acc, scratch = _combo_allowed(c, combos, pool, st_val, st_vidx, st_off, en, nv, table,
+                                                      use_table, ntup, rmask, k, max_q)
         r = roff[c]
         a = aoff[c]
         for idx in range(ntup_all.shape[0]):
