@@ -46,7 +46,8 @@ class Candidate:
                 "volume_A3": round(float(s.volume), 3) if s is not None else None, "provenance": self.provenance}
 
 
-def _composition(formula: str):
+def parse_composition(formula: str):
+    """Reduced pymatgen Composition of ``formula``; InputError for unknown elements or fractions."""
     from pymatgen.core import Composition
 
     try:
@@ -55,8 +56,10 @@ def _composition(formula: str):
         raise InputError(f"cannot parse formula {formula!r}; give e.g. Li10SiP2S12") from None
     from pymatgen.core import Element
 
-    if len(comp) == 0 or any(not isinstance(el, Element) for el in comp):
-        raise InputError(f"formula {formula!r} has unknown elements; give e.g. Li10SiP2S12")
+    unknown = sorted(getattr(el, "symbol", str(el)) for el in comp if not isinstance(el, Element))
+    if len(comp) == 0 or unknown:
+        which = f"unknown element {', '.join(unknown)} is not a chemical symbol; " if unknown else ""
+        raise InputError(f"formula {formula!r} has unknown elements; {which}give e.g. Li10SiP2S12")
     if any(not float(v).is_integer() for v in comp.values()):
         raise InputError(f"formula {formula!r} must have whole-number amounts; give e.g. Li10SiP2S12")
     return comp.reduced_composition
@@ -88,7 +91,7 @@ def _radius(el: str, oxi: float) -> float | None:
 
 def substitution_map(prototype_formula: str, target_formula: str) -> tuple[dict, dict]:
     """(prototype element -> target element, details) or raise InputError with the reason."""
-    p, t = _composition(prototype_formula), _composition(target_formula)
+    p, t = parse_composition(prototype_formula), parse_composition(target_formula)
     if p.anonymized_formula != t.anonymized_formula:
         raise InputError(f"{t.reduced_formula} ({t.anonymized_formula}) does not fit prototype "
                          f"{p.reduced_formula} ({p.anonymized_formula}): different anonymous formula")
@@ -190,10 +193,10 @@ def candidate_structure(formula: str, prototype: str):
     name, proto, _ = _prototype(prototype)
     p_formula = proto.composition.reduced_formula
     mapping, details = substitution_map(p_formula, formula)
-    p_oxi = _oxidation_states(_composition(p_formula))[0]
+    p_oxi = _oxidation_states(parse_composition(p_formula))[0]
     t_oxi = details["oxidation_states"]
     s = substitute(proto, mapping, p_oxi, t_oxi)
-    if s.composition.reduced_composition != _composition(formula):
+    if s.composition.reduced_composition != parse_composition(formula):
         raise InputError(f"substituting {name} gave {s.composition.reduced_formula}, not {formula}")
     return s
 
@@ -236,7 +239,7 @@ def propose(formulas: Iterable[str], prototypes: Sequence[str] | None = None, or
     out: list[Candidate] = []
     for formula in formulas:
         try:
-            target = _composition(formula)
+            target = parse_composition(formula)
         except InputError as exc:
             out.append(Candidate(formula=str(formula), prototype=None, status="rejected", reason=str(exc)))
             continue

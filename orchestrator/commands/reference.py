@@ -339,32 +339,18 @@ def _count(items) -> dict:
     return dict(Counter(items))
 
 
-def _check_formula_symbols(formulas) -> None:
-    """Unknown element symbols are bad input (exit 2), not a rejected candidate."""
-    import re
-
-    from ase.data import chemical_symbols
-
-    from common.errors import InputError
-
-    for formula in formulas:
-        unknown = sorted({s for s in re.findall(r"[A-Z][a-z]?", formula) if s not in chemical_symbols[1:]})
-        if unknown or not re.fullmatch(r"(?:[A-Z][a-z]?\d*(?:\.\d+)?)+", formula):
-            what = f"unknown element {', '.join(unknown)}" if unknown else "not a formula"
-            raise InputError(f"composition {formula!r}: {what}; give formulas such as Li10SiP2S12")
-
-
 def cmd_candidates(args) -> int:
     from common.atomic import atomic_write_text
     from common.errors import InputError
-    from reference.candidates import formulas_from, propose
+    from reference.candidates import formulas_from, parse_composition, propose
 
     formulas = list(args.formulas)
     if args.table:
         formulas += formulas_from(args.table)
     if not formulas:
         raise InputError("no compositions given; list formulas (e.g. Li10SiP2S12) or pass --from table.parquet")
-    _check_formula_symbols(formulas)
+    for formula in formulas:  # bad input is exit 2, not a rejected candidate
+        parse_composition(formula)
     if args.out_dir:
         from common.atomic import check_writable
 
