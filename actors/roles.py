@@ -1,23 +1,22 @@
-"""The campaign's Ray actors and a small thread-safe actor pool.
+"""The campaign's Ray actors: one per role, one short method per task, each calling one package function.
 
-Fault tolerance is set on purpose: every actor is created with ``max_restarts`` (Ray re-creates a
-dead actor process) and ``max_task_retries`` (Ray re-sends the calls that were in flight).  That is
-safe because every method is idempotent: outputs go to step-specific paths, written atomically,
-and the driver records each answer in the ledger before moving on.
+Arguments and answers are plain dicts: the packages' dataclasses through ``to_dict``/``from_dict``
+(settings such as ``models.TrainConfig`` or ``md.protocol.Protocol`` likewise), file paths into the
+campaign directory, and the data store's root.  Fault tolerance is set on purpose: every actor is
+created with ``max_restarts`` and ``max_task_retries``; that is safe because every method is
+idempotent (outputs go to step-specific paths written atomically; label shards have deterministic
+names), and the driver records each answer in the ledger before moving on.
 """
 from __future__ import annotations
 
 import os
 import queue
-import uuid
 import threading
+import uuid
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator
 
 import ray
-
-from actors import science
 
 
 def remote(cls, *, num_cpus: float = 0.0, num_gpus: float = 0.0, max_restarts: int = 3,
@@ -34,112 +33,134 @@ def remote(cls, *, num_cpus: float = 0.0, num_gpus: float = 0.0, max_restarts: i
     return ray.remote(cls).options(**opts)
 
 
-def _instance(actor) -> str:
-    if not hasattr(actor, "_incarnation"):
-        actor._incarnation = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    return actor._incarnation
+def _device() -> str:
+    """The GPU Ray assigned to this actor, else the CPU; outside an actor, what the machine has."""
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+        return "cuda" if ray.get_gpu_ids() else "cpu"
+    from md.runner import default_device
+
+    return default_device()
 
 
-def _threads(num_cpus: float) -> None:
-    import torch
-
-    n = max(1, int(num_cpus or 1))
-    torch.set_num_threads(n)
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))
-
-
-class CandidateGenerator:
-    """chemspace -> formulas -> candidate structures (reference prototypes), written to the store."""
-
-    def generate(self, spec: dict, out_dir: str) -> list[dict]:
-        return science.generate_candidates(spec, out_dir)
-
-
-class ReferenceWorker:
-    """Oracle work on the CPU: short reference MD and labels for selected frames."""
+class _Role:
+    """Threads as Ray granted (this actor owns its process), and an incarnation id for tests."""
 
     def __init__(self, num_cpus: float = 1.0):
-        _threads(num_cpus)
+        import torch
+
+        torch.set_num_threads(max(1, int(num_cpus or 1)))
+        self._incarnation = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def instance(self) -> str:
         """``pid:uuid`` of this actor incarnation (changes when Ray restarts the actor)."""
-        return _instance(self)
-
-    def reference_md(self, structure_path: str, oracle: dict, md: dict, seed: int, out_path: str) -> dict:
-        return science.reference_md(structure_path, oracle, md["reference_temperature_K"], md["reference_steps"],
-                                    md["timestep_fs"], max(1, md["reference_steps"] // 20), seed, out_path)
-
-    def initial_labels(self, ref: dict, n: int, out_path: str, run_id: str) -> dict:
-        """The first training set: ``n`` evenly spaced frames of the reference trajectory (already labelled),
-        appended to the data store as the shard ``out_path`` (source ``oracle-md``)."""
-        frames = science.trajectory_frames(ref["path"], labelled=True, oracle=ref.get("oracle"), source="oracle-md")
-        take = frames if len(frames) <= n else [frames[int(i)] for i in
-                                                 sorted({round(x) for x in _linspace(0, len(frames) - 1, n)})]
-        science.append_labels(out_path, take, run_id)
-        return {"path": out_path, "n_labels": len(take), "n_failed": 0, "errors": []}
-
-    def label(self, trajectory_path: str, indices: list[int], oracle: dict, temperature_K: float,
-              run_id: str, out_path: str) -> dict:
-        """Oracle labels (source ``active-learning``) for the selected frames, appended to the store as the
-        shard ``out_path`` (a deterministic name: a retried call rewrites the same shard)."""
-        frames = science.frames_at(trajectory_path, indices)
-        good, n_failed, errors = science.label_frames(frames, oracle, "active-learning", temperature_K, run_id)
-        if good:
-            science.append_labels(out_path, good, run_id)
-        return {"path": out_path if good else None, "n_labels": len(good), "n_failed": n_failed,
-                "errors": errors[:5]}
+        return self._incarnation
 
 
-def _linspace(a: float, b: float, n: int) -> list[float]:
-    if n <= 1:
-        return [a]
-    return [a + (b - a) * k / (n - 1) for k in range(n)]
+class CandidateGenerator(_Role):
+    """chemspace -> formulas -> candidate structures (``reference.candidates``)."""
+
+    def generate(self, out_dir: str, options: dict) -> dict:
+        from reference.candidates import SpaceSpec, generate_candidates
+
+        return generate_candidates(out_dir, **{**options, "space": SpaceSpec(**options["space"])}).to_dict()
 
 
-class MDWorker:
-    """Student-ensemble MD (exploration and production); one GPU when the cluster has one."""
+class ReferenceWorker(_Role):
+    """Oracle work on the CPU: reference MD (its labels are the first training set) and labels."""
 
-    def __init__(self, num_cpus: float = 1.0):
-        _threads(num_cpus)
+    def __init__(self, oracle: dict, num_cpus: float = 1.0):
+        super().__init__(num_cpus)
+        self._oracle_cfg, self._oracle = oracle, None
 
-    def instance(self) -> str:
-        """``pid:uuid`` of this actor incarnation (changes when Ray restarts the actor)."""
-        return _instance(self)
+    @property
+    def oracle(self):
+        from reference.oracles import Oracle
 
-    def run(self, members: list[str], structure_path: str, temperatures_K: list[float], replicas: int, steps: int,
-            md: dict, stability: dict, seed: int, out_dir: str, with_deviation: bool = False) -> list[dict]:
-        """All temperatures x replicas of one structure as one batched MD run (resumes from its checkpoint)."""
-        return science.student_md_batched(members, structure_path, temperatures_K, replicas, steps, md, stability,
-                                          seed, out_dir, with_deviation)
+        if self._oracle is None:            # loaded once per actor, not once per task
+            self._oracle = Oracle(**self._oracle_cfg)
+        return self._oracle
+
+    def reference_md(self, structure: str, protocol: dict, trajectory: str, store: str, shard: str,
+                     run_id: str) -> dict:
+        from reference.reference_md import ReferenceMDProtocol, run_reference_md
+        from reference.store import LabelStore
+        from reference.structures import read_atoms
+
+        return run_reference_md(read_atoms(structure), self.oracle, ReferenceMDProtocol(**protocol), trajectory,
+                                LabelStore(store), run_id=run_id, shard=shard, raise_on_failure=False).to_dict()
+
+    def label(self, trajectory: str, frames: list[int], temperature_K: float, store: str, shard: str,
+              run_id: str) -> dict:
+        from md.trajectory import read_frames
+        from reference.oracles import label_into_store
+        from reference.store import LabelStore
+
+        return label_into_store(self.oracle, read_frames(trajectory, frames), LabelStore(store), shard,
+                                "active-learning", temperature_K, run_id).to_dict()
 
 
-class StabilityJudge:
-    """Verdicts (RDF against the reference, fusion/explosion, ensemble deviation), frame selection,
-    force errors on new labels and the transport analysis."""
+class MDWorker(_Role):
+    """Student-ensemble MD (exploration and production) on the device Ray assigned to this actor."""
 
-    def judge(self, explore: dict, reference: dict, stability: dict, al: dict) -> dict:
-        return science.judge(explore, reference, stability, al)
+    def run(self, members: list[str], structure: str, temperatures_K: list[float], replicas: int, protocol: dict,
+            monitor: dict, seed: int, out_dir: str) -> list[dict]:
+        from md.monitors import MonitorConfig
+        from md.protocol import Protocol
+        from md.runner import run_temperatures
+        from models import load_ensemble
+        from reference.structures import read_atoms
 
-    def force_errors(self, members: list[str], label_path: str) -> dict:
-        return science.force_errors(members, label_path)
+        device = _device()
+        results = run_temperatures(load_ensemble(members, device), read_atoms(structure), temperatures_K, replicas,
+                                   Protocol(**protocol), out_dir, seed=seed, monitor=MonitorConfig.from_dict(monitor),
+                                   device=device, metadata={"kind": "mlff", "members": members})
+        return [r.to_dict() for r in results]
 
-    def transport(self, runs: list[dict], structure_path: str, equilibration_steps: int) -> dict:
-        return science.transport(runs, structure_path, equilibration_steps)
+
+class StabilityJudge(_Role):
+    """Verdicts and frames to label (``analysis.selection``), force errors, transport (``analysis``)."""
+
+    def judge(self, explore: str, reference: str, thresholds: dict, n_label: int, min_rmsd_A: float,
+              rdf_plot: str | None = None) -> dict:
+        from analysis.selection import judge_exploration
+        from analysis.verdicts import VerdictThresholds
+        from md.trajectory import load_trajectory
+
+        return judge_exploration(load_trajectory(explore), load_trajectory(reference),
+                                 VerdictThresholds.from_dict(thresholds), n_label, min_rmsd_A, rdf_plot).to_dict()
+
+    def judge_runs(self, runs: list[str], reference: str, thresholds: dict) -> list[dict]:
+        from analysis.verdicts import VerdictThresholds, judge_runs
+        from md.trajectory import load_trajectory
+
+        return [v.to_dict() for v in judge_runs([load_trajectory(p) for p in runs], load_trajectory(reference),
+                                                VerdictThresholds.from_dict(thresholds))]
+
+    def force_errors(self, members: list[str], shard: str) -> dict:
+        from models import evaluate, load_ensemble, read_frames
+
+        return {"force_mae_meV_A": evaluate(load_ensemble(members), read_frames(shard))["force_mae_meV_A"]}
+
+    def transport(self, trajectories: list[str], species: str, plot_dir: str | None = None) -> dict:
+        from analysis.plots import plot_transport
+        from analysis.transport import transport
+        from md.trajectory import load_trajectory
+
+        result = transport([load_trajectory(p) for p in trajectories], species)
+        return {"transport": result.to_dict(), "plots": plot_transport(result, plot_dir) if plot_dir else []}
 
 
-class Trainer:
-    """Trains or fine-tunes an ensemble on labelled frames and publishes it as files (a model version)."""
+class Trainer(_Role):
+    """Trains or fine-tunes an ensemble on a recorded store selection; publishes it as files (a model version)."""
 
-    def __init__(self, num_cpus: float = 1.0):
-        _threads(num_cpus)
+    def train(self, store: str, selection: dict, ensemble: dict, training: dict, out_dir: str, seed: int,
+              init: list[str] | None = None, fine_tune_epochs: int | None = None) -> dict:
+        from models import EnsembleConfig, TrainConfig, train_ensemble
+        from reference.store import LabelStore, Selection
 
-    def instance(self) -> str:
-        """``pid:uuid`` of this actor incarnation (changes when Ray restarts the actor)."""
-        return _instance(self)
-
-    def train(self, label_paths: list[str], models: dict, training: dict, init: list[str] | None,
-              out_dir: str, seed: int) -> dict:
-        return science.train_ensemble(label_paths, models, training, init, out_dir, seed)
+        frames = LabelStore(store).frames_of(Selection.from_dict(selection))
+        return train_ensemble(frames, EnsembleConfig(**{**ensemble, "architectures": tuple(ensemble["architectures"])}),
+                              TrainConfig(**training), out_dir, seed, init, fine_tune_epochs).to_dict()
 
 
 class ActorPool:

@@ -65,3 +65,22 @@ def _save(fig, plt, path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def plot_transport(result, out_dir) -> list[str]:
+    """MSD of every run (``msd_<T>K_r<k>.png``) and the Arrhenius plot of a TransportResult; returns the paths."""
+    from pathlib import Path
+
+    out, paths, seen = Path(out_dir), [], {}
+    for run in result.runs:
+        k = seen[run.temperature_K] = seen.get(run.temperature_K, -1) + 1
+        p = out / f"msd_{run.temperature_K:g}K_r{k}.png"
+        plot_msd(run, p)
+        paths.append(str(p))
+    usable = [q for q in result.points if q.conductivity_mS_cm > 0]
+    if result.arrhenius is not None and len(usable) >= 2:
+        p = out / "arrhenius.png"
+        plot_arrhenius([q.temperature_K for q in usable], [q.conductivity_mS_cm for q in usable],
+                       [q.conductivity_err_mS_cm for q in usable], result.arrhenius, p)
+        paths.append(str(p))
+    return paths

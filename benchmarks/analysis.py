@@ -10,6 +10,7 @@ frames; building the Structure list is timed separately).  Prints figures, asser
 """
 from __future__ import annotations
 
+from report import print_result
 import argparse
 import json
 import sys
@@ -82,11 +83,7 @@ def main() -> None:
         "pymatgen_max_diffusivity_cm2_s": values["max"][0], "pymatgen_max_err_cm2_s": values["max"][1],
         "pymatgen_false_diffusivity_cm2_s": values["False"][0], "pymatgen_false_err_cm2_s": values["False"][1],
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k}: {v}")
+    print_result(result, args.json)
 
 
 if __name__ == "__main__":

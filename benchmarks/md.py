@@ -8,6 +8,7 @@ calculator (MLFFCalculator), one structure at a time.  Prints figures, asserts n
 """
 from __future__ import annotations
 
+from report import print_result
 import argparse
 import json
 import os
@@ -107,11 +108,7 @@ def main() -> None:
         "batched_wall_s": round(batched_s, 2), "sequential_wall_s": round(sequential_s, 2),
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for k, v in result.items():
-            print(f"{k}: {v}")
+    print_result(result, args.json)
 
 
 if __name__ == "__main__":

@@ -72,3 +72,8 @@ def known_keys(path: str | Path, table: SpeciesTable | None = None) -> set[str]:
         except InputError as exc:
             raise InputError(f"{path}: formula #{i + 1} {f!r}: {exc}") from None
     return keys
+
+
+def bundled_known() -> Path:
+    """The small offline known-formulas file shipped with chemspace (see chemspace/data/README.md)."""
+    return Path(__file__).parent / "data" / "known_li_thiophosphates.csv"

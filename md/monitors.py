@@ -3,7 +3,8 @@
 A system fails with the first verdict that fires: ``exploded`` (non-finite energy or forces,
 or temperature runaway), ``atom_fusion`` (two atoms closer than a fraction of the sum of their
 covalent radii), ``framework_drift`` (centre of mass of the non-mobile atoms moved too far).
-Distances Å, temperatures K.
+The words and the numbers are the judge's (``analysis.verdicts``): one vocabulary, one set of
+thresholds.  Distances Å, temperatures K.
 """
 from __future__ import annotations
 
@@ -13,29 +14,27 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols, covalent_radii, atomic_numbers
 
+from analysis import verdicts
+from analysis.verdicts import VerdictThresholds
 from md.state import MDState
 from models.graph import NeighborList, edge_vectors
 
 OK, EXPLODED, ATOM_FUSION, FRAMEWORK_DRIFT = 0, 1, 2, 3
-VERDICT_NAMES = {OK: "stable", EXPLODED: "exploded", ATOM_FUSION: "atom_fusion", FRAMEWORK_DRIFT: "framework_drift"}
+VERDICT_NAMES = {OK: verdicts.STABLE, EXPLODED: verdicts.EXPLODED, ATOM_FUSION: verdicts.ATOM_FUSION,
+                 FRAMEWORK_DRIFT: verdicts.FRAMEWORK_DRIFT}
 
 
 @dataclass(frozen=True)
-class MonitorConfig:
-    """Thresholds of the live checks (every number configurable).
-
-    fusion_fraction: fail when r_ij < fusion_fraction * (r_cov,i + r_cov,j);
-    max_temperature_factor: fail when T > factor * target temperature (and > min_runaway_K);
-    framework_drift_A: fail when the framework centre of mass moved further than this (Å);
-    mobile_species: elements excluded from the framework; check_every: steps between checks
-    (non-finite values are checked every step).
-    """
-    fusion_fraction: float = 0.5
-    max_temperature_factor: float = 3.0
-    min_runaway_K: float = 1000.0
-    framework_drift_A: float = 3.0
-    mobile_species: tuple[str, ...] = ("Li",)
+class MonitorConfig(VerdictThresholds):
+    """The judge's thresholds (fusion_fraction, max_temperature_factor, min_runaway_K,
+    framework_drift_A, mobile_species) checked live, every ``check_every`` steps (non-finite values
+    every step)."""
     check_every: int = 10
+
+    @classmethod
+    def from_thresholds(cls, thresholds: VerdictThresholds, check_every: int = 10) -> "MonitorConfig":
+        values = {k: v for k, v in thresholds.to_dict().items() if k != "check_every"}
+        return cls(**{**values, "mobile_species": tuple(thresholds.mobile_species)}, check_every=check_every)
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Run many systems (replicas x temperatures x materials) as ONE batch: one force-field call per step.
 
 Each system has its own cell, atom count, target temperature, thermostat chain and random
-stream; each writes its own trajectory (``<out_dir>/<name>.h5``).  The run checkpoints
+stream; each writes its own trajectory (``<out_dir>/<name>.h5``).  With an ensemble force field
+every stored frame also records its max atomic force deviation (``force_deviation_max``, eV/Å),
+and each file records the engine's verdict (``metadata['verdict']``).  The run checkpoints
 atomically (``checkpoint.pt``) and resumes from it: the step count continues and no frame is
 duplicated.  Live monitors stop a failing system with a verdict and the step it failed at,
 while the others go on.  Units: Å, fs, eV, K.
@@ -53,6 +55,16 @@ class SystemResult:
     n_frames: int
     trajectory: str
     evidence: dict = field(default_factory=dict)
+    simulated_ps: float = 0.0          # steps_done x timestep
+
+    def to_dict(self) -> dict:
+        from analysis.verdicts import _plain
+
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SystemResult":
+        return cls(**d)
 
 
 def wrap(positions: np.ndarray, cell: np.ndarray, pbc) -> np.ndarray:
@@ -105,6 +117,7 @@ class BatchedMD:
         self.params = ThermostatParams(friction_per_fs=protocol.langevin_friction_per_fs,
                                        nh_tau_fs=protocol.nh_tau_fs, rescale_every=protocol.rescale_every)
         self.force_calls = 0
+        self.deviation: torch.Tensor | None = None      # [S] eV/Å of the current state (ensembles only)
         self.verlet = VerletList(force_field.cutoff, protocol.skin_A)
 
     # ---------------------------------------------------------------------------------- helpers
@@ -123,6 +136,10 @@ class BatchedMD:
             nl = NeighborList(edge_index=nl.edge_index, shifts=nl.shifts.to(batch.dtype), cutoff=nl.cutoff)
         pred = self.ff.predict(batch, neighbors=nl, compute_stress=self.write_stress)
         self.force_calls += 1
+        if pred.force_std is not None:      # an ensemble: per-system max atomic deviation (eV/Å)
+            std = pred.force_std.detach().to(self.dtype)
+            self.deviation = torch.zeros(state.n_systems, dtype=self.dtype, device=std.device).scatter_reduce(
+                0, state.system_index, std, "amax", include_self=True)
         stress = None if pred.stress is None else pred.stress.detach().to(self.dtype)
         return state.replace(forces=pred.forces.detach().to(self.dtype),
                              potential_energy=pred.energy.detach().to(self.dtype), stress=stress)
@@ -164,7 +181,8 @@ class BatchedMD:
             self.writers[k] = TrajectoryWriter(self.trajectory_path(spec.name), spec.atoms.numbers,
                                                timestep_fs=p.timestep_fs, stride=p.stride,
                                                temperature_K=spec.temperature_K, pbc=spec.atoms.pbc, metadata=meta,
-                                               velocities=self.write_velocities, stress=self.write_stress)
+                                               velocities=self.write_velocities, stress=self.write_stress,
+                                               force_deviation=self.deviation is not None)
         self._unwrapped_offsets = None
         self._check_initial()
         self._write_frames()
@@ -182,6 +200,7 @@ class BatchedMD:
             "results": {k: asdict(r) for k, r in self.results.items()},
             "systems": [s.name for s in self.systems], "protocol": self.protocol.to_dict(),
             "force_calls": self.force_calls,
+            "deviation": None if self.deviation is None else self.deviation.cpu(),
         }
         with atomic_path(self.checkpoint_path) as tmp:
             torch.save(payload, tmp)
@@ -208,6 +227,7 @@ class BatchedMD:
         self.verlet.load_state_dict(data["verlet"], self.device)
         self.results = {int(k): SystemResult(**r) for k, r in data["results"].items()}
         self.force_calls = int(data.get("force_calls", 0))
+        self.deviation = None if data.get("deviation") is None else data["deviation"].to(self.device)
         self.writers = {}
         for k in self.active:
             self.writers[k] = TrajectoryWriter.resume(self.trajectory_path(self.systems[k].name),
@@ -224,6 +244,7 @@ class BatchedMD:
         temp = st.temperature_K().cpu().numpy()
         vel = st.velocities.cpu().numpy() if self.write_velocities else None
         stress = st.stress.cpu().numpy() if self.write_stress and st.stress is not None else None
+        deviation = self.deviation.cpu().numpy() if self.deviation is not None else None
         counts = st.atoms_per_system.cpu().numpy()
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         for row, k in enumerate(self.active):
@@ -233,6 +254,8 @@ class BatchedMD:
                 extra["velocities"] = vel[a:b]
             if self.write_stress:
                 extra["stress"] = stress[row] if stress is not None else np.full((3, 3), np.nan)
+            if deviation is not None:
+                extra["force_deviation_max"] = deviation[row]
             self.writers[k].append(step=self.global_step, positions=wrap(unwrapped[a:b], cell[row], pbc[row]),
                                    unwrapped_positions=unwrapped[a:b],
                                    cell=cell[row], potential_energy=pe[row], kinetic_energy=ke[row],
@@ -249,14 +272,18 @@ class BatchedMD:
             spec = self.systems[k]
             writer = self.writers.pop(k)
             n_frames = writer.n_frames
+            writer.set_metadata(verdict={"status": VERDICT_NAMES[codes[row]], "failure_step": self.global_step,
+                                         "evidence": result.evidence[row]})
             writer.close()
             self.results[k] = SystemResult(name=spec.name, temperature_K=spec.temperature_K, seed=spec.seed,
                                            verdict=VERDICT_NAMES[codes[row]], failure_step=self.global_step,
                                            steps_done=self.global_step, n_frames=n_frames,
                                            trajectory=str(self.trajectory_path(spec.name)),
-                                           evidence=result.evidence[row])
+                                           evidence=result.evidence[row], simulated_ps=self._ps())
         keep = torch.as_tensor([c == OK for c in codes], device=self.state.device)
         self.state = self.state.select(keep)
+        if self.deviation is not None:
+            self.deviation = self.deviation[keep]
         self.final_T = self.final_T[keep]
         self.reference_com = self.reference_com[keep]
         self.verlet.select(keep.cpu())
@@ -313,11 +340,16 @@ class BatchedMD:
             writer = self.writers.pop(k)
             self.results[k] = SystemResult(name=spec.name, temperature_K=spec.temperature_K, seed=spec.seed,
                                            verdict="stable", failure_step=None, steps_done=self.global_step,
-                                           n_frames=writer.n_frames, trajectory=str(self.trajectory_path(spec.name)))
+                                           n_frames=writer.n_frames, trajectory=str(self.trajectory_path(spec.name)),
+                                           simulated_ps=self._ps())
+            writer.set_metadata(verdict={"status": "stable", "failure_step": None, "evidence": {}})
             writer.close()
         results = [self.results[k] for k in range(len(self.systems))]
         self.write_summary(results)
         return results
+
+    def _ps(self) -> float:
+        return self.global_step * self.protocol.timestep_fs / 1000.0
 
     def write_summary(self, results: list[SystemResult]) -> Path:
         summary = {
@@ -326,6 +358,28 @@ class BatchedMD:
             "systems": [asdict(r) for r in results],
         }
         return atomic_write_text(self.out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=float) + "\n")
+
+
+def run_temperatures(force_field, atoms, temperatures_K: Sequence[float], replicas: int, protocol: Protocol,
+                     out_dir, *, seed: int = 0, monitor: MonitorConfig = MonitorConfig(), device: str | None = None,
+                     n_steps: int | None = None, metadata: dict | None = None, write_velocities: bool = False,
+                     progress=None) -> list[SystemResult]:
+    """Every temperature x replica of one structure (ase.Atoms) as ONE batch (resumes from ``out_dir``).
+
+    Systems are named ``<T>K_r<k>`` (trajectories ``<out_dir>/<T>K_r<k>.h5``) and seeded ``seed + i``
+    for the i-th system, temperatures outermost.  The one MLFF-MD entry point of the campaign, the
+    benchmark and ``matscreen md``.
+    """
+    if replicas < 1:
+        raise InputError(f"replicas must be >= 1, got {replicas}")
+    systems = []
+    for t in temperatures_K:
+        for r in range(replicas):
+            systems.append(SystemSpec(name=f"{float(t):g}K_r{r}", atoms=atoms, temperature_K=float(t),
+                                      seed=int(seed) + len(systems), metadata={"replica": r}))
+    runner = BatchedMD(force_field, systems, protocol, out_dir, monitor=monitor, device=device,
+                       write_velocities=write_velocities, metadata=metadata)
+    return runner.run(n_steps=n_steps, progress=progress)
 
 
 def integrate(force_field, state: MDState, integrator, n_steps: int, dt_fs: float,

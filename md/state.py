@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from ase import units
 
-from models.batch import AtomsBatch
+from models.batch import AtomsBatch, SystemSizes
 
 KB_EV_PER_K = float(units.kB)                       # eV/K
 # 1 amu·(Å/fs)^2 in eV; a [Å/fs^2] = F [eV/Å] / (m [amu] * AMU_A2_FS2_IN_EV)
@@ -21,7 +21,7 @@ AMU_A2_FS2_IN_EV = float(units._amu * (1e-10 / 1e-15) ** 2 / units._e)   # ~103.
 
 
 @dataclass
-class MDState:
+class MDState(SystemSizes):
     positions: torch.Tensor            # [N,3] Å, unwrapped
     velocities: torch.Tensor           # [N,3] Å/fs
     masses: torch.Tensor               # [N] amu
@@ -39,19 +39,7 @@ class MDState:
     potential_energy: torch.Tensor | None = None  # [S] eV
     stress: torch.Tensor | None = None           # [S,3,3] eV/Å^3
 
-    # -- sizes ---------------------------------------------------------------------------------
-    @property
-    def n_systems(self) -> int:
-        return int(self.cell.shape[0])
-
-    @property
-    def n_atoms(self) -> int:
-        return int(self.positions.shape[0])
-
-    @property
-    def atoms_per_system(self) -> torch.Tensor:
-        return torch.bincount(self.system_index, minlength=self.n_systems)
-
+    # -- sizes: n_systems, n_atoms, atoms_per_system from models.batch.SystemSizes ------------------
     @property
     def degrees_of_freedom(self) -> torch.Tensor:
         """[S] 3N - 3 per system (total momentum is removed at start and kept zero)."""

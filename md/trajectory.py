@@ -15,6 +15,7 @@ datasets (frames along axis 0, gzip-compressed, chunked along frames)
     stress     (optional)[n_frames, 3, 3]       eV/Å^3, ASE sign
     velocities (optional)[n_frames, n_atoms, 3] Å/fs
     forces     (optional)[n_frames, n_atoms, 3] eV/Å
+    force_deviation_max (optional)[n_frames]    eV/Å, max atomic ensemble force deviation (ensembles)
 root attributes
     format="matscreen-trajectory", format_version=1, dt_fs (time between stored frames),
     timestep_fs (integrator step), stride (steps between stored frames), temperature_K (target),
@@ -22,6 +23,8 @@ root attributes
 
 While a writer is open it writes ``<name>.part``; ``close()`` renames it onto ``<name>``
 (atomic), and ``TrajectoryWriter.resume`` continues a file, dropping frames after a step.
+``load_trajectory(path)`` is the one reader analyses use (an ``analysis.Trajectory``: arrays,
+target temperature, equilibration to discard, ensemble deviation, the engine's own verdict).
 ``ase.io.read(path, ":")`` works through the ``ase.ioformats`` entry point (format name
 ``matscreen-h5``, extension ``.h5``).
 """
@@ -44,7 +47,7 @@ FORMAT_VERSION = 1
 PER_ATOM = ("positions", "unwrapped_positions", "velocities", "forces")
 REQUIRED = ("positions", "unwrapped_positions", "cell", "potential_energy", "kinetic_energy",
             "temperature_K", "step", "time_fs")
-OPTIONAL = ("stress", "velocities", "forces")
+OPTIONAL = ("stress", "velocities", "forces", "force_deviation_max")
 _COMPRESSION = dict(compression="gzip", compression_opts=4, shuffle=True)
 
 
@@ -68,7 +71,8 @@ class TrajectoryWriter:
     def __init__(self, path: str | os.PathLike, numbers: Sequence[int], *, timestep_fs: float,
                  stride: int = 1, temperature_K: float | None = None, pbc: Sequence[bool] = (True, True, True),
                  metadata: dict[str, Any] | None = None, stress: bool = False, velocities: bool = False,
-                 forces: bool = False, buffer_frames: int = 32, _open_existing: bool = False):
+                 forces: bool = False, force_deviation: bool = False, buffer_frames: int = 32,
+                 _open_existing: bool = False):
         self.path = check_writable(path)
         self._part = part_path(self.path)
         self._pending: list[dict[str, np.ndarray]] = []     # frames not yet in the file (see flush)
@@ -108,6 +112,8 @@ class TrajectoryWriter:
             shapes["velocities"] = (n, 3)
         if forces:
             shapes["forces"] = (n, 3)
+        if force_deviation:
+            shapes["force_deviation_max"] = ()
         for name, shape in shapes.items():
             dtype = np.int64 if name == "step" else np.float64
             f.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
@@ -152,7 +158,8 @@ class TrajectoryWriter:
         return int(self._h5["step"][-1]) if self._h5["step"].shape[0] else None
 
     def append(self, *, step, positions, cell, potential_energy, kinetic_energy, temperature_K,
-               unwrapped_positions=None, time_fs=None, stress=None, velocities=None, forces=None) -> None:
+               unwrapped_positions=None, time_fs=None, stress=None, velocities=None, forces=None,
+               force_deviation_max=None) -> None:
         """Append one frame (or a block of frames with a leading frame axis). Units as in the schema."""
         positions = np.asarray(positions, dtype=np.float64)
         single = positions.ndim == 2
@@ -174,7 +181,7 @@ class TrajectoryWriter:
             "time_fs": block(steps * self.timestep_fs if time_fs is None else time_fs, ()),
         }
         for name, value, shape in (("stress", stress, (3, 3)), ("velocities", velocities, (n, 3)),
-                                   ("forces", forces, (n, 3))):
+                                   ("forces", forces, (n, 3)), ("force_deviation_max", force_deviation_max, ())):
             if name in self._h5:
                 if value is None:
                     raise InputError(f"this trajectory stores {name}; pass {name}= to append")
@@ -293,13 +300,19 @@ class TrajectoryReader:
         except OSError:
             raise InputError(f"cannot read {name!r} from {self.path}: the file is corrupt; rerun the MD") from None
 
-    def atoms(self, index: int | slice = slice(None)):
-        """Frame(s) as ``ase.Atoms``: one for an int index, a list for a slice."""
+    def atoms(self, index: int | slice | Sequence[int] = slice(None)):
+        """Frame(s) as ``ase.Atoms``: one for an int index, a list for a slice or a list of indices."""
         from ase import Atoms
         from ase.calculators.singlepoint import SinglePointCalculator
 
         n = len(self)
-        idx = range(n)[index]
+        if isinstance(index, (list, tuple, np.ndarray)):
+            try:
+                idx = [range(n)[int(i)] for i in index]
+            except IndexError:
+                raise InputError(f"frame indices {list(index)} out of range: {self.path} has {n} frames") from None
+        else:
+            idx = range(n)[index]
         frames = [idx] if isinstance(idx, int) else list(idx)
         out = []
         for i in frames:
@@ -335,6 +348,40 @@ class TrajectoryReader:
 
 # 1 Å/fs in ASE velocity units (Å per ASE time unit).
 _ASE_VELOCITY_PER_A_FS = 1.0 / units.fs
+
+
+def load_trajectory(path: str | os.PathLike):
+    """The whole trajectory as an ``analysis.Trajectory`` (read once; every analysis takes this).
+
+    ``discard_fs`` comes from the protocol the file records (0 when none); ``live_verdict`` is the MD
+    engine's own stop (``metadata['verdict']``) when it wrote one.
+    """
+    from analysis.trajectory import Trajectory
+
+    with TrajectoryReader(path) as r:
+        meta = r.metadata
+        target = r.temperature_K
+        live = meta.get("verdict")
+        times = r.read("time_fs")
+        if len(times) > 1:
+            gaps = np.diff(times)
+            if gaps[0] <= 0 or not np.allclose(gaps, gaps[0], rtol=1e-6, atol=1e-9):
+                raise InputError(f"{path} has inconsistent time steps between frames ({gaps.min():g} to "
+                                 f"{gaps.max():g} fs); analyse a trajectory with a constant stride")
+        return Trajectory(
+            numbers=r.numbers, positions=r.read("positions"), unwrapped=r.read("unwrapped_positions"),
+            cells=r.read("cell"), steps=r.read("step"), dt_fs=float(np.diff(times)[0]) if len(times) > 1 else r.dt_fs,
+            temperature_K=float(target) if np.isfinite(target) else None, temperatures_K=r.read("temperature_K"),
+            potential_energy=r.read("potential_energy"),
+            force_deviation=r.read("force_deviation_max") if r.has("force_deviation_max") else None,
+            live_verdict=live if isinstance(live, dict) else None,
+            discard_fs=float((meta.get("protocol") or {}).get("discard_fs", 0.0)), path=str(path), metadata=meta)
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> list:
+    """Stored frames ``indices`` of a trajectory as ``ase.Atoms`` (with their stored energy/forces)."""
+    with TrajectoryReader(path) as reader:
+        return reader.atoms(list(indices))
 
 
 def read_atoms(path: str | os.PathLike, index: int | slice | str = ":"):

@@ -88,11 +88,17 @@ class ForceFieldModel(nn.Module):
                              f"(trained on {known}); fine-tune it on data containing them (matscreen train --init)")
         return idx
 
-    def grow_elements(self, new_elements) -> list[int]:
+    def grow_elements(self, new_elements, seed: int = 0) -> list[int]:
         """Add elements to the table; every element embedding gains rows, existing rows are kept.
 
+        New rows are drawn with ``seed`` (the caller's global torch RNG is left as it was).
         Returns the atomic numbers that were added.
         """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return self._grow_elements(new_elements)
+
+    def _grow_elements(self, new_elements) -> list[int]:
         added = sorted({int(z) for z in new_elements} - set(self.elements))
         if not added:
             return []

@@ -12,13 +12,9 @@ import numpy as np
 import torch
 
 
-@dataclass
-class AtomsBatch:
-    positions: torch.Tensor      # [n_atoms, 3] Å
-    numbers: torch.Tensor        # [n_atoms] long, atomic numbers
-    cell: torch.Tensor           # [n_systems, 3, 3] Å, rows = lattice vectors
-    system_index: torch.Tensor   # [n_atoms] long, which system each atom belongs to (sorted)
-    pbc: torch.Tensor            # [n_systems, 3] bool
+class SystemSizes:
+    """Sizes of anything holding ``positions`` [n_atoms, 3], ``cell`` [n_systems, 3, 3] and a sorted
+    ``system_index`` (an AtomsBatch, md's batched state)."""
 
     @property
     def n_systems(self) -> int:
@@ -32,6 +28,15 @@ class AtomsBatch:
     def atoms_per_system(self) -> torch.Tensor:
         """[n_systems] long: atom count of each system."""
         return torch.bincount(self.system_index, minlength=self.n_systems)
+
+
+@dataclass
+class AtomsBatch(SystemSizes):
+    positions: torch.Tensor      # [n_atoms, 3] Å
+    numbers: torch.Tensor        # [n_atoms] long, atomic numbers
+    cell: torch.Tensor           # [n_systems, 3, 3] Å, rows = lattice vectors
+    system_index: torch.Tensor   # [n_atoms] long, which system each atom belongs to (sorted)
+    pbc: torch.Tensor            # [n_systems, 3] bool
 
     @property
     def device(self) -> torch.device:

@@ -24,7 +24,13 @@ FORMAT_VERSION = 1
 
 
 def model_to_dict(model, training: dict | None = None, state_dict: dict | None = None) -> dict:
-    """The checkpoint dict of one model (``state_dict`` overrides the model's own weights)."""
+    """The checkpoint dict of one model (``state_dict`` overrides the model's own weights).
+
+    The analytic ``lj`` potential is stored by its parameters alone (arch ``lj``, hparams).
+    """
+    if model.arch == "lj":
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": "lj", "hparams": model.hparams(),
+                "training": dict(training or {})}
     dtype = "float64" if model.param_dtype == torch.float64 else "float32"
     sd = state_dict if state_dict is not None else model.state_dict()
     norm = model.normalisation()
@@ -46,6 +52,13 @@ def model_to_dict(model, training: dict | None = None, state_dict: dict | None =
 
 def model_from_dict(ckpt: dict, device="cpu", dtype=None):
     from models.registry import build_model, resolve_dtype
+
+    if ckpt["arch"] == "lj":
+        from models.lennard_jones import LennardJones
+
+        model = LennardJones(**ckpt["hparams"])
+        model.training_info = ckpt.get("training", {})
+        return model
 
     model = build_model(ckpt["arch"], ckpt["elements"], dtype=ckpt.get("dtype", "float32"), **ckpt["hparams"])
     model.load_state_dict(ckpt["state_dict"])

@@ -28,8 +28,15 @@ class Ensemble:
         return len(self.models)
 
     @property
-    def elements(self) -> list[int]:
-        return sorted(set.intersection(*(set(m.elements) for m in self.models)))
+    def elements(self) -> list[int] | None:
+        """Elements every member knows (None when a member, e.g. an analytic potential, takes any)."""
+        sets = [set(m.elements) for m in self.models if getattr(m, "elements", None) is not None]
+        return sorted(set.intersection(*sets)) if sets else None
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        """The float dtype the members compute in (float64 for analytic potentials)."""
+        return getattr(self.models[0], "param_dtype", torch.float64)
 
     @property
     def arch(self) -> str:
@@ -46,20 +53,22 @@ class Ensemble:
 
     def predict(self, batch: AtomsBatch, neighbors: NeighborList | None = None,
                 compute_stress: bool = False) -> Prediction:
-        """Mean energy/forces/stress over members; ``force_std`` per atom (eV/Å)."""
+        """Mean energy/forces/stress over members; ``force_std`` per atom (eV/Å; None for one member)."""
         if neighbors is None:
             neighbors = neighbor_list(batch, self.cutoff)
         preds = [m.predict(batch, neighbors, compute_stress) for m in self.models]
         forces = torch.stack([p.forces for p in preds])            # [K, n_atoms, 3]
         mean_f = forces.mean(0)
-        std = ((forces - mean_f) ** 2).sum(-1).mean(0).sqrt()       # [n_atoms]
+        # one member has no deviation (None, not a misleading zero)
+        std = ((forces - mean_f) ** 2).sum(-1).mean(0).sqrt() if len(preds) > 1 else None   # [n_atoms]
         stress = torch.stack([p.stress for p in preds]).mean(0) if compute_stress else None
         return Prediction(energy=torch.stack([p.energy for p in preds]).mean(0), forces=mean_f,
                           stress=stress, force_std=std)
 
     def predict_atoms(self, atoms_list, compute_stress: bool = False) -> Prediction:
         m = self.models[0]
-        batch = AtomsBatch.from_atoms(atoms_list, dtype=m.param_dtype, device=m.reference_energies.device)
+        device = m.reference_energies.device if hasattr(m, "reference_energies") else "cpu"
+        batch = AtomsBatch.from_atoms(atoms_list, dtype=self.param_dtype, device=device)
         return self.predict(batch, compute_stress=compute_stress)
 
 
@@ -70,3 +79,10 @@ def max_force_deviation(pred: Prediction, system_index: torch.Tensor, n_systems:
     n = int(system_index.max()) + 1 if n_systems is None else n_systems
     out = torch.zeros(n, dtype=pred.force_std.dtype, device=pred.force_std.device)
     return out.scatter_reduce(0, system_index, pred.force_std, reduce="amax", include_self=True)
+
+
+def load_ensemble(paths, device: str = "cpu") -> Ensemble:
+    """An Ensemble of the member checkpoints ``paths`` (any architecture, the analytic ``lj`` too), eval mode."""
+    from models.checkpoint import load_model
+
+    return Ensemble([load_model(p, device=device) for p in paths]).eval()

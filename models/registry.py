@@ -32,13 +32,36 @@ def resolve_dtype(dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
+# the campaign's generic sizes (models.hidden, models.layers) -> each architecture's own keywords
+SIZE_KEYWORDS = {
+    "schnet": lambda hidden, layers: dict(hidden_channels=hidden, num_filters=hidden, num_interactions=layers),
+    "painn": lambda hidden, layers: dict(hidden_channels=hidden, num_layers=layers),
+    "dimenetpp": lambda hidden, layers: dict(hidden_channels=hidden, num_blocks=layers),
+    "cgcnn": lambda hidden, layers: dict(hidden_channels=hidden, num_layers=layers),
+}
+
+
+def size_hparams(arch: str, hidden: int, layers: int) -> dict:
+    """Constructor keywords of ``arch`` for a hidden width and a number of interaction blocks."""
+    model_class(arch)
+    if hidden < 1 or layers < 1:
+        raise InputError(f"hidden width and layers must be >= 1 (got {hidden}, {layers})")
+    return SIZE_KEYWORDS[arch](int(hidden), int(layers))
+
+
 def build_model(arch: str, elements, dtype="float32", seed: int | None = None, **hparams):
-    """A freshly initialised model of ``arch`` for ``elements`` (atomic numbers)."""
+    """A freshly initialised model of ``arch`` for ``elements`` (atomic numbers).
+
+    ``seed`` makes the initial weights reproducible without touching the caller's global torch RNG.
+    """
     cls = model_class(arch)
-    if seed is not None:
-        torch.manual_seed(int(seed))
     try:
-        model = cls(elements, **hparams)
+        if seed is None:
+            model = cls(elements, **hparams)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                model = cls(elements, **hparams)
     except TypeError as exc:
         raise InputError(f"bad hyper-parameters for {arch}: {exc}; see the model's docstring") from None
     return model.to(resolve_dtype(dtype))

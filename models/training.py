@@ -123,8 +123,9 @@ def evaluate(model, frames, batch_size: int = 16, data: GraphData | None = None)
     """Energy MAE (meV/atom), force MAE (meV/Å), force R², also per element, on labelled frames."""
     if data is None:
         frames = check_frames(frames, "the evaluation set")
-        first = model.models[0] if hasattr(model, "models") else model
-        data = GraphData(frames, float(model.cutoff), first.param_dtype, first.reference_energies.device)
+        first = model.models[0] if hasattr(model, "models") else model      # an analytic member: float64, cpu
+        device = first.reference_energies.device if hasattr(first, "reference_energies") else "cpu"
+        data = GraphData(frames, float(model.cutoff), getattr(first, "param_dtype", torch.float64), device)
     e_err, n_per, f_pred, f_true, zs = [], [], [], [], []
     for batch, nl, energy, forces, _ in data.batches(batch_size):
         pred = model.predict(batch, nl)
@@ -324,7 +325,7 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
         data_elements = sorted({int(z) for a in train + val for z in a.numbers})
         if fine_tune is None:
             fine_tune = bool(model.reference_energies.abs().sum() > 0)
-        added = model.grow_elements(data_elements)
+        added = model.grow_elements(data_elements, seed=cfg.seed)
         if fine_tune:
             fit_new_reference_energies(model, train, added)
         else:

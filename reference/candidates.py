@@ -185,12 +185,9 @@ def prototype_structure(proto: str):
     return item.key, item.structure, dict(item.provenance)
 
 
-_prototype = prototype_structure   # older private name, still used by actors/science.py
-
-
 def candidate_structure(formula: str, prototype: str):
     """The substituted, unrelaxed pymatgen Structure of ``formula`` in ``prototype``; InputError if it does not fit."""
-    name, proto, _ = _prototype(prototype)
+    name, proto, _ = prototype_structure(prototype)
     p_formula = proto.composition.reduced_formula
     mapping, details = substitution_map(p_formula, formula)
     p_oxi = _oxidation_states(parse_composition(p_formula))[0]
@@ -235,7 +232,7 @@ def propose(formulas: Iterable[str], prototypes: Sequence[str] | None = None, or
     """
     from reference.structures import library_names, relax
 
-    protos = [_prototype(p) for p in (prototypes or library_names())]
+    protos = [prototype_structure(p) for p in (prototypes or library_names())]
     out: list[Candidate] = []
     for formula in formulas:
         try:
@@ -280,3 +277,136 @@ def propose(formulas: Iterable[str], prototypes: Sequence[str] | None = None, or
                                  reason=f"no prototype with anonymous formula {target.anonymized_formula} and "
                                         f"matching charges among {', '.join(n for n, _, _ in protos)}"))
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# a campaign's candidate list
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class CandidateRow:
+    """One candidate of a campaign: its structure file (extxyz) or, when it has none, the reason."""
+    key: str                                  # file-name-safe, e.g. Li10SnP2S12__Li10GeP2S12
+    formula: str
+    prototype: str | None
+    structure_path: str | None
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CandidateRow":
+        return cls(**d)
+
+
+@dataclass
+class CandidateSet:
+    rows: list[CandidateRow]
+    skipped_known: list[str] = field(default_factory=list)   # enumerated, known, left out (include_known false)
+
+    def to_dict(self) -> dict:
+        return {"rows": [r.to_dict() for r in self.rows], "skipped_known": list(self.skipped_known)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CandidateSet":
+        return cls([CandidateRow.from_dict(r) for r in d["rows"]], list(d.get("skipped_known", [])))
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """The chemical space candidates are enumerated from (``chemspace``; the campaign spec's ``space``)."""
+    elements: tuple[str, ...]
+    require: tuple[str, ...] = ()
+    arity_min: int = 3
+    arity_max: int = 4
+    max_stoichiometry: int = 12
+    charge_neutral: bool = True
+    electronegativity: bool = True
+
+
+def candidate_key(formula: str, prototype: str | None) -> str:
+    """Stable, file-name-safe key of a candidate, e.g. ``Li10SnP2S12__Li10GeP2S12``."""
+    import re
+
+    key = f"{formula}__{prototype}" if prototype else formula
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key)
+
+
+def enumerated_formulas(space: SpaceSpec, prototypes: Sequence[str], known: str | None, include_known: bool,
+                        limit: int) -> tuple[list[str], list[str]]:
+    """Allowed compositions of ``space`` whose anonymous formula fits a prototype: (to screen, skipped known).
+
+    ``known``: a known-formulas file or ``mp`` (``chemspace``'s labels; default its bundled file).
+    """
+    import chemspace
+    from chemspace.known import bundled_known
+
+    table = chemspace.enumerate_compositions(
+        list(space.elements), arity=list(range(space.arity_min, space.arity_max + 1)),
+        must_contain=list(space.require) or None, max_stoich=space.max_stoichiometry,
+        include_disallowed=not (space.charge_neutral or space.electronegativity))
+    shapes = {prototype_structure(p)[1].composition.anonymized_formula for p in prototypes}
+    keep = [i for i, f in enumerate(table.column("formula").to_pylist())
+            if parse_composition(f).anonymized_formula in shapes]
+    table = table.take(keep)
+    if not include_known:
+        table = chemspace.label(table, known or str(bundled_known()))
+    formulas, skipped = [], []
+    for f, is_known in zip(table.column("formula").to_pylist(),
+                           table.column("known").to_pylist() if not include_known else [False] * table.num_rows):
+        (skipped if is_known else formulas).append(f)
+    return sorted(set(formulas))[:limit], sorted(set(skipped))
+
+
+def generate_candidates(out_dir, formulas: Sequence[str] = (), structures: dict | None = None,
+                        prototypes: Sequence[str] = ("Li10GeP2S12",), space: SpaceSpec | None = None,
+                        max_candidates: int = 3, max_atoms: int = 64, include_known: bool = True,
+                        known: str | None = None) -> CandidateSet:
+    """A campaign's candidates, each structure written to ``out_dir/<key>/structure.extxyz``.
+
+    Explicit ``formulas`` (with ``structures`` files read by :func:`reference.structures.read_structure`)
+    come first and are always screened; without them the ``space`` is enumerated (``chemspace``), only
+    compositions with a prototype's anonymous formula are tried, and with ``include_known=False`` the
+    known ones are left out and listed in ``skipped_known``.  Every prototype must resolve (InputError
+    naming ``prototypes[i]`` otherwise).  A formula without a structure is kept with the reason.
+    """
+    from reference.structures import read_structure, write_structure
+
+    for i, proto in enumerate(prototypes):
+        try:
+            prototype_structure(proto)
+        except InputError as exc:
+            raise InputError(f"prototypes[{i}]: {exc}") from None
+    structures = dict(structures or {})
+    formulas = list(formulas) or list(structures)
+    skipped: list[str] = []
+    enumerated = not formulas
+    if enumerated:
+        if space is None:
+            raise InputError("candidates.formulas is empty and no space is given; list formulas or give a space")
+        formulas, skipped = enumerated_formulas(space, prototypes, known, include_known, 30 * max_candidates)
+    rows: list[CandidateRow] = []
+    for formula in formulas:
+        if len(rows) >= max_candidates:
+            break
+        structure, prototype, why = None, None, ""
+        if formula in structures:
+            structure, _ = read_structure(structures[formula])
+            prototype = Path(structures[formula]).stem
+        else:
+            fits = propose([formula], prototypes)
+            good = [c for c in fits if c.structure is not None and c.status != "rejected"]
+            if good:
+                structure, prototype = good[0].structure, good[0].prototype
+            else:
+                why = "; ".join(c.reason for c in fits if c.reason) or f"no prototype of {list(prototypes)} fits {formula}"
+        if enumerated and structure is None:
+            continue
+        row = CandidateRow(candidate_key(formula, prototype), formula, prototype, None, why)
+        if structure is not None:
+            if len(structure) > max_atoms:
+                row.reason = f"{len(structure)} atoms exceed candidates.max_atoms={max_atoms}"
+            else:
+                row.structure_path = write_structure(structure, Path(out_dir) / row.key / "structure.extxyz")
+        rows.append(row)
+    return CandidateSet(rows, skipped)

@@ -239,3 +239,32 @@ class Oracle:
             except OracleError as exc:
                 report.failures.append(FrameFailure(index=i, error=str(exc), attempts=1 + self.retries))
         return report
+
+
+@dataclass
+class LabelResult:
+    """What labelling a batch of frames into the store gave (``shard`` is None when nothing was labelled)."""
+    n_labels: int
+    n_failed: int
+    errors: list[str] = field(default_factory=list)     # the first few failure messages
+    shard: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabelResult":
+        return cls(**d)
+
+
+def label_into_store(oracle: Oracle, frames, store, shard: str, source: str, temperature_K: float | None = None,
+                     run_id: str | None = None) -> LabelResult:
+    """Label ``frames`` with ``oracle`` (retries, stress) and store the good ones as the shard ``shard``.
+
+    ``store`` is a :class:`reference.store.LabelStore`; the shard name is deterministic, so a retried
+    call rewrites it.  Failed frames are counted, never fatal.
+    """
+    report = oracle.label_many(frames, source=source, temperature_K=temperature_K, run_id=run_id)
+    path = store.write_shard(shard, report.frames, run_id=run_id) if report.frames else None
+    return LabelResult(n_labels=len(report.frames), n_failed=len(report.failures),
+                       errors=[f.error for f in report.failures[:5]], shard=None if path is None else str(path))

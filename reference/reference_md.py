@@ -9,7 +9,7 @@ appended to the data store.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -39,9 +39,45 @@ class ReferenceMDProtocol:
         return self
 
 
+@dataclass
+class ReferenceRun:
+    """What one oracle MD run produced (``to_dict`` is the ``matscreen reference md --json`` line)."""
+    run_id: str
+    oracle: str
+    trajectory: str
+    steps: int
+    frames: int
+    labelled_frames: int
+    mean_temperature_K: float | None
+    max_temperature_K: float | None
+    potential_energy_eV: list | None          # [first, last] stored frame
+    min_distance_A: float | None              # closest pair in the last structure (Å)
+    simulated_ps: float = 0.0
+    shard: str | None = None                  # the store shard holding the labels
+    error: str | None = None                  # set when the oracle failed mid-run (raise_on_failure=False)
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ReferenceRun":
+        return cls(**d)
+
+
 def run_reference_md(atoms, oracle, protocol: ReferenceMDProtocol, trajectory_path, store=None,
-                     run_id: str | None = None, metadata: dict | None = None) -> dict:
-    """Run oracle MD on a copy of ``atoms``; returns a summary dict (frames, labels, T, energies, paths)."""
+                     run_id: str | None = None, metadata: dict | None = None, shard: str | None = None,
+                     raise_on_failure: bool = True) -> ReferenceRun:
+    """Run oracle MD on a copy of ``atoms``: a trajectory file, labels in ``store``, and a :class:`ReferenceRun`.
+
+    ``shard``: store the labels as that deterministic shard (``LabelStore.write_shard``: a rerun rewrites
+    it) instead of a new one.  An oracle failure mid-run keeps the labels made so far and raises
+    :class:`OracleError`, or with ``raise_on_failure=False`` returns the run with ``error`` set.
+    """
     from ase import units
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.md.langevin import Langevin
@@ -99,28 +135,40 @@ def run_reference_md(atoms, oracle, protocol: ReferenceMDProtocol, trajectory_pa
                               "run_id": run_id, "md_step": int(step)}
                 labels.append(frame)
 
+        def keep_labels() -> str | None:
+            if store is None or not labels:
+                return None
+            return str(store.write_shard(shard, labels) if shard else store.append(labels))
+
         dyn.attach(observe, interval=1)
         try:
             dyn.run(p.steps)  # ASE calls the observer at step 0 too
         except Exception as exc:  # noqa: BLE001 - oracle failure mid-run: keep what was labelled
-            if store is not None and labels:
-                store.append(labels)
+            kept = keep_labels()
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise OracleError(f"oracle {oracle.name} failed at MD step {dyn.nsteps} ({type(exc).__name__}: "
-                              f"{msg[:200]}); {len(labels)} labelled frames were stored, the trajectory is "
-                              f"left as {trajectory_path}.part") from exc
-    if store is not None and labels:
-        store.append(labels)
-    return {"run_id": run_id, "oracle": oracle.name, "trajectory": str(trajectory_path), "steps": p.steps,
-            "frames": len(temps), "labelled_frames": len(labels),
-            "mean_temperature_K": float(np.mean(temps)) if temps else None,
-            "max_temperature_K": float(np.max(temps)) if temps else None,
-            "potential_energy_eV": [energies[0], energies[-1]] if energies else None,
-            "min_distance_A": _min_distance(work)}
+            error = OracleError(f"oracle {oracle.name} failed at MD step {dyn.nsteps} ({type(exc).__name__}: "
+                                f"{msg[:200]}); {len(labels)} labelled frames were stored, the trajectory is "
+                                f"left as {trajectory_path}.part")
+            if raise_on_failure:
+                raise error from exc
+            writer.close(finalize=False)
+            return _summary(run_id, oracle, trajectory_path, dyn.nsteps, p, temps, energies, labels, work, kept,
+                            str(error), meta)
+    return _summary(run_id, oracle, trajectory_path, p.steps, p, temps, energies, labels, work, keep_labels(), None,
+                    meta)
 
 
-def _min_distance(atoms) -> float:
+def _summary(run_id, oracle, path, steps, p, temps, energies, labels, work, shard, error, meta) -> ReferenceRun:
+    return ReferenceRun(run_id=run_id, oracle=oracle.name, trajectory=str(path), steps=int(steps), frames=len(temps),
+                        labelled_frames=len(labels), mean_temperature_K=float(np.mean(temps)) if temps else None,
+                        max_temperature_K=float(np.max(temps)) if temps else None,
+                        potential_energy_eV=[energies[0], energies[-1]] if energies else None,
+                        min_distance_A=_min_distance(work), simulated_ps=steps * p.timestep_fs / 1000.0,
+                        shard=shard, error=error, metadata=meta)
+
+
+def _min_distance(atoms) -> float | None:
     from ase.neighborlist import neighbor_list
 
     d = neighbor_list("d", atoms, 4.0)
-    return float(d.min()) if len(d) else float("nan")
+    return float(d.min()) if len(d) else None

@@ -3,6 +3,13 @@
 Layout (a directory, local or on a shared filesystem)::
 
     <root>/shards/<utc time>-<host>-<pid>-<random>.extxyz    one file per append, never modified
+    <root>/shards/campaign-<campaign>-<step>-r<n>.extxyz      a campaign step's labels (``write_shard``:
+                                                             deterministic, so a retried step rewrites
+                                                             its own shard instead of adding frames twice)
+
+A training set is a :class:`Selection`: frames named by (shard, index in shard) with a fingerprint
+that changes exactly when the selection does (shards are immutable, so it names the same frames
+later).  ``LabelStore.select`` builds one by shared elements; ``LabelStore.frames_of`` reads it.
 
 Each ``append`` writes its frames to a temporary file in ``shards/`` and renames it into place
 (atomic on POSIX), so several processes can append at once without locks, readers only ever see
@@ -14,7 +21,10 @@ The root is a path or a ``file://`` URI; default ``$MATSCREEN_STORE`` or ``.mats
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -77,6 +87,41 @@ def validate_frame(atoms, where: str = "frame") -> None:
 
 
 @dataclass
+class Selection:
+    """Frames of one oracle named by ``shards`` = [[shard file name, [indices]], ...] (see module docstring)."""
+    shards: list
+    oracle: str
+    n_frames: int = 0
+    fingerprint: str = ""
+
+    def __post_init__(self):
+        self.shards = [[str(name), [int(i) for i in idx]] for name, idx in self.shards if idx]
+        self.n_frames = sum(len(i) for _, i in self.shards)
+        text = json.dumps([self.oracle, self.shards], sort_keys=True)
+        self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def keep(self, predicate) -> "Selection":
+        """The frames ``(shard, index)`` for which ``predicate(shard, index)`` is true."""
+        return Selection([[name, [i for i in idx if predicate(name, i)]] for name, idx in self.shards], self.oracle)
+
+    def addresses(self) -> set[tuple[str, int]]:
+        return {(name, i) for name, idx in self.shards for i in idx}
+
+    def to_dict(self) -> dict:
+        return {"shards": self.shards, "oracle": self.oracle, "n_frames": self.n_frames,
+                "fingerprint": self.fingerprint}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Selection":
+        return cls(shards=d["shards"], oracle=d["oracle"])
+
+
+def shard_name(campaign: str, step: str, n: int) -> str:
+    """Deterministic shard file name of a campaign step's labels: ``campaign-<campaign>-<step>-r<n>.extxyz``."""
+    return re.sub(r"[^A-Za-z0-9._@-]", "_", f"campaign-{campaign}-{step}-r{n}") + ".extxyz"
+
+
+@dataclass
 class StoreStats:
     n_frames: int
     n_shards: int
@@ -103,12 +148,11 @@ class LabelStore:
         elif not self.shards_dir.is_dir():
             raise InputError(f"no data store at {self.root}; import or label data first, or give the right --store")
         self._cache: dict[str, list] = {}
+        self._summaries: dict[str, tuple[tuple, list]] = {}
 
     # -- writing ------------------------------------------------------------------------------------
     def append(self, frames: Sequence, run_id: str | None = None) -> Path | None:
         """Store ``frames`` (labelled ase.Atoms) as one new shard; returns its path (None if empty)."""
-        from ase.io import write
-
         frames = list(frames)
         if not frames:
             return None
@@ -117,14 +161,39 @@ class LabelStore:
             if run_id is not None and "run_id" not in atoms.info:
                 atoms.info["run_id"] = str(run_id)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        name = f"{stamp}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.extxyz"
+        return self._write(f"{stamp}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}.extxyz", frames)
+
+    def _write(self, name: str, frames: list) -> Path:
+        """Frames as ``shards/<name>``: a hidden temporary file, fsynced, then renamed (atomic)."""
+        from ase.io import write
+
         target = self.shards_dir / name
         with atomic_path(target) as tmp:
             with open(tmp, "w") as fh:
                 write(fh, frames, format="extxyz")
                 fh.flush()
                 os.fsync(fh.fileno())
+        self._cache.pop(name, None)
+        self._summaries.pop(name, None)
         return target
+
+    def write_shard(self, name: str, frames: Sequence, run_id: str | None = None) -> Path:
+        """Store ``frames`` as the shard ``name`` (see :func:`shard_name`), replacing a previous write of it.
+
+        For a step that may be retried after a crash: the same step writes the same name, so its frames are
+        never stored twice.  Written to a hidden temporary file and renamed (readers never see half a shard).
+        """
+        frames = list(frames)
+        if not frames:
+            raise InputError(f"shard {name}: no frames to store")
+        if "/" in name or not name.endswith(".extxyz") or name.startswith("."):
+            raise InputError(f"shard name {name!r} must be a plain '<name>.extxyz' file name")
+        for i, atoms in enumerate(frames):
+            if run_id is not None:
+                atoms.info["run_id"] = str(run_id)
+            atoms.info.pop("step", None)
+            validate_frame(atoms, where=f"frame {i} of shard {name}")
+        return self._write(name, frames)
 
     # -- reading ------------------------------------------------------------------------------------
     def shards(self) -> list[Path]:
@@ -207,6 +276,39 @@ class LabelStore:
             elif o in forces_only_oracles:
                 a.info["energy_weight"] = 0.0
                 out.append(a)
+        return out
+
+    def _summary(self, path: Path) -> list[tuple[frozenset, str | None]]:
+        """(elements, oracle) of every frame of a shard, cached by (size, mtime)."""
+        st = path.stat()
+        stamp = (st.st_size, st.st_mtime_ns)
+        hit = self._summaries.get(path.name)
+        if hit is None or hit[0] != stamp:
+            self._cache.pop(path.name, None)
+            hit = (stamp, [(frozenset(a.get_chemical_symbols()), a.info.get("oracle")) for a in self._read_shard(path)])
+            self._summaries[path.name] = hit
+        return hit[1]
+
+    def select(self, elements: Iterable[str], min_shared: int, oracle: str) -> Selection:
+        """Frames of ``oracle`` sharing at least ``min_shared`` elements with ``elements`` (a training set)."""
+        elements = set(elements)
+        chosen = []
+        for path in self.shards():
+            idx = [i for i, (els, orc) in enumerate(self._summary(path))
+                   if orc == oracle and len(els & elements) >= min_shared]
+            chosen.append([path.name, idx])
+        return Selection(chosen, oracle)
+
+    def frames_of(self, selection: Selection) -> list:
+        """The labelled frames a selection names (copies), in selection order."""
+        out = []
+        for name, idx in selection.shards:
+            path = self.shards_dir / name
+            if not path.is_file():
+                raise InputError(f"shard {name} of a recorded training set is missing from {self.root}; "
+                                 "restore the store or start the campaign under a new name")
+            frames = self._read_shard(path)
+            out += [_copy_frame(frames[i]) for i in idx]
         return out
 
     def stats(self) -> StoreStats:

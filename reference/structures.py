@@ -149,6 +149,26 @@ def read_structure(path: str | os.PathLike, order: bool = True):
     return structure, choices
 
 
+def read_atoms(path: str | os.PathLike):
+    """The structure of a file as ``ase.Atoms`` (through :func:`read_structure`: ordered, checked)."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    return AseAtomsAdaptor.get_atoms(read_structure(path)[0])
+
+
+def write_structure(structure, path: str | os.PathLike) -> str:
+    """Write a pymatgen Structure (or ase.Atoms) as extended XYZ, atomically; what :func:`read_atoms` reads back."""
+    from ase.io import write
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from common.atomic import atomic_path
+
+    atoms = structure if hasattr(structure, "get_positions") else AseAtomsAdaptor.get_atoms(structure)
+    with atomic_path(path) as tmp:
+        write(tmp, atoms, format="extxyz")
+    return str(path)
+
+
 def get_structure(source: str, order: bool = True):
     """Resolve ``source``: a library name, ``library:<name>``, ``mp-<id>`` or a file path.
 

@@ -11,7 +11,8 @@ from ase.build import bulk
 
 from analysis.diffusion import arrhenius, diffusion, msd_fft, nernst_einstein_mS_cm, unwrap
 from analysis.rdf import rdf, rdf_mae
-from analysis.verdicts import judge
+from analysis.trajectory import Trajectory
+from analysis.verdicts import judge, structure_rdf
 from common import InputError
 from md.trajectory import TrajectoryWriter
 from orchestrator.cli import main
@@ -133,24 +134,48 @@ def _frames(n=30, fuse_at=None, explode_at=None, drift=0.0):
     if explode_at is not None:
         temps[explode_at:] = 5000.0
     cells = np.broadcast_to(atoms.cell[:], (n, 3, 3))
-    return dict(positions=pos % 7.0, unwrapped=pos, cells=cells, numbers=atoms.numbers, steps=np.arange(n) * 10,
-                temperatures_K=temps, target_temperature_K=300.0)
+    return Trajectory(positions=pos % 7.0, unwrapped=pos, cells=cells, numbers=atoms.numbers, steps=np.arange(n) * 10,
+                      dt_fs=10.0, temperatures_K=temps, temperature_K=300.0)
 
 
 def test_verdict_detectors_fire_on_bad_and_stay_silent_on_good():
-    assert judge(**_frames()).status == "stable"
-    fused = judge(**_frames(fuse_at=12))
+    assert judge(_frames()).status == "stable"
+    fused = judge(_frames(fuse_at=12))
     assert fused.status == "atom_fusion" and fused.failure_step == 120 and fused.evidence["pair"] == "Li-Li"
-    hot = judge(**_frames(explode_at=7))
+    hot = judge(_frames(explode_at=7))
     assert hot.status == "exploded" and hot.failure_step == 70
-    drift = judge(**_frames(drift=5.0))
+    drift = judge(_frames(drift=5.0))
     assert drift.status == "framework_drift" and drift.evidence["framework_drift_A"] > 3.0
     good = _frames()
-    reference = rdf(good["positions"], good["cells"], good["numbers"])
-    assert judge(**good, reference=reference).evidence["rdf_mae"] < 0.02
+    reference = structure_rdf(good)
+    assert judge(good, reference=reference).evidence["rdf_mae"] < 0.02
     squeezed = _frames()
-    squeezed["positions"] = squeezed["positions"] * 0.9
-    assert judge(**squeezed, reference=reference).status == "lattice_mismatch"
+    squeezed.positions = squeezed.positions * 0.9
+    assert judge(squeezed, reference=reference).status == "rdf_mismatch"
+
+
+def test_ensemble_deviation_decides_between_stable_and_uncertain_and_picks_frames():
+    from analysis.selection import select_for_labelling
+    from analysis.verdicts import VerdictThresholds
+
+    th = VerdictThresholds(trust_lo_eV_A=0.05, trust_hi_eV_A=0.15, accurate_fraction=0.9)
+    confident = _frames()
+    confident.force_deviation = np.full(30, 0.01)
+    assert judge(confident, thresholds=th).status == "stable"
+    unsure = _frames()
+    unsure.force_deviation = np.where(np.arange(30) % 3 == 0, 0.1, 0.01)      # a third inside the band
+    v = judge(unsure, thresholds=th)
+    assert v.status == "uncertain" and v.evidence["selected_fraction"] == pytest.approx(1 / 3)
+    picked = select_for_labelling(unsure, v, th, n_max=4, min_rmsd_A=0.0)
+    assert picked == [0, 3, 6, 9]                                               # in-band frames, in time order
+    assert select_for_labelling(unsure, v, th, n_max=4, min_rmsd_A=1.0) == [0]  # all within 1 Å RMSD of frame 0
+
+
+def test_live_verdict_of_the_md_engine_is_honoured():
+    t = _frames()
+    t.live_verdict = {"status": "atom_fusion", "failure_step": 40, "evidence": {"pair": "Li-Na"}}
+    v = judge(t)
+    assert (v.status, v.failure_step, v.evidence["pair"]) == ("atom_fusion", 40, "Li-Na")
 
 
 def _write_traj(path, wrapped, cell, numbers, dt_fs=100.0, times=None):
@@ -208,7 +233,7 @@ def test_md_cli_writes_trajectories_and_summary(tmp_path, lgps_cif, capsys):
 
 
 def test_transport_combines_replicas_and_fits_arrhenius():
-    from analysis.transport import transport
+    from analysis.transport import TransportResult, combine
 
     ea, d0 = 0.3, 1e-2
     results = []
@@ -217,11 +242,14 @@ def test_transport_combines_replicas_and_fits_arrhenius():
         for seed in range(2):
             wrapped, cell, numbers = random_walk(seed + int(t), d_cm2_s=d_true, n_frames=200, n_li=32)
             results.append(diffusion(unwrap(wrapped, cell), numbers, 100.0, "Li", temperature_K=t))
-    out = transport(results, n_ions=32, volume_A3=12.0 ** 3)
+    out = combine(results, n_ions=32, volume_A3=12.0 ** 3)
     assert [p.n_replicas for p in out.points] == [2, 2, 2]
     assert abs(out.arrhenius.activation_energy_eV - ea) < 3 * out.arrhenius.activation_energy_err_eV + 0.02
     d = out.to_dict()
-    assert {"activation_energy_eV", "activation_energy_err_eV", "log10_sigma300_mS_cm", "log10_sigma300_err"} <= set(d)
+    assert {"activation_energy_eV", "activation_energy_eV_err", "log10_sigma_300K", "log10_sigma_300K_err",
+            "temperatures_K", "diffusivity_cm2_s", "diffusivity_cm2_s_err"} <= set(d)
+    back = TransportResult.from_dict(json.loads(json.dumps(d)))
+    assert back.to_dict() == d
 
 
 def test_plots_are_png(tmp_path):

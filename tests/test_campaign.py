@@ -12,8 +12,8 @@ import yaml
 
 from common import InputError
 from orchestrator.cli import main
-from orchestrator.spec import defaults, demo_spec_text, load_spec, validate
-from orchestrator.state import Ledger, ledger_path
+from orchestrator.campaign.spec import defaults, demo_spec_text, load_spec, validate
+from orchestrator.campaign.state import Ledger, ledger_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,7 +138,7 @@ def test_ledger_failed_step_records_nothing(tmp_path):
 
 
 def test_ranked_results_and_table(tmp_path):
-    from orchestrator.loop import format_table, ranked, results_csv
+    from orchestrator.campaign.results import format_table, ranked, results_csv
 
     led = Ledger(tmp_path / "l.sqlite")
     led.add_candidates([{"key": k, "formula": k} for k in ("A", "B", "C", "D")])
@@ -156,7 +156,7 @@ def test_ranked_results_and_table(tmp_path):
 
 # --- tracker (real MLflow, sqlite in tmp_path) ----------------------------------------------------
 def test_tracker_is_idempotent_and_nests_runs(tmp_path):
-    from orchestrator.tracking import Tracker
+    from orchestrator.campaign.tracking import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = validate({"name": "t"})
@@ -190,7 +190,7 @@ def test_tracker_is_idempotent_and_nests_runs(tmp_path):
 
 
 def test_default_tracking_uri_is_relative_to_cwd(tmp_path, monkeypatch):
-    from orchestrator.tracking import resolve_tracking_uri
+    from orchestrator.campaign.tracking import resolve_tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -202,7 +202,7 @@ def test_default_tracking_uri_is_relative_to_cwd(tmp_path, monkeypatch):
 def test_progress_line():
     import io
 
-    from orchestrator.progress import ProgressView
+    from orchestrator.campaign.progress import ProgressView
 
     buf = io.StringIO()
     view = ProgressView(buf)
@@ -213,7 +213,7 @@ def test_progress_line():
 
 
 def test_second_driver_on_the_same_campaign_is_refused(tmp_path):
-    from orchestrator.loop import Campaign
+    from orchestrator.campaign.driver import Campaign
 
     spec = validate({"name": "locked"})
     first = Campaign(spec, store=tmp_path, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
@@ -227,7 +227,7 @@ def test_second_driver_on_the_same_campaign_is_refused(tmp_path):
 
 
 def test_changed_science_spec_is_refused_on_resume(tmp_path):
-    from orchestrator.loop import Campaign
+    from orchestrator.campaign.driver import Campaign
 
     Campaign(validate({"name": "c"}), store=tmp_path, tracking_uri="sqlite:///x.db")
     Campaign(validate({"name": "c", "resources": {"md_workers": 3}}), store=tmp_path, tracking_uri="sqlite:///x.db")
@@ -237,7 +237,7 @@ def test_changed_science_spec_is_refused_on_resume(tmp_path):
 
 # --- data store location, shared-element selection, generations, placement -----------------------------
 def test_store_location_precedence(tmp_path, monkeypatch):
-    from orchestrator.spec import store_root
+    from orchestrator.campaign.spec import store_root
 
     cfg = validate({"store": {"path": "from-spec"}}).to_dict()
     monkeypatch.chdir(tmp_path)
@@ -265,7 +265,7 @@ def test_status_reads_the_store_from_the_environment(tmp_path, monkeypatch, caps
 
 
 def test_min_shared_elements_is_validated_and_defaults_to_all_but_one(tmp_path):
-    from orchestrator.loop import Campaign
+    from orchestrator.campaign.driver import Campaign
 
     with pytest.raises(InputError, match=r"active_learning\.min_shared_elements: must be > 0"):
         validate({"active_learning": {"min_shared_elements": 0}})
@@ -310,8 +310,8 @@ def test_screened_fingerprint_counts_own_late_labels_but_not_others(tmp_path):
     from ase.build import bulk
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from actors import science
-    from orchestrator.loop import Campaign
+    from orchestrator.campaign.driver import Campaign
+    from reference.store import LabelStore
 
     def frames(n, symbol="Li"):
         out = []
@@ -324,14 +324,15 @@ def test_screened_fingerprint_counts_own_late_labels_but_not_others(tmp_path):
         return out
 
     c = Campaign(validate({"name": "fp"}), store=tmp_path, tracking_uri="sqlite:///x.db")
+    store = LabelStore(tmp_path)
     row = {"key": "A", "formula": "LiAr", "structure_path": None}
     c.ledger.add_candidates([row])
     c.ledger.record_step("ref:A", {"oracle": "lj-argon"})
-    science.append_labels(c._shard("A", 0), frames(3), "fp/A/r0")
+    store.write_shard(c.ctx.shard("A", 0), frames(3), "fp/A/r0")
     c.ledger.record_step("train:A:0", {"training_set": c.training_selection(row, "lj-argon")})
-    science.append_labels(c._shard("A", 1), frames(2), "fp/A/r1")          # its own last labels (never trained on)
+    store.write_shard(c.ctx.shard("A", 1), frames(2), "fp/A/r1")          # its own last labels (never trained on)
     c._record_screened(row, "A")
     c.ledger.update_candidate("A", stage="done", reason="oracle_failing")
     assert c._new_generations([row]) == []                                  # no churn
-    science.append_labels(c._shard("B", 0), frames(2), "fp/B/r0")          # another candidate's Li labels
+    store.write_shard(c.ctx.shard("B", 0), frames(2), "fp/B/r0")          # another candidate's Li labels
     assert c._new_generations([row]) == ["A"] and c.gkey("A") == "A@g2"

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.scheduler import ScheduleStore, parse_time, run_due
-from orchestrator.scheduler_backends import RayJobBackend, package_working_dir, runtime_env
-from orchestrator.scheduler_tracking import ExecutionRecorder
+from orchestrator.ops.scheduler import ScheduleStore, parse_time, run_due
+from orchestrator.ops.scheduler_backends import RayJobBackend, package_working_dir, runtime_env
+from orchestrator.ops.scheduler_tracking import ExecutionRecorder
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -187,7 +187,7 @@ def test_job_submission_and_scheduler_on_a_real_head(ray_head, tmp_path, monkeyp
 
 
 def test_dashboard_address_resolution(monkeypatch):
-    from orchestrator.scheduler_backends import dashboard_address
+    from orchestrator.ops.scheduler_backends import dashboard_address
 
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # a GCS address, meant for ray.init
     assert dashboard_address() == "http://127.0.0.1:8265"

@@ -28,7 +28,8 @@ def lgps_md(chgnet_oracle, lgps_atoms, tmp_path_factory):
     root = tmp_path_factory.mktemp("refmd")
     store = LabelStore(root / "store")
     protocol = ReferenceMDProtocol(temperature_K=600, steps=100, timestep_fs=2.0, stride=10, label_every=25, seed=1)
-    summary = run_reference_md(lgps_atoms, chgnet_oracle, protocol, root / "lgps_600K.h5", store=store, run_id="t600")
+    summary = run_reference_md(lgps_atoms, chgnet_oracle, protocol, root / "lgps_600K.h5", store=store,
+                               run_id="t600").to_dict()
     return summary, store, root / "lgps_600K.h5"
 
 

@@ -13,9 +13,9 @@ import pytest
 
 from common import InputError
 from orchestrator.cli import main
-from orchestrator.scheduler import ScheduleStore, parse_time, run_due, submission_id
-from orchestrator.scheduler_backends import LocalProcessBackend
-from orchestrator.scheduler_tracking import ExecutionRecorder
+from orchestrator.ops.scheduler import ScheduleStore, parse_time, run_due, submission_id
+from orchestrator.ops.scheduler_backends import LocalProcessBackend
+from orchestrator.ops.scheduler_tracking import ExecutionRecorder
 
 T0 = datetime(2026, 1, 1, 0, 30, tzinfo=timezone.utc)
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from common import InputError
-from orchestrator import secrets
+from orchestrator.ops import secrets
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANTED = "mp-PLANTED-0123456789abcdef"
@@ -86,9 +86,9 @@ def test_log_records_are_redacted(tmp_path, monkeypatch):
 
 def test_planted_key_never_reaches_the_mlflow_store(tmp_path, monkeypatch):
     """A tracked campaign-style operation with the key in env, spec text and params: grep the store."""
-    tracking = pytest.importorskip("orchestrator.tracking")
-    from orchestrator.scheduler import Execution, Schedule
-    from orchestrator.scheduler_tracking import ExecutionRecorder
+    tracking = pytest.importorskip("orchestrator.campaign.tracking")
+    from orchestrator.ops.scheduler import Execution, Schedule
+    from orchestrator.ops.scheduler_tracking import ExecutionRecorder
 
     monkeypatch.setenv("MP_API_KEY", PLANTED)
     monkeypatch.chdir(tmp_path)

@@ -77,7 +77,7 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from orchestrator.spec import load_spec
+    from orchestrator.campaign.spec import load_spec
 
     spec = load_spec(args.spec)  # a malformed spec stops here, before any work starts
     return run_campaign(spec, store=args.store, tracking_uri=args.tracking_uri, incremental=args.incremental,
@@ -87,9 +87,11 @@ def _run(args) -> int:
 def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpus=None, quiet=False,
                  out=sys.stdout) -> int:
     """Run ``spec`` to the end, printing progress, the ranked table and the MLflow UI command."""
-    from orchestrator.loop import Campaign, format_table, ranked, ray_init
-    from orchestrator.progress import ProgressView
-    from orchestrator.tracking import mlflow_ui_command
+    from orchestrator.campaign.driver import Campaign
+    from orchestrator.campaign.results import format_table, ranked
+    from orchestrator.ops.ray_runtime import ray_init
+    from orchestrator.campaign.progress import ProgressView
+    from orchestrator.campaign.tracking import mlflow_ui_command
 
     view = None if quiet else ProgressView()
     campaign = Campaign(spec, store=store, tracking_uri=tracking_uri, on_progress=view)
@@ -107,8 +109,10 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
         print(f"re-screened (training data in the store changed): {', '.join(campaign.rescreened)}", file=out)
     rows = ranked(campaign.ledger, spec.to_dict()["candidates"]["rank_by"])
     print(format_table(rows), file=out)
+    skipped = f"; {summary['skipped_known']} known compositions skipped (include_known: false)" \
+        if summary.get("skipped_known") else ""
     print(f"\n{summary['converged']} converged, {summary['failed']} ended early of {summary['total']} candidates; "
-          f"{summary['simulated_ns']:.4f} ns simulated", file=out)
+          f"{summary['simulated_ns']:.4f} ns simulated{skipped}", file=out)
     print(f"results: {campaign.root / 'results.csv'}", file=out)
     print(f"open the MLflow UI:  {mlflow_ui_command(campaign.tracking_uri)}", file=out)
     return 0
@@ -116,8 +120,8 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
 
 def _ledger(args):
     from common.errors import InputError
-    from orchestrator.spec import defaults, load_spec, store_root
-    from orchestrator.state import Ledger, ledger_path
+    from orchestrator.campaign.spec import defaults, load_spec, store_root
+    from orchestrator.campaign.state import Ledger, ledger_path
 
     spec = load_spec(args.spec) if args.spec else None
     name = args.name or (spec.to_dict()["name"] if spec else None)
@@ -134,7 +138,7 @@ def _ledger(args):
 
 
 def _status(args) -> int:
-    from orchestrator.progress import format_summary
+    from orchestrator.campaign.progress import format_summary
 
     ledger, name = _ledger(args)
     rows = ledger.candidates()
@@ -165,24 +169,16 @@ def _mlflow_counts(ledger) -> dict:
     uri, exp = ledger.get_meta("tracking_uri"), ledger.get_meta("experiment")
     if not uri or not exp:
         return {}
-    try:
-        from mlflow import MlflowClient
+    from orchestrator.campaign.tracking import run_counts
 
-        client = MlflowClient(tracking_uri=uri)
-        e = client.get_experiment_by_name(exp)
-        if e is None:
-            return {}
-        out: dict = {}
-        for run in client.search_runs([e.experiment_id], max_results=5000):
-            kind = run.data.tags.get("matscreen.kind", "?")
-            out[kind] = out.get(kind, 0) + 1
-        return out
+    try:
+        return run_counts(uri, exp)
     except Exception:  # noqa: BLE001 - MLflow is a window; status works from the ledger alone
         return {}
 
 
 def _results(args) -> int:
-    from orchestrator.loop import format_table, ranked
+    from orchestrator.campaign.results import format_table, ranked
 
     ledger, _ = _ledger(args)
     spec = ledger.get_meta("spec") or {}
@@ -195,7 +191,7 @@ def _results(args) -> int:
 
 
 def _validate(args) -> int:
-    from orchestrator.spec import load_spec
+    from orchestrator.campaign.spec import load_spec
 
     spec = load_spec(args.spec)
     print(spec.to_yaml(), end="")
@@ -204,7 +200,7 @@ def _validate(args) -> int:
 
 
 def _defaults(args) -> int:
-    from orchestrator.spec import demo_spec_text, describe
+    from orchestrator.campaign.spec import demo_spec_text, describe
 
     print(demo_spec_text(), end="")
     print("\n# every key (type, default): meaning\n" + "\n".join("# " + line for line in describe().splitlines()))

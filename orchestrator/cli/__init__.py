@@ -43,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGE_MODULES:
         try:
-            module = importlib.import_module(f"orchestrator.commands.{name}")
+            module = importlib.import_module(f"orchestrator.cli.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"orchestrator.commands.{name}":
+            if exc.name == f"orchestrator.cli.{name}":
                 continue  # stage not built yet
             raise
         module.register(sub)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if args.command is None and argv not in (None, []) else 0
     try:
         # credentials from the secrets file reach the stages through the environment only
-        from orchestrator.secrets import export_secrets_file
+        from orchestrator.ops.secrets import export_secrets_file
 
         export_secrets_file()
         rc = args.func(args)

@@ -32,6 +32,8 @@ class Field:
 
 
 F = Field
+# models.ARCHITECTURES + the analytic test student (tests/test_campaign.py checks they agree)
+ARCHITECTURE_CHOICES = ("schnet", "painn", "dimenetpp", "cgcnn", "lj")
 SCHEMA: dict[str, Any] = {
     "name": F("str", "demo", "campaign name: one MLflow experiment and one ledger per name"),
     "seed": F("int", 0, "random seed for enumeration order, model initialisation and MD"),
@@ -49,7 +51,10 @@ SCHEMA: dict[str, Any] = {
         "structures": F("mapping", {}, "formula -> CIF/POSCAR path that gives its structure directly"),
         "max_candidates": F("int", 3, "most candidates taken into the campaign"),
         "max_atoms": F("int", 64, "largest simulation cell (atoms) accepted for a candidate"),
-        "include_known": F("bool", True, "also screen compositions already known (e.g. in Materials Project)"),
+        "include_known": F("bool", True, "also screen enumerated compositions already known; false: only unknown "
+                           "ones (the known ones skipped are counted in the summary)"),
+        "known": F("str?", None, "known formulas for include_known: a CSV/Parquet file with a formula column, or "
+                   "'mp' (Materials Project); null = chemspace's bundled Li-thiophosphate file"),
         "rank_by": F("str", "log10_sigma_300K", "metric that ranks converged candidates (higher is better)",
                      ("log10_sigma_300K", "activation_energy_eV", "conductivity_mS_cm")),
     },
@@ -61,7 +66,8 @@ SCHEMA: dict[str, Any] = {
         "max_failure_fraction": F("float", 0.5, "a round whose labels fail above this fraction ends the candidate as oracle_failing"),
     },
     "models": {
-        "architectures": F("list[str]", ["schnet"], "student architectures; an ensemble member cycles through them"),
+        "architectures": F("list[str]", ["schnet"], "student architectures; an ensemble member cycles through them "
+                           "(lj: an analytic Lennard-Jones student for tests)", ARCHITECTURE_CHOICES),
         "ensemble_size": F("int", 2, "ensemble members (>= 2 gives a force deviation)"),
         "cutoff_A": F("float", 5.0, "graph cutoff radius (Å)"),
         "hidden": F("int", 32, "hidden feature width"),
@@ -85,17 +91,21 @@ SCHEMA: dict[str, Any] = {
         "equilibration_steps": F("int", 50, "steps discarded before analysis"),
         "timestep_fs": F("float", 2.0, "integration time step (fs)"),
         "save_every": F("int", 10, "steps between stored frames"),
-        "thermostat": F("str", "langevin", "NVT thermostat", ("langevin", "nose-hoover", "berendsen")),
+        "thermostat": F("str", "langevin", "NVT thermostat of the student MD", ("langevin", "nose-hoover")),
         "reference_temperature_K": F("float", 800.0, "temperature of the short oracle reference trajectory"),
         "reference_steps": F("int", 60, "steps of the oracle reference trajectory"),
         "exploration_steps": F("int", 150, "MLFF steps of one active-learning exploration run"),
+        "species": F("str", "Li", "the mobile ion: its D(T) and sigma(T); every other element is the framework"),
     },
     "stability": {
         "rdf_mae": F("float", 0.02, "largest RDF mean absolute error against the reference"),
-        "fusion_distance_A": F("float", 0.7, "any pair closer than this (Å) is a fusion/explosion"),
+        "fusion_fraction": F("float", 0.5, "a pair closer than this fraction of the sum of covalent radii is atom fusion"),
+        "framework_drift_A": F("float", 3.0, "framework (non-Li) centre-of-mass drift beyond this (Å) is framework_drift"),
         "trust_lo_eV_A": F("float", 0.05, "ensemble force deviation below this is accurate (eV/Å)"),
         "trust_hi_eV_A": F("float", 0.15, "deviation above this is failed; between the two: candidate frames"),
-        "max_temperature_factor": F("float", 3.0, "kinetic T above factor x target is an explosion"),
+        "max_temperature_factor": F("float", 3.0, "kinetic T above factor x target (and above min_runaway_K) "
+                                    "is an explosion"),
+        "min_runaway_K": F("float", 1000.0, "never call a run exploded below this kinetic temperature (K)"),
         "accurate_fraction": F("float", 0.9, "fraction of accurate frames that makes a model reliable"),
     },
     "active_learning": {
@@ -293,8 +303,13 @@ def _semantic_checks(d: dict) -> None:
     s = d["stability"]
     if not 0 < s["trust_lo_eV_A"] < s["trust_hi_eV_A"]:
         raise InputError(f"stability.trust_hi_eV_A: must exceed stability.trust_lo_eV_A ({s['trust_lo_eV_A']}) > 0")
-    for key in ("rdf_mae", "fusion_distance_A", "max_temperature_factor"):
+    for key in ("rdf_mae", "fusion_fraction", "framework_drift_A", "max_temperature_factor"):
         positive(f"stability.{key}", s[key])
+    positive("stability.min_runaway_K", s["min_runaway_K"], strict=False)
+    from ase.data import atomic_numbers
+
+    if d["md"]["species"] not in atomic_numbers:
+        raise InputError(f"md.species: {d['md']['species']!r} is not a chemical symbol; give e.g. Li")
     if not 0 < s["accurate_fraction"] <= 1:
         raise InputError("stability.accurate_fraction: must be in (0, 1]")
     if not 0 <= d["oracle"]["max_failure_fraction"] <= 1:

@@ -183,6 +183,8 @@ class Ledger:
         done = [r for r in rows if r["stage"] == "done"]
         failed = [r for r in done if r["reason"] != "converged"]
         running = [r for r in rows if r["stage"] not in ("pending", "done")]
+        generated = self.step("candidates")
+        skipped = len(generated.get("skipped_known", [])) if isinstance(generated, dict) else 0
         return {
             "total": len(rows),
             "done": len(done),
@@ -192,6 +194,7 @@ class Ledger:
             "pending": len(rows) - len(done) - len(running),
             "round": max((r["round"] for r in running), default=0),
             "simulated_ns": sum(r["simulated_ps"] for r in rows) / 1000.0,
+            "skipped_known": skipped,
         }
 
 

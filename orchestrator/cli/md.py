@@ -83,30 +83,22 @@ def load_force_field(spec: str, device: str):
     path = Path(spec)
     if not path.exists():
         raise InputError(f"model checkpoint {spec} not found; give a checkpoint file or 'lj'")
-    try:
-        from models.checkpoint import load_model
-    except ImportError:
-        raise InputError("this installation cannot load model checkpoints yet; use --model lj") from None
+    from models.checkpoint import load_model
+
     return load_model(path, device=device)
 
 
 def run_md(args) -> int:
-    import ase.io
-
     from md.protocol import Protocol
-    from md.runner import BatchedMD, SystemSpec, default_device
+    from md.runner import default_device, run_temperatures
+    from reference.structures import read_atoms
 
     temps = _temperatures(args.temperatures)
     if args.replicas < 1:
         raise InputError(f"--replicas must be >= 1, got {args.replicas}")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
-    try:
-        atoms = ase.io.read(args.structure)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read structure {args.structure} ({type(exc).__name__}); give a CIF/POSCAR/extxyz file") from None
+    atoms = read_atoms(args.structure)
     try:
         reps = [int(x) for x in args.supercell.split(",")]
         assert len(reps) == 3 and min(reps) >= 1
@@ -121,15 +113,10 @@ def run_md(args) -> int:
     protocol = Protocol.named(args.protocol, **overrides)
     if args.steps is not None:
         protocol = protocol.with_steps(args.steps)
-    systems = []
-    for t in temps:
-        for r in range(args.replicas):
-            systems.append(SystemSpec(name=f"{t:g}K_r{r}", atoms=atoms, temperature_K=t,
-                                      seed=args.seed + len(systems), metadata={"replica": r}))
     meta = {"model": args.model, "structure": str(args.structure), "formula": atoms.get_chemical_formula()}
-    runner = BatchedMD(ff, systems, protocol, args.out, device=device, write_velocities=args.velocities,
-                       metadata=meta)
-    results = runner.run(progress=lambda step, n: print(f"step {step}: {n} systems running", file=sys.stderr))
+    results = run_temperatures(ff, atoms, temps, args.replicas, protocol, args.out, seed=args.seed, device=device,
+                               metadata=meta, write_velocities=args.velocities,
+                               progress=lambda step, n: print(f"step {step}: {n} systems running", file=sys.stderr))
     for r in results:
         fail = "" if r.failure_step is None else f" at step {r.failure_step}"
         print(f"{r.name}: {r.verdict}{fail} ({r.n_frames} frames) -> {r.trajectory}")
@@ -138,69 +125,41 @@ def run_md(args) -> int:
 
 
 def run_analyze(args) -> int:
-    import numpy as np
+    """Verdict (the campaign's judge), D and sigma (the campaign's transport) of one trajectory."""
+    from dataclasses import replace
 
-    from analysis.diffusion import charge_of, diffusion, nernst_einstein_mS_cm
-    from analysis.rdf import rdf
-    from analysis.verdicts import judge
-    from md.trajectory import TrajectoryReader
+    from analysis.transport import transport
+    from analysis.verdicts import judge, structure_rdf
+    from md.trajectory import load_trajectory
 
-    with TrajectoryReader(args.trajectory) as r:
-        steps = r.read("step")
-        times = r.read("time_fs")
-        data = {k: r.read(k) for k in ("positions", "unwrapped_positions", "cell", "temperature_K", "potential_energy")}
-        numbers = r.numbers
-        meta_dt = r.dt_fs
-        target = r.temperature_K
-        protocol = r.metadata.get("protocol", {})
-    if len(times) > 1:
-        gaps = np.diff(times)
-        if not np.allclose(gaps, gaps[0], rtol=1e-6, atol=1e-9) or gaps[0] <= 0:
-            raise InputError(f"{args.trajectory} has inconsistent time steps between frames "
-                             f"({gaps.min():g} to {gaps.max():g} fs); analyse a trajectory with a constant stride")
-        if args.dt_fs is not None and not np.isclose(args.dt_fs, gaps[0], rtol=1e-6):
-            raise InputError(f"--dt-fs {args.dt_fs:g} disagrees with the file's {gaps[0]:g} fs between frames; "
-                             "omit --dt-fs or fix it")
-    dt = args.dt_fs if args.dt_fs is not None else meta_dt
-    temperature = args.temperature if args.temperature is not None else (target if np.isfinite(target) else None)
-    discard_fs = args.discard_fs if args.discard_fs is not None else float(protocol.get("discard_fs", 0.0))
-    first = int(np.searchsorted(times - times[0], discard_fs - 1e-9))
-    reference = None
-    if args.reference:
-        with TrajectoryReader(args.reference) as ref:
-            reference = rdf(ref.read("positions"), ref.read("cell"), ref.numbers)
-    verdict = judge(data["positions"], data["unwrapped_positions"], data["cell"], numbers, steps,
-                    data["temperature_K"], data["potential_energy"], target_temperature_K=temperature,
-                    reference=reference)
-    unwrapped = data["unwrapped_positions"][first:]
-    if len(unwrapped) < 20:
-        raise InputError(f"after discarding {discard_fs:g} fs only {len(unwrapped)} frames remain; a diffusion fit "
-                         f"needs at least 20 frames (at {dt:g} fs per frame: {discard_fs + 20 * dt:g} fs in all)")
-    result = diffusion(unwrapped, numbers, dt, args.species, temperature)
-    out = {"trajectory": str(args.trajectory), "species": args.species, "temperature_K": temperature,
-           "dt_fs": dt, "n_frames": int(len(steps)), "n_frames_used": int(len(unwrapped)),
-           "diffusivity_cm2_s": result.diffusivity_cm2_s, "diffusivity_err_cm2_s": result.diffusivity_err_cm2_s,
-           "verdict": verdict.status, "failure_step": verdict.failure_step, "path_ok": result.path_ok}
-    if temperature:
-        volume = float(abs(np.linalg.det(data["cell"][-1])))
-        charge = charge_of(args.species)
-        sigma = nernst_einstein_mS_cm(result.diffusivity_cm2_s, result.n_atoms, volume, temperature, charge)
-        ratio = sigma / result.diffusivity_cm2_s if result.diffusivity_cm2_s else 0.0
-        out["conductivity_mS_cm"] = sigma
-        out["conductivity_err_mS_cm"] = abs(ratio) * result.diffusivity_err_cm2_s
-    else:
-        out["conductivity_mS_cm"] = out["conductivity_err_mS_cm"] = None
+    traj = load_trajectory(args.trajectory)
+    if args.dt_fs is not None and len(traj) > 1 and abs(args.dt_fs - traj.dt_fs) > 1e-6 * traj.dt_fs:
+        raise InputError(f"--dt-fs {args.dt_fs:g} disagrees with the file's {traj.dt_fs:g} fs between frames; "
+                         "omit --dt-fs or fix it")
+    if args.temperature is not None:
+        traj = replace(traj, temperature_K=args.temperature)
+    if args.discard_fs is not None:
+        traj = replace(traj, discard_fs=args.discard_fs)
+    reference = structure_rdf(load_trajectory(args.reference)) if args.reference else None
+    verdict = judge(traj, reference)
+    result = transport([traj], args.species)
+    if not result.points:
+        raise InputError(f"{args.trajectory}: {result.notes[0] if result.notes else 'no diffusion fit'}")
+    point, run = result.points[0], result.runs[0]
+    out = {"trajectory": str(args.trajectory), "species": args.species, "temperature_K": traj.temperature_K,
+           "dt_fs": traj.dt_fs, "n_frames": len(traj), "n_frames_used": run.n_frames,
+           "diffusivity_cm2_s": point.diffusivity_cm2_s, "diffusivity_err_cm2_s": point.diffusivity_err_cm2_s,
+           "conductivity_mS_cm": point.conductivity_mS_cm if traj.temperature_K else None,
+           "conductivity_err_mS_cm": point.conductivity_err_mS_cm if traj.temperature_K else None,
+           "verdict": verdict.status, "failure_step": verdict.failure_step, "path_ok": run.path_ok}
     if reference is not None:
-        from analysis.rdf import rdf_mae
-
-        mine = rdf(data["positions"], data["cell"], numbers, r_max_A=reference.r_max_A, n_bins=len(reference.r_A))
-        out["rdf_mae"] = verdict.evidence.get("rdf_mae", rdf_mae(mine, reference))
-    out["evidence"] = verdict.evidence
+        out["rdf_mae"] = verdict.evidence.get("rdf_mae")
+    out["evidence"] = verdict.to_dict()["evidence"]
     if args.plots:
-        from analysis.plots import plot_msd, plot_rdf
+        from analysis.plots import plot_rdf, plot_transport
 
-        plot_msd(result, Path(args.plots) / "msd.png")
-        plot_rdf(rdf(data["positions"][first:], data["cell"][first:], numbers), Path(args.plots) / "rdf.png", reference)
+        plot_transport(result, args.plots)
+        plot_rdf(structure_rdf(traj), Path(args.plots) / "rdf.png", reference)
     if args.json:
         print(json.dumps(out, default=float))
     else:

@@ -43,10 +43,8 @@ def experiment_name(spec: dict) -> str:
 
 
 def _redact(obj: Any) -> Any:
-    try:
-        from orchestrator.secrets import redact
-    except ImportError:  # pragma: no cover - secrets module is the operations stage's
-        return obj
+    from orchestrator.ops.secrets import redact
+
     return redact(obj)
 
 
@@ -212,13 +210,59 @@ class Tracker:
                 self.client.log_artifact(run_id, p, "plots")
         self.client.set_terminated(run_id, "FINISHED")
 
+    # --- the benchmark table ------------------------------------------------------------------------
+    def log_benchmark(self, name: str, params: dict, rows: list[dict], files: list[str]) -> str:
+        """One run (tag ``matscreen.kind=benchmark``): params, a metric ``<column>.<model>.<material>`` per
+        cell, a tag ``verdict.<model>.<material>`` per row, and the table files under ``benchmark/``."""
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={KIND_TAG: "benchmark"})
+        rid = run.info.run_id
+        self._params(rid, params)
+        self._metrics(rid, [(f"{m}.{r['model']}.{r['material']}", r[m], 0) for r in rows
+                            for m in ("force_mae_meV_A", "rdf_mae", "neg_log10_sigma_300K")])
+        for r in rows:
+            self.client.set_tag(rid, f"verdict.{r['model']}.{r['material']}", r["verdict"])
+        for f in files:
+            self.client.log_artifact(rid, f, "benchmark")
+        self.client.set_terminated(rid, "FINISHED")
+        return rid
+
+    # --- scheduled executions (experiment ``matscreen-schedules``) -----------------------------------
+    def start_schedule_execution(self, schedule, execution) -> str:
+        """One run per scheduler execution (tag ``matscreen.kind=schedule-execution``); returns its run id."""
+        from datetime import datetime
+
+        tags = {KIND_TAG: "schedule-execution", "matscreen.schedule": schedule.name, "outcome": execution.outcome,
+                "mlflow.runName": f"{schedule.name}@{execution.slot}"}
+        start = datetime.fromisoformat(execution.submitted_at.replace("Z", "+00:00"))
+        run = self.client.create_run(self.experiment_id, tags=_redact(tags), start_time=int(start.timestamp() * 1000))
+        self._params(run.info.run_id, {"schedule": schedule.name, "spec": schedule.spec, "cron": schedule.cron,
+                                       "slot": execution.slot, "job_id": execution.job_id or "",
+                                       "incremental": schedule.incremental, "working_dir": schedule.working_dir})
+        if execution.message:
+            self.client.set_tag(run.info.run_id, "message", _redact(execution.message)[:4000])
+        return run.info.run_id
+
+    def finish_schedule_execution(self, run_id: str, outcome: str, status: str, when) -> None:
+        """Record the final ``outcome`` and close the run with MLflow ``status``."""
+        self.client.set_tag(run_id, "outcome", outcome)
+        self.client.set_terminated(run_id, status=status, end_time=int(when.timestamp() * 1000))
+
     def count_runs(self) -> dict[str, int]:
         """Runs per kind in this experiment (for status and tests)."""
-        out: dict[str, int] = {}
-        for run in self.client.search_runs([self.experiment_id], max_results=5000):
-            kind = run.data.tags.get(KIND_TAG, "?")
-            out[kind] = out.get(kind, 0) + 1
-        return out
+        return run_counts(self.tracking_uri, self.experiment)
+
+
+def run_counts(tracking_uri: str, experiment: str) -> dict[str, int]:
+    """Runs per ``matscreen.kind`` in ``experiment`` (read only: {} when the experiment does not exist)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    out: dict[str, int] = {}
+    for run in client.search_runs([exp.experiment_id], max_results=5000) if exp else []:
+        kind = run.data.tags.get(KIND_TAG, "?")
+        out[kind] = out.get(kind, 0) + 1
+    return out
 
 
 def mlflow_ui_command(tracking_uri: str, artifact_root: str | None = None) -> str:

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def _benchmark_run(args) -> int:
-    from orchestrator.benchmark import format_table, run_benchmark
+    from orchestrator.campaign.benchmark import format_table, run_benchmark
 
     rows = run_benchmark(args.spec, out_dir=args.out, use_ray=args.use_ray, tracking_uri=args.tracking_uri)
     print(format_table(rows))

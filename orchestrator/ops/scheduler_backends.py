@@ -5,7 +5,7 @@
 in ``.rayignore`` (``.venv``, data, outputs; Ray reads that file itself and we pass the same list
 as runtime_env ``excludes``), and the job inherits ``MLFLOW_TRACKING_URI`` / ``MATSCREEN_STORE``
 from the submitting process when they are set.  Credentials are never forwarded: the cluster
-nodes read them from their own environment or secrets file (orchestrator/secrets.py).
+nodes read them from their own environment or secrets file (orchestrator/ops/secrets.py).
 
 :class:`LocalProcessBackend` runs the entrypoint as a detached process on this machine (no
 cluster needed; `campaign run` then starts its own local Ray), keeping its pid, exit code and log
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common.atomic import atomic_write_text
 from common.errors import InputError
-from orchestrator.secrets import is_secret_name
+from orchestrator.ops.secrets import is_secret_name
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 # Environment forwarded to jobs so they find the cluster's MLflow server and data store.

@@ -150,8 +150,8 @@ class Schedule:
 
 
 class JobBackend(Protocol):
-    """Where due campaigns run: Ray jobs (:class:`~orchestrator.scheduler_backends.RayJobBackend`)
-    or local processes (:class:`~orchestrator.scheduler_backends.LocalProcessBackend`)."""
+    """Where due campaigns run: Ray jobs (:class:`~orchestrator.ops.scheduler_backends.RayJobBackend`)
+    or local processes (:class:`~orchestrator.ops.scheduler_backends.LocalProcessBackend`)."""
 
     def submit(self, entrypoint: str, submission_id: str, working_dir: str, metadata: dict[str, str]) -> str: ...
 
@@ -231,34 +231,10 @@ class ScheduleStore:
 
 
 def validate_spec(path: Path) -> object:
-    """Load and validate a campaign spec with the campaign's own validator; InputError names the key.
+    """Load and validate a campaign spec with the campaign's own validator; InputError names the key."""
+    from orchestrator.campaign.spec import load_spec
 
-    Falls back to a YAML syntax check when the campaign spec module is not installed.
-    """
-    try:
-        from orchestrator import spec as spec_module  # the campaign engineer's validator
-    except ImportError:
-        spec_module = None
-    loader = None
-    if spec_module is not None:
-        for name in ("load_spec", "load", "CampaignSpec.from_yaml", "CampaignSpec.load"):
-            obj = spec_module
-            for part in name.split("."):
-                obj = getattr(obj, part, None)
-            if callable(obj):
-                loader = obj
-                break
-    if loader is not None:
-        return loader(path)
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"campaign spec {path} is not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
-    if not isinstance(data, dict):
-        raise InputError(f"campaign spec {path} must be a YAML mapping of keys; fix the file")
-    return data
+    return load_spec(path)
 
 
 def submission_id(name: str, slot: datetime) -> str:
@@ -289,7 +265,7 @@ def run_due(store: ScheduleStore, backend: JobBackend | Callable[[Schedule], Job
     """One scheduler tick at time ``now`` (UTC; default: the wall clock). See the module docstring.
 
     ``backend`` is a JobBackend or a factory ``schedule -> JobBackend`` (one Ray address per
-    schedule); ``recorder`` (an :class:`~orchestrator.scheduler_tracking.ExecutionRecorder` or None)
+    schedule); ``recorder`` (an :class:`~orchestrator.ops.scheduler_tracking.ExecutionRecorder` or None)
     mirrors every execution into MLflow.
     """
     now = now or utcnow()

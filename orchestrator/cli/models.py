@@ -100,7 +100,7 @@ def _train(args) -> int:
     from models.checkpoint import load_model, save_model
     from models.data import read_frames
     from models.ensemble import Ensemble
-    from models.registry import build_model
+    from models.ensemble_training import EnsembleConfig, train_ensemble
     from models.training import TrainConfig, fit
 
     for name in ("epochs", "batch_size", "ensemble"):
@@ -129,36 +129,16 @@ def _train(args) -> int:
     init = None
     if args.init:
         init = load_model(args.init, device=args.device, dtype=args.dtype if args.dtype != "float32" else None)
-    hp = _parse_hparams(args.hparam)
-    elements = sorted({int(z) for a in frames for z in a.numbers})
-    members, metrics = [], []
-    for m in range(k):
-        seed = args.seed + m
-        cfg = TrainConfig(seed=seed, **base_cfg)
-        if init is not None:
-            src = init.models[m % len(init.models)] if isinstance(init, Ensemble) else init
-            import copy
-
-            import torch
-
-            torch.manual_seed(seed)
-            model = copy.deepcopy(src).train()
-        else:
-            model = build_model(args.model, elements, dtype=args.dtype, seed=seed, cutoff=args.cutoff, **hp)
-        if k > 1:
-            say(f"ensemble member {m + 1}/{k} (seed {seed})")
-        result = fit(model, frames, val, cfg, out=args.out if k == 1 else None, progress=say,
-                     fine_tune=init is not None, metadata={**meta, "init": args.init, "seed": seed})
-        if result.added_elements:
-            from models.base import symbol
-
-            say(f"added elements: {', '.join(symbol(z) for z in result.added_elements)}")
-        members.append(result.model)
-        metrics.append(result.val_metrics)
-    final = members[0] if k == 1 else Ensemble(members)
-    if k > 1:  # a single model's checkpoint (with its resume state) was written by fit
-        save_model(final, args.out, training={"data": meta["data"], "ensemble": k})
-    return _finish(args, final, metrics[0] if k == 1 else _mean_metrics(metrics))
+        init = init.models if isinstance(init, Ensemble) else [init]
+    config = EnsembleConfig(architectures=(args.model,), size=k, cutoff_A=args.cutoff, hidden=None, layers=None,
+                            hparams=_parse_hparams(args.hparam), dtype=args.dtype)
+    result = train_ensemble(frames, config, TrainConfig(seed=args.seed, **base_cfg), seed=args.seed, init=init,
+                            val_frames=val, member_paths=[str(args.out)] if k == 1 else None, resumable=k == 1,
+                            progress=say, metadata={**meta, "init": args.init})
+    if k == 1:   # fit wrote the checkpoint (and its resume state) after every epoch
+        return _finish(args, result.models[0], result.val_metrics[0])
+    save_model(Ensemble(result.models), args.out, training={"data": meta["data"], "ensemble": k})
+    return _finish(args, None, _mean_metrics(result.val_metrics))
 
 
 def _mean_metrics(metrics: list[dict]) -> dict:

@@ -278,7 +278,7 @@ def cmd_reference_md(args) -> int:
 
     try:
         summary = run_reference_md(atoms, oracle, protocol, args.out, store=store, run_id=args.run_id,
-                                   metadata={"structure": args.structure, "source_id": prov.get("source_id")})
+                                   metadata={"structure": args.structure, "source_id": prov.get("source_id")}).to_dict()
     except OracleError as exc:
         print(f"matscreen: error: {exc}", file=sys.stderr)
         return 1

@@ -81,7 +81,7 @@ def register(subparsers) -> None:
 
 
 def _add(args) -> int:
-    from orchestrator.scheduler import ScheduleStore, utcnow
+    from orchestrator.ops.scheduler import ScheduleStore, utcnow
 
     store = ScheduleStore(args.file)
     sched = store.add(args.name, args.spec, args.cron, working_dir=args.working_dir, address=args.address,
@@ -95,7 +95,7 @@ def _list(args) -> int:
     import json
     from dataclasses import asdict
 
-    from orchestrator.scheduler import ScheduleStore, utcnow
+    from orchestrator.ops.scheduler import ScheduleStore, utcnow
 
     store = ScheduleStore(args.file)
     schedules = store.load()
@@ -121,7 +121,7 @@ def _list(args) -> int:
 
 
 def _remove(args) -> int:
-    from orchestrator.scheduler import ScheduleStore
+    from orchestrator.ops.scheduler import ScheduleStore
 
     sched = ScheduleStore(args.file).remove(args.name)
     print(f"removed schedule {sched.name}" + (f" (job {sched.last_job_id} keeps running)" if sched.last_job_id else ""))
@@ -129,7 +129,7 @@ def _remove(args) -> int:
 
 
 def _backend_factory(args):
-    from orchestrator.scheduler_backends import LocalProcessBackend, RayJobBackend
+    from orchestrator.ops.scheduler_backends import LocalProcessBackend, RayJobBackend
 
     if args.backend == "local":
         local = LocalProcessBackend()
@@ -141,13 +141,13 @@ def _backend_factory(args):
 def _recorder(args):
     if args.no_mlflow:
         return None
-    from orchestrator.scheduler_tracking import ExecutionRecorder
+    from orchestrator.ops.scheduler_tracking import ExecutionRecorder
 
     return ExecutionRecorder(args.tracking_uri)
 
 
 def _run_due(args) -> int:
-    from orchestrator.scheduler import ScheduleStore, parse_time, run_due
+    from orchestrator.ops.scheduler import ScheduleStore, parse_time, run_due
 
     now = parse_time(args.now) if args.now else None
     report = run_due(ScheduleStore(args.file), _backend_factory(args), now=now, recorder=_recorder(args), only=args.name)
@@ -161,7 +161,7 @@ def _daemon(args) -> int:
     import sys
     import time
 
-    from orchestrator.scheduler import ScheduleStore, run_due, utcnow
+    from orchestrator.ops.scheduler import ScheduleStore, run_due, utcnow
 
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
@@ -190,8 +190,8 @@ def _submit(args) -> int:
     import time
     from pathlib import Path
 
-    from orchestrator.scheduler import campaign_entrypoint, validate_spec
-    from orchestrator.scheduler_backends import RayJobBackend
+    from orchestrator.ops.scheduler import campaign_entrypoint, validate_spec
+    from orchestrator.ops.scheduler_backends import RayJobBackend
 
     working_dir = Path(args.working_dir).resolve()
     spec = Path(args.spec)

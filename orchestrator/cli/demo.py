@@ -67,8 +67,8 @@ def cmd_demo(args) -> int:
             if getattr(args, opt) is None:
                 setattr(args, opt, default)
         return chemspace_demo(args)
-    from orchestrator.commands.campaign import run_campaign
-    from orchestrator.spec import load_spec
+    from orchestrator.cli.campaign import run_campaign
+    from orchestrator.campaign.spec import load_spec
 
     spec = load_spec(args.spec)  # None: the embedded default
     t0 = time.perf_counter()
@@ -77,13 +77,6 @@ def cmd_demo(args) -> int:
     rc = run_campaign(spec, store=args.store, num_cpus=args.num_cpus, quiet=args.quiet)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return rc
-
-
-def bundled_known() -> Path:
-    """The offline known-formulas file shipped with chemspace (see chemspace/data/README.md)."""
-    import chemspace
-
-    return Path(chemspace.__file__).parent / "data" / "known_li_thiophosphates.csv"
 
 
 def chemspace_demo(args) -> int:
@@ -97,6 +90,8 @@ def chemspace_demo(args) -> int:
     t0 = time.perf_counter()
     out = Path(args.out)
     check_writable(out / "compositions.parquet")
+    from chemspace.known import bundled_known
+
     known = args.known or ("mp" if os.environ.get("MP_API_KEY") else str(bundled_known()))
     print(f"[1/4] enumerating {ELEMENTS} (must contain Li, arity 2-4, SMACT filters) ...", flush=True)
     table = enumerate_compositions(ELEMENTS, arity="2-4", must_contain="Li", include_disallowed=True, progress=True)

@@ -1,0 +1,129 @@
+"""Train (or fine-tune) an ensemble of force fields on labelled frames: the one training path of
+``matscreen train`` and of the campaign's Trainer.
+
+Member ``m`` uses architecture ``architectures[m % len(architectures)]`` and seed ``seed + m``; a
+GNN is trained with :func:`models.fit`, the analytic ``lj`` potential is fitted to a bootstrap of
+the forces (:func:`models.lennard_jones.fit_lennard_jones`).  With ``init`` (models, or checkpoint
+files) member ``m`` is fine-tuned from ``init[m % len(init)]`` (``fine_tune_epochs`` when given);
+elements the data adds are appended to its tables.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from common.errors import InputError
+
+ANALYTIC = ("lj",)
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """What to train: sizes in generic words (``models.registry.size_hparams``), or explicit ``hparams``
+    (the architecture's own constructor keywords, which win), a cutoff (Å) and a parameter dtype."""
+    architectures: tuple[str, ...] = ("schnet",)
+    size: int = 2
+    cutoff_A: float = 5.0
+    hidden: int | None = 32
+    layers: int | None = 2
+    hparams: dict = field(default_factory=dict)
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        from models.registry import ARCHITECTURES
+
+        if self.size < 1 or not self.architectures:
+            raise InputError("an ensemble needs at least one member and one architecture")
+        for arch in self.architectures:
+            if arch not in ARCHITECTURES and arch not in ANALYTIC:
+                raise InputError(f"unknown architecture {arch!r}; choose from {', '.join([*ARCHITECTURES, *ANALYTIC])}")
+
+    def model_keywords(self, arch: str) -> dict:
+        from models.registry import size_hparams
+
+        sizes = size_hparams(arch, self.hidden, self.layers) if self.hidden and self.layers else {}
+        return {"cutoff": self.cutoff_A, **sizes, **self.hparams}
+
+
+@dataclass
+class EnsembleTrainResult:
+    members: list[str]                 # checkpoint paths, one per member ([] when nothing was written)
+    n_frames: int
+    force_mae_meV_A: float             # mean over members of the validation force MAE
+    epochs: list[int] = field(default_factory=list)     # epochs actually run per member (0 for analytic fits)
+    val_metrics: list[dict] = field(default_factory=list)
+    models: list = field(default_factory=list, repr=False, compare=False)   # in memory only (not serialised)
+
+    def to_dict(self) -> dict:
+        return {"members": self.members, "n_frames": self.n_frames, "force_mae_meV_A": self.force_mae_meV_A,
+                "epochs": self.epochs, "val_metrics": self.val_metrics}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EnsembleTrainResult":
+        return cls(**d)
+
+
+def train_ensemble(frames, config: EnsembleConfig, train: "TrainConfig", out_dir=None, seed: int = 0,
+                   init: list | None = None, fine_tune_epochs: int | None = None, val_frames=None,
+                   member_paths: list[str] | None = None, resumable: bool = False,
+                   progress: Callable[[str], None] | None = None, metadata: dict | None = None) -> EnsembleTrainResult:
+    """Train ``config.size`` members on ``frames`` (labelled ase.Atoms).
+
+    Checkpoints: ``member_paths`` (one per member), else ``out_dir/member<m>.pt``, else none (use
+    ``result.models``).  ``resumable``: ``models.fit`` rewrites each after every epoch with the state
+    ``fit(resume=...)`` needs; otherwise each is written once, weights only.
+    """
+    from dataclasses import replace
+
+    from models.checkpoint import load_model, save_model
+    from models.lennard_jones import fit_lennard_jones
+    from models.registry import build_model
+    from models.training import fit
+
+    frames = list(frames)
+    if not frames:
+        raise InputError("no labelled frames to train on; label some frames first")
+    if member_paths is None and out_dir is not None:
+        member_paths = [str(Path(out_dir) / f"member{m}.pt") for m in range(config.size)]
+    if member_paths is not None and len(member_paths) != config.size:
+        raise InputError(f"{len(member_paths)} member paths for {config.size} members")
+    starts = [load_model(p) if isinstance(p, (str, Path)) else p for p in init] if init else None
+    say = progress or (lambda line: None)
+    elements = sorted({int(z) for a in frames for z in a.numbers})
+    models, maes, epochs, metrics = [], [], [], []
+    for m in range(config.size):
+        arch = config.architectures[m % len(config.architectures)]
+        path = member_paths[m] if member_paths else None
+        start = copy.deepcopy(starts[m % len(starts)]) if starts else None
+        if config.size > 1:
+            say(f"ensemble member {m + 1}/{config.size} (seed {seed + m})")
+        if arch in ANALYTIC:
+            model, mae_eV_A = fit_lennard_jones(frames, seed=seed + m, start=start)
+            if path:
+                save_model(model, path, training={"force_mae_meV_A": 1000.0 * mae_eV_A, "n_frames": len(frames)})
+            member_metrics, n_epochs = {"force_mae_meV_A": 1000.0 * mae_eV_A, "n_frames": len(frames)}, 0
+        else:
+            model = start.train() if start is not None else build_model(
+                arch, elements, dtype=config.dtype, seed=seed + m, **config.model_keywords(arch))
+            cfg = replace(train, seed=seed + m, **({"epochs": fine_tune_epochs} if start is not None and fine_tune_epochs
+                                                    is not None else {}))
+            result = fit(model, frames, val_frames, cfg, out=path if resumable else None, progress=progress,
+                         fine_tune=start is not None, metadata={**(metadata or {}), "seed": seed + m})
+            if path and not resumable:
+                save_model(result.model, path)
+            model, member_metrics, n_epochs = result.model, dict(result.val_metrics), len(result.history)
+            if result.added_elements:
+                from models.base import symbol
+
+                say(f"added elements: {', '.join(symbol(z) for z in result.added_elements)}")
+        models.append(model)
+        metrics.append(member_metrics)
+        maes.append(float(member_metrics.get("force_mae_meV_A", math.nan)))
+        epochs.append(n_epochs)
+    return EnsembleTrainResult(members=list(member_paths or []), n_frames=len(frames),
+                               force_mae_meV_A=float(np.mean(maes)), epochs=epochs, val_metrics=metrics, models=models)

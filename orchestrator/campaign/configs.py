@@ -1,0 +1,76 @@
+"""The spec's words -> the packages' settings (plain dicts of their dataclasses, ready to cross Ray).
+
+Translation only: every number comes from the validated spec (``orchestrator.campaign.spec``); the
+packages own the meaning (``models.TrainConfig``, ``md.protocol.Protocol``, ``md.monitors.MonitorConfig``,
+``analysis.verdicts.VerdictThresholds``, ``reference.reference_md.ReferenceMDProtocol``, ...).
+The campaign and the benchmark both use these, so both run the same settings.
+"""
+from __future__ import annotations
+
+
+def oracle(cfg: dict) -> dict:
+    """``reference.oracles.Oracle`` keywords."""
+    o = cfg["oracle"]
+    return {"name": o["name"], "version": o["version"], "device": o["device"]}
+
+
+def ensemble(cfg: dict) -> dict:
+    """``models.EnsembleConfig`` fields."""
+    m = cfg["models"]
+    return {"architectures": list(m["architectures"]), "size": m["ensemble_size"], "cutoff_A": m["cutoff_A"],
+            "hidden": m["hidden"], "layers": m["layers"]}
+
+
+def training(cfg: dict) -> dict:
+    """``models.TrainConfig`` fields (the seed is set per member by ``models.train_ensemble``)."""
+    t = cfg["training"]
+    return {"epochs": t["epochs"], "batch_size": t["batch_size"], "lr": t["learning_rate"],
+            "energy_weight": t["energy_weight"], "force_weight": t["force_weight"],
+            "max_time_s": t["max_minutes"] * 60.0, "val_fraction": t["validation_fraction"]}
+
+
+def thresholds(cfg: dict) -> dict:
+    """``analysis.verdicts.VerdictThresholds`` fields: the judge's and the live monitors' numbers."""
+    s = cfg["stability"]
+    return {"fusion_fraction": s["fusion_fraction"], "max_temperature_factor": s["max_temperature_factor"],
+            "min_runaway_K": s["min_runaway_K"],
+            "framework_drift_A": s["framework_drift_A"], "rdf_mae": s["rdf_mae"],
+            "trust_lo_eV_A": s["trust_lo_eV_A"], "trust_hi_eV_A": s["trust_hi_eV_A"],
+            "accurate_fraction": s["accurate_fraction"], "mobile_species": [cfg["md"]["species"]]}
+
+
+def monitor(cfg: dict) -> dict:
+    """``md.monitors.MonitorConfig`` fields: the judge's thresholds, checked every stored frame at most."""
+    return {**thresholds(cfg), "check_every": max(1, min(10, cfg["md"]["save_every"]))}
+
+
+def protocol(cfg: dict, steps: int, equilibration_steps: int = 0) -> dict:
+    """``md.protocol.Protocol`` fields: straight NVT at the target with the spec's thermostat and stride;
+    ``equilibration_steps`` become the ``discard_fs`` every analysis of the run drops."""
+    md = cfg["md"]
+    dt = md["timestep_fs"]
+    return {"timestep_fs": dt, "total_fs": steps * dt, "ramp_fs": 0.0, "discard_fs": equilibration_steps * dt,
+            "thermostat": md["thermostat"], "stride": md["save_every"], "checkpoint_every": max(md["save_every"], 50)}
+
+
+def reference_protocol(cfg: dict, temperature_K: float | None = None, steps: int | None = None,
+                       labels: int | None = None) -> dict:
+    """``reference.reference_md.ReferenceMDProtocol`` fields: oracle MD with the students' stride and time step,
+    labelling ``labels`` evenly spaced frames (default ``active_learning.initial_labels``)."""
+    md = cfg["md"]
+    steps = md["reference_steps"] if steps is None else steps
+    labels = cfg["active_learning"]["initial_labels"] if labels is None else labels
+    return {"temperature_K": md["reference_temperature_K"] if temperature_K is None else temperature_K,
+            "steps": steps, "timestep_fs": md["timestep_fs"], "stride": md["save_every"],
+            "label_every": max(1, steps // max(1, labels)), "seed": cfg["seed"]}
+
+
+def candidates(cfg: dict) -> dict:
+    """``reference.candidates.generate_candidates`` keywords (``space`` as ``SpaceSpec`` fields)."""
+    c, sp = cfg["candidates"], cfg["space"]
+    return {"formulas": list(c["formulas"]), "structures": dict(c["structures"]), "prototypes": list(cfg["prototypes"]),
+            "max_candidates": c["max_candidates"], "max_atoms": c["max_atoms"], "include_known": c["include_known"],
+            "known": c["known"],
+            "space": {"elements": list(sp["elements"]), "require": list(sp["require"]), "arity_min": sp["arity_min"],
+                      "arity_max": sp["arity_max"], "max_stoichiometry": sp["max_stoichiometry"],
+                      "charge_neutral": sp["charge_neutral"], "electronegativity": sp["electronegativity"]}}

@@ -1,0 +1,445 @@
+"""The active-learning campaign: the driver that moves every candidate through the steps (``steps``).
+
+Per candidate (each step recorded in the ledger by a stable key and never redone on resume):
+
+1. ``ref:<c>``          oracle MD at ``md.reference_temperature_K``; its labels (every
+                        ``reference_steps / initial_labels`` steps) are the store shard r0
+2. round r = 0, 1, ...:
+   ``trainset:<c>:<r>`` the training set, fixed before training: store frames of the campaign's oracle
+                        sharing >= ``active_learning.min_shared_elements`` elements with the candidate
+                        (its own labels always qualify), as (shard, frame indices) + a fingerprint
+   ``train:<c>:<r>``    (re)train / fine-tune the ensemble on exactly those frames
+   ``explore:<c>:<r>``  student MD at the reference temperature (same protocol and stride as the reference)
+   ``judge:<c>:<r>``    the one judge (``analysis``): broken run / RDF vs reference / ensemble deviation
+   stable -> production; else ``label:<c>:<r+1>``: oracle labels for the selected frames (shard r<r+1>)
+   and ``force_errors:<c>:<r+1>`` of the ensemble on them
+3. ``prod:<c>``         every temperature x replica as one batch, then ``transport:<c>``:
+                        D(T), sigma(T), Ea, log10 sigma(300 K) with errors
+4. ``screened:<c>``     when it finishes: the fingerprint of what its screening accounts for (the frames its
+                        last training used + its own later labels; see :meth:`Campaign.seen_selection`).
+
+``run(incremental=True)`` re-screens a finished candidate whose selection fingerprint changed (new
+shared-element labels in the store) as generation g: step keys and MLflow runs use ``<c>@g<g>``, the
+reference MD and its labels are reused, earlier results stay in the ledger (``history:<c>:g<n>``).
+
+Reasons a candidate ends: converged, budget_spent (max_rounds without a stable model), oracle_failing
+(the oracle fails in its reference MD or on too many frames), no_structure; ``error`` (with the
+message) for anything unexpected, so one broken candidate never stops the campaign.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+from common.atomic import atomic_write_text
+from common.errors import InputError
+from orchestrator.campaign import steps
+from orchestrator.campaign.results import results_csv
+from orchestrator.campaign.spec import Spec, store_root
+from orchestrator.campaign.state import Ledger, ledger_path
+from reference.store import LabelStore, Selection
+
+
+class Campaign:
+    """Runs (or resumes) a campaign described by a validated :class:`Spec`."""
+
+    def __init__(self, spec: Spec, store: str | Path | None = None, tracking_uri: str | None = None,
+                 on_progress: Callable[[dict], None] | None = None):
+        from orchestrator.campaign.tracking import experiment_name, resolve_tracking_uri
+
+        self.spec = spec
+        self.cfg = spec.to_dict()
+        self.name = self.cfg["name"]
+        self.store_root = store_root(store, self.cfg)
+        self.root = self.store_root / self.name
+        self.ledger = Ledger(ledger_path(self.store_root, self.name))
+        self.tracking_uri = resolve_tracking_uri(tracking_uri or self.cfg["tracking"]["uri"])
+        self.experiment = experiment_name(self.cfg)
+        self.key = f"{self.name}:{spec.science_hash()}"
+        self.on_progress = on_progress
+        self.rescreened: list[str] = []
+        self.ctx = steps.Context(self.cfg, self.root, self.store_root, None)
+        self._store = LabelStore(self.store_root)
+        self._store_lock = threading.Lock()
+        self._tracker_lock = threading.RLock()
+        self._elements: dict[str, set[str]] = {}
+        self._check_spec()
+
+    # --- setup ----------------------------------------------------------------------------------
+    def _check_spec(self) -> None:
+        old = self.ledger.get_meta("science_hash")
+        if old is None:
+            self.ledger.set_meta("science_hash", self.spec.science_hash())
+            self.ledger.set_meta("spec", self.cfg)
+            self.ledger.set_meta("tracking_uri", self.tracking_uri)
+            self.ledger.set_meta("experiment", self.experiment)
+        elif old != self.spec.science_hash():
+            raise InputError(f"campaign '{self.name}' in {self.root} was started with a different spec; "
+                             "resume with the same file, or give the changed campaign a new `name`")
+
+    def _actors(self) -> None:
+        import ray
+
+        from actors import roles
+        from actors.placement import placement
+        from orchestrator.campaign import configs
+        from orchestrator.campaign.tracking import Tracker
+
+        r = self.cfg["resources"]
+        policy = dict(max_restarts=r["max_restarts"], max_task_retries=r["max_task_retries"])
+        gpus = r["gpus_per_md_worker"]
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        self.placement = placement(ray.cluster_resources(), gpus, r["cpus_per_oracle"])
+        actors = SimpleNamespace(
+            generator=roles.remote(roles.CandidateGenerator, **policy).remote(),
+            judge=roles.remote(roles.StabilityJudge, **policy).remote(),
+            trainer=roles.remote(roles.Trainer, num_cpus=r["cpus_per_trainer"], **policy).remote(r["cpus_per_trainer"]),
+            reference=roles.ActorPool([
+                roles.remote(roles.ReferenceWorker, num_cpus=r["cpus_per_oracle"], resources=self.placement["reference"],
+                             **policy).remote(configs.oracle(self.cfg), r["cpus_per_oracle"])
+                for _ in range(r["reference_workers"])]),
+            md=roles.ActorPool([
+                roles.remote(roles.MDWorker, num_cpus=r["cpus_per_md_worker"], num_gpus=gpus,
+                             resources=self.placement["md"], **policy).remote(r["cpus_per_md_worker"])
+                for _ in range(r["md_workers"])]),
+            # the single MLflow writer, on the head when the cluster marks it (MLflow listens on its 127.0.0.1)
+            tracker=roles.remote(Tracker, resources=self.placement["tracker"], **policy).remote(
+                self.tracking_uri, self.experiment, self._artifact_root()))
+        self.ctx.actors = actors
+
+    def _artifact_root(self) -> str | None:
+        from orchestrator.campaign.tracking import default_artifact_root
+
+        return default_artifact_root() if self.tracking_uri.startswith("sqlite") else None
+
+    def _track(self, method: str, *args) -> Any:
+        import ray
+
+        with self._tracker_lock:
+            return ray.get(getattr(self.ctx.actors.tracker, method).remote(*args))
+
+    # --- the run --------------------------------------------------------------------------------
+    def run(self, incremental: bool = False) -> dict:
+        """Run every candidate to a final reason; returns the summary counts.
+
+        ``incremental``: generate the candidate list again and screen the new ones (finished
+        candidates are kept as they are), e.g. for a scheduled campaign whose space grew.
+        """
+        lock = self._lock()
+        try:
+            self._actors()
+            try:
+                return self._run(incremental)
+            finally:
+                self.close()
+        finally:
+            lock.close()  # releases the flock
+
+    def _lock(self):
+        """One driver per campaign: an exclusive flock on ``<store>/<name>/campaign.lock`` (freed by the OS
+        when the driver dies, so a killed driver never blocks the resume)."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fh = open(self.root / "campaign.lock", "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise InputError(f"campaign '{self.name}' is already running ({holder}); wait for it or stop it first") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        return fh
+
+    def close(self) -> None:
+        """Release this campaign's actors (their CPUs/GPUs go back to the cluster)."""
+        import ray
+
+        a = self.ctx.actors
+        if a is None:
+            return
+        for h in [a.generator, a.judge, a.trainer, a.tracker, *a.reference.actors, *a.md.actors]:
+            try:
+                ray.kill(h, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+    def _run(self, incremental: bool) -> dict:
+        self._track("start_campaign", self.key, self.name, self.cfg, self.spec.to_yaml())
+        generated = self.ledger.step("candidates")
+        if generated is None or incremental:
+            fresh = steps.candidates(self.ctx)
+            known = {r["key"] for r in (generated or {}).get("rows", [])}
+            generated = {"rows": (generated or {}).get("rows", []) + [r for r in fresh["rows"] if r["key"] not in known],
+                         "skipped_known": fresh["skipped_known"]}
+            self.ledger.record_step("candidates", generated)
+        rows = generated["rows"]
+        self.ledger.add_candidates(rows)
+        if incremental:
+            self.rescreened = self._new_generations(rows)
+        self._notify()
+        with ThreadPoolExecutor(max_workers=self.cfg["resources"]["queue_size"]) as pool:
+            list(pool.map(self._candidate_safe, rows))
+        csv_path = self.write_results_csv()
+        summary = self.ledger.summary()
+        self._track("finish_campaign", self.key, csv_path, summary, [])
+        self._notify()
+        return summary
+
+    def _notify(self) -> None:
+        if self.on_progress:
+            self.on_progress(self.ledger.summary())
+
+    def _candidate_safe(self, row: dict) -> None:
+        try:
+            self._candidate(row)
+        except Exception as exc:  # noqa: BLE001 - record and go on with the other candidates
+            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+            self._finish(row, "error", "error", detail, {})
+            traceback.print_exc()
+
+    def _finish(self, row: dict, reason: str, verdict: str, detail: str, result: dict, plots: list[str] = ()) -> None:
+        key = row["key"]
+        gkey = self.gkey(key)
+        cand = self.ledger.candidate(key)
+        params = {"formula": row["formula"], "prototype": row.get("prototype") or "",
+                  "model_version": cand.get("model_version") or "", "oracle": self.cfg["oracle"]["name"]}
+        if reason != "error":  # an errored candidate is retried on the next run, not "screened"
+            self._record_screened(row, gkey)
+        self.ledger.update_candidate(key, stage="done", reason=reason, verdict=verdict, detail=detail,
+                                     results=result)
+        self._track("log_candidate", self.key, gkey, params, self.ledger.rounds(gkey), result, verdict, reason,
+                    self._artifacts(gkey, plots))
+        self._notify()
+
+    def _artifacts(self, gkey: str, plots: list[str]) -> dict[str, list[str]]:
+        """Files for the candidate's MLflow run: every plot the steps drew, and (optionally) trajectories."""
+        plot_dir = self.root / "plots" / gkey
+        out = {"plots": sorted({*plots, *(str(p) for p in plot_dir.glob("*.png"))}) if plot_dir.exists() else list(plots)}
+        if self.cfg["tracking"]["log_trajectories"]:
+            md_dir = self.root / "md" / gkey
+            out["trajectories"] = sorted(str(p) for p in md_dir.glob("*/*.h5")) if md_dir.exists() else []
+        return out
+
+    def _stage(self, key: str, stage: str, round_: int | None = None) -> None:
+        fields: dict[str, Any] = {"stage": stage}
+        if round_ is not None:
+            fields["round"] = round_
+        self.ledger.update_candidate(key, **fields)
+        self._notify()
+
+    def _once(self, step: str, key: str, work: Callable[[], Any]) -> Any:
+        """A ledger step; MD steps add their simulated time to the candidate."""
+        done = self.ledger.step(step)
+        if done is not None:
+            return done
+        value = work()
+        self.ledger.record_step(step, value)
+        runs = value.get("runs", [value]) if isinstance(value, dict) else []
+        ps = sum(r.get("simulated_ps", 0.0) for r in runs if isinstance(r, dict))
+        if ps:
+            self.ledger.add_simulated_ps(key, ps)
+        return value
+
+    # --- the data store: shared-element training sets, generations ----------------------------------
+    def generation(self, key: str) -> int:
+        """How many times this candidate has been screened (1 = first; ``--incremental`` adds one when its
+        training data in the store changed)."""
+        done = self.ledger.step(f"generation:{key}")
+        return int(done["generation"]) if done else 1
+
+    def gkey(self, key: str) -> str:
+        """Step/MLflow key of the candidate's current generation: ``<c>`` then ``<c>@g2``, ``<c>@g3``, ..."""
+        g = self.generation(key)
+        return key if g == 1 else f"{key}@g{g}"
+
+    def _candidate_elements(self, row: dict) -> set[str]:
+        """Elements of the candidate's structure (its formula when no structure)."""
+        if row["key"] not in self._elements:
+            from reference.store import elements_of
+
+            path = row.get("structure_path")
+            if path and Path(path).exists():
+                from reference.structures import read_atoms
+
+                self._elements[row["key"]] = elements_of(read_atoms(path))
+            else:
+                self._elements[row["key"]] = elements_of(row["formula"])
+        return self._elements[row["key"]]
+
+    def min_shared(self, row: dict) -> int:
+        """``active_learning.min_shared_elements`` (default: all but one of the candidate's elements, >= 1),
+        never above the candidate's own element count, so its own labels always qualify."""
+        n = len(self._candidate_elements(row))
+        wanted = self.cfg["active_learning"]["min_shared_elements"] or max(1, n - 1)
+        return max(1, min(wanted, n))
+
+    def training_selection(self, row: dict, oracle: str) -> dict:
+        """Store frames of ``oracle`` sharing >= :meth:`min_shared` elements with the candidate (a ``Selection``)."""
+        with self._store_lock:
+            return steps.training_set(self.ctx, self._candidate_elements(row), self.min_shared(row), oracle)
+
+    def _new_generations(self, rows: list[dict]) -> list[str]:
+        """``--incremental``: a finished candidate whose training selection in the store changed since it was
+        screened starts a new generation (fresh step keys ``<c>@g<n>``; old steps and results stay)."""
+        out = []
+        for row in rows:
+            key = row["key"]
+            cand = self.ledger.candidate(key)
+            if cand["stage"] != "done" or cand["reason"] in ("error", "no_structure"):
+                continue
+            g = self.generation(key)
+            then = self.ledger.step(f"screened:{self.gkey(key)}")
+            if not then or not then.get("fingerprint"):
+                continue
+            now = self.training_selection(row, then["oracle"])
+            if now["fingerprint"] != then["fingerprint"]:
+                snapshot = {k: cand[k] for k in ("stage", "round", "model_version", "verdict", "reason", "detail",
+                                                 "results")}
+                self.ledger.new_generation(key, g + 1, {**snapshot, "generation": g, "screened": then})
+                out.append(key)
+        return out
+
+    def _record_screened(self, row: dict, gkey: str) -> None:
+        """The fingerprint of the candidate's training data in the store when it finished (for --incremental)."""
+        if self.ledger.step(f"screened:{gkey}") is not None:
+            return
+        ref = self.ledger.step(f"ref:{row['key']}")
+        if not ref or ref.get("error"):
+            return  # nothing a new model could change (no structure, or the oracle reference itself failed)
+        sel = self.seen_selection(row, gkey, ref["oracle"])
+        self.ledger.record_step(f"screened:{gkey}", {"fingerprint": sel["fingerprint"], "n_frames": sel["n_frames"],
+                                                     "oracle": ref["oracle"], "generation": self.generation(row["key"])})
+
+    def seen_selection(self, row: dict, gkey: str, oracle: str) -> dict:
+        """The store selection this screening accounts for: the frames its last training round used plus the
+        candidate's own labels added after it (those of a final labelling round).  Frames other candidates or
+        campaigns added after that training are left out, so the next ``--incremental`` run sees them as new."""
+        now = Selection.from_dict(self.training_selection(row, oracle))
+        trains = [(int(k.rsplit(":", 1)[1]), v) for k, v in self.ledger.steps("train:").items()
+                  if k.rsplit(":", 1)[0] == f"train:{gkey}" and v.get("training_set")]
+        if not trains:
+            return now.to_dict()
+        used = Selection.from_dict(max(trains, key=lambda t: t[0])[1]["training_set"]).addresses()
+        own = self.ctx.shard(row["key"], 0)[:-len("-r0.extxyz")]  # campaign-<name>-<c>
+
+        def mine(shard: str) -> bool:
+            return shard.startswith(own + "-r") or shard.startswith(own + "@g")
+
+        return now.keep(lambda name, i: mine(name) or (name, i) in used).to_dict()
+
+    # --- one candidate ------------------------------------------------------------------------------
+    def _candidate(self, row: dict) -> None:
+        key = row["key"]
+        cand = self.ledger.candidate(key)
+        if cand["stage"] == "done" and cand["reason"] == "error":
+            self.ledger.update_candidate(key, stage="pending", reason=None, detail=None)  # retry; steps are kept
+            cand = self.ledger.candidate(key)
+        if cand["stage"] == "done":  # make sure MLflow has it (a crash may have hit between the two)
+            self._finish(row, cand["reason"], cand["verdict"] or "", cand["detail"] or "", cand["results"])
+            return
+        if not row.get("structure_path"):
+            self._finish(row, "no_structure", "none", row.get("reason") or "no structure", {})
+            return
+        gkey = self.gkey(key)  # generation 2+ (--incremental): fresh steps, the reference is shared
+        self._stage(key, "reference")
+        self._track("candidate_progress", self.key, gkey, "reference", 0)
+        ref = self._once(f"ref:{key}", key, lambda: steps.reference(self.ctx, row))
+        if ref.get("error"):
+            self._finish(row, "oracle_failing", "reference_failed", f"oracle reference MD failed: {ref['error']}", {})
+            return
+        members = self._active_learning(row, gkey, ref)
+        if members is not None:
+            self._production(row, gkey, members)
+
+    def _active_learning(self, row: dict, gkey: str, ref: dict) -> list[str] | None:
+        """Train, explore, judge, label until the judge finds the model stable: its member files, or None
+        when the candidate ended here (budget spent, oracle failing)."""
+        key, cfg, al = row["key"], self.cfg, self.cfg["active_learning"]
+        members: list[str] | None = None
+        for r in range(al["max_rounds"] + 1):
+            self._stage(key, "active_learning", r)
+            init = members if cfg["training"]["fine_tune"] else None
+            sel = self._once(f"trainset:{gkey}:{r}", key, lambda: self.training_selection(row, ref["oracle"]))
+            train = self._once(f"train:{gkey}:{r}", key, lambda: {**steps.train(self.ctx, gkey, r, sel, init),
+                                                                   "training_set": sel})
+            members = train["members"]
+            self.ledger.update_candidate(key, model_version=f"{gkey}/r{r}")
+            self._log_training(gkey, r, train, init)
+            explore = self._once(f"explore:{gkey}:{r}", key,
+                                 lambda: steps.explore(self.ctx, gkey, r, members, row["structure_path"]))
+            report = self._once(f"judge:{gkey}:{r}", key, lambda: steps.judge(
+                self.ctx, gkey, r, explore["trajectory"], ref["trajectory"]))
+            verdict = report["verdict"]
+            diag = {"round": r, "verdict": verdict["status"], **_numbers(verdict["evidence"]),
+                    "train_force_mae_meV_A": train.get("force_mae_meV_A"), "train_frames": sel["n_frames"]}
+            if verdict["status"] == "stable":
+                self.ledger.record_round(gkey, r, diag)
+                return members
+            if r == al["max_rounds"] or not report["frames"]:
+                self.ledger.record_round(gkey, r, diag)
+                why = (f"no stable model after {r + 1} rounds (last verdict {verdict['status']})" if report["frames"]
+                       else "no frame could be selected for labelling (exploration collapsed)")
+                self._finish(row, "budget_spent", verdict["status"], why, {})
+                return None
+            lab = self._once(f"label:{gkey}:{r + 1}", key,
+                             lambda: steps.label(self.ctx, gkey, r + 1, explore["trajectory"], report["frames"]))
+            asked = lab["n_labels"] + lab["n_failed"]
+            diag.update(labels_added=lab["n_labels"], labels_failed=lab["n_failed"])
+            if lab["shard"]:
+                diag.update(self._once(f"force_errors:{gkey}:{r + 1}", key,
+                                       lambda: steps.force_errors(self.ctx, members, lab["shard"])))
+            self.ledger.record_round(gkey, r, diag)
+            if asked and lab["n_failed"] / asked > cfg["oracle"]["max_failure_fraction"]:
+                self._finish(row, "oracle_failing", verdict["status"],
+                             f"oracle failed on {lab['n_failed']}/{asked} frames: {'; '.join(lab['errors'][:2])}", {})
+                return None
+        return None  # not reached: the last round always finishes above
+
+    def _log_training(self, gkey: str, r: int, train: dict, init) -> None:
+        cfg = self.cfg
+        info = {**{k: v for k, v in train.items() if k != "training_set"}, "candidate": gkey, "round": r,
+                "init": bool(init), "architectures": ",".join(cfg["models"]["architectures"])}
+        self._track("log_training", self.key, f"{gkey}/r{r}", info,
+                    f"{self.experiment}-ensemble" if cfg["tracking"]["register_models"] else None)
+
+    def _production(self, row: dict, gkey: str, members: list[str]) -> None:
+        """Production MD at every temperature, then transport from the runs that stayed stable."""
+        key = row["key"]
+        self._stage(key, "production")
+        self._track("candidate_progress", self.key, gkey, "production", self.ledger.candidate(key)["round"])
+        runs = self._once(f"prod:{gkey}", key, lambda: steps.production(self.ctx, gkey, members,
+                                                                         row["structure_path"]))["runs"]
+        stable = [run for run in runs if run["verdict"] == "stable"]
+        unstable_t = sorted({run["temperature_K"] for run in runs if run["verdict"] != "stable"})
+        if not stable:
+            self._finish(row, "budget_spent", runs[0]["verdict"] if runs else "exploded",
+                         f"production MD unstable at every temperature {unstable_t}", {})
+            return
+        out = self._once(f"transport:{gkey}", key, lambda: steps.transport(self.ctx, gkey,
+                                                                           [run["trajectory"] for run in stable]))
+        detail = f"unstable at {unstable_t} K (dropped)" if unstable_t else ""
+        self._finish(row, "converged", "stable", detail, out["transport"], out["plots"])
+
+    # --- results --------------------------------------------------------------------------------
+    def write_results_csv(self) -> str:
+        path = self.root / "results.csv"
+        atomic_write_text(path, results_csv(self.ledger, self.cfg["candidates"]["rank_by"]))
+        return str(path)
+
+
+def _numbers(evidence: dict) -> dict:
+    """The judge's evidence numbers the round diagnostics keep (rdf_mae, trust-band fractions, ...)."""
+    keep = ("rdf_mae", "accurate_fraction", "selected_fraction", "failed_fraction", "min_distance_ratio",
+            "framework_drift_A")
+    return {k: evidence[k] for k in keep if k in evidence}

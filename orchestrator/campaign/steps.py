@@ -1,0 +1,105 @@
+"""One small function per campaign step: which actor does it, with which settings, writing where.
+
+Each step is one actor call whose answer is a package dataclass as a dict (``to_dict``); the driver
+records it in the ledger under the step's key and never runs it again.  Paths depend only on the
+step, so a step retried after a crash overwrites its own half-finished work.  No science here.
+
+``Actors`` holds the handles: pools (``ActorPool``) for oracle and MD work, single actors otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.campaign import configs
+from reference.store import LabelStore, shard_name
+
+
+@dataclass
+class Context:
+    """What every step needs: the validated spec (dict), the campaign directory, the store and actors."""
+    cfg: dict
+    root: Path              # <store>/<campaign name>
+    store: Path             # the data store root (labels in <store>/shards)
+    actors: Any             # generator, reference (pool), md (pool), judge, trainer
+
+    @property
+    def name(self) -> str:
+        return self.cfg["name"]
+
+    def shard(self, key: str, n: int) -> str:
+        return shard_name(self.name, key, n)
+
+    def call(self, actor, method: str, *args) -> Any:
+        import ray
+
+        return ray.get(getattr(actor, method).remote(*args))
+
+
+def candidates(ctx: Context) -> dict:
+    """``reference.candidates.CandidateSet`` of the spec (structures in ``candidates/<c>/``)."""
+    return ctx.call(ctx.actors.generator, "generate", str(ctx.root / "candidates"), configs.candidates(ctx.cfg))
+
+
+def reference(ctx: Context, row: dict) -> dict:
+    """Oracle MD at the reference temperature; its labels are the candidate's shard r0 (``ReferenceRun``)."""
+    key = row["key"]
+    return ctx.actors.reference.call("reference_md", row["structure_path"], configs.reference_protocol(ctx.cfg),
+                                     str(ctx.root / "reference" / f"{key}.h5"), str(ctx.store), ctx.shard(key, 0),
+                                     f"{ctx.name}/{key}/r0")
+
+
+def training_set(ctx: Context, elements: set[str], min_shared: int, oracle: str) -> dict:
+    """The store selection a round trains on (``reference.store.Selection``), fixed before training."""
+    return LabelStore(ctx.store).select(elements, min_shared, oracle).to_dict()
+
+
+def train(ctx: Context, gkey: str, r: int, selection: dict, init: list[str] | None) -> dict:
+    """Train (round 0) or fine-tune the ensemble on exactly ``selection`` (``models.EnsembleTrainResult``)."""
+    t = ctx.cfg["training"]
+    return ctx.call(ctx.actors.trainer, "train", str(ctx.store), selection, configs.ensemble(ctx.cfg),
+                    configs.training(ctx.cfg), str(ctx.root / "models" / gkey / f"r{r}"), ctx.cfg["seed"] + r,
+                    init, t["fine_tune_epochs"] if init else None)
+
+
+def explore(ctx: Context, gkey: str, r: int, members: list[str], structure: str) -> dict:
+    """Student MD at the reference temperature, same protocol and stride as the reference (``SystemResult``)."""
+    md = ctx.cfg["md"]
+    return ctx.actors.md.call("run", members, structure, [md["reference_temperature_K"]], 1,
+                              configs.protocol(ctx.cfg, md["exploration_steps"]), configs.monitor(ctx.cfg),
+                              ctx.cfg["seed"] + 1000 * r, str(ctx.root / "md" / gkey / f"explore_r{r}"))[0]
+
+
+def judge(ctx: Context, gkey: str, r: int, explore_path: str, reference_path: str) -> dict:
+    """Verdict on the exploration run and the frames to label (``analysis.selection.ExplorationReport``)."""
+    al = ctx.cfg["active_learning"]
+    return ctx.call(ctx.actors.judge, "judge", explore_path, reference_path, configs.thresholds(ctx.cfg),
+                    al["labels_per_round"], al["min_frame_distance_A"],
+                    str(ctx.root / "plots" / gkey / f"rdf_r{r}.png"))
+
+
+def label(ctx: Context, gkey: str, n: int, explore_path: str, frames: list[int]) -> dict:
+    """Oracle labels of the selected frames as the shard ``r<n>`` (``reference.oracles.LabelResult``)."""
+    return ctx.actors.reference.call("label", explore_path, frames, ctx.cfg["md"]["reference_temperature_K"],
+                                     str(ctx.store), ctx.shard(gkey, n), f"{ctx.name}/{gkey}/r{n}")
+
+
+def force_errors(ctx: Context, members: list[str], shard: str) -> dict:
+    """The ensemble's force MAE on the frames just labelled (meV/Å)."""
+    return ctx.call(ctx.actors.judge, "force_errors", members, shard)
+
+
+def production(ctx: Context, gkey: str, members: list[str], structure: str) -> dict:
+    """Every temperature x replica as one batch: ``{"runs": [SystemResult, ...]}``."""
+    md = ctx.cfg["md"]
+    runs = ctx.actors.md.call("run", members, structure, md["temperatures_K"], md["replicas"],
+                              configs.protocol(ctx.cfg, md["steps"], md["equilibration_steps"]),
+                              configs.monitor(ctx.cfg), ctx.cfg["seed"] + 77, str(ctx.root / "md" / gkey / "production"))
+    return {"runs": runs}
+
+
+def transport(ctx: Context, gkey: str, trajectories: list[str]) -> dict:
+    """D(T), sigma(T), Ea, log10 sigma(300 K) of the stable runs, and their plots (``TransportResult``)."""
+    return ctx.call(ctx.actors.judge, "transport", trajectories, ctx.cfg["md"]["species"],
+                    str(ctx.root / "plots" / gkey))
