@@ -10,27 +10,17 @@ names), and the driver records each answer in the ledger before moving on.
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import uuid
-from contextlib import contextmanager
-from typing import Any, Iterator
 
 import ray
 
 
 def remote(cls, *, num_cpus: float = 0.0, num_gpus: float = 0.0, max_restarts: int = 3,
-           max_task_retries: int = 2, name: str | None = None, max_concurrency: int = 1,
-           resources: dict | None = None):
+           max_task_retries: int = 2, resources: dict | None = None):
     """``ray.remote(cls).options(...)`` with the campaign's restart policy (and custom ``resources``,
-    see :mod:`actors.placement`)."""
-    opts: dict[str, Any] = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
-                                max_task_retries=max_task_retries, max_concurrency=max_concurrency)
-    if name:
-        opts["name"] = name
-    if resources:
-        opts["resources"] = dict(resources)
-    return ray.remote(cls).options(**opts)
+    see :mod:`orchestrator.ops.placement`)."""
+    return ray.remote(cls).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
+                                   max_task_retries=max_task_retries, resources=dict(resources or {}))
 
 
 def _device() -> str:
@@ -154,34 +144,20 @@ class Trainer(_Role):
     """Trains or fine-tunes an ensemble on a recorded store selection; publishes it as files (a model version)."""
 
     def train(self, store: str, selection: dict, ensemble: dict, training: dict, out_dir: str, seed: int,
-              init: list[str] | None = None, fine_tune_epochs: int | None = None) -> dict:
+              init: list[str] | None = None, fine_tune_epochs: int | None = None, streaming: bool = False,
+              workers: int = 1) -> dict:
+        """``streaming``: the selection goes to an on-disk frame cache first (bounded memory); ``workers`` > 1
+        trains each member data-parallel on Ray Train (streamed)."""
+        from pathlib import Path
+
+        from actors.distributed import data_parallel_fit
         from models import EnsembleConfig, TrainConfig, train_ensemble
+        from models.streaming import FrameCache
         from reference.store import LabelStore, Selection
 
-        frames = LabelStore(store).frames_of(Selection.from_dict(selection))
+        labels, sel = LabelStore(store), Selection.from_dict(selection)
+        frames = (FrameCache.build(Path(out_dir) / "frames.h5", labels.iter_frames(sel)) if streaming or workers > 1
+                  else labels.frames_of(sel))
         return train_ensemble(frames, EnsembleConfig(**{**ensemble, "architectures": tuple(ensemble["architectures"])}),
-                              TrainConfig(**training), out_dir, seed, init, fine_tune_epochs).to_dict()
-
-
-class ActorPool:
-    """A bounded, thread-safe pool: a driver thread borrows an idle actor, calls it, gives it back."""
-
-    def __init__(self, actors: list):
-        self.actors = list(actors)
-        self._idle: queue.Queue = queue.Queue()
-        for a in self.actors:
-            self._idle.put(a)
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def borrow(self) -> Iterator[Any]:
-        actor = self._idle.get()
-        try:
-            yield actor
-        finally:
-            self._idle.put(actor)
-
-    def call(self, method: str, *args, **kwargs) -> Any:
-        """Run ``actor.method.remote(*args)`` on an idle actor and wait for the answer."""
-        with self.borrow() as actor:
-            return ray.get(getattr(actor, method).remote(*args, **kwargs))
+                              TrainConfig(**training), out_dir, seed, init, fine_tune_epochs,
+                              fit_fn=data_parallel_fit(workers, _device() == "cuda") if workers > 1 else None).to_dict()

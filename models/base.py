@@ -201,6 +201,18 @@ class ForceFieldModel(nn.Module):
         }
 
 
+def composition(frames, elements) -> tuple[np.ndarray, np.ndarray]:
+    """([F, E] atoms of each element per frame, [F] energies in eV) of labelled frames."""
+    col = {int(z): k for k, z in enumerate(elements)}
+    counts = np.zeros((len(frames), len(elements)))
+    energies = np.zeros(len(frames))
+    for f, atoms in enumerate(frames):
+        for z, n in zip(*np.unique(atoms.numbers, return_counts=True)):
+            counts[f, col[int(z)]] = n
+        energies[f] = atoms.get_potential_energy()
+    return counts, energies
+
+
 def fit_reference_energies(frames, elements=None) -> dict[int, float]:
     """Least-squares per-element energies e0 (eV/atom) so that E ≈ sum_i e0[Z_i] (numpy lstsq).
 
@@ -208,12 +220,6 @@ def fit_reference_energies(frames, elements=None) -> dict[int, float]:
     which still reproduces the mean energy per formula.
     """
     elements = sorted({int(z) for a in frames for z in a.numbers}) if elements is None else list(elements)
-    col = {z: k for k, z in enumerate(elements)}
-    counts = np.zeros((len(frames), len(elements)))
-    energies = np.zeros(len(frames))
-    for f, atoms in enumerate(frames):
-        for z, n in zip(*np.unique(atoms.numbers, return_counts=True)):
-            counts[f, col[int(z)]] = n
-        energies[f] = atoms.get_potential_energy()
+    counts, energies = composition(frames, elements)
     sol, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    return {z: float(sol[k]) for z, k in col.items()}
+    return {int(z): float(sol[k]) for k, z in enumerate(elements)}

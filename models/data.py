@@ -62,6 +62,26 @@ def read_frames(source, index: str = ":", require_forces: bool = True) -> list:
     return check_frames(items, "the in-memory dataset", require_forces)
 
 
+def iter_frames(paths, require_forces: bool = True):
+    """Labelled frames of data files one at a time (``ase.io.iread``: a file is never held whole)."""
+    from ase.io import iread
+
+    for p in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        path = Path(p)
+        if not path.is_file():
+            raise InputError(f"data file {path} not found; check the --data path")
+        try:
+            for k, atoms in enumerate(iread(str(path), ":")):
+                check_frames([atoms], f"{path} frame {k}", require_forces)
+                atoms.info.setdefault("source", f"file:{path.name}")
+                yield atoms
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files
+            raise InputError(f"cannot read {path} with ASE ({type(exc).__name__}: {exc}); "
+                             "give extxyz, ASE db, vasprun.xml or OUTCAR") from None
+
+
 def _read_file(path: Path, index: str, require_forces: bool) -> list:
     from ase.io import read
 
@@ -111,31 +131,32 @@ def check_single_oracle(frames: Iterable) -> str | None:
     return next(iter(oracles), None)
 
 
-def split_frames(frames: Sequence, val_fraction: float = 0.1, seed: int = 0,
-                 stratify: bool = True, val_per_group: int | None = None) -> tuple[list, list]:
-    """Reproducible train/validation split.
+def frame_group(info: dict):
+    """The stratification key of a frame: (temperature_K, run_id or source)."""
+    return (info.get("temperature_K"), info.get("run_id", info.get("source")))
 
-    With ``stratify`` the frames are grouped by (temperature_K, run_id or source) and each group
-    gives ``val_fraction`` of its frames (at least one from groups of two or more) to validation,
-    so every temperature and run is represented.  ``val_per_group`` (e.g. the study's 500 frames
-    per temperature) takes that many frames per group instead of a fraction.  Same ``seed`` ->
-    same split.
+
+def split_indices(groups: Sequence, val_fraction: float = 0.1, seed: int = 0,
+                  val_per_group: int | None = None) -> tuple[list[int], list[int]]:
+    """Reproducible (train, validation) indices of frames with stratification keys ``groups``.
+
+    Each group gives ``val_fraction`` of its frames (at least one from groups of two or more), or
+    ``val_per_group`` frames (e.g. the study's 500 per temperature), to validation.  Same seed -> same split.
     """
-    frames = list(frames)
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}; use e.g. 0.1")
     if val_per_group is not None and val_per_group < 0:
         raise InputError(f"val_per_group must be >= 0, got {val_per_group}")
-    if (val_fraction == 0.0 and not val_per_group) or len(frames) < 2:
-        return frames, []
-    groups: dict = defaultdict(list)
-    for k, atoms in enumerate(frames):
-        key = (atoms.info.get("temperature_K"), atoms.info.get("run_id", atoms.info.get("source"))) if stratify else None
-        groups[key].append(k)
+    n = len(groups)
+    if (val_fraction == 0.0 and not val_per_group) or n < 2:
+        return list(range(n)), []
+    by_group: dict = defaultdict(list)
+    for k, key in enumerate(groups):
+        by_group[key].append(k)
     rng = np.random.default_rng(seed)
     val_idx: list[int] = []
-    for key in sorted(groups, key=repr):
-        idx = np.array(groups[key])
+    for key in sorted(by_group, key=repr):
+        idx = np.array(by_group[key])
         rng.shuffle(idx)
         if val_per_group is not None:
             n_val = min(val_per_group, len(idx) - 1)
@@ -144,12 +165,20 @@ def split_frames(frames: Sequence, val_fraction: float = 0.1, seed: int = 0,
             if n_val == 0 and len(idx) >= 2:
                 n_val = 1
         val_idx.extend(idx[:n_val].tolist())
-    if len(val_idx) >= len(frames):
+    if len(val_idx) >= n:
         val_idx = val_idx[:-1]
     val_set = set(val_idx)
-    train = [frames[k] for k in range(len(frames)) if k not in val_set]
-    val = [frames[k] for k in sorted(val_set)]
-    return train, val
+    return [k for k in range(n) if k not in val_set], sorted(val_set)
+
+
+def split_frames(frames: Sequence, val_fraction: float = 0.1, seed: int = 0,
+                 stratify: bool = True, val_per_group: int | None = None) -> tuple[list, list]:
+    """Reproducible train/validation split of frames (:func:`split_indices` on their :func:`frame_group`;
+    one group for all with ``stratify=False``)."""
+    frames = list(frames)
+    groups = [repr(frame_group(a.info)) if stratify else "" for a in frames]   # the frame cache's keys too
+    train, val = split_indices(groups, val_fraction, seed, val_per_group)
+    return [frames[k] for k in train], [frames[k] for k in val]
 
 
 def metadata(atoms) -> dict:

@@ -71,8 +71,11 @@ class EnsembleTrainResult:
 def train_ensemble(frames, config: EnsembleConfig, train: "TrainConfig", out_dir=None, seed: int = 0,
                    init: list | None = None, fine_tune_epochs: int | None = None, val_frames=None,
                    member_paths: list[str] | None = None, resumable: bool = False,
-                   progress: Callable[[str], None] | None = None, metadata: dict | None = None) -> EnsembleTrainResult:
-    """Train ``config.size`` members on ``frames`` (labelled ase.Atoms).
+                   progress: Callable[[str], None] | None = None, metadata: dict | None = None,
+                   fit_fn: Callable | None = None) -> EnsembleTrainResult:
+    """Train ``config.size`` members on ``frames`` (labelled ase.Atoms, or a ``models.streaming.FrameCache``
+    whose frames stay on disk).  ``fit_fn``: what trains one GNN member (default :func:`models.fit`; e.g.
+    ``actors.distributed.data_parallel_fit(workers)`` for data-parallel training on Ray Train).
 
     Checkpoints: ``member_paths`` (one per member), else ``out_dir/member<m>.pt``, else none (use
     ``result.models``).  ``resumable``: ``models.fit`` rewrites each after every epoch with the state
@@ -85,16 +88,20 @@ def train_ensemble(frames, config: EnsembleConfig, train: "TrainConfig", out_dir
     from models.registry import build_model
     from models.training import fit
 
-    frames = list(frames)
-    if not frames:
+    from models.streaming import FrameCache
+
+    streamed = isinstance(frames, FrameCache)
+    frames = frames if streamed else list(frames)
+    if not len(frames):
         raise InputError("no labelled frames to train on; label some frames first")
+    fit_fn = fit_fn or fit
     if member_paths is None and out_dir is not None:
         member_paths = [str(Path(out_dir) / f"member{m}.pt") for m in range(config.size)]
     if member_paths is not None and len(member_paths) != config.size:
         raise InputError(f"{len(member_paths)} member paths for {config.size} members")
     starts = [load_model(p) if isinstance(p, (str, Path)) else p for p in init] if init else None
     say = progress or (lambda line: None)
-    elements = sorted({int(z) for a in frames for z in a.numbers})
+    elements = frames.elements() if streamed else sorted({int(z) for a in frames for z in a.numbers})
     models, maes, epochs, metrics = [], [], [], []
     for m in range(config.size):
         arch = config.architectures[m % len(config.architectures)]
@@ -103,6 +110,8 @@ def train_ensemble(frames, config: EnsembleConfig, train: "TrainConfig", out_dir
         if config.size > 1:
             say(f"ensemble member {m + 1}/{config.size} (seed {seed + m})")
         if arch in ANALYTIC:
+            if streamed:
+                raise InputError("the analytic lj student is fitted in memory; give it frames, not a frame cache")
             model, mae_eV_A = fit_lennard_jones(frames, seed=seed + m, start=start)
             if path:
                 save_model(model, path, training={"force_mae_meV_A": 1000.0 * mae_eV_A, "n_frames": len(frames)})
@@ -112,8 +121,8 @@ def train_ensemble(frames, config: EnsembleConfig, train: "TrainConfig", out_dir
                 arch, elements, dtype=config.dtype, seed=seed + m, **config.model_keywords(arch))
             cfg = replace(train, seed=seed + m, **({"epochs": fine_tune_epochs} if start is not None and fine_tune_epochs
                                                     is not None else {}))
-            result = fit(model, frames, val_frames, cfg, out=path if resumable else None, progress=progress,
-                         fine_tune=start is not None, metadata={**(metadata or {}), "seed": seed + m})
+            result = fit_fn(model, frames, val_frames, cfg, out=path if resumable else None, progress=progress,
+                            fine_tune=start is not None, metadata={**(metadata or {}), "seed": seed + m})
             if path and not resumable:
                 save_model(result.model, path)
             model, member_metrics, n_epochs = result.model, dict(result.val_metrics), len(result.history)

@@ -22,7 +22,7 @@ import torch
 from common.errors import InputError
 from models.batch import AtomsBatch
 from models.graph import NeighborList, neighbor_list
-from models.base import fit_reference_energies, symbol
+from models.base import composition, symbol
 from models.data import check_frames, check_single_oracle, frame_labels, split_frames
 
 
@@ -51,6 +51,10 @@ class TrainConfig:
     seed: int = 0
     max_nan: int = 5
     device: str = "cpu"
+    loader_workers: int = 0            # DataLoader processes building graphs of streamed data (overlap with compute)
+    max_atoms_per_batch: int | None = None   # batch by atom count (small and large cells mix) instead of batch_size
+    checkpoint_every_batches: int = 0  # also checkpoint every N batches (resume mid-epoch); 0: after epochs only
+    mixed_precision: bool = False      # bf16 autocast of the forward pass (CUDA only)
 
 
 @dataclass
@@ -65,57 +69,108 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- data
-class GraphData:
-    """Frames with their labels and neighbour lists (built once at the model cutoff)."""
+def graph_item(positions, numbers, cell, pbc, energy: float, forces, stress, cutoff: float) -> dict:
+    """One frame as training tensors (float64) with its neighbour list at ``cutoff`` (Å); stress NaN if none."""
+    b = AtomsBatch(positions=torch.as_tensor(np.asarray(positions, float)).reshape(-1, 3),
+                   numbers=torch.as_tensor(np.asarray(numbers), dtype=torch.long),
+                   cell=torch.as_tensor(np.asarray(cell, float)).reshape(1, 3, 3),
+                   system_index=torch.zeros(len(numbers), dtype=torch.long),
+                   pbc=torch.as_tensor(np.asarray(pbc, bool)).reshape(1, 3))
+    nl = neighbor_list(b, cutoff)
+    return {"positions": b.positions, "numbers": b.numbers, "cell": b.cell, "pbc": b.pbc,
+            "edge_index": nl.edge_index, "shifts": nl.shifts, "energy": float(energy),
+            "forces": torch.as_tensor(np.asarray(forces, float)),
+            "stress": (torch.full((3, 3), float("nan"), dtype=torch.float64) if stress is None
+                       else torch.as_tensor(np.asarray(stress, float)))}
 
-    def __init__(self, frames, cutoff: float, dtype=torch.float32, device="cpu"):
-        self.dtype, self.device = dtype, device
-        self.items = []
-        for atoms in frames:
-            lab = frame_labels(atoms)
-            b = AtomsBatch.from_atoms(atoms, dtype=torch.float64)
-            nl = neighbor_list(b, cutoff)
-            self.items.append({
-                "positions": b.positions, "numbers": b.numbers, "cell": b.cell, "pbc": b.pbc,
-                "edge_index": nl.edge_index, "shifts": nl.shifts,
-                "energy": lab["energy"], "forces": torch.as_tensor(lab["forces"]),
-                "stress": (torch.full((3, 3), float("nan"), dtype=torch.float64) if lab["stress"] is None
-                           else torch.as_tensor(lab["stress"])),
-            })
+
+def atoms_item(atoms, cutoff: float) -> dict:
+    lab = frame_labels(atoms)
+    return graph_item(atoms.get_positions(), atoms.numbers, atoms.cell[:], atoms.pbc, lab["energy"], lab["forces"],
+                      lab["stress"], cutoff)
+
+
+def collate_items(items: list[dict], cutoff: float, dtype=torch.float32, device="cpu"):
+    """AtomsBatch, NeighborList, energies [S] eV, forces [N,3] eV/Å, stress [S,3,3] eV/Å³ (NaN: none)."""
+    counts = [len(it["numbers"]) for it in items]
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    batch = AtomsBatch(
+        positions=torch.cat([it["positions"] for it in items]).to(device, dtype),
+        numbers=torch.cat([it["numbers"] for it in items]).to(device),
+        cell=torch.cat([it["cell"] for it in items]).to(device, dtype),
+        system_index=torch.repeat_interleave(torch.arange(len(items)), torch.as_tensor(counts)).to(device),
+        pbc=torch.cat([it["pbc"] for it in items]).to(device),
+    )
+    nl = NeighborList(
+        edge_index=torch.cat([it["edge_index"] + int(o) for it, o in zip(items, offsets)], dim=1).to(device),
+        shifts=torch.cat([it["shifts"] for it in items]).to(device, dtype),
+        cutoff=cutoff,
+    )
+    energy = torch.tensor([it["energy"] for it in items], dtype=dtype, device=device)
+    forces = torch.cat([it["forces"] for it in items]).to(device, dtype)
+    stress = torch.stack([it["stress"] for it in items]).to(device, dtype)
+    return batch, nl, energy, forces, stress
+
+
+def batch_order(n: int, batch_size: int, shuffle: bool = False, seed: int = 0, n_atoms=None,
+                max_atoms: int | None = None) -> list[np.ndarray]:
+    """Frame indices of every batch of an epoch: a seeded shuffle, then ``batch_size`` frames per batch, or
+    (with ``max_atoms``) as many frames as fit under that many atoms, so small and large cells mix."""
+    order = np.arange(n)
+    if shuffle:
+        np.random.default_rng(seed).shuffle(order)
+    if max_atoms is None:
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    out, current, atoms = [], [], 0
+    for k in order:
+        a = int(n_atoms[k])
+        if current and atoms + a > max_atoms:
+            out.append(np.array(current))
+            current, atoms = [], 0
+        current.append(k)
+        atoms += a
+    if current:
+        out.append(np.array(current))
+    return out
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of data-parallel training (``torch.distributed``), (0, 1) otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def epoch_plan(n: int, batch_size: int, shuffle: bool, seed: int, n_atoms=None, max_atoms: int | None = None,
+               start: int = 0, shard: bool = True) -> list[np.ndarray]:
+    """This process's batches of an epoch from global batch ``start`` on: every rank cuts the same global
+    batches (:func:`batch_order`) and takes its contiguous share of each (all of it when not sharded)."""
+    rank, world = rank_world() if shard else (0, 1)
+    plan = [np.array_split(b, world)[rank] for b in batch_order(n, batch_size, shuffle, seed, n_atoms, max_atoms)[start:]]
+    return [p for p in plan if len(p)]
+
+
+class GraphData:
+    """Frames with their labels and neighbour lists in memory (built once at the model cutoff)."""
+
+    def __init__(self, frames, cutoff: float, dtype=torch.float32, device="cpu", max_atoms: int | None = None):
+        self.dtype, self.device, self.max_atoms = dtype, device, max_atoms
+        self.items = [atoms_item(atoms, cutoff) for atoms in frames]
         self.cutoff = cutoff
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def collate(self, idx) -> tuple[AtomsBatch, NeighborList, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """AtomsBatch, NeighborList, energies [S] eV, forces [N,3] eV/Å, stress [S,3,3] eV/Å³ (NaN: none)."""
-        items = [self.items[k] for k in idx]
-        counts = [len(it["numbers"]) for it in items]
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        dt, dev = self.dtype, self.device
-        batch = AtomsBatch(
-            positions=torch.cat([it["positions"] for it in items]).to(dev, dt),
-            numbers=torch.cat([it["numbers"] for it in items]).to(dev),
-            cell=torch.cat([it["cell"] for it in items]).to(dev, dt),
-            system_index=torch.repeat_interleave(torch.arange(len(items)), torch.as_tensor(counts)).to(dev),
-            pbc=torch.cat([it["pbc"] for it in items]).to(dev),
-        )
-        nl = NeighborList(
-            edge_index=torch.cat([it["edge_index"] + int(o) for it, o in zip(items, offsets)], dim=1).to(dev),
-            shifts=torch.cat([it["shifts"] for it in items]).to(dev, dt),
-            cutoff=self.cutoff,
-        )
-        energy = torch.tensor([it["energy"] for it in items], dtype=dt, device=dev)
-        forces = torch.cat([it["forces"] for it in items]).to(dev, dt)
-        stress = torch.stack([it["stress"] for it in items]).to(dev, dt)
-        return batch, nl, energy, forces, stress
+    def collate(self, idx):
+        return collate_items([self.items[k] for k in idx], self.cutoff, self.dtype, self.device)
 
-    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0):
-        order = np.arange(len(self))
-        if shuffle:
-            np.random.default_rng(seed).shuffle(order)
-        for start in range(0, len(order), batch_size):
-            yield self.collate(order[start:start + batch_size])
+    def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, start: int = 0, shard: bool = True):
+        """Batches of an epoch from batch number ``start`` on (``shard`` is for the streamed, parallel data)."""
+        n_atoms = [len(it["numbers"]) for it in self.items]
+        for idx in epoch_plan(len(self), batch_size, shuffle, seed, n_atoms, self.max_atoms, start, shard):
+            yield self.collate(idx)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -127,7 +182,7 @@ def evaluate(model, frames, batch_size: int = 16, data: GraphData | None = None)
         device = first.reference_energies.device if hasattr(first, "reference_energies") else "cpu"
         data = GraphData(frames, float(model.cutoff), getattr(first, "param_dtype", torch.float64), device)
     e_err, n_per, f_pred, f_true, zs = [], [], [], [], []
-    for batch, nl, energy, forces, _ in data.batches(batch_size):
+    for batch, nl, energy, forces, _ in data.batches(batch_size, shard=False):
         pred = model.predict(batch, nl)
         n = batch.atoms_per_system.to(energy.dtype)
         e_err.append(((pred.energy - energy) / n).detach().cpu().double())
@@ -163,33 +218,61 @@ def evaluate(model, frames, batch_size: int = 16, data: GraphData | None = None)
 
 
 # --------------------------------------------------------------------------- normalisation
+def set_fitted_normalisation(model, counts: np.ndarray, energies: np.ndarray, force_rms: float) -> None:
+    """Reference energies by least squares on ``counts`` [F, model.elements]; network scale = RMS force (eV)."""
+    sol, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    ref = {int(z): float(e) for z, e in zip(model.elements, sol)}
+    scale = force_rms
+    if not scale > 1e-8:
+        scale = float(np.std((energies - counts @ sol) / np.maximum(counts.sum(1), 1))) or 1.0
+    model.set_normalisation(ref, scale)
+
+
 def fit_normalisation(model, frames) -> None:
     """Reference energies by least squares; network scale = RMS force (eV/Å·Å = eV)."""
-    ref = fit_reference_energies(frames, model.elements)
+    counts, energies = composition(frames, model.elements)
     forces = np.concatenate([frame_labels(a)["forces"].ravel() for a in frames])
-    scale = float(np.sqrt(np.mean(forces ** 2))) if forces.size else 0.0
-    if not scale > 1e-8:
-        resid = [(frame_labels(a)["energy"] - sum(ref[int(z)] for z in a.numbers)) / len(a) for a in frames]
-        scale = float(np.std(resid)) or 1.0
-    model.set_normalisation(ref, scale)
+    set_fitted_normalisation(model, counts, energies, float(np.sqrt(np.mean(forces ** 2))) if forces.size else 0.0)
+
+
+def set_new_reference_energies(model, counts: np.ndarray, energies: np.ndarray, new_elements) -> None:
+    """For fine-tuning: e0 of ``new_elements`` by least squares, keeping the others (counts over model.elements)."""
+    if not new_elements:
+        return
+    norm = model.normalisation()["reference_energies_eV"]
+    known = np.array([0.0 if int(z) in new_elements else norm.get(int(z), 0.0) for z in model.elements])
+    cols = [model.elements.index(int(z)) for z in new_elements]
+    sol, *_ = np.linalg.lstsq(counts[:, cols], energies - counts @ known, rcond=None)
+    ref = {int(z): float(e) for z, e in zip(model.elements, known)}
+    ref.update({int(z): float(v) for z, v in zip(new_elements, sol)})
+    model.set_normalisation(ref, float(model.energy_scale), float(model.energy_shift))
 
 
 def fit_new_reference_energies(model, frames, new_elements) -> None:
     """For fine-tuning: e0 of newly added elements by least squares, keeping the existing ones."""
-    if not new_elements:
-        return
-    norm = model.normalisation()["reference_energies_eV"]
-    known = {z: e for z, e in norm.items() if z not in new_elements}
-    counts = np.zeros((len(frames), len(new_elements)))
-    resid = np.zeros(len(frames))
-    for f, atoms in enumerate(frames):
-        resid[f] = frame_labels(atoms)["energy"] - sum(known.get(int(z), 0.0) for z in atoms.numbers)
-        for k, z in enumerate(new_elements):
-            counts[f, k] = int((atoms.numbers == z).sum())
-    sol, *_ = np.linalg.lstsq(counts, resid, rcond=None)
-    ref = dict(known)
-    ref.update({int(z): float(s) for z, s in zip(new_elements, sol)})
-    model.set_normalisation(ref, float(model.energy_scale), float(model.energy_shift))
+    set_new_reference_energies(model, *composition(frames, model.elements), new_elements)
+
+
+class _LossModule(torch.nn.Module):
+    """The training loss as a module, so torch DDP can wrap it (gradients all-reduced in backward)."""
+
+    def __init__(self, model, cfg):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+
+    def forward(self, batch, nl, energy, forces, stress):
+        return _loss(self.model, batch, nl, energy, forces, stress, self.cfg)
+
+
+def _all(flag: bool, op: str) -> bool:
+    """The same decision on every rank: ``any`` or ``all`` of ``flag`` across data-parallel workers."""
+    import torch.distributed as dist
+
+    if rank_world()[1] == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "any" else dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)
 
 
 # --------------------------------------------------------------------------- training
@@ -247,6 +330,16 @@ class _ReferenceRefit:
         self.rows.append(counts)
         self.resid.append(residual.cpu().double())
 
+    def gather(self) -> None:
+        """Every data-parallel rank's accumulated rows (torch.distributed), in rank order."""
+        import torch.distributed as dist
+
+        mine = (self.rows, self.resid)
+        everyone = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, mine)
+        self.rows = [r for rows, _ in everyone for r in rows]
+        self.resid = [r for _, resid in everyone for r in resid]
+
     def apply(self, *models) -> None:
         if not self.rows:
             return
@@ -266,7 +359,7 @@ def _refit_reference_energies(model, data: GraphData, batch_size: int) -> None:
     force-dominated training leaves undetermined.
     """
     refit = _ReferenceRefit(len(model.elements))
-    for batch, nl, energy, _, _ in data.batches(batch_size):
+    for batch, nl, energy, _, _ in data.batches(batch_size, shard=False):
         batch = batch.to(dtype=model.param_dtype)
         pred = model.energy(batch, nl)
         refit.add(model.species(batch.numbers), batch.system_index, batch.n_systems, energy - pred)
@@ -284,16 +377,22 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
         fine_tune: bool | None = None, metadata: dict | None = None) -> TrainResult:
     """Train ``model`` on labelled frames; returns the best-by-validation EMA model and history.
 
-    ``train_frames``: list of labelled ase.Atoms or a path (read with :func:`models.data.read_frames`).
+    ``train_frames``: list of labelled ase.Atoms, a path (read with :func:`models.data.read_frames`), or a
+    :class:`models.streaming.FrameCache` (streamed: frames stay on disk, graphs are built per batch in
+    ``config.loader_workers`` processes; its validation frames are its own stratified split).
     ``val_frames``: None -> a stratified split of ``train_frames`` (``config.val_fraction``, ``seed``).
-    ``out``: checkpoint path, rewritten atomically after each epoch (best weights + resume state).
-    ``resume``: a checkpoint written by an interrupted ``fit``; continues where it stopped
-    (pass the same data).  ``fine_tune`` (default: True when the model already has fitted
-    reference energies) keeps the normalisation and fits e0 only for elements new to the model,
-    whose embeddings are grown.
+    ``out``: checkpoint path, rewritten atomically after each epoch (and every ``checkpoint_every_batches``
+    batches) with the best weights and the state ``resume`` needs to continue where it stopped (pass the
+    same data).  ``fine_tune`` (default: True when the model already has fitted reference energies) keeps
+    the normalisation and fits e0 only for elements new to the model, whose embeddings are grown.
+    Data-parallel: when ``torch.distributed`` is initialised (e.g. by Ray Train), every rank takes its share
+    of each global batch and DDP averages the gradients; rank 0 writes the checkpoint.
     """
+    from contextlib import nullcontext
+
     from models.checkpoint import model_from_dict, model_to_dict, read_checkpoint, save_checkpoint
-    from models.data import read_frames
+    from models.data import read_frames, split_indices
+    from models.streaming import FrameCache, StreamedGraphs
 
     cfg = config or TrainConfig()
     say = progress or (lambda line: None)
@@ -312,35 +411,66 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
         raise InputError("fit needs a model (or resume=CHECKPOINT); build one with models.build_model")
     if train_frames is None:
         raise InputError("fit needs training frames; pass labelled ase.Atoms or a data file")
-    frames = read_frames(train_frames) if not isinstance(train_frames, list) else check_frames(train_frames, "the training set")
-    if val_frames is None:
-        train, val = split_frames(frames, cfg.val_fraction, cfg.seed, val_per_group=cfg.val_per_group)
+    if cfg.mixed_precision and not str(cfg.device).startswith("cuda"):
+        raise InputError("mixed precision needs a CUDA device; drop it or train with device=cuda")
+    rank, world = rank_world()
+    streamed = isinstance(train_frames, FrameCache)
+    if streamed:
+        cache = train_frames
+        if val_frames is not None:
+            raise InputError("a frame cache brings its own validation split; drop the separate validation frames")
+        if len(cache.oracles) > 1:
+            raise InputError(f"the dataset mixes labels from oracles {cache.oracles}; "
+                             "train on one oracle's labels (filter the data store by oracle)")
+        oracle = cache.oracles[0] if cache.oracles else None
+        tr_idx, va_idx = (np.asarray(x, dtype=np.int64) for x in split_indices(
+            cache.groups, cfg.val_fraction, cfg.seed, cfg.val_per_group))
+        data_elements, n_train, n_val = cache.elements(), len(tr_idx), len(va_idx)
     else:
-        train = frames
-        val = read_frames(val_frames) if not isinstance(val_frames, list) else check_frames(val_frames, "the validation set")
-    oracle = check_single_oracle(train + val)
+        frames = read_frames(train_frames) if not isinstance(train_frames, list) else check_frames(train_frames, "the training set")
+        if val_frames is None:
+            train, val = split_frames(frames, cfg.val_fraction, cfg.seed, val_per_group=cfg.val_per_group)
+        else:
+            train = frames
+            val = read_frames(val_frames) if not isinstance(val_frames, list) else check_frames(val_frames, "the validation set")
+        oracle = check_single_oracle(train + val)
+        data_elements, n_train, n_val = sorted({int(z) for a in train + val for z in a.numbers}), len(train), len(val)
     model = model.to(cfg.device)
     added = []
     if state is None:
-        data_elements = sorted({int(z) for a in train + val for z in a.numbers})
         if fine_tune is None:
             fine_tune = bool(model.reference_energies.abs().sum() > 0)
         added = model.grow_elements(data_elements, seed=cfg.seed)
-        if fine_tune:
+        if streamed:
+            counts, energies = cache.element_counts(model.elements)[tr_idx], cache.energy[tr_idx]
+            if fine_tune:
+                set_new_reference_energies(model, counts, energies, added)
+            else:
+                set_fitted_normalisation(model, counts, energies, cache.force_rms(tr_idx))
+        elif fine_tune:
             fit_new_reference_energies(model, train, added)
         else:
             fit_normalisation(model, train)
-    if not val:
-        val = train
     dtype, device = model.param_dtype, cfg.device
-    train_data = GraphData(train, model.cutoff, dtype, device)
-    val_data = GraphData(val, model.cutoff, dtype, device)
+    if streamed:
+        va_idx = va_idx if len(va_idx) else tr_idx
+        train_data = StreamedGraphs(cache, tr_idx, model.cutoff, dtype, device, cfg.loader_workers, cfg.max_atoms_per_batch)
+        val_data = StreamedGraphs(cache, va_idx, model.cutoff, dtype, device, cfg.loader_workers, cfg.max_atoms_per_batch)
+    else:
+        val = val or train
+        train_data = GraphData(train, model.cutoff, dtype, device, cfg.max_atoms_per_batch)
+        val_data = GraphData(val, model.cutoff, dtype, device, cfg.max_atoms_per_batch)
 
+    step = _LossModule(model, cfg)
+    if world > 1:
+        step = torch.nn.parallel.DistributedDataParallel(step)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cfg.mixed_precision else nullcontext
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_factor, patience=cfg.lr_patience,
                                                        min_lr=cfg.min_lr)
     ema = _EMA(model, cfg.ema_decay)
     history, best_val, best_state, bad_epochs, start_epoch, elapsed0 = [], math.inf, None, 0, 0, 0.0
+    start_batch, losses, refit = 0, [], _ReferenceRefit(len(model.elements))
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -348,40 +478,48 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
         history, best_val = list(state["history"]), float(state["best_val"])
         best_state, bad_epochs = state["best_state"], int(state["bad_epochs"])
         start_epoch, elapsed0 = int(state["epoch"]), float(state["elapsed_s"])
-        say(f"resuming at epoch {start_epoch + 1} (best val loss {best_val:.4g})")
+        start_batch, losses = int(state.get("batch", 0)), list(state.get("epoch_losses", []))
+        refit.rows, refit.resid = list(state.get("refit_rows", [])), list(state.get("refit_resid", []))
+        where = f"batch {start_batch + 1} of epoch {start_epoch + 1}" if start_batch else f"epoch {start_epoch + 1}"
+        say(f"resuming at {where} (best val loss {best_val:.4g})")
 
-    train_meta = {"oracle": oracle, "n_train": len(train), "n_val": len(val),
-                  "config": asdict(cfg), **(metadata or {})}
+    train_meta = {"oracle": oracle, "n_train": n_train, "n_val": n_val, "config": asdict(cfg),
+                  "data_parallel_workers": world, **(metadata or {})}
     t0 = time.monotonic() - elapsed0
     nan_run, stop_reason, epoch = 0, "max epochs", start_epoch
 
     def time_left() -> float:
         return math.inf if cfg.max_time_s is None else cfg.max_time_s - (time.monotonic() - t0)
 
-    def write(epoch_done: int) -> None:
-        if out is None:
+    def write(epoch_done: int, batch_done: int = 0) -> None:
+        if out is None or rank != 0:
             return
         payload = model_to_dict(ema.module, {**train_meta, "epochs": epoch_done, "best_val_loss": best_val,
                                              "history": history}, state_dict=best_state)
         payload["training_state"] = {
-            "epoch": epoch_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "epoch": epoch_done, "batch": batch_done, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "ema": ema.state_dict(), "history": history,
             "best_val": best_val, "best_state": best_state, "bad_epochs": bad_epochs,
             "elapsed_s": time.monotonic() - t0, "config": asdict(cfg),
+            "epoch_losses": list(losses) if batch_done else [],
+            "refit_rows": list(refit.rows) if batch_done else [], "refit_resid": list(refit.resid) if batch_done else [],
         }
         save_checkpoint(out, payload)
 
     out_of_time = False
-    refit = _ReferenceRefit(len(model.elements))
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        losses = []
-        for batch, nl, energy, forces, stress in train_data.batches(cfg.batch_size, shuffle=True, seed=cfg.seed * 100003 + epoch):
-            if time_left() <= 0:
+        first = start_batch if epoch == start_epoch else 0
+        if first == 0:
+            losses = []
+        batches = train_data.batches(cfg.batch_size, shuffle=True, seed=cfg.seed * 100003 + epoch, start=first)
+        for b, (batch, nl, energy, forces, stress) in enumerate(batches, start=first):
+            if _all(time_left() <= 0, "any"):
                 out_of_time = True
                 break
-            loss, e_pred = _loss(model, batch, nl, energy, forces, stress, cfg)
-            if not torch.isfinite(loss):
+            with autocast():
+                loss, e_pred = step(batch, nl, energy, forces, stress)
+            if not _all(bool(torch.isfinite(loss)), "all"):
                 nan_run += 1
                 for g in opt.param_groups:
                     g["lr"] *= 0.5
@@ -398,8 +536,12 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
             ema.update(model)
             losses.append(float(loss.detach()))
             refit.add(model.species(batch.numbers), batch.system_index, batch.n_systems, energy - e_pred)
+            if cfg.checkpoint_every_batches and (b + 1) % cfg.checkpoint_every_batches == 0:
+                write(epoch, b + 1)
         if not losses and out_of_time and best_state is not None:
             break
+        if world > 1:
+            refit.gather()
         refit.apply(model)
         _refit_reference_energies(ema.module, train_data, cfg.batch_size)
         metrics = evaluate(ema.module, None, cfg.batch_size, data=val_data)
@@ -419,8 +561,9 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
         say(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4g}  val {val_loss:.4g}  "
             f"E MAE {row['energy_mae_meV_atom']:.2f} meV/atom  F MAE {row['force_mae_meV_A']:.1f} meV/Å  "
             f"lr {row['lr']:.1e}  {row['time_s']:.0f} s" + ("" if math.isinf(left) else f"  left {max(left, 0):.0f} s"))
+        losses = []
         write(epoch + 1)
-        if out_of_time or left <= 0:
+        if out_of_time or _all(left <= 0, "any"):
             stop_reason = "time budget"
             break
         if bad_epochs >= cfg.early_stopping_patience:

@@ -311,6 +311,20 @@ class LabelStore:
             out += [_copy_frame(frames[i]) for i in idx]
         return out
 
+    def iter_frames(self, selection: Selection):
+        """The frames a selection names, one shard read at a time and nothing kept (for streamed training)."""
+        from ase.io import iread
+
+        for name, idx in selection.shards:
+            path = self.shards_dir / name
+            if not path.is_file():
+                raise InputError(f"shard {name} of a recorded training set is missing from {self.root}; "
+                                 "restore the store or start the campaign under a new name")
+            wanted = set(idx)
+            for i, atoms in enumerate(iread(path, ":", format="extxyz")):
+                if i in wanted:
+                    yield atoms
+
     def stats(self) -> StoreStats:
         frames = [a for p in self.shards() for a in self._read_shard(p)]
         els = sorted({s for a in frames for s in a.get_chemical_symbols()})

@@ -93,7 +93,12 @@ def test_cli_validate_and_defaults(tmp_path, capsys):
     assert yaml.safe_load(capsys.readouterr().out)["name"] == "demo"
     assert main(["campaign", "defaults"]) == 0
     out = capsys.readouterr().out
-    assert "stability.trust_lo_eV_A" in out and yaml.safe_load(out)["name"] == "demo"
+    assert yaml.safe_load(out) == defaults()                   # the schema's defaults, not the demo's choices
+    assert "trust_lo_eV_A: 0.05  # ensemble force deviation below this" in out and "rdf_mae: 0.02" in out
+    assert main(["campaign", "show", str(ROOT / "campaigns" / "demo.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert yaml.safe_load(out) == load_spec(ROOT / "campaigns" / "demo.yaml").to_dict()
+    assert "architectures: [schnet, dimenetpp]" in out and '(default: ["schnet"])' in out
 
 
 def test_campaign_help_is_fast_and_complete():
@@ -175,10 +180,14 @@ def test_tracker_is_idempotent_and_nests_runs(tmp_path):
         cand = tr2.log_candidate("t:1", "Li2S__x", {"formula": "Li2S", "MP_API_KEY": "sekret"}, rounds, result,
                                  "reliable", "converged")
         tr2.log_training("t:1", "Li2S__x/r0", {"members": [str(member)], "round": 0, "force_mae_meV_A": 50.0},
-                         "matscreen-t-ensemble")
+                         "matscreen-t-ensemble", "Li2S r0")
     assert tr2.count_runs() == {"campaign": 1, "candidate": 1, "training": 1}
     run = tr2.client.get_run(cand)
     assert run.data.tags["matscreen.kind"] == "candidate" and run.data.tags["mlflow.parentRunId"] == parent
+    (training,) = tr2.client.search_runs([tr2.experiment_id], "tags.`matscreen.kind` = 'training'")
+    assert training.data.tags["mlflow.parentRunId"] == cand and training.info.run_name == "Li2S r0"  # nested
+    assert run.data.metrics["sigma_mS_cm_800K"] == 20.0 and run.data.metrics["D_cm2_s_600K_err"] == 1e-7
+    assert run.data.metrics["log10_sigma_300K_mS_cm"] == 0.4 and "mS/cm" in run.data.tags["mlflow.note.content"]
     assert run.data.tags["verdict"] == "reliable"
     assert run.data.params["MP_API_KEY"] == "***"  # never log secrets
     hist = tr2.client.get_metric_history(cand, "conductivity_mS_cm")
@@ -296,7 +305,7 @@ def test_new_generation_keeps_history_in_one_step(tmp_path):
      {"tracker": {"matscreen_head": 0.01}, "md": {"matscreen_md": 1.0}, "reference": {"matscreen_oracle": 2.0}}),
 ])
 def test_placement_follows_the_cluster_resources(resources, expected):
-    from actors.placement import placement
+    from orchestrator.ops.placement import placement
 
     assert placement(resources, gpus_per_md_worker=1.0, cpus_per_oracle=2.0) == expected
     if "matscreen_md" in resources:  # an MD worker without a GPU still lands on an MD node

@@ -22,32 +22,21 @@ import yaml
 
 ray = pytest.importorskip("ray")
 
-from ase.calculators.lj import LennardJones  # noqa: E402
+import lj_world  # noqa: E402
+from lj_world import lj_spec, write_structures  # noqa: E402
 
 THIS_FILE = Path(__file__).resolve()
 ROOT = THIS_FILE.parents[1]
-
-
-class FlakyLJ(LennardJones):
-    """An oracle that fails (like a non-converged SCF) on frames of 27-atom cells taken from MD."""
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=None):
-        if atoms is not None and len(atoms) == 27 and "step" in atoms.info:
-            raise RuntimeError("SCF did not converge")
-        return super().calculate(atoms, properties, system_changes or ["positions", "numbers", "cell", "pbc"])
-
-
-def flaky_lj():
-    """Oracle factory used as ``oracle.name: tests/test_campaign_ray.py:flaky_lj``."""
-    return FlakyLJ(epsilon=0.0104, sigma=3.40, rc=8.5, smooth=True)
 
 
 @pytest.fixture(scope="module")
 def ray_session():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, resources={"matscreen_head": 1},
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})  # a head marked as in ray_cluster.yaml
+        # a private local Ray, as `campaign run` starts one (whatever an old `ray start --head` left in
+        # Ray's temp dir), with a head marked as in ray_cluster.yaml
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 resources={"matscreen_head": 1}, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()
@@ -66,42 +55,7 @@ def mlflow_uri(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def structures(tmp_path_factory):
-    from ase.build import bulk
-    from ase.io import write
-
-    d = tmp_path_factory.mktemp("structures")
-    fcc = bulk("Li", "fcc", a=5.26, cubic=True).repeat(2)          # 32 atoms, LJ-argon-like solid/liquid
-    sc = bulk("Li", "sc", a=3.75).repeat(3)                         # 27 atoms
-    for atoms in (fcc, sc):                                         # Ar: the non-diffusing "framework" species
-        atoms.symbols[::2] = "Ar"
-    na = sc.copy()                                                  # shares no element with the Li-Ar cells
-    na.symbols[::2], na.symbols[1::2] = "Kr", "Na"
-    write(d / "li32.extxyz", fcc)
-    write(d / "li27.extxyz", sc)
-    write(d / "na27.extxyz", na)
-    return {"Li": str(d / "li32.extxyz"), "Li27": str(d / "li27.extxyz"), "Na": str(d / "na27.extxyz")}
-
-
-def lj_spec(name: str, structures: dict, **over) -> dict:
-    spec = {
-        "name": name, "seed": 3,
-        "oracle": {"name": "lj"},
-        "candidates": {"formulas": ["Li"], "structures": {"Li": structures["Li"]}},
-        "models": {"architectures": ["lj"], "ensemble_size": 2},
-        "md": {"temperatures_K": [250.0, 375.0, 500.0], "steps": 160, "equilibration_steps": 20,
-               "timestep_fs": 5.0, "save_every": 5, "reference_temperature_K": 375.0, "reference_steps": 60,
-               "exploration_steps": 60},
-        "stability": {"rdf_mae": 0.2},
-        "active_learning": {"max_rounds": 1, "labels_per_round": 3, "initial_labels": 8},
-        "resources": {"cpus_per_md_worker": 0.5, "cpus_per_oracle": 0.5, "cpus_per_trainer": 0.5,
-                      "queue_size": 1, "max_restarts": 2, "max_task_retries": 2},
-    }
-    for section, values in over.items():
-        if isinstance(values, dict):
-            spec.setdefault(section, {}).update(values)
-        else:
-            spec[section] = values
-    return spec
+    return write_structures(tmp_path_factory.mktemp("structures"))
 
 
 def run(spec_dict: dict, tmp: Path, during=None, incremental: bool = False):
@@ -231,7 +185,7 @@ def _hash(spec: dict) -> str:
 
 def test_failures_are_recorded_with_reasons(ray_session, structures, tmp_path):
     spec = lj_spec("faults", structures,
-                   oracle={"name": f"{THIS_FILE}:flaky_lj", "max_failure_fraction": 0.5},
+                   oracle={"name": f"{lj_world.__file__}:flaky_lj", "max_failure_fraction": 0.5},
                    candidates={"formulas": ["Li", "Li27", "LiX"], "structures": structures},
                    stability={"trust_lo_eV_A": 1e-9, "accurate_fraction": 1.0})  # every model needs labels
     campaign, summary = run(spec, tmp_path)

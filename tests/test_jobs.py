@@ -7,6 +7,7 @@ The head gets its own --temp-dir and free ports, so it never captures another pr
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -41,14 +43,29 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+@dataclass
+class Head:
+    address: str        # the dashboard (job server), http://127.0.0.1:<port>
+    token: str          # the cluster's auth token
+    home: Path          # the head's (and its jobs') home directory: ~/.ray/auth_token, ~/.matscreen
+
+
 @pytest.fixture(scope="module")
 def ray_head():
-    """A local Ray head with dashboard (job server) on 127.0.0.1; yields the dashboard address."""
+    """A local Ray head with dashboard (job server) on 127.0.0.1 and Ray's DEFAULT authentication: like a user's
+    machine that has a token in ~/.ray/auth_token (any earlier `ray.init` writes one), `ray start --head`
+    with RAY_AUTH_MODE unset enables token authentication.  Its home directory is a temporary one."""
     gcs, dash, agent_http, agent_grpc, client, metrics, node_mgr, obj_mgr, rt_agent = free_ports(9)
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's unix sockets live here
+    home = Path(tempfile.mkdtemp(prefix="rhome"))
+    token = secrets.token_hex(32)
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text(token)
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0",
-               MP_API_KEY=PLANTED, RAY_AUTH_MODE="disabled")  # deterministic: no ~/.ray/auth_token dependence
-    env.pop("RAY_ADDRESS", None)
+               MP_API_KEY=PLANTED, HOME=str(home))
+    for var in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_URI",
+                "MATSCREEN_STORE"):
+        env.pop(var, None)                                 # Ray's defaults, as `ray start --head` meets them
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--include-dashboard", "true",
            "--dashboard-host", "127.0.0.1", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
            "--dashboard-port", str(dash), "--dashboard-agent-listen-port", str(agent_http),
@@ -67,7 +84,7 @@ def ray_head():
             try:
                 from ray.job_submission import JobSubmissionClient
 
-                JobSubmissionClient(address).list_jobs()
+                JobSubmissionClient(address, headers={"authorization": f"Bearer {token}"}).list_jobs()
                 break
             except Exception as exc:  # noqa: BLE001 - not up yet
                 last_error = exc
@@ -75,7 +92,7 @@ def ray_head():
                     log_text = (Path(temp_dir) / "ray_start.log").read_text()[-1500:]
                     pytest.fail(f"Ray head did not come up in 240 s: {last_error!r}\n{log_text}")
                 time.sleep(1)
-        yield address
+        yield Head(address, token, home)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -88,6 +105,17 @@ def ray_head():
             pass
         log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def user_env(home: Path, **extra) -> dict:
+    """A user's shell on the head machine: the venv on PATH, Ray's variables unset unless given."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", HOME=str(home),
+               RAY_USAGE_STATS_ENABLED="0")
+    for var in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "MLFLOW_TRACKING_URI",
+                "MATSCREEN_STORE", "MP_API_KEY"):
+        env.pop(var, None)
+    return {**env, **extra}
 
 
 def wait_job(backend: RayJobBackend, job_id: str, timeout: float = 300) -> str:
@@ -137,31 +165,49 @@ def test_malformed_spec_fails_before_submission(tmp_path, capsys):
     assert rc == 2 and "md.temperature_K" in err
 
 
-def test_job_submission_and_scheduler_on_a_real_head(ray_head, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    backend = RayJobBackend(ray_head)
-
-    # 1. the installation check, as `ray job submit --working-dir . -- matscreen campaign run
-    #    campaigns/smoke.yaml` does; the job finds MLflow and the store through the environment
-    store = tmp_path / "store"
-    monkeypatch.setenv("MATSCREEN_STORE", str(store))
-    rc = main(["schedule", "submit", "campaigns/smoke.yaml", "--address", ray_head, "--working-dir", str(ROOT), "--wait"])
-    out = capsys.readouterr().out
-    job = out.split("submitted job ")[1].split()[0]
-    logs = backend.logs(job)
-    assert rc == 0 and f"job {job}: SUCCEEDED" in out, logs[-3000:]
-    assert "campaign run campaigns/smoke.yaml" in out
-    assert (store / "smoke" / "ledger.sqlite").exists()
+def test_readme_job_submission_on_a_default_head_persists_its_results(ray_head):
+    """The README's installation check, run as written against a default `ray start --head` (token
+    authentication): the job SUCCEEDS, and its results are where its log says, not in Ray's temporary copy
+    of the working directory."""
+    env = user_env(ray_head.home, RAY_AUTH_MODE="token", RAY_ADDRESS=ray_head.address)
+    out = subprocess.run([str(BIN / "ray"), "job", "submit", "--working-dir", ".", "--", "matscreen", "campaign", "run",
+                          "campaigns/smoke.yaml"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0 and "succeeded" in text.lower(), text[-3000:]
+    store = ray_head.home / ".matscreen" / "store"                       # the head user's ~/.matscreen
+    assert f"data store: {store / 'smoke'}" in text and f"sqlite:///{ray_head.home / '.matscreen' / 'mlflow.db'}" in text
+    assert (store / "smoke" / "ledger.sqlite").exists() and (store / "smoke" / "results.csv").exists()
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    client = MlflowClient(f"sqlite:///{ray_head.home / '.matscreen' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("matscreen-smoke")
     kinds = sorted(r.data.tags.get("matscreen.kind") for r in client.search_runs([exp.experiment_id]))
     assert "campaign" in kinds and "candidate" in kinds
-    # the key planted in the head's environment never reaches logs or the MLflow store
-    assert PLANTED not in logs
-    assert [p for p in tmp_path.rglob("*") if p.is_file() and PLANTED.encode() in p.read_bytes()] == []
+    assert exp.artifact_location == (ray_head.home / ".matscreen" / "artifacts").as_uri()
+    # the key planted in the head's environment never reaches logs or the results
+    assert PLANTED not in text
+    assert [p for p in (ray_head.home / ".matscreen").rglob("*") if p.is_file() and PLANTED.encode() in p.read_bytes()] == []
+
+
+def test_a_missing_token_is_one_line_naming_the_fix(ray_head, tmp_path):
+    env = user_env(tmp_path)                                               # a machine without the cluster's token
+    out = subprocess.run([str(BIN / "matscreen"), "schedule", "submit", "campaigns/smoke.yaml", "--address",
+                          ray_head.address, "--working-dir", str(ROOT)], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("matscreen: error: the Ray job server") and "~/.ray/auth_token" in last, out.stderr
+
+
+def test_scheduler_on_a_token_protected_head(ray_head, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", ray_head.token)                 # where Ray keeps a token, as a variable
+    ray_head = ray_head.address
+    backend = RayJobBackend(ray_head)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
 
     # 2. the scheduler submits a due campaign to the head and refuses to overlap it
     release = tmp_path / "release"

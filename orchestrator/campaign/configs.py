@@ -26,7 +26,8 @@ def training(cfg: dict) -> dict:
     t = cfg["training"]
     return {"epochs": t["epochs"], "batch_size": t["batch_size"], "lr": t["learning_rate"],
             "energy_weight": t["energy_weight"], "force_weight": t["force_weight"],
-            "max_time_s": t["max_minutes"] * 60.0, "val_fraction": t["validation_fraction"]}
+            "max_time_s": t["max_minutes"] * 60.0, "val_fraction": t["validation_fraction"],
+            "loader_workers": t["loader_workers"], "max_atoms_per_batch": t["max_atoms_per_batch"]}
 
 
 def thresholds(cfg: dict) -> dict:

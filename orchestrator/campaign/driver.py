@@ -39,7 +39,8 @@ from typing import Any, Callable
 from common.atomic import atomic_write_text
 from common.errors import InputError
 from orchestrator.campaign import steps
-from orchestrator.campaign.results import results_csv
+from orchestrator.campaign.pool import ActorPool
+from orchestrator.campaign.results import ranked, results_csv, results_markdown
 from orchestrator.campaign.spec import Spec, store_root
 from orchestrator.campaign.state import Ledger, ledger_path
 from reference.store import LabelStore, Selection
@@ -86,7 +87,7 @@ class Campaign:
         import ray
 
         from actors import roles
-        from actors.placement import placement
+        from orchestrator.ops.placement import placement
         from orchestrator.campaign import configs
         from orchestrator.campaign.tracking import Tracker
 
@@ -100,23 +101,19 @@ class Campaign:
             generator=roles.remote(roles.CandidateGenerator, **policy).remote(),
             judge=roles.remote(roles.StabilityJudge, **policy).remote(),
             trainer=roles.remote(roles.Trainer, num_cpus=r["cpus_per_trainer"], **policy).remote(r["cpus_per_trainer"]),
-            reference=roles.ActorPool([
+            reference=ActorPool([
                 roles.remote(roles.ReferenceWorker, num_cpus=r["cpus_per_oracle"], resources=self.placement["reference"],
                              **policy).remote(configs.oracle(self.cfg), r["cpus_per_oracle"])
                 for _ in range(r["reference_workers"])]),
-            md=roles.ActorPool([
+            md=ActorPool([
                 roles.remote(roles.MDWorker, num_cpus=r["cpus_per_md_worker"], num_gpus=gpus,
                              resources=self.placement["md"], **policy).remote(r["cpus_per_md_worker"])
                 for _ in range(r["md_workers"])]),
             # the single MLflow writer, on the head when the cluster marks it (MLflow listens on its 127.0.0.1)
             tracker=roles.remote(Tracker, resources=self.placement["tracker"], **policy).remote(
-                self.tracking_uri, self.experiment, self._artifact_root()))
+                self.tracking_uri, self.experiment))
         self.ctx.actors = actors
 
-    def _artifact_root(self) -> str | None:
-        from orchestrator.campaign.tracking import default_artifact_root
-
-        return default_artifact_root() if self.tracking_uri.startswith("sqlite") else None
 
     def _track(self, method: str, *args) -> Any:
         import ray
@@ -192,7 +189,7 @@ class Campaign:
             list(pool.map(self._candidate_safe, rows))
         csv_path = self.write_results_csv()
         summary = self.ledger.summary()
-        self._track("finish_campaign", self.key, csv_path, summary, [])
+        self._track("finish_campaign", self.key, csv_path, summary, [], [self.write_results_table()])
         self._notify()
         return summary
 
@@ -219,7 +216,7 @@ class Campaign:
         self.ledger.update_candidate(key, stage="done", reason=reason, verdict=verdict, detail=detail,
                                      results=result)
         self._track("log_candidate", self.key, gkey, params, self.ledger.rounds(gkey), result, verdict, reason,
-                    self._artifacts(gkey, plots))
+                    self._artifacts(gkey, plots), self.display_name(row))
         self._notify()
 
     def _artifacts(self, gkey: str, plots: list[str]) -> dict[str, list[str]]:
@@ -353,7 +350,7 @@ class Campaign:
             return
         gkey = self.gkey(key)  # generation 2+ (--incremental): fresh steps, the reference is shared
         self._stage(key, "reference")
-        self._track("candidate_progress", self.key, gkey, "reference", 0)
+        self._track("candidate_progress", self.key, gkey, "reference", 0, self.display_name(row))
         ref = self._once(f"ref:{key}", key, lambda: steps.reference(self.ctx, row))
         if ref.get("error"):
             self._finish(row, "oracle_failing", "reference_failed", f"oracle reference MD failed: {ref['error']}", {})
@@ -375,7 +372,7 @@ class Campaign:
                                                                    "training_set": sel})
             members = train["members"]
             self.ledger.update_candidate(key, model_version=f"{gkey}/r{r}")
-            self._log_training(gkey, r, train, init)
+            self._log_training(row, gkey, r, train, init)
             explore = self._once(f"explore:{gkey}:{r}", key,
                                  lambda: steps.explore(self.ctx, gkey, r, members, row["structure_path"]))
             report = self._once(f"judge:{gkey}:{r}", key, lambda: steps.judge(
@@ -406,18 +403,29 @@ class Campaign:
                 return None
         return None  # not reached: the last round always finishes above
 
-    def _log_training(self, gkey: str, r: int, train: dict, init) -> None:
+    def _log_training(self, row: dict, gkey: str, r: int, train: dict, init) -> None:
         cfg = self.cfg
-        info = {**{k: v for k, v in train.items() if k != "training_set"}, "candidate": gkey, "round": r,
-                "init": bool(init), "architectures": ",".join(cfg["models"]["architectures"])}
+        info = {**{k: v for k, v in train.items() if k not in ("training_set", "val_metrics")}, "candidate": gkey,
+                "round": r, "init": bool(init), "architectures": ",".join(cfg["models"]["architectures"])}
         self._track("log_training", self.key, f"{gkey}/r{r}", info,
-                    f"{self.experiment}-ensemble" if cfg["tracking"]["register_models"] else None)
+                    f"{self.experiment}-ensemble" if cfg["tracking"]["register_models"] else None,
+                    f"{self.display_name(row)} r{r}")
+
+    def display_name(self, row: dict) -> str:
+        """Short, distinct MLflow run name: the formula (with the prototype when two candidates share a
+        formula), and ``@g<n>`` from the second generation on."""
+        rows = (self.ledger.step("candidates") or {}).get("rows", [])
+        shared = sum(1 for r in rows if r["formula"] == row["formula"]) > 1
+        name = f"{row['formula']} ({row.get('prototype')})" if shared else row["formula"]
+        g = self.generation(row["key"])
+        return name if g == 1 else f"{name} @g{g}"
 
     def _production(self, row: dict, gkey: str, members: list[str]) -> None:
         """Production MD at every temperature, then transport from the runs that stayed stable."""
         key = row["key"]
         self._stage(key, "production")
-        self._track("candidate_progress", self.key, gkey, "production", self.ledger.candidate(key)["round"])
+        self._track("candidate_progress", self.key, gkey, "production", self.ledger.candidate(key)["round"],
+                    self.display_name(row))
         runs = self._once(f"prod:{gkey}", key, lambda: steps.production(self.ctx, gkey, members,
                                                                          row["structure_path"]))["runs"]
         stable = [run for run in runs if run["verdict"] == "stable"]
@@ -435,6 +443,12 @@ class Campaign:
     def write_results_csv(self) -> str:
         path = self.root / "results.csv"
         atomic_write_text(path, results_csv(self.ledger, self.cfg["candidates"]["rank_by"]))
+        return str(path)
+
+    def write_results_table(self) -> str:
+        """``results.md``: the ranked table with units in its headers (an artifact of the campaign's run)."""
+        path = self.root / "results.md"
+        atomic_write_text(path, results_markdown(ranked(self.ledger, self.cfg["candidates"]["rank_by"])))
         return str(path)
 
 

@@ -69,3 +69,21 @@ def format_table(rows: list[dict]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
     return "\n".join(lines)
+
+
+def results_markdown(rows: list[dict]) -> str:
+    """The ranked table as Markdown, units in the headers (the campaign run's ``results/results.md``)."""
+
+    def num(v, fmt):
+        return "" if v is None else format(v, fmt)
+
+    head = ["rank", "candidate", "formula", "reason", "verdict", "rounds", "log10 σ(300 K) [log10 mS/cm]",
+            "± [log10 mS/cm]", "Ea [eV]", "± [eV]", "simulated [ps]", "detail"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        cells = [str(r["rank"] or ""), r["candidate"], r["formula"], r["reason"] or r["stage"], r["verdict"],
+                 str(r["rounds"]), num(r["log10_sigma_300K"], ".2f"), num(r["log10_sigma_300K_err"], ".2f"),
+                 num(r["activation_energy_eV"], ".3f"), num(r["activation_energy_eV_err"], ".3f"),
+                 f"{r['simulated_ns'] * 1000:.1f}", r["detail"].replace("|", "/")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -83,6 +83,10 @@ SCHEMA: dict[str, Any] = {
         "fine_tune": F("bool", True, "fine-tune the previous ensemble instead of retraining from scratch"),
         "max_minutes": F("float", 5.0, "wall-clock budget of one training round (minutes)"),
         "validation_fraction": F("float", 0.1, "fraction of frames held out"),
+        "streaming": F("bool", False, "keep training frames on disk (an HDF5 frame cache) and build graphs per batch: "
+                       "memory independent of the data size"),
+        "loader_workers": F("int", 0, "data-loader processes that build graphs while the model trains (streaming)"),
+        "max_atoms_per_batch": F("int?", None, "batch by atom count instead of batch_size frames (cells of any size mix)"),
     },
     "md": {
         "temperatures_K": F("list[float]", [600.0, 800.0, 1000.0], "production temperatures (K) for D(T), sigma(T), Arrhenius"),
@@ -106,7 +110,7 @@ SCHEMA: dict[str, Any] = {
         "max_temperature_factor": F("float", 3.0, "kinetic T above factor x target (and above min_runaway_K) "
                                     "is an explosion"),
         "min_runaway_K": F("float", 1000.0, "never call a run exploded below this kinetic temperature (K)"),
-        "accurate_fraction": F("float", 0.9, "fraction of accurate frames that makes a model reliable"),
+        "accurate_fraction": F("float", 0.9, "fraction of accurate frames a run needs to be stable (else uncertain: label and retrain)"),
     },
     "active_learning": {
         "max_rounds": F("int", 3, "labelling/retraining rounds per candidate before budget_spent"),
@@ -123,6 +127,7 @@ SCHEMA: dict[str, Any] = {
         "cpus_per_md_worker": F("float", 1.0, "CPUs per MDWorker"),
         "cpus_per_oracle": F("float", 1.0, "CPUs per ReferenceWorker"),
         "cpus_per_trainer": F("float", 1.0, "CPUs of the Trainer"),
+        "trainer_workers": F("int", 1, "data-parallel training workers (Ray Train, torch DDP; > 1 streams the data)"),
         "queue_size": F("int", 4, "candidates in flight at once (bounded queue)"),
         "max_restarts": F("int", 3, "times Ray restarts a crashed actor"),
         "max_task_retries": F("int", 2, "times Ray retries a task on a restarted actor"),
@@ -322,6 +327,9 @@ def _semantic_checks(d: dict) -> None:
     for key in ("epochs", "batch_size", "learning_rate", "max_minutes"):
         positive(f"training.{key}", d["training"][key])
     positive("training.fine_tune_epochs", d["training"]["fine_tune_epochs"], strict=False)
+    positive("training.loader_workers", d["training"]["loader_workers"], strict=False)
+    if d["training"]["max_atoms_per_batch"] is not None:
+        positive("training.max_atoms_per_batch", d["training"]["max_atoms_per_batch"])
     al = d["active_learning"]
     positive("active_learning.max_rounds", al["max_rounds"], strict=False)
     positive("active_learning.labels_per_round", al["labels_per_round"])
@@ -329,7 +337,7 @@ def _semantic_checks(d: dict) -> None:
     if al["min_shared_elements"] is not None:
         positive("active_learning.min_shared_elements", al["min_shared_elements"])
     r = d["resources"]
-    for key in ("md_workers", "reference_workers", "queue_size"):
+    for key in ("md_workers", "reference_workers", "queue_size", "trainer_workers"):
         positive(f"resources.{key}", r[key])
     for key in ("max_restarts", "max_task_retries"):
         if r[key] < -1:
@@ -346,10 +354,13 @@ def _semantic_checks(d: dict) -> None:
 def store_root(store: str | Path | None, spec: dict) -> Path:
     """The data store directory: ``store`` (``--store``), else ``$MATSCREEN_STORE``, else ``store.path``.
 
-    ``file://`` URIs are accepted; relative paths are resolved against the current directory.
+    ``file://`` URIs are accepted; relative paths are resolved against the current directory, or against
+    the home directory inside a Ray job (its working directory is deleted with the Ray session).
     """
     import os
     from urllib.parse import urlparse
+
+    from orchestrator.ops.ray_runtime import base_dir
 
     text = str(store or os.environ.get("MATSCREEN_STORE") or spec["store"]["path"])
     if text.startswith("file://"):
@@ -357,7 +368,8 @@ def store_root(store: str | Path | None, spec: dict) -> Path:
     elif "://" in text:
         raise InputError(f"store {text!r}: only directories or file:// URIs on a filesystem every worker mounts "
                          "are supported; fix --store / MATSCREEN_STORE / store.path")
-    return Path(text).expanduser().resolve()
+    path = Path(text).expanduser()
+    return (path if path.is_absolute() else base_dir() / path).resolve()
 
 
 def validate(data: Any) -> Spec:
@@ -407,4 +419,29 @@ def describe(schema: dict | None = None, prefix: str = "") -> str:
             lines.append(describe(v, path + "."))
         else:
             lines.append(f"  {path} ({v.kind}, default {json.dumps(v.default)}): {v.help}")
+    return "\n".join(lines)
+
+
+def commented_yaml(values: dict | None = None, schema: dict | None = None, indent: str = "") -> str:
+    """``values`` (default: the schema defaults) as YAML with every key's meaning as a comment; a key whose
+    value differs from its default is marked ``(default: ...)``.  Loads back to ``values``."""
+    import yaml
+
+    schema = SCHEMA if schema is None else schema
+    values = defaults() if values is None else values
+    lines = []
+    for key, field in schema.items():
+        value = values[key]
+        if isinstance(field, dict):
+            lines.append(f"{indent}{key}:")
+            lines.append(commented_yaml(value, field, indent + "  "))
+            continue
+        text = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6).strip()
+        if text.endswith("\n..."):
+            text = text[:-4].strip()
+        text = text.removesuffix("...").strip()
+        note = field.help
+        if value != field.default:
+            note += f" (default: {json.dumps(field.default)})"
+        lines.append(f"{indent}{key}: {text}  # {note}")
     return "\n".join(lines)

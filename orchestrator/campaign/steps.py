@@ -60,7 +60,8 @@ def train(ctx: Context, gkey: str, r: int, selection: dict, init: list[str] | No
     t = ctx.cfg["training"]
     return ctx.call(ctx.actors.trainer, "train", str(ctx.store), selection, configs.ensemble(ctx.cfg),
                     configs.training(ctx.cfg), str(ctx.root / "models" / gkey / f"r{r}"), ctx.cfg["seed"] + r,
-                    init, t["fine_tune_epochs"] if init else None)
+                    init, t["fine_tune_epochs"] if init else None, t["streaming"],
+                    ctx.cfg["resources"]["trainer_workers"])
 
 
 def explore(ctx: Context, gkey: str, r: int, members: list[str], structure: str) -> dict:

@@ -9,8 +9,9 @@ Metric names carry units: ``rdf_mae``, ``force_mae_meV_A``, ``diffusivity_cm2_s`
 (sigma in mS/cm), and ``<name>_err`` twins.  Ensembles go to the model registry, one version per
 training round.  Everything logged passes through secret redaction.
 
-Default store: ``sqlite:///<cwd>/.matscreen/mlflow.db`` with artifacts under
-``<cwd>/.matscreen/artifacts``; ``MLFLOW_TRACKING_URI`` (or the spec's ``tracking.uri``) overrides.
+Default store: ``sqlite:///<cwd>/.matscreen/mlflow.db`` (``~/.matscreen`` inside a Ray job) with
+artifacts beside the database (``<its folder>/artifacts``); ``MLFLOW_TRACKING_URI`` (or the spec's
+``tracking.uri``) overrides; a server keeps artifacts in its own artifact root.
 """
 from __future__ import annotations
 
@@ -19,18 +20,30 @@ import time
 from pathlib import Path
 from typing import Any
 
+UNITS_NOTE = ("Units: diffusivity_cm2_s in cm²/s, conductivity_mS_cm in mS/cm (step = temperature in K; "
+              "D_cm2_s_<T>K / sigma_mS_cm_<T>K carry the temperature in the name), activation_energy_eV in eV, "
+              "log10_sigma_300K = log10 of the Arrhenius-extrapolated sigma(300 K) in mS/cm; every _err is one "
+              "standard error.  Per-round metrics (step = round): rdf_mae, accurate/selected/failed_fraction, "
+              "force_mae_meV_A in meV/Å.")
 KEY_TAG = "matscreen.key"
 KIND_TAG = "matscreen.kind"
 LOGGED_TAG = "matscreen.logged"
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:
-    base = Path(cwd or os.getcwd()).resolve() / ".matscreen"
+    """``sqlite:///<cwd>/.matscreen/mlflow.db`` (``~/.matscreen`` inside a Ray job)."""
+    from orchestrator.ops.ray_runtime import base_dir
+
+    base = Path(cwd or base_dir()).resolve() / ".matscreen"
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
-def default_artifact_root(cwd: str | Path | None = None) -> str:
-    return (Path(cwd or os.getcwd()).resolve() / ".matscreen" / "artifacts").as_uri()
+def default_artifact_root(tracking_uri: str) -> str | None:
+    """Artifacts live with their store: ``<folder of the sqlite database>/artifacts``; None for a server
+    (its own artifact root), never the working directory of whoever ran the command."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+    return None
 
 
 def resolve_tracking_uri(spec_uri: str | None, cwd: str | Path | None = None) -> str:
@@ -66,10 +79,14 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
-            root = artifact_root or (default_artifact_root() if tracking_uri.startswith("sqlite") else None)
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=root)
+            root = artifact_root or default_artifact_root(tracking_uri)
+            # the model-training view of MLflow 3's UI, not its GenAI view
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=root, tags={"mlflow.experimentKind": "custom_model_development"})
         else:
             self.experiment_id = exp.experiment_id
+            if "mlflow.experimentKind" not in exp.tags:
+                self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
         self.experiment = experiment
 
     # --- runs -----------------------------------------------------------------------------------
@@ -79,16 +96,19 @@ class Tracker:
         return runs[0] if runs else None
 
     def run_id(self, key: str, kind: str, name: str, parent_key: str | None = None,
-               tags: dict | None = None) -> str:
-        """The run for ``key``, created (nested under ``parent_key``'s run) if it does not exist."""
+               tags: dict | None = None, parent_run_id: str | None = None) -> str:
+        """The run for ``key``, created (nested under ``parent_run_id``, or ``parent_key``'s campaign run)
+        if it does not exist."""
         found = self.find_run(key)
         if found is not None:
             if found.info.status not in ("RUNNING", "FINISHED") and found.data.tags.get("reason") == "error":
                 self.client.update_run(found.info.run_id, status="RUNNING")
             return found.info.run_id
         all_tags = {KEY_TAG: key, KIND_TAG: kind, "mlflow.runName": name, **(tags or {})}
-        if parent_key is not None:
-            all_tags["mlflow.parentRunId"] = self.run_id(parent_key, "campaign", parent_key)
+        if parent_run_id is None and parent_key is not None:
+            parent_run_id = self.run_id(parent_key, "campaign", parent_key)
+        if parent_run_id is not None:
+            all_tags["mlflow.parentRunId"] = parent_run_id
         run = self.client.create_run(self.experiment_id, tags=_redact(all_tags), run_name=name)
         return run.info.run_id
 
@@ -124,12 +144,17 @@ class Tracker:
             self.client.log_batch(run_id, metrics=batch[i:i + 500])
 
     # --- candidates -----------------------------------------------------------------------------
+    def candidate_run(self, campaign_key: str, key: str, name: str | None = None) -> str:
+        """The candidate's run (nested under the campaign's), named ``name`` (short: the formula)."""
+        return self.run_id(f"{campaign_key}/{key}", "candidate", name or key, parent_key=campaign_key,
+                           tags={"matscreen.candidate": key, "mlflow.note.content": UNITS_NOTE})
+
     def log_candidate(self, campaign_key: str, key: str, params: dict, rounds: list[dict], result: dict,
-                      verdict: str, reason: str, artifacts: dict[str, list[str]] | None = None) -> str:
+                      verdict: str, reason: str, artifacts: dict[str, list[str]] | None = None,
+                      name: str | None = None) -> str:
         """One nested run per candidate with its params, per-round diagnostics, transport metrics,
         verdict/reason tags and artifacts.  Skipped if this candidate run was already completed."""
-        run_id = self.run_id(f"{campaign_key}/{key}", "candidate", key, parent_key=campaign_key,
-                             tags={"matscreen.candidate": key})
+        run_id = self.candidate_run(campaign_key, key, name)
         run = self.client.get_run(run_id)
         if run.data.tags.get(LOGGED_TAG) == "1" and run.data.tags.get("reason") == reason:
             return run_id  # already complete (an errored candidate retried later is logged again)
@@ -141,13 +166,18 @@ class Tracker:
                 if name in d:
                     metrics.append((name, d[name], d["round"]))
         for i, t in enumerate(result.get("temperatures_K", [])):
-            for name in ("diffusivity_cm2_s", "conductivity_mS_cm"):
-                metrics.append((name, result[name][i], int(round(t))))
+            for name, short in (("diffusivity_cm2_s", "D_cm2_s"), ("conductivity_mS_cm", "sigma_mS_cm")):
+                metrics.append((name, result[name][i], int(round(t))))       # step = temperature in K
                 metrics.append((f"{name}_err", result[f"{name}_err"][i], int(round(t))))
+                metrics.append((f"{short}_{t:g}K", result[name][i], 0))      # the temperature and unit in the name
+                metrics.append((f"{short}_{t:g}K_err", result[f"{name}_err"][i], 0))
         for name in ("activation_energy_eV", "log10_sigma_300K"):
             if name in result:
                 metrics.append((name, result[name], 0))
                 metrics.append((f"{name}_err", result.get(f"{name}_err", float("nan")), 0))
+        if "log10_sigma_300K" in result:
+            metrics.append(("log10_sigma_300K_mS_cm", result["log10_sigma_300K"], 0))
+            metrics.append(("log10_sigma_300K_mS_cm_err", result.get("log10_sigma_300K_err", float("nan")), 0))
         self._metrics(run_id, metrics)
         for sub, paths in (artifacts or {}).items():
             for p in paths:
@@ -159,18 +189,20 @@ class Tracker:
         self.client.set_terminated(run_id, "FINISHED" if reason == "converged" else "FAILED")
         return run_id
 
-    def candidate_progress(self, campaign_key: str, key: str, stage: str, round_: int) -> None:
+    def candidate_progress(self, campaign_key: str, key: str, stage: str, round_: int, name: str | None = None) -> None:
         """Mark a candidate's run as live (created early so the UI shows work in progress)."""
-        run_id = self.run_id(f"{campaign_key}/{key}", "candidate", key, parent_key=campaign_key,
-                             tags={"matscreen.candidate": key})
+        run_id = self.candidate_run(campaign_key, key, name)
         self.client.set_tag(run_id, "matscreen.stage", stage)
         self.client.set_tag(run_id, "matscreen.round", str(round_))
 
     # --- training rounds and the registry -------------------------------------------------------
-    def log_training(self, campaign_key: str, key: str, info: dict, register_as: str | None) -> str:
-        """One nested run per training round; the ensemble files as artifacts and (optionally) a
-        registry version of ``register_as`` (one per round, looked up by its key tag)."""
-        run_id = self.run_id(f"{campaign_key}/{key}", "training", key, parent_key=campaign_key)
+    def log_training(self, campaign_key: str, key: str, info: dict, register_as: str | None,
+                     name: str | None = None) -> str:
+        """One run per training round ``<candidate>/r<k>``, nested under its candidate's run; the ensemble
+        files as artifacts and (optionally) a registry version of ``register_as`` (one per round)."""
+        candidate, _, round_ = key.rpartition("/")
+        parent = self.candidate_run(campaign_key, candidate, name.rsplit(" ", 1)[0] if name else None)
+        run_id = self.run_id(f"{campaign_key}/{key}", "training", name or key, parent_run_id=parent)
         run = self.client.get_run(run_id)
         if run.data.tags.get(LOGGED_TAG) != "1":
             self._params(run_id, {k: info[k] for k in ("candidate", "round", "architectures", "n_frames", "init")
@@ -200,11 +232,14 @@ class Tracker:
         return mv.version
 
     # --- the parent run at the end ----------------------------------------------------------------
-    def finish_campaign(self, key: str, results_csv: str | None, summary: dict, plots: list[str] = ()) -> None:
+    def finish_campaign(self, key: str, results_csv: str | None, summary: dict, plots: list[str] = (),
+                        tables: list[str] = ()) -> None:
+        """Summary counts, ``results/results.csv`` and the results tables (units in their headers)."""
         run_id = self.run_id(key, "campaign", key)
         self._metrics(run_id, [(f"candidates_{k}", v, 0) for k, v in summary.items() if _metric_ok(v)])
-        if results_csv and Path(results_csv).exists():
-            self.client.log_artifact(run_id, results_csv, "results")
+        for f in [results_csv, *tables]:
+            if f and Path(f).exists():
+                self.client.log_artifact(run_id, f, "results")
         for p in plots:
             if Path(p).exists():
                 self.client.log_artifact(run_id, p, "plots")

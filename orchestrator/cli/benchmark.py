@@ -8,9 +8,10 @@ def register(subparsers) -> None:
     bench = subparsers.add_parser(
         "benchmark", help="the reference study's transferability benchmark (model x material table)",
         description="Train on one material's oracle data, test transfer to others; print and log to MLflow the "
-                    "table model x material: force MAE (meV/Å), RDF MAE, verdict, -log10 sigma300K (S/cm).\n\n"
+                    "table model x material: force MAE (meV/Å), RDF MAE, the judge's verdict, -log10 sigma300K (S/cm).\n\n"
                     "  matscreen benchmark run campaigns/paper_benchmark.yaml\n"
-                    "  ray job submit --working-dir . -- matscreen benchmark run campaigns/paper_benchmark.yaml",
+                    "  RAY_AUTH_MODE=token ray job submit --working-dir . -- matscreen benchmark run "
+                    "campaigns/paper_benchmark.yaml --ray",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     bsub = bench.add_subparsers(dest="benchmark_command", metavar="SUBCOMMAND")
     bench.set_defaults(func=lambda args: (bench.print_help(), 2)[1])

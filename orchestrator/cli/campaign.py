@@ -10,10 +10,11 @@ DESCRIPTION = """\
 A campaign takes a chemical space (or a list of formulas) to ranked Li-ion conductivity estimates:
 candidate structures -> short oracle reference MD -> train a student ensemble -> MLFF MD ->
 stability verdict (RDF vs reference, fusion/explosion, ensemble force deviation) -> label the
-uncertain frames with the oracle and retrain, until reliable -> production MD at every
+uncertain frames with the oracle and retrain, until the judge finds it stable -> production MD at every
 temperature -> D(T), sigma(T), Ea, log10 sigma(300 K) with errors.
 
-  matscreen campaign defaults > my.yaml   # every key, its default and meaning
+  matscreen campaign defaults > my.yaml   # every key, its default and meaning (valid YAML)
+  matscreen campaign show my.yaml         # the settings a spec runs with, each key explained
   matscreen campaign validate my.yaml     # check a spec (errors name the key)
   matscreen campaign run my.yaml          # run or resume (same command continues a stopped campaign)
   matscreen campaign status my.yaml       # stages and rounds per candidate, MLflow runs
@@ -71,8 +72,18 @@ def register(subparsers) -> None:
     val.add_argument("spec", help="campaign spec YAML")
     val.set_defaults(func=_validate)
 
-    dflt = sub.add_parser("defaults", help="print the embedded demo spec, then every key with its default and meaning")
+    dflt = sub.add_parser("defaults", help="print every key of a spec with its default and meaning (valid YAML)",
+                          description="The schema's defaults (what an empty spec runs with), every key commented with "
+                                      "its meaning.  `matscreen campaign defaults > my.yaml` starts a spec.  The demo's "
+                                      "own choices are in campaigns/demo.yaml only.")
     dflt.set_defaults(func=_defaults)
+
+    show = sub.add_parser("show", help="print a spec's effective settings: every key, its value and meaning",
+                          description="Validate SPEC and print the settings the campaign will run with (your values "
+                                      "over the defaults), each key commented with its meaning; keys you changed "
+                                      "also show their default.")
+    show.add_argument("spec", help="campaign spec YAML")
+    show.set_defaults(func=_show)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -95,6 +106,8 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
 
     view = None if quiet else ProgressView()
     campaign = Campaign(spec, store=store, tracking_uri=tracking_uri, on_progress=view)
+    # where the results go, first (a Ray job's log shows it even if the job is stopped)
+    print(f"data store: {campaign.root}\nMLflow: {campaign.tracking_uri}", file=out, flush=True)
     started = ray_init(num_cpus)
     try:
         summary = campaign.run(incremental=incremental)
@@ -200,8 +213,17 @@ def _validate(args) -> int:
 
 
 def _defaults(args) -> int:
-    from orchestrator.campaign.spec import demo_spec_text, describe
+    from orchestrator.campaign.spec import commented_yaml
 
-    print(demo_spec_text(), end="")
-    print("\n# every key (type, default): meaning\n" + "\n".join("# " + line for line in describe().splitlines()))
+    print("# matscreen campaign spec: the defaults (an empty spec runs with exactly these); key: value  # meaning")
+    print(commented_yaml())
+    return 0
+
+
+def _show(args) -> int:
+    from orchestrator.campaign.spec import commented_yaml, load_spec
+
+    spec = load_spec(args.spec)
+    print(f"# effective settings of {args.spec}; keys you changed show their default")
+    print(commented_yaml(spec.to_dict()))
     return 0

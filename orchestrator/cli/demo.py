@@ -22,8 +22,8 @@ Run the embedded default campaign end to end (about 10-15 minutes on 2 CPU cores
   candidates   Li10GeP2S12, Li10SiP2S12, Li10SnP2S12 built on the LGPS prototype
   oracle       CHGNet 0.3.0 (bundled weights; no download): short reference MD + labels
   students     SchNet + DimeNet++ ensemble, retrained on new labels each round
-  MD           batched MLFF MD at 700/900/1100 K; verdicts (RDF vs reference, fusion/explosion,
-               ensemble force deviation with 0.05/0.15 eV/Å trust levels)
+  MD           batched MLFF MD at 700/900/1100 K; the judge's verdicts (RDF vs reference,
+               fusion/explosion, ensemble force deviation against the trust levels in the spec)
   results      ranked table of log10 sigma(300 K) and Ea with errors; MLflow UI command
 
 State goes to .matscreen/store/demo (the ledger: re-running resumes), MLflow to

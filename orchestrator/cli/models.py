@@ -65,6 +65,19 @@ def register(subparsers) -> None:
                        help="architecture hyper-parameter, repeatable (e.g. hidden_channels=128 num_interactions=4)")
     train.add_argument("--init", metavar="CKPT", help="fine-tune from this checkpoint (new elements are added)")
     train.add_argument("--resume", metavar="CKPT", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--stream", action="store_true",
+                       help="keep the frames on disk (an HDF5 cache <out>.frames.h5, built once) and build graphs per "
+                            "batch: memory does not grow with the data (validation: the cache's own split)")
+    train.add_argument("--loader-workers", type=int, default=0, metavar="K",
+                       help="with --stream: K processes build graphs while the model trains (default 0)")
+    train.add_argument("--max-atoms", type=int, default=None, metavar="N",
+                       help="batch by atom count (up to N atoms) instead of --batch-size frames")
+    train.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="train data-parallel on N Ray Train workers (torch DDP, gloo on CPU; streams the data; "
+                            "joins $RAY_ADDRESS or starts a local Ray); the global batch is --batch-size")
+    train.add_argument("--checkpoint-every", type=int, default=0, metavar="B",
+                       help="also write the checkpoint every B batches, so --resume continues mid-epoch")
+    train.add_argument("--mixed-precision", action="store_true", help="bf16 autocast of the forward pass (CUDA only)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     train.add_argument("--json", action="store_true", help="print the final validation metrics as one JSON line")
     train.set_defaults(func=_train)
@@ -103,25 +116,43 @@ def _train(args) -> int:
     from models.ensemble_training import EnsembleConfig, train_ensemble
     from models.training import TrainConfig, fit
 
-    for name in ("epochs", "batch_size", "ensemble"):
+    for name in ("epochs", "batch_size", "ensemble", "workers"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.loader_workers < 0 or args.checkpoint_every < 0 or (args.max_atoms is not None and args.max_atoms < 1):
+        raise InputError("--loader-workers and --checkpoint-every must be >= 0 and --max-atoms >= 1")
+    stream = args.stream or args.workers > 1
+    if stream and args.val_data:
+        raise InputError("--stream brings its own validation split; drop --val-data (or --stream)")
     if args.max_time is not None and args.max_time <= 0:
         raise InputError("--max-time must be a positive number of seconds")
     check_writable(args.out)
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    frames = read_frames(args.data)
+    if stream:
+        from pathlib import Path
+
+        from models.data import iter_frames
+        from models.streaming import FrameCache
+
+        cache = Path(f"{args.out}.frames.h5")
+        fresh = cache.is_file() and all(cache.stat().st_mtime >= Path(d).stat().st_mtime for d in args.data)
+        frames = FrameCache(cache) if fresh else FrameCache.build(cache, iter_frames(args.data))
+        say(f"{len(frames)} frames streamed from {cache}")
+    else:
+        frames = read_frames(args.data)
     val = read_frames(args.val_data) if args.val_data else None
     k = args.ensemble
     budget = None if args.max_time is None else args.max_time / k
     base_cfg = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, energy_weight=args.energy_weight,
                     force_weight=args.force_weight, stress_weight=args.stress_weight, val_fraction=args.val_fraction,
                     val_per_group=args.val_per_group, max_time_s=budget,
-                    early_stopping_patience=args.patience, device=args.device)
+                    early_stopping_patience=args.patience, device=args.device, loader_workers=args.loader_workers,
+                    max_atoms_per_batch=args.max_atoms, checkpoint_every_batches=args.checkpoint_every,
+                    mixed_precision=args.mixed_precision)
     meta = {"data": [str(p) for p in args.data]}
     if args.resume:
-        if k != 1:
-            raise InputError("--resume continues one model; drop --ensemble")
+        if k != 1 or args.workers != 1:
+            raise InputError("--resume continues one model on one worker; drop --ensemble / --workers")
         result = fit(None, frames, val, TrainConfig(seed=args.seed, **base_cfg), out=args.out, resume=args.resume,
                      progress=say, metadata=meta)
         return _finish(args, result.model, result.val_metrics)
@@ -132,9 +163,16 @@ def _train(args) -> int:
         init = init.models if isinstance(init, Ensemble) else [init]
     config = EnsembleConfig(architectures=(args.model,), size=k, cutoff_A=args.cutoff, hidden=None, layers=None,
                             hparams=_parse_hparams(args.hparam), dtype=args.dtype)
+    fit_fn = None
+    if args.workers > 1:
+        from actors.distributed import data_parallel_fit
+        from orchestrator.ops.ray_runtime import ray_init
+
+        ray_init()
+        fit_fn = data_parallel_fit(args.workers, use_gpu=str(args.device).startswith("cuda"))
     result = train_ensemble(frames, config, TrainConfig(seed=args.seed, **base_cfg), seed=args.seed, init=init,
                             val_frames=val, member_paths=[str(args.out)] if k == 1 else None, resumable=k == 1,
-                            progress=say, metadata={**meta, "init": args.init})
+                            progress=say, metadata={**meta, "init": args.init}, fit_fn=fit_fn)
     if k == 1:   # fit wrote the checkpoint (and its resume state) after every epoch
         return _finish(args, result.models[0], result.val_metrics[0])
     save_model(Ensemble(result.models), args.out, training={"data": meta["data"], "ensemble": k})

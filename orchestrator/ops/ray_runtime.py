@@ -1,11 +1,33 @@
-"""How a matscreen process joins Ray: the cluster in ``$RAY_ADDRESS``, else a local instance of its own."""
+"""How a matscreen process joins Ray, and where its results go when it runs as a Ray job.
+
+* With ``$RAY_ADDRESS`` (a cluster, or the driver of a Ray job) it joins that cluster and never
+  passes resource counts.
+* Without it, it starts a private local instance (``address="local"``), whatever a stale
+  ``ray_current_cluster`` file in Ray's temp directory says about an earlier ``ray start --head``.
+* A Ray job's working directory is a temporary copy that Ray deletes with its session, so inside
+  a job (``RAY_JOB_CONFIG_JSON_ENV_VAR`` is set for every job driver) relative locations (the store,
+  the default MLflow database) resolve against the home directory instead: ``~/.matscreen``.
+"""
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+JOB_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"     # set by Ray's job supervisor for the job's driver
+
+
+def in_ray_job() -> bool:
+    """True inside the driver of a job submitted with ``ray job submit`` / ``matscreen schedule``."""
+    return bool(os.environ.get(JOB_ENV_VAR))
+
+
+def base_dir() -> Path:
+    """Where relative result locations resolve: the working directory, or ``~`` inside a Ray job."""
+    return Path.home() if in_ray_job() else Path.cwd()
 
 
 def ray_init(num_cpus: int | None = None) -> bool:
-    """Connect to ``$RAY_ADDRESS`` or start a local Ray (no dashboard); True if this call started it."""
+    """Join ``$RAY_ADDRESS`` or start a private local Ray (no dashboard); True if this call started one."""
     import ray
 
     if ray.is_initialized():
@@ -14,5 +36,5 @@ def ray_init(num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     return True

@@ -79,20 +79,28 @@ def dashboard_address(address: str | None = None) -> str:
     return address if "://" in address else f"http://{address}"
 
 
-def _use_ray_token_if_present() -> None:
-    """Send Ray's auth token (``~/.ray/auth_token`` / ``$RAY_AUTH_TOKEN``) when one exists and
-    ``RAY_AUTH_MODE`` is unset, as the ``ray job submit`` CLI does for token-protected clusters."""
+def ray_auth_token() -> str | None:
+    """The Ray token this client sends, where Ray keeps it: ``$RAY_AUTH_TOKEN``, else the file
+    ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token`` (written by ``ray start --head`` / ``ray.init``,
+    printed by ``ray get-auth-token``); None when there is none."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if token:
+        return token
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
     try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:  # older Ray: no token authentication
-        return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+AUTH_FIX = ("this Ray cluster uses token authentication (Ray's default): put the cluster's token (`ray "
+            "get-auth-token` on the head) in ~/.ray/auth_token or $RAY_AUTH_TOKEN on this machine, and for the "
+            "`ray` CLI also export RAY_AUTH_MODE=token")
 
 
 class RayJobBackend:
-    """Submit and poll Ray jobs on the cluster whose dashboard listens at ``address``."""
+    """Submit and poll Ray jobs on the cluster whose dashboard listens at ``address`` (sending the Ray
+    auth token when this machine has one, so token-protected clusters work as `ray job submit` does)."""
 
     def __init__(self, address: str | None = None):
         self.address = dashboard_address(address)
@@ -101,35 +109,55 @@ class RayJobBackend:
     @property
     def client(self):
         if self._client is None:
+            from ray.exceptions import AuthenticationError
             from ray.job_submission import JobSubmissionClient
 
-            _use_ray_token_if_present()
+            token = ray_auth_token()
+            headers = {"authorization": f"Bearer {token}"} if token else {}
             try:
-                self._client = JobSubmissionClient(self.address)
-            except (ConnectionError, RuntimeError) as exc:
-                raise InputError(f"cannot reach the Ray job server at {self.address} ({str(exc).splitlines()[0][:120]}); "
+                self._client = JobSubmissionClient(self.address, headers=headers)
+            except (ConnectionError, RuntimeError, AuthenticationError) as exc:
+                self._refused(exc)
+                raise InputError(f"cannot reach the Ray job server at {self.address} ({_first_line(exc)}); "
                                  "start the cluster (`ray start --head --dashboard-host 127.0.0.1`) or set RAY_ADDRESS") from None
         return self._client
 
+    def _refused(self, exc: BaseException) -> None:
+        """An authentication failure becomes one line naming the fix (other errors pass through)."""
+        text = f"{type(exc).__name__} {exc}".lower()
+        if "authenticat" in text or "unauthorized" in text or " 401" in text or " 403" in text:
+            raise InputError(f"the Ray job server at {self.address} refused this client ({_first_line(exc)}); "
+                             f"{AUTH_FIX}") from None
+
     def submit(self, entrypoint: str, submission_id: str, working_dir: str, metadata: dict[str, str]) -> str:
+        from ray.exceptions import AuthenticationError
+
         try:
             return self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
                                           runtime_env=runtime_env(working_dir), metadata=metadata)
-        except RuntimeError as exc:
+        except (RuntimeError, AuthenticationError) as exc:
             if "already exists" in str(exc):
                 return submission_id  # this slot was submitted before a crash: do not start it twice
+            self._refused(exc)
             raise
 
     def status(self, job_id: str) -> str:
+        from ray.exceptions import AuthenticationError
+
         try:
             return str(self.client.get_job_status(job_id).value)
-        except RuntimeError as exc:
+        except (RuntimeError, AuthenticationError) as exc:
             if "does not exist" in str(exc) or "404" in str(exc):
                 return "LOST"
+            self._refused(exc)
             raise
 
     def logs(self, job_id: str) -> str:
         return self.client.get_job_logs(job_id)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
 
 
 class LocalProcessBackend:

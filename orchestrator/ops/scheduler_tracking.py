@@ -31,14 +31,6 @@ def default_tracking_uri(base: str | os.PathLike | None = None) -> str:
     return uri
 
 
-def artifact_root_beside(tracking_uri: str) -> str | None:
-    """Artifacts beside a local sqlite store (``<db folder>/artifacts``); None for a server URI."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///"):])
-        return (db.parent / "artifacts").resolve().as_uri()
-    return None
-
-
 class ExecutionRecorder:
     """Scheduler executions through the campaign's Tracker (created on first use)."""
 
@@ -52,9 +44,9 @@ class ExecutionRecorder:
             from orchestrator.campaign.tracking import Tracker
 
             try:
-                self._tracker = Tracker(self.tracking_uri, EXPERIMENT, artifact_root_beside(self.tracking_uri))
+                self._tracker = Tracker(self.tracking_uri, EXPERIMENT)
             except Exception:  # noqa: BLE001 - another writer created the experiment first
-                self._tracker = Tracker(self.tracking_uri, EXPERIMENT, artifact_root_beside(self.tracking_uri))
+                self._tracker = Tracker(self.tracking_uri, EXPERIMENT)
         return self._tracker
 
     @property

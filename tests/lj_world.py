@@ -1,0 +1,62 @@
+"""The test world of the campaign tests: a Lennard-Jones one (fast and deterministic).
+
+An LJ oracle (ASE), analytic LJ students fitted to the labels, 32- and 27-atom cells of Li with Ar as the
+non-diffusing "framework" species, and a Na-Kr cell that shares no element with them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_structures(d: Path) -> dict:
+    """The cells as extxyz files in ``d``: {"Li": 32-atom Li-Ar fcc, "Li27": 27-atom Li-Ar sc, "Na": Na-Kr sc}."""
+    from ase.build import bulk
+    from ase.io import write
+
+    fcc = bulk("Li", "fcc", a=5.26, cubic=True).repeat(2)          # 32 atoms, LJ-argon-like solid/liquid
+    sc = bulk("Li", "sc", a=3.75).repeat(3)                         # 27 atoms
+    for atoms in (fcc, sc):                                         # Ar: the non-diffusing "framework" species
+        atoms.symbols[::2] = "Ar"
+    na = sc.copy()                                                  # shares no element with the Li-Ar cells
+    na.symbols[::2], na.symbols[1::2] = "Kr", "Na"
+    write(d / "li32.extxyz", fcc)
+    write(d / "li27.extxyz", sc)
+    write(d / "na27.extxyz", na)
+    return {"Li": str(d / "li32.extxyz"), "Li27": str(d / "li27.extxyz"), "Na": str(d / "na27.extxyz")}
+
+
+def lj_spec(name: str, structures: dict, **over) -> dict:
+    """A campaign spec of the LJ world; ``over`` updates sections (a dict) or replaces keys."""
+    spec = {
+        "name": name, "seed": 3,
+        "oracle": {"name": "lj"},
+        "candidates": {"formulas": ["Li"], "structures": {"Li": structures["Li"]}},
+        "models": {"architectures": ["lj"], "ensemble_size": 2},
+        "md": {"temperatures_K": [250.0, 375.0, 500.0], "steps": 160, "equilibration_steps": 20,
+               "timestep_fs": 5.0, "save_every": 5, "reference_temperature_K": 375.0, "reference_steps": 60,
+               "exploration_steps": 60},
+        "stability": {"rdf_mae": 0.2},
+        "active_learning": {"max_rounds": 1, "labels_per_round": 3, "initial_labels": 8},
+        "resources": {"cpus_per_md_worker": 0.5, "cpus_per_oracle": 0.5, "cpus_per_trainer": 0.5,
+                      "queue_size": 1, "max_restarts": 2, "max_task_retries": 2},
+    }
+    for section, values in over.items():
+        if isinstance(values, dict):
+            spec.setdefault(section, {}).update(values)
+        else:
+            spec[section] = values
+    return spec
+
+
+def flaky_lj():
+    """Oracle factory (``oracle.name: tests/lj_world.py:flaky_lj``): LJ argon that fails, like a non-converged
+    SCF, on frames of 27-atom cells taken from MD.  This file imports only ASE, so Ray workers can load it."""
+    from ase.calculators.lj import LennardJones
+
+    class FlakyLJ(LennardJones):
+        def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+            if atoms is not None and len(atoms) == 27 and "step" in atoms.info:
+                raise RuntimeError("SCF did not converge")
+            return super().calculate(atoms, properties, system_changes or ["positions", "numbers", "cell", "pbc"])
+
+    return FlakyLJ(epsilon=0.0104, sigma=3.40, rc=8.5, smooth=True)
