@@ -49,7 +49,7 @@ class Verdict:
         return self.status in BROKEN
 
     def to_dict(self) -> dict:
-        return {"status": self.status, "failure_step": self.failure_step, "evidence": _plain(self.evidence)}
+        return {"status": self.status, "failure_step": self.failure_step, "evidence": jsonable(self.evidence)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Verdict":
@@ -198,12 +198,12 @@ def judge(traj: Trajectory, reference: RDFResult | None = None,
     return Verdict(STABLE, None, ev)
 
 
-def _plain(obj):
+def jsonable(obj):
     """JSON-safe copy (numpy scalars and arrays to Python)."""
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, np.generic):

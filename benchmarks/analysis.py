@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from report import print_result
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

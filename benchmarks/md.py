@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from report import print_result
 import argparse
-import json
 import os
 import sys
 import tempfile

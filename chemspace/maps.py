@@ -44,7 +44,6 @@ def anion_family(symbols) -> str:
 def balanced_sample(table, per_category: int, seed: int = 0):
     """Up to ``per_category`` random rows of each category (pyarrow Table in, Table out)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if "category" not in table.column_names:
         raise InputError("table has no 'category' column; run 'matscreen chemspace label' first")

@@ -11,7 +11,6 @@ while the others go on.  Units: Å, fs, eV, K.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +22,7 @@ from common.atomic import atomic_path, atomic_write_text, check_writable
 from common.errors import InputError
 from md.integrators import (INTEGRATORS, LANGEVIN, NOSE_HOOVER, VELOCITY_SCALING, VELOCITY_VERLET,
                             ThermostatParams, maxwell_boltzmann, ramp_temperature_K)
-from md.monitors import EXPLODED, OK, VERDICT_NAMES, MonitorConfig, check, framework_com, nonfinite
+from md.monitors import OK, VERDICT_NAMES, MonitorConfig, check, framework_com, nonfinite
 from md.neighbors import VerletList
 from md.protocol import Protocol
 from md.state import MDState
@@ -58,9 +57,9 @@ class SystemResult:
     simulated_ps: float = 0.0          # steps_done x timestep
 
     def to_dict(self) -> dict:
-        from analysis.verdicts import _plain
+        from analysis.verdicts import jsonable
 
-        return _plain(asdict(self))
+        return jsonable(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> "SystemResult":

@@ -13,11 +13,14 @@ import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from common.errors import InputError
+
+if TYPE_CHECKING:
+    from models.training import TrainConfig
 
 ANALYTIC = ("lj",)
 

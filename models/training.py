@@ -181,7 +181,7 @@ def evaluate(model, frames, batch_size: int = 16, data: GraphData | None = None)
         first = model.models[0] if hasattr(model, "models") else model      # an analytic member: float64, cpu
         device = first.reference_energies.device if hasattr(first, "reference_energies") else "cpu"
         data = GraphData(frames, float(model.cutoff), getattr(first, "param_dtype", torch.float64), device)
-    e_err, n_per, f_pred, f_true, zs = [], [], [], [], []
+    e_err, f_pred, f_true, zs = [], [], [], []
     for batch, nl, energy, forces, _ in data.batches(batch_size, shard=False):
         pred = model.predict(batch, nl)
         n = batch.atoms_per_system.to(energy.dtype)

@@ -283,9 +283,12 @@ class LabelStore:
         st = path.stat()
         stamp = (st.st_size, st.st_mtime_ns)
         hit = self._summaries.get(path.name)
-        if hit is None or hit[0] != stamp:
+        if hit is None or hit[0] != stamp:          # frames streamed, only their summaries kept
+            from ase.io import iread
+
             self._cache.pop(path.name, None)
-            hit = (stamp, [(frozenset(a.get_chemical_symbols()), a.info.get("oracle")) for a in self._read_shard(path)])
+            hit = (stamp, [(frozenset(a.get_chemical_symbols()), a.info.get("oracle"))
+                           for a in iread(path, ":", format="extxyz")])
             self._summaries[path.name] = hit
         return hit[1]
 

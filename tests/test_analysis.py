@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import numpy as np
 import pytest
 from ase import units
@@ -13,7 +12,6 @@ from analysis.diffusion import arrhenius, diffusion, msd_fft, nernst_einstein_mS
 from analysis.rdf import rdf, rdf_mae
 from analysis.trajectory import Trajectory
 from analysis.verdicts import judge, structure_rdf
-from common import InputError
 from md.trajectory import TrajectoryWriter
 from orchestrator.cli import main
 

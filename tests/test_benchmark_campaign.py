@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from common import InputError
-from orchestrator.campaign.benchmark import COLUMNS, format_table, load_benchmark, run_benchmark
+from orchestrator.campaign.benchmark import COLUMNS, format_table, load_benchmark
 from analysis.verdicts import STATUSES
 from orchestrator.cli import main
 

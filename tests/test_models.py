@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.build import bulk
 
 from common.errors import InputError
 from models import AtomsBatch, build_model, neighbor_list

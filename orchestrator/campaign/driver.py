@@ -43,7 +43,7 @@ from orchestrator.campaign.pool import ActorPool
 from orchestrator.campaign.results import ranked, results_csv, results_markdown
 from orchestrator.campaign.spec import Spec, store_root
 from orchestrator.campaign.state import Ledger, ledger_path
-from reference.store import LabelStore, Selection
+from reference.store import Selection
 
 
 class Campaign:
@@ -65,7 +65,6 @@ class Campaign:
         self.on_progress = on_progress
         self.rescreened: list[str] = []
         self.ctx = steps.Context(self.cfg, self.root, self.store_root, None)
-        self._store = LabelStore(self.store_root)
         self._store_lock = threading.Lock()
         self._tracker_lock = threading.RLock()
         self._elements: dict[str, set[str]] = {}

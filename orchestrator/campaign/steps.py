@@ -8,7 +8,7 @@ step, so a step retried after a crash overwrites its own half-finished work.  No
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,14 @@ class Context:
     root: Path              # <store>/<campaign name>
     store: Path             # the data store root (labels in <store>/shards)
     actors: Any             # generator, reference (pool), md (pool), judge, trainer
+    _labels: LabelStore | None = field(default=None, repr=False)
+
+    @property
+    def labels(self) -> LabelStore:
+        """The store, opened once: its per-shard summaries are cached between selections."""
+        if self._labels is None:
+            self._labels = LabelStore(self.store)
+        return self._labels
 
     @property
     def name(self) -> str:
@@ -52,7 +60,7 @@ def reference(ctx: Context, row: dict) -> dict:
 
 def training_set(ctx: Context, elements: set[str], min_shared: int, oracle: str) -> dict:
     """The store selection a round trains on (``reference.store.Selection``), fixed before training."""
-    return LabelStore(ctx.store).select(elements, min_shared, oracle).to_dict()
+    return ctx.labels.select(elements, min_shared, oracle).to_dict()
 
 
 def train(ctx: Context, gkey: str, r: int, selection: dict, init: list[str] | None) -> dict:

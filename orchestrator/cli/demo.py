@@ -17,7 +17,7 @@ from pathlib import Path
 ELEMENTS = "Li,Ge,Si,Sn,P,S,Se"
 
 HELP = """\
-Run the embedded default campaign end to end (about 10-15 minutes on 2 CPU cores):
+Run the embedded default campaign end to end (20-30 minutes on a 2-core machine):
 
   candidates   Li10GeP2S12, Li10SiP2S12, Li10SnP2S12 built on the LGPS prototype
   oracle       CHGNet 0.3.0 (bundled weights; no download): short reference MD + labels
