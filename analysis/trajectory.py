@@ -32,7 +32,7 @@ class Trajectory:
     def __post_init__(self):
         n = len(self.steps)
         if n == 0:
-            raise InputError(f"trajectory {self.path or ''} has no frames; rerun the MD".replace("  ", " "))
+            raise InputError(f"trajectory {self.path or '(in memory)'} has no frames; rerun the MD")
         if self.dt_fs is None or not np.isfinite(self.dt_fs) or self.dt_fs <= 0:
             raise InputError(f"time between frames must be positive, got {self.dt_fs} fs; pass --dt-fs")
 

@@ -31,11 +31,6 @@ class MonitorConfig(VerdictThresholds):
     every step)."""
     check_every: int = 10
 
-    @classmethod
-    def from_thresholds(cls, thresholds: VerdictThresholds, check_every: int = 10) -> "MonitorConfig":
-        values = {k: v for k, v in thresholds.to_dict().items() if k != "check_every"}
-        return cls(**{**values, "mobile_species": tuple(thresholds.mobile_species)}, check_every=check_every)
-
 
 @dataclass
 class MonitorResult:

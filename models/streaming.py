@@ -197,8 +197,8 @@ class _FrameGraphs(torch.utils.data.Dataset):
                           fr["stress"], self.cutoff)
 
 
-def _collate_to_float64(items):
-    return items            # the main process casts and moves (workers stay device-free)
+def _items(items):
+    return items            # loader workers hand over plain items; the main process collates, casts and moves
 
 
 @dataclass
@@ -225,7 +225,7 @@ class StreamedGraphs:
         plan = [self.indices[b] for b in epoch_plan(len(self.indices), batch_size, shuffle, seed,
                                                     self.cache.n_atoms[self.indices], self.max_atoms, start, shard)]
         loader = torch.utils.data.DataLoader(_FrameGraphs(self.cache, self.cutoff), batch_sampler=plan,
-                                             num_workers=self.workers, collate_fn=_collate_to_float64,
+                                             num_workers=self.workers, collate_fn=_items,
                                              prefetch_factor=4 if self.workers else None)
         for items in loader:
             yield collate_items(items, self.cutoff, self.dtype, self.device)
