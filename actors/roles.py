@@ -111,13 +111,14 @@ class StabilityJudge(_Role):
     """Verdicts and frames to label (``analysis.selection``), force errors, transport (``analysis``)."""
 
     def judge(self, explore: str, reference: str, thresholds: dict, n_label: int, min_rmsd_A: float,
-              rdf_plot: str | None = None) -> dict:
+              rdf_plot: str | None = None, reference_deviation: list[float] | None = None) -> dict:
         from analysis.selection import judge_exploration
         from analysis.verdicts import VerdictThresholds
         from md.trajectory import load_trajectory
 
         return judge_exploration(load_trajectory(explore), load_trajectory(reference),
-                                 VerdictThresholds.from_dict(thresholds), n_label, min_rmsd_A, rdf_plot).to_dict()
+                                 VerdictThresholds.from_dict(thresholds), n_label, min_rmsd_A, rdf_plot,
+                                 reference_deviation).to_dict()
 
     def judge_runs(self, runs: list[str], reference: str, thresholds: dict) -> list[dict]:
         from analysis.verdicts import VerdictThresholds, judge_runs
@@ -126,17 +127,37 @@ class StabilityJudge(_Role):
         return [v.to_dict() for v in judge_runs([load_trajectory(p) for p in runs], load_trajectory(reference),
                                                 VerdictThresholds.from_dict(thresholds))]
 
-    def force_errors(self, members: list[str], shard: str) -> dict:
-        from models import evaluate, load_ensemble, read_frames
+    def reference_errors(self, members: list[str], trajectory: str, thresholds: dict) -> dict:
+        """The ensemble's deviation and true max force error on every frame of an oracle trajectory, and the
+        calibration of one against the other under the trust levels this gives."""
+        from analysis.calibration import calibrate
+        from analysis.verdicts import VerdictThresholds
+        from md.trajectory import read_atoms
+        from models import ensemble_errors, load_ensemble
 
-        return {"force_mae_meV_A": evaluate(load_ensemble(members), read_frames(shard))["force_mae_meV_A"]}
+        th = VerdictThresholds.from_dict(thresholds)
+        errors = ensemble_errors(load_ensemble(members), read_atoms(trajectory))
+        levels = th.trust_levels(errors["deviation_eV_A"])
+        return {**errors, "calibration": calibrate(errors["deviation_eV_A"], errors["max_error_eV_A"], levels,
+                                                   th.false_alarm_rate)}
 
-    def transport(self, trajectories: list[str], species: str, plot_dir: str | None = None) -> dict:
+    def force_errors(self, members: list[str], shard: str, levels: list[float] | None, alpha: float) -> dict:
+        """Force MAE of the ensemble on newly labelled frames and the calibration of its deviation there."""
+        from analysis.calibration import calibrate
+        from models import ensemble_errors, evaluate, load_ensemble, read_frames
+
+        ensemble, frames = load_ensemble(members), read_frames(shard)
+        errors = ensemble_errors(ensemble, frames)
+        return {"force_mae_meV_A": evaluate(ensemble, frames)["force_mae_meV_A"],
+                "calibration": calibrate(errors["deviation_eV_A"], errors["max_error_eV_A"], levels, alpha)}
+
+    def transport(self, trajectories: list[str], species: str, plot_dir: str | None = None,
+                  min_msd_A2: float = 10.0) -> dict:
         from analysis.plots import plot_transport
         from analysis.transport import transport
         from md.trajectory import load_trajectory
 
-        result = transport([load_trajectory(p) for p in trajectories], species)
+        result = transport([load_trajectory(p) for p in trajectories], species, min_msd_A2)
         return {"transport": result.to_dict(), "plots": plot_transport(result, plot_dir) if plot_dir else []}
 
 

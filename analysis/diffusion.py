@@ -202,17 +202,19 @@ def nernst_einstein_mS_cm(diffusivity_cm2_s: float, n_ions: int, volume_A3: floa
 class ArrheniusResult:
     activation_energy_eV: float
     activation_energy_err_eV: float
-    log10_sigma300_mS_cm: float
+    log10_sigma300_mS_cm: float    # log10 of the fitted quantity at ``extrapolate_K`` (transport: σ in mS/cm)
     log10_sigma300_err: float
-    slope_K: float                 # d ln σ / d(1/T)
-    intercept: float               # ln σ at 1/T = 0
+    slope_K: float                 # d ln y / d(1/T) of the fitted quantity y (transport: D)
+    intercept: float               # ln y at 1/T = 0
     covariance: np.ndarray         # 2x2 of (slope, intercept)
 
 
-def arrhenius(temperatures_K, sigma, sigma_err=None, extrapolate_K: float = 300.0) -> ArrheniusResult:
+def arrhenius(temperatures_K, sigma, sigma_err=None, extrapolate_K: float = 300.0,
+              inflate: float = 1.0) -> ArrheniusResult:
     """Weighted fit ln σ = a + b / T; Ea = -k_B b; log10 σ(300 K) with the slope–intercept covariance.
 
-    Works for conductivities (mS/cm) or diffusivities alike (σ > 0).
+    Works for conductivities (mS/cm) or diffusivities alike (σ > 0).  ``inflate`` multiplies the
+    covariance (the reduced chi^2 of a lack of fit).
     """
     t = np.asarray(temperatures_K, dtype=float)
     s = np.asarray(sigma, dtype=float)
@@ -227,6 +229,7 @@ def arrhenius(temperatures_K, sigma, sigma_err=None, extrapolate_K: float = 300.
     if sigma_err is None and len(t) > 2:           # unknown errors: scale by the residual variance
         resid = y - X @ beta
         cov = cov * float(resid @ resid) / (len(t) - 2)
+    cov = cov * float(inflate)
     b, a = beta
     ea = -b * units.kB
     ea_err = np.sqrt(cov[0, 0]) * units.kB

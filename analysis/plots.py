@@ -45,7 +45,8 @@ def plot_msd(result, path) -> None:
     _save(fig, plt, path)
 
 
-def plot_arrhenius(temperatures_K, sigma_mS_cm, sigma_err_mS_cm, fit, path) -> None:
+def plot_arrhenius(temperatures_K, sigma_mS_cm, sigma_err_mS_cm, fit, path, ylabel: str = "log10 σ (mS/cm)") -> None:
+    """Points and the fitted line ln y = intercept + slope / T of the quantity ``fit`` was fitted to."""
     plt = _figure()
     t = np.asarray(temperatures_K, float)
     s = np.asarray(sigma_mS_cm, float)
@@ -56,7 +57,7 @@ def plot_arrhenius(temperatures_K, sigma_mS_cm, sigma_err_mS_cm, fit, path) -> N
     ax.plot(x, (fit.intercept + fit.slope_K * x / 1000.0) / np.log(10), "k--",
             label=f"Ea = {fit.activation_energy_eV:.3f} ± {fit.activation_energy_err_eV:.3f} eV")
     ax.set_xlabel("1000 / T (1/K)")
-    ax.set_ylabel("log10 σ (mS/cm)")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
     _save(fig, plt, path)
 
@@ -77,10 +78,10 @@ def plot_transport(result, out_dir) -> list[str]:
         p = out / f"msd_{run.temperature_K:g}K_r{k}.png"
         plot_msd(run, p)
         paths.append(str(p))
-    usable = [q for q in result.points if q.conductivity_mS_cm > 0]
+    usable = [q for q in result.points if q.diffusivity_cm2_s > 0 and q.converged]
     if result.arrhenius is not None and len(usable) >= 2:
         p = out / "arrhenius.png"
-        plot_arrhenius([q.temperature_K for q in usable], [q.conductivity_mS_cm for q in usable],
-                       [q.conductivity_err_mS_cm for q in usable], result.arrhenius, p)
+        plot_arrhenius([q.temperature_K for q in usable], [q.diffusivity_cm2_s for q in usable],
+                       [q.diffusivity_err_cm2_s for q in usable], result.arrhenius, p, "log10 D (cm²/s)")
         paths.append(str(p))
     return paths

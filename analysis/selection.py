@@ -1,9 +1,11 @@
 """Which frames of an exploration run the oracle should label (active learning, DP-GEN style).
 
-Frames whose ensemble force deviation lies inside the trust band ``[trust_lo, trust_hi)`` are
-candidates; when a run that was not stable has none, the first frames above the band are taken, or
-else its last frames before it stopped.  Candidates must be geometrically sane (no pair closer than
-``closest_A``, nor than the fusion limit) and are kept greedily, in time order, when at least
+Frames whose ensemble force deviation lies inside the trust band ``[trust_lo, trust_hi)`` (configured, or
+derived from the deviation on the reference's frames: ``VerdictThresholds.trust_levels``) are
+candidates; when a run that failed a check has none, its least certain frames are taken (most distinct
+frames without a deviation).  A stable or inconclusive run gets no labels (more labels cannot decide a
+check whose runs are too short).  Candidates must be geometrically sane (no pair closer than
+``closest_A``, nor than the fusion limit) and are kept greedily, in order, when at least
 ``min_rmsd_A`` (Å) away from every frame already kept.
 """
 from __future__ import annotations
@@ -13,22 +15,37 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.trajectory import Trajectory
-from analysis.verdicts import STABLE, Verdict, VerdictThresholds, judge, min_distance_ratios, structure_rdf
+from analysis.verdicts import (INCONCLUSIVE, STABLE, Verdict, VerdictThresholds, judge, min_distance_ratios, reference_profile,
+                               structure_rdf, window_rdf)
 
 
-def select_for_labelling(traj: Trajectory, verdict: Verdict, thresholds: VerdictThresholds, n_max: int,
-                         min_rmsd_A: float, closest_A: float = 0.0) -> list[int]:
-    """Indices of stored frames of ``traj`` to label (at most ``n_max``)."""
-    if traj.force_deviation is None or n_max < 1:
+def select_for_labelling(traj: Trajectory, verdict: Verdict, levels: tuple[float, float] | None, n_max: int,
+                         min_rmsd_A: float, closest_A: float = 0.0,
+                         fusion_fraction: float = VerdictThresholds.fusion_fraction) -> list[int]:
+    """Indices of stored frames of ``traj`` to label (at most ``n_max``); ``levels``: the trust band (eV/Å).
+
+    Without a deviation or trust levels, the most distinct frames of a run that was not stable are taken.
+    """
+    if n_max < 1 or verdict.status in (STABLE, INCONCLUSIVE):    # labels cannot fix a run that is too short
         return []
+    if traj.force_deviation is None or levels is None:
+        candidates = list(range(len(traj)))
+        return _distinct(traj, _sane(traj, candidates, fusion_fraction, closest_A), n_max, min_rmsd_A)
     dev = np.asarray(traj.force_deviation, float)
-    lo, hi = thresholds.trust_lo_eV_A, thresholds.trust_hi_eV_A
+    lo, hi = levels
     candidates = list(np.flatnonzero((dev >= lo) & (dev < hi)))
-    if not candidates and verdict.status != STABLE:
-        candidates = list(np.flatnonzero(dev >= lo))[:n_max] or list(range(max(0, len(dev) - 3), len(dev)))
+    if not candidates:            # confident but wrong, or beyond the band: the least certain frames first
+        candidates = [int(i) for i in np.argsort(-dev, kind="stable")]
+    return _distinct(traj, _sane(traj, candidates, fusion_fraction, closest_A), n_max, min_rmsd_A)
+
+
+def _sane(traj: Trajectory, candidates: list[int], fusion_fraction: float, closest_A: float) -> list[int]:
     ratios = min_distance_ratios(traj.positions[candidates], traj.cells[candidates], traj.numbers) if candidates else []
-    sane = [i for i, (ratio, dist, _) in zip(candidates, ratios)
-            if ratio >= thresholds.fusion_fraction and dist >= closest_A]
+    return [i for i, (ratio, dist, _) in zip(candidates, ratios) if ratio >= fusion_fraction and dist >= closest_A]
+
+
+def _distinct(traj: Trajectory, sane: list[int], n_max: int, min_rmsd_A: float) -> list[int]:
+    """Greedy, in time order: frames at least ``min_rmsd_A`` from every frame kept."""
     picked: list[int] = []
     for i in sane:
         if len(picked) >= n_max:
@@ -54,20 +71,21 @@ class ExplorationReport:
 
 
 def judge_exploration(explore: Trajectory, reference: Trajectory, thresholds: VerdictThresholds, n_label: int,
-                      min_rmsd_A: float, rdf_plot: str | None = None) -> ExplorationReport:
+                      min_rmsd_A: float, rdf_plot: str | None = None, reference_deviation=None) -> ExplorationReport:
     """Judge an exploration run against the reference run (:func:`analysis.verdicts.judge`) and pick frames.
 
-    Frames to label must keep every pair at least 80 % of the closest pair the reference run ever had.
-    ``rdf_plot``: also draw the two RDF windows there (PNG).
+    ``reference_deviation``: the same ensemble's force deviation on the reference's frames (derived trust
+    levels).  Frames to label must keep every pair at least 80 % of the closest pair the reference run
+    ever had.  ``rdf_plot``: also draw the two RDF windows there (PNG).
     """
-    ref_rdf = structure_rdf(reference, thresholds)
-    verdict = judge(explore, ref_rdf, thresholds)
+    ref = reference_profile(reference, thresholds, reference_deviation)
+    verdict = judge(explore, ref, thresholds)
     nearest = min(d for _, d, _ in min_distance_ratios(reference.positions, reference.cells, reference.numbers, 4.0))
     closest = 0.8 * nearest if np.isfinite(nearest) else 0.0
-    frames = [] if verdict.status == STABLE else select_for_labelling(explore, verdict, thresholds, n_label,
-                                                                     min_rmsd_A, closest)
+    levels = thresholds.trust_levels(ref.deviation)
+    frames = select_for_labelling(explore, verdict, levels, n_label, min_rmsd_A, closest, thresholds.fusion_fraction)
     if rdf_plot:
         from analysis.plots import plot_rdf
 
-        plot_rdf(structure_rdf(explore, thresholds), rdf_plot, reference=ref_rdf)
+        plot_rdf(window_rdf(structure_rdf(explore, thresholds)), rdf_plot, reference=window_rdf(ref.rdf))
     return ExplorationReport(verdict, frames)

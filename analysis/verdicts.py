@@ -2,19 +2,31 @@
 
 Statuses, worst first (:data:`STATUSES`):
 
-* ``exploded``        non-finite energies/positions, or kinetic temperature above
-                      ``max_temperature_factor`` x target (and above ``min_runaway_K``);
-* ``atom_fusion``     two atoms closer than ``fusion_fraction`` x the sum of their covalent radii;
-* ``framework_drift`` the centre of mass of the non-mobile atoms moved more than ``framework_drift_A``;
-* ``rdf_mismatch``    partial-RDF MAE against the reference at or above ``rdf_mae``;
-* ``uncertain``       stable, but fewer than ``accurate_fraction`` of the frames have an ensemble
-                      force deviation below ``trust_lo_eV_A`` (only with an ensemble's deviation);
-* ``stable``          every check that could be made passed.
+* ``exploded``          non-finite energies/positions, or kinetic temperature above
+                        ``max_temperature_factor`` x target (and above ``min_runaway_K``);
+* ``atom_fusion``       two atoms closer than ``fusion_fraction`` x the sum of their covalent radii;
+* ``framework_drift``   the centre of mass of the non-mobile atoms moved more than ``framework_drift_A``;
+* ``lattice_mismatch``  the mean cell lengths differ from the reference's by more than ``lattice_tolerance``;
+* ``rdf_mismatch``      the pair-weighted partial-RDF MAE against the reference exceeds both its noise
+                        (the reference's own block bootstrap, false-alarm rate ``false_alarm_rate``) and
+                        the tolerance ``rdf_mae`` (:func:`analysis.checks.check_structure`);
+* ``dynamics_mismatch`` D of the mobile species differs from the reference's significantly and by more
+                        than ``dynamics_log10_tolerance``, or the framework moves more than the
+                        reference's (:func:`analysis.checks.check_dynamics`);
+* ``uncertain``         the ensemble force deviation exceeds the trust level on significantly more
+                        frames than ``1 - accurate_fraction`` (only with an ensemble's deviation);
+* ``inconclusive``      nothing failed, but a check against the reference could not be decided: the
+                        noise of the windows given is larger than the tolerance (run longer);
+* ``stable``            every check passed, each one shown to hold within its tolerance.
+
+The trust level: ``trust_lo_eV_A`` when configured; otherwise derived from the same ensemble's
+deviation on the reference's own frames (its ``accurate_fraction`` quantile: the student is as sure of
+its own MD as of the reference's), with ``trust_hi = trust_band_ratio x trust_lo``.
 
 The MD engine's live monitors (``md.monitors``) stop a system with the first three; the judge
 honours that stop (``Trajectory.live_verdict``) and otherwise re-checks the arrays.  Every verdict
-carries its evidence numbers and the step of failure (None when the trajectory did not break).
-Distances Å, temperatures K, deviations eV/Å.
+carries its evidence numbers (metric, noise floor, threshold, windows) and the step of failure (None
+when the trajectory did not break).  Distances Å, temperatures K, deviations eV/Å.
 """
 from __future__ import annotations
 
@@ -24,13 +36,17 @@ import numpy as np
 import vesin
 from ase.data import atomic_masses, atomic_numbers, chemical_symbols, covalent_radii
 
-from analysis.rdf import STABLE_RDF_MAE, RDFResult, rdf, rdf_mae
+from analysis import checks
+from analysis.checks import BlockRDF
+from analysis.rdf import RDFResult, rdf
 from analysis.trajectory import Trajectory
 from common.errors import InputError
 
 EXPLODED, ATOM_FUSION, FRAMEWORK_DRIFT = "exploded", "atom_fusion", "framework_drift"
-RDF_MISMATCH, UNCERTAIN, STABLE = "rdf_mismatch", "uncertain", "stable"
-STATUSES = (EXPLODED, ATOM_FUSION, FRAMEWORK_DRIFT, RDF_MISMATCH, UNCERTAIN, STABLE)   # worst first
+LATTICE_MISMATCH, RDF_MISMATCH, DYNAMICS_MISMATCH = "lattice_mismatch", "rdf_mismatch", "dynamics_mismatch"
+UNCERTAIN, INCONCLUSIVE, STABLE = "uncertain", "inconclusive", "stable"
+STATUSES = (EXPLODED, ATOM_FUSION, FRAMEWORK_DRIFT, LATTICE_MISMATCH, RDF_MISMATCH, DYNAMICS_MISMATCH, UNCERTAIN,
+            INCONCLUSIVE, STABLE)   # worst first
 BROKEN = (EXPLODED, ATOM_FUSION, FRAMEWORK_DRIFT)        # the trajectory itself is unphysical
 
 
@@ -63,19 +79,41 @@ class VerdictThresholds:
     max_temperature_factor: float = 3.0
     min_runaway_K: float = 1000.0
     framework_drift_A: float = 3.0
-    rdf_mae: float = STABLE_RDF_MAE       # the study's threshold
+    false_alarm_rate: float = 0.05        # of each check against the reference
+    rdf_mae: float = 0.09                 # tolerance of the pair-weighted partial-RDF MAE (docs/checks.md)
+    rdf_block_fs: float = 200.0           # time blocks of the RDF noise bootstrap (fs)
     rdf_skip_frames: int = 2              # first stored frames left out of both RDF windows
+    lattice_tolerance: float = 0.01       # relative difference of the mean cell lengths
+    dynamics_log10_tolerance: float = 0.3  # |log10 D_student / D_reference| allowed (a factor 2)
+    framework_log10_tolerance: float = 0.3  # framework MSD may exceed the reference's by this (log10)
+    min_msd_A2: float = 10.0              # mobile MSD a run must reach for its D to count (Å^2)
     mobile_species: tuple[str, ...] = ("Li",)
-    trust_lo_eV_A: float = 0.05           # ensemble deviation below this: accurate frame
-    trust_hi_eV_A: float = 0.15           # at or above this: failed frame; between: to be labelled
-    accurate_fraction: float = 0.9        # accurate frames needed for a stable (trusted) run
+    trust_lo_eV_A: float | None = None    # ensemble deviation below this: accurate frame (None: derived)
+    trust_hi_eV_A: float | None = None    # at or above this: failed frame (None: trust_band_ratio x lo)
+    trust_band_ratio: float = 3.0
+    accurate_fraction: float = 0.9        # accurate frames needed for a trusted run
 
     def __post_init__(self):
-        if self.trust_hi_eV_A <= self.trust_lo_eV_A:
-            raise InputError(f"trust_hi_eV_A ({self.trust_hi_eV_A}) must exceed trust_lo_eV_A ({self.trust_lo_eV_A})")
+        lo, hi = self.trust_lo_eV_A, self.trust_hi_eV_A
+        if (lo is None) != (hi is None):
+            raise InputError("give both trust_lo_eV_A and trust_hi_eV_A, or neither (derived from the reference)")
+        if lo is not None and hi <= lo:
+            raise InputError(f"trust_hi_eV_A ({hi}) must exceed trust_lo_eV_A ({lo})")
+        if not 0 < self.false_alarm_rate < 0.5:
+            raise InputError(f"false_alarm_rate must be in (0, 0.5), got {self.false_alarm_rate}")
         unknown = [s for s in self.mobile_species if s not in atomic_numbers]
         if unknown:
             raise InputError(f"mobile species {unknown} are not chemical symbols; give e.g. Li")
+
+    def trust_levels(self, reference_deviation=None) -> tuple[float, float] | None:
+        """(lo, hi) in eV/Å: configured, else derived from the ensemble's deviation on the reference frames
+        (None when neither is available)."""
+        if self.trust_lo_eV_A is not None:
+            return self.trust_lo_eV_A, self.trust_hi_eV_A
+        if reference_deviation is None or len(reference_deviation) == 0:
+            return None
+        lo = float(np.quantile(np.asarray(reference_deviation, float), self.accurate_fraction))
+        return lo, self.trust_band_ratio * lo
 
     def to_dict(self) -> dict:
         return {**asdict(self), "mobile_species": list(self.mobile_species)}
@@ -115,20 +153,55 @@ def min_distance_ratios(positions: np.ndarray, cells: np.ndarray, numbers: np.nd
     return out
 
 
-def structure_rdf(traj: Trajectory, thresholds: VerdictThresholds = VerdictThresholds()) -> RDFResult:
-    """The RDF window the judge compares: every stored frame after ``rdf_skip_frames`` (at least one)."""
-    start = min(thresholds.rdf_skip_frames, len(traj) - 1)
-    return rdf(traj.positions[start:], traj.cells[start:], traj.numbers)
+@dataclass
+class Reference:
+    """What runs are judged against, computed once: the reference trajectory, its RDF blocks, and the
+    student ensemble's force deviation on its frames (for derived trust levels; None when unknown)."""
+    traj: Trajectory
+    rdf: BlockRDF
+    deviation: np.ndarray | None = None
 
 
-def deviation_fractions(deviation: np.ndarray, thresholds: VerdictThresholds) -> dict:
+def block_frames(traj: Trajectory, thresholds: VerdictThresholds) -> int:
+    return max(1, int(round(thresholds.rdf_block_fs / traj.dt_fs)))
+
+
+def reference_profile(traj: Trajectory, thresholds: VerdictThresholds = VerdictThresholds(),
+                      deviation=None) -> Reference:
+    """:class:`Reference` of a reference trajectory (RDF blocks after ``rdf_skip_frames``)."""
+    return Reference(traj, structure_rdf(traj, thresholds), None if deviation is None else np.asarray(deviation, float))
+
+
+def structure_rdf(traj: Trajectory, thresholds: VerdictThresholds = VerdictThresholds()) -> BlockRDF:
+    """The RDF window the judge compares (every stored frame after the equilibration and at least
+    ``rdf_skip_frames``), in time blocks."""
+    return checks.block_rdf(traj, block_frames(traj, thresholds), max(thresholds.rdf_skip_frames, traj.discard_frames))
+
+
+def window_rdf(blocks: BlockRDF) -> RDFResult:
+    """The window's mean partial g(r) as an :class:`RDFResult` (for plots)."""
+    partial = dict(zip(blocks.names, blocks.mean))
+    total = sum(w * g for w, g in zip(blocks.weights, blocks.mean))
+    return RDFResult(r_A=blocks.r_A, g_total=total, partial=partial, n_frames=blocks.window_frames,
+                     r_max_A=float(blocks.r_A[-1] + 0.5 * (blocks.r_A[1] - blocks.r_A[0])))
+
+
+def deviation_fractions(deviation: np.ndarray, lo: float, hi: float) -> dict:
     """Fractions of frames below the trust band (accurate), inside it (selected) and above it (failed)."""
     dev = np.asarray(deviation, float)
     n = max(len(dev), 1)
-    lo, hi = thresholds.trust_lo_eV_A, thresholds.trust_hi_eV_A
     return {"accurate_fraction": float((dev < lo).sum() / n),
             "selected_fraction": float(((dev >= lo) & (dev < hi)).sum() / n),
-            "failed_fraction": float((dev >= hi).sum() / n) if len(dev) else 1.0}
+            "failed_fraction": float((dev >= hi).sum() / n) if len(dev) else 1.0,
+            "trust_lo_eV_A": lo, "trust_hi_eV_A": hi}
+
+
+def too_uncertain(accurate: float, n_frames: int, block: int, th: VerdictThresholds) -> bool:
+    """More inaccurate frames than ``1 - accurate_fraction`` beyond binomial noise (frames in blocks of
+    ``block`` count as one independent draw), at the false-alarm rate."""
+    p0 = th.accurate_fraction
+    n_eff = max(1.0, n_frames / max(block, 1))
+    return accurate < p0 - checks.z_one_sided(th.false_alarm_rate) * np.sqrt(p0 * (1 - p0) / n_eff)
 
 
 def _broken(traj: Trajectory, th: VerdictThresholds, ev: dict) -> Verdict | None:
@@ -172,30 +245,72 @@ def _broken(traj: Trajectory, th: VerdictThresholds, ev: dict) -> Verdict | None
     return None
 
 
-def judge(traj: Trajectory, reference: RDFResult | None = None,
+def same_temperature(traj: Trajectory, reference: Trajectory) -> bool:
+    """Both at one target temperature (or either unknown: the caller paired them on purpose)."""
+    a, b = traj.temperature_K, reference.temperature_K
+    return a is None or b is None or abs(a - b) < 1e-6
+
+
+def judge(traj: Trajectory, reference: Reference | None = None,
           thresholds: VerdictThresholds = VerdictThresholds()) -> Verdict:
     """Judge one trajectory: the first failing check of :data:`STATUSES` wins.
 
-    ``reference``: the reference's :func:`structure_rdf` (computed once, reused for every run judged
-    against it).  The ensemble check runs when ``traj.force_deviation`` is present.
+    ``reference``: :func:`reference_profile` of the reference run (computed once, reused for every run
+    judged against it).  Structure is compared at any temperature only when the run is at the reference's
+    temperature; so is the dynamics.  The ensemble check runs when ``traj.force_deviation`` is present and
+    trust levels are known.
     """
     th = thresholds
     ev: dict = {"n_frames": int(len(traj))}
-    if traj.force_deviation is not None:
-        ev.update(deviation_fractions(traj.force_deviation, th))
-    if reference is not None and np.isfinite(traj.positions).all():   # evidence even for a broken run
-        ev.update(rdf_mae=rdf_mae(structure_rdf(traj, th), reference), rdf_mae_threshold=th.rdf_mae)
+    levels = th.trust_levels(reference.deviation if reference is not None else None)
+    if traj.force_deviation is not None and levels is not None:
+        ev.update(deviation_fractions(traj.force_deviation, *levels))
+    compare = reference is not None and same_temperature(traj, reference.traj)
+    structure = None
+    if compare and np.isfinite(traj.positions).all():   # evidence even for a broken run
+        structure = checks.check_structure(structure_rdf(traj, th), reference.rdf, th.rdf_mae, th.false_alarm_rate,
+                                           th.lattice_tolerance)
+        ev.update(structure.evidence())
     live = traj.live_verdict or {}
     if live.get("status") in BROKEN:
         return Verdict(live["status"], live.get("failure_step"), {**ev, **(live.get("evidence") or {})})
     broken = _broken(traj, th, ev)
     if broken is not None:
         return broken
-    if "rdf_mae" in ev and ev["rdf_mae"] >= th.rdf_mae:
-        return Verdict(RDF_MISMATCH, None, ev)
-    if traj.force_deviation is not None and ev["accurate_fraction"] < th.accurate_fraction:
+    open_checks = []
+    if structure is not None:
+        if structure.lattice_mismatch:
+            return Verdict(LATTICE_MISMATCH, None, ev)
+        if structure.status == checks.MISMATCH:
+            return Verdict(RDF_MISMATCH, None, ev)
+        if structure.status == checks.INCONCLUSIVE:
+            open_checks.append(f"structure: {structure.reason}")
+    if compare:
+        dynamics = _dynamics(traj, reference.traj, th)
+        ev.update(dynamics)
+        if dynamics["dynamics_status"] == checks.MISMATCH:
+            return Verdict(DYNAMICS_MISMATCH, None, ev)
+        if dynamics["dynamics_status"] == checks.INCONCLUSIVE:
+            open_checks.append(f"dynamics: {dynamics['dynamics_reason']}")
+    if "accurate_fraction" in ev and too_uncertain(ev["accurate_fraction"], len(traj), block_frames(traj, th), th):
         return Verdict(UNCERTAIN, None, {**ev, "accurate_fraction_needed": th.accurate_fraction})
+    if open_checks:
+        return Verdict(INCONCLUSIVE, None, {**ev, "inconclusive": open_checks})
     return Verdict(STABLE, None, ev)
+
+
+def _dynamics(traj: Trajectory, reference: Trajectory, th: VerdictThresholds) -> dict:
+    """The dynamics check's evidence (inconclusive with a reason when a run is too short to fit at all)."""
+    from analysis.diffusion import MIN_FIT_FRAMES
+
+    short = [name for name, t in (("student", traj), ("reference", reference)) if len(t.production()) < MIN_FIT_FRAMES]
+    if short:
+        return {"dynamics_status": checks.INCONCLUSIVE,
+                "dynamics_reason": f"the {' and '.join(short)} run has fewer than {MIN_FIT_FRAMES} production "
+                                   "frames: no D to compare (run longer)"}
+    species = th.mobile_species[0]
+    return checks.check_dynamics(traj, reference, species, th.dynamics_log10_tolerance, th.false_alarm_rate,
+                                 th.min_msd_A2, th.framework_log10_tolerance).evidence()
 
 
 def jsonable(obj):
@@ -213,8 +328,7 @@ def jsonable(obj):
 
 def judge_runs(runs: list[Trajectory], reference: Trajectory, thresholds: VerdictThresholds = VerdictThresholds()
                ) -> list[Verdict]:
-    """Judge several runs of one material: those at the reference's temperature against its RDF, the others
-    for breakage only (an RDF at another temperature is no evidence of a wrong structure)."""
-    ref_rdf = structure_rdf(reference, thresholds)
-    same_t = lambda t: t is not None and reference.temperature_K is not None and abs(t - reference.temperature_K) < 1e-6  # noqa: E731
-    return [judge(run, ref_rdf if same_t(run.temperature_K) else None, thresholds) for run in runs]
+    """Judge several runs of one material: those at the reference's temperature against it (structure and
+    dynamics), the others for breakage only (an RDF at another temperature is no evidence of a wrong structure)."""
+    ref = reference_profile(reference, thresholds)
+    return [judge(run, ref, thresholds) for run in runs]

@@ -14,7 +14,7 @@ from models.lennard_jones import LennardJones, fit_lennard_jones
 from models.base import ForceFieldModel, fit_reference_energies
 from models.registry import ARCHITECTURES, build_model, size_hparams
 from models.checkpoint import load_model, save_model
-from models.ensemble import Ensemble, load_ensemble, max_force_deviation
+from models.ensemble import Ensemble, ensemble_errors, load_ensemble, max_force_deviation
 from models.data import read_frames, split_frames
 from models.training import TrainConfig, TrainResult, TrainingDiverged, evaluate, fit
 from models.calculator import MLFFCalculator
@@ -25,5 +25,5 @@ from models.predictor import Predictor
 __all__ = ["AtomsBatch", "NeighborList", "neighbor_list", "edge_vectors", "ForceField", "Prediction", "LennardJones", "fit_lennard_jones", "size_hparams", "load_ensemble",
            "EnsembleConfig", "EnsembleTrainResult", "train_ensemble",
            "ForceFieldModel", "fit_reference_energies", "ARCHITECTURES", "build_model", "load_model", "save_model",
-           "Ensemble", "max_force_deviation", "read_frames", "split_frames", "TrainConfig", "TrainResult",
+           "Ensemble", "ensemble_errors", "max_force_deviation", "read_frames", "split_frames", "TrainConfig", "TrainResult",
            "TrainingDiverged", "evaluate", "fit", "MLFFCalculator", "Predictor"]

@@ -86,3 +86,30 @@ def load_ensemble(paths, device: str = "cpu") -> Ensemble:
     from models.checkpoint import load_model
 
     return Ensemble([load_model(p, device=device) for p in paths]).eval()
+
+
+def ensemble_errors(ensemble: Ensemble, frames, batch_size: int = 16) -> dict:
+    """Per frame: the ensemble's max atomic force deviation and, where the frame carries reference forces,
+    its max atomic force error (both eV/Å), for calibrating the deviation against the truth.
+
+    ``frames``: ``ase.Atoms`` (with a calculator holding forces for the error; NaN otherwise).
+    """
+    import numpy as np
+
+    dev, err = [], []
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start:start + batch_size]
+        pred = ensemble.predict_atoms(chunk)
+        sizes = [len(a) for a in chunk]
+        index = torch.repeat_interleave(torch.arange(len(chunk)), torch.as_tensor(sizes)).to(pred.forces.device)
+        dev.extend(max_force_deviation(pred, index, len(chunk)).detach().cpu().double().tolist())
+        forces = pred.forces.detach().cpu().double().numpy()
+        offset = 0
+        for atoms, n in zip(chunk, sizes):
+            truth = None
+            if atoms.calc is not None and "forces" in (atoms.calc.results or {}):
+                truth = np.asarray(atoms.calc.results["forces"], float)
+            err.append(float(np.linalg.norm(forces[offset:offset + n] - truth, axis=1).max()) if truth is not None
+                       else float("nan"))
+            offset += n
+    return {"deviation_eV_A": dev, "max_error_eV_A": err}

@@ -2,8 +2,9 @@
 
 Rule: a prototype fits a composition when both have the same anonymous formula (e.g. A10BC2D12);
 each prototype element is replaced by the target element with the same amount AND the same
-oxidation state (charges from pymatgen's oxidation-state guesses); among several valid maps the one
-with the smallest Shannon-radius mismatch wins.  The cell is rescaled by the ratio of ionic volumes
+oxidation state (charges from pymatgen's oxidation-state guesses) AND a Shannon ionic radius in that
+state (so P2- or S5+, which charge balance alone allows, never take a site); among several valid maps
+the one with the smallest Shannon-radius mismatch wins.  The cell is rescaled by the ratio of ionic volumes
 (sum of r³).  Optional relaxation with an oracle (cached); implausible results are rejected with a
 reason: interatomic distance below ``min_distance_factor`` × (sum of covalent radii), or a volume
 change above ``max_volume_change`` during relaxation.  Compositions with no fitting prototype are
@@ -119,8 +120,11 @@ def substitution_map(prototype_formula: str, target_formula: str) -> tuple[dict,
             score = 0.0
             for a, b in mapping.items():
                 ra, rb = _radius(a, p_oxi[a]), _radius(b, t_oxi[b])
-                score += abs(np.log(rb / ra)) if ra and rb else (0.0 if a == b else 1.0)
-            if best is None or score < best[0]:
+                if a != b and not (ra and rb):     # an ion without a Shannon radius (e.g. S5+, P2-) is no ion
+                    score = None
+                    break
+                score += abs(np.log(rb / ra)) if ra and rb else 0.0
+            if score is not None and (best is None or score < best[0]):
                 best = (score, mapping, p_oxi, t_oxi)
     if best is None:
         raise InputError(f"{t.reduced_formula} does not fit prototype {p.reduced_formula}: no same-charge "
@@ -290,6 +294,7 @@ class CandidateRow:
     prototype: str | None
     structure_path: str | None
     reason: str = ""
+    known_values: list = field(default_factory=list)   # reference.structures.known_values(formula)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -370,7 +375,7 @@ def generate_candidates(out_dir, formulas: Sequence[str] = (), structures: dict 
     known ones are left out and listed in ``skipped_known``.  Every prototype must resolve (InputError
     naming ``prototypes[i]`` otherwise).  A formula without a structure is kept with the reason.
     """
-    from reference.structures import read_structure, write_structure
+    from reference.structures import known_values, read_structure, write_structure
 
     for i, proto in enumerate(prototypes):
         try:
@@ -402,7 +407,7 @@ def generate_candidates(out_dir, formulas: Sequence[str] = (), structures: dict 
                 why = "; ".join(c.reason for c in fits if c.reason) or f"no prototype of {list(prototypes)} fits {formula}"
         if enumerated and structure is None:
             continue
-        row = CandidateRow(candidate_key(formula, prototype), formula, prototype, None, why)
+        row = CandidateRow(candidate_key(formula, prototype), formula, prototype, None, why, known_values(formula))
         if structure is not None:
             if len(structure) > max_atoms:
                 row.reason = f"{len(structure)} atoms exceed candidates.max_atoms={max_atoms}"

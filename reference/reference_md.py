@@ -27,6 +27,7 @@ class ReferenceMDProtocol:
     stride: int = 10                 # steps between trajectory frames
     label_every: int = 50            # steps between labelled frames (0: none)
     seed: int = 0
+    discard_fs: float = 0.0          # equilibration every analysis of the trajectory drops (fs)
 
     def validate(self) -> "ReferenceMDProtocol":
         if self.steps < 1 or self.timestep_fs <= 0 or self.stride < 1 or self.label_every < 0:

@@ -53,6 +53,21 @@ def library_names() -> list[str]:
     return list(_library_data())
 
 
+def known_values(formula: str) -> list[dict]:
+    """Published transport numbers of a composition (experiment, published AIMD), each with its source:
+    ``[{"quantity", "value", "temperature_K"?, "method", "source"}]``; [] when the library has none."""
+    from pymatgen.core import Composition
+
+    try:
+        reduced = Composition(formula).reduced_formula
+    except Exception:  # noqa: BLE001 - not a formula: nothing known
+        return []
+    for key, entry in _library_data().items():
+        if Composition(key).reduced_formula == reduced:
+            return [dict(v) for v in entry.get("known_values", [])]
+    return []
+
+
 def _resolve_key(name: str) -> str:
     data = _library_data()
     if name in data:

@@ -11,7 +11,7 @@ from ase.build import bulk
 from analysis.diffusion import arrhenius, diffusion, msd_fft, nernst_einstein_mS_cm, unwrap
 from analysis.rdf import rdf, rdf_mae
 from analysis.trajectory import Trajectory
-from analysis.verdicts import judge, structure_rdf
+from analysis.verdicts import VerdictThresholds, judge, reference_profile
 from md.trajectory import TrajectoryWriter
 from orchestrator.cli import main
 
@@ -144,19 +144,25 @@ def test_verdict_detectors_fire_on_bad_and_stay_silent_on_good():
     assert hot.status == "exploded" and hot.failure_step == 70
     drift = judge(_frames(drift=5.0))
     assert drift.status == "framework_drift" and drift.evidence["framework_drift_A"] > 3.0
-    good = _frames()
-    reference = structure_rdf(good)
-    assert judge(good, reference=reference).evidence["rdf_mae"] < 0.02
-    squeezed = _frames()
-    squeezed.positions = squeezed.positions * 0.9
-    assert judge(squeezed, reference=reference).status == "rdf_mismatch"
+    good = _frames(n=60)
+    th = VerdictThresholds(rdf_block_fs=10.0)                 # frames 10 fs apart, independent noise: 1-frame blocks
+    reference = reference_profile(good.frames(30), th)
+    same = judge(good.frames(0), reference, th)
+    assert same.evidence["rdf_mae"] < same.evidence["rdf_critical"]       # within the reference's own noise
+    squeezed = _frames(n=60).frames(0)
+    squeezed.positions = squeezed.positions * 0.9                          # atoms moved, cell kept
+    v = judge(squeezed, reference, th)
+    assert v.status == "rdf_mismatch" and v.evidence["rdf_p_value"] < 0.05
+    strained = _frames(n=60).frames(0)
+    strained.positions, strained.cells = strained.positions * 1.03, strained.cells * 1.03
+    v = judge(strained, reference, th)
+    assert v.status == "lattice_mismatch" and v.evidence["lattice_strain"] == pytest.approx(0.03)
 
 
 def test_ensemble_deviation_decides_between_stable_and_uncertain_and_picks_frames():
     from analysis.selection import select_for_labelling
-    from analysis.verdicts import VerdictThresholds
 
-    th = VerdictThresholds(trust_lo_eV_A=0.05, trust_hi_eV_A=0.15, accurate_fraction=0.9)
+    th = VerdictThresholds(trust_lo_eV_A=0.05, trust_hi_eV_A=0.15, accurate_fraction=0.9, rdf_block_fs=10.0)
     confident = _frames()
     confident.force_deviation = np.full(30, 0.01)
     assert judge(confident, thresholds=th).status == "stable"
@@ -164,9 +170,13 @@ def test_ensemble_deviation_decides_between_stable_and_uncertain_and_picks_frame
     unsure.force_deviation = np.where(np.arange(30) % 3 == 0, 0.1, 0.01)      # a third inside the band
     v = judge(unsure, thresholds=th)
     assert v.status == "uncertain" and v.evidence["selected_fraction"] == pytest.approx(1 / 3)
-    picked = select_for_labelling(unsure, v, th, n_max=4, min_rmsd_A=0.0)
+    levels = th.trust_levels()
+    picked = select_for_labelling(unsure, v, levels, n_max=4, min_rmsd_A=0.0)
     assert picked == [0, 3, 6, 9]                                               # in-band frames, in time order
-    assert select_for_labelling(unsure, v, th, n_max=4, min_rmsd_A=1.0) == [0]  # all within 1 Å RMSD of frame 0
+    assert select_for_labelling(unsure, v, levels, n_max=4, min_rmsd_A=1.0) == [0]  # all within 1 Å RMSD of frame 0
+    derived = VerdictThresholds(rdf_block_fs=10.0)                              # trust levels from the reference
+    assert derived.trust_levels() is None
+    assert derived.trust_levels(np.linspace(0.0, 1.0, 101)) == pytest.approx((0.9, 2.7))
 
 
 def test_live_verdict_of_the_md_engine_is_honoured():

@@ -76,15 +76,14 @@ def test_a_campaign_logged_over_http_reads_back_as_the_ui_shows_it(server, tmp_p
     from orchestrator.campaign.spec import validate
     from orchestrator.ops.ray_runtime import ray_init
 
-    spec = lj_spec("served", write_structures(tmp_path), active_learning={"max_rounds": 0},
-                   stability={"rdf_mae": 1.0, "trust_lo_eV_A": 5.0, "trust_hi_eV_A": 10.0})
+    spec = lj_spec("served", write_structures(tmp_path), active_learning={"max_rounds": 0})
     started = ray_init(2)
     try:
         summary = Campaign(validate(spec), store=tmp_path / "store", tracking_uri=server).run()
     finally:
         if started:
             ray.shutdown()
-    assert summary["converged"] == 1
+    assert summary["converged"] + summary.get("inconclusive", 0) == 1     # short runs: checks undecided
 
     exp = rest(server, "experiments/get-by-name", experiment_name="matscreen-served")["experiment"]
     assert {t["key"]: t["value"] for t in exp["tags"]}["mlflow.experimentKind"] == "custom_model_development"

@@ -112,3 +112,19 @@ def test_cli_unknown_element_is_bad_input(capsys):
     assert main(["candidates", "Li10SiP2S12", "Xx2O"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown element Xx" in err[0]
+
+
+def test_charge_balance_alone_never_puts_an_exotic_ion_on_a_site(tmp_path):
+    """Li10GeP12S2 is charge balanced only with P2- and S5+ (no such ions: no Shannon radius); it must not take
+    the LGPS sites with P and S swapped.  Enumerating Li-{Ge,Si,Sn}-P-S on the LGPS prototype gives the three
+    LGPS-type thiophosphates, with LGPS's measured conductivity attached."""
+    from reference.candidates import SpaceSpec, generate_candidates, substitution_map
+
+    with pytest.raises(InputError, match="no same-charge element map"):
+        substitution_map("Li10GeP2S12", "Li10GeP12S2")
+    out = generate_candidates(tmp_path, space=SpaceSpec(elements=("Li", "Ge", "Si", "Sn", "P", "S"),
+                                                        require=("Li", "P", "S"), arity_min=4, arity_max=4),
+                              max_candidates=5)
+    assert [r.formula for r in out.rows] == ["Li10GeP2S12", "Li10SiP2S12", "Li10SnP2S12"]
+    known = out.rows[0].known_values
+    assert known[0]["value"] == 12.0 and "Kamaya" in known[0]["source"]

@@ -215,7 +215,7 @@ def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, tra
     from orchestrator.campaign import configs
 
     members = trained["members"]
-    (force,) = roles.map("judge", "force_errors", [(members, ref["shard"])])
+    (force,) = roles.map("judge", "force_errors", [(members, ref["shard"], None, cfg["stability"]["false_alarm_rate"])])
     (verdicts,) = roles.map("judge", "judge_runs", [([r["trajectory"] for r in runs], ref["trajectory"],
                                                      configs.thresholds(cfg))])
     from analysis.verdicts import Verdict, worst
@@ -225,7 +225,8 @@ def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, tra
     sigma, note = float("nan"), ""
     stable = [r["trajectory"] for r, v in zip(runs, verdicts) if v["status"] == "stable"]
     if verdict == "stable":
-        (res,) = roles.map("judge", "transport", [(stable, cfg["md"]["species"], str(out / "plots" / arch / material))])
+        (res,) = roles.map("judge", "transport", [(stable, cfg["md"]["species"], str(out / "plots" / arch / material),
+                                                   cfg["stability"]["min_msd_A2"])])
         sigma = _neg_log10_sigma_S_cm(res["transport"])
         note = "" if math.isfinite(sigma) else "; ".join(res["transport"]["notes"])[:120] or "no Arrhenius fit"
     return {"model": arch, "material": material, "role": "train" if training else "transfer",

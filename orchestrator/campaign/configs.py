@@ -26,18 +26,23 @@ def training(cfg: dict) -> dict:
     t = cfg["training"]
     return {"epochs": t["epochs"], "batch_size": t["batch_size"], "lr": t["learning_rate"],
             "energy_weight": t["energy_weight"], "force_weight": t["force_weight"],
-            "max_time_s": t["max_minutes"] * 60.0, "val_fraction": t["validation_fraction"],
+            "max_time_s": None if t["max_minutes"] is None else t["max_minutes"] * 60.0, "val_fraction": t["validation_fraction"],
             "loader_workers": t["loader_workers"], "max_atoms_per_batch": t["max_atoms_per_batch"]}
 
 
 def thresholds(cfg: dict) -> dict:
     """``analysis.verdicts.VerdictThresholds`` fields: the judge's and the live monitors' numbers."""
     s = cfg["stability"]
-    return {"fusion_fraction": s["fusion_fraction"], "max_temperature_factor": s["max_temperature_factor"],
-            "min_runaway_K": s["min_runaway_K"],
-            "framework_drift_A": s["framework_drift_A"], "rdf_mae": s["rdf_mae"],
-            "trust_lo_eV_A": s["trust_lo_eV_A"], "trust_hi_eV_A": s["trust_hi_eV_A"],
-            "accurate_fraction": s["accurate_fraction"], "mobile_species": [cfg["md"]["species"]]}
+    keys = ("fusion_fraction", "max_temperature_factor", "min_runaway_K", "framework_drift_A", "false_alarm_rate",
+            "rdf_mae", "rdf_block_fs", "lattice_tolerance", "dynamics_log10_tolerance", "framework_log10_tolerance",
+            "min_msd_A2", "trust_lo_eV_A", "trust_hi_eV_A", "trust_band_ratio", "accurate_fraction")
+    return {**{k: s[k] for k in keys}, "mobile_species": [cfg["md"]["species"]]}
+
+
+def exploration_steps(cfg: dict) -> int:
+    """Steps of an exploration run: ``md.exploration_steps``, by default the reference's length."""
+    md = cfg["md"]
+    return md["reference_steps"] if md["exploration_steps"] is None else md["exploration_steps"]
 
 
 def monitor(cfg: dict) -> dict:
@@ -63,7 +68,8 @@ def reference_protocol(cfg: dict, temperature_K: float | None = None, steps: int
     labels = cfg["active_learning"]["initial_labels"] if labels is None else labels
     return {"temperature_K": md["reference_temperature_K"] if temperature_K is None else temperature_K,
             "steps": steps, "timestep_fs": md["timestep_fs"], "stride": md["save_every"],
-            "label_every": max(1, steps // max(1, labels)), "seed": cfg["seed"]}
+            "label_every": max(1, steps // max(1, labels)), "seed": cfg["seed"],
+            "discard_fs": md["equilibration_steps"] * md["timestep_fs"]}
 
 
 def candidates(cfg: dict) -> dict:

@@ -9,10 +9,12 @@ Per candidate (each step recorded in the ledger by a stable key and never redone
                         sharing >= ``active_learning.min_shared_elements`` elements with the candidate
                         (its own labels always qualify), as (shard, frame indices) + a fingerprint
    ``train:<c>:<r>``    (re)train / fine-tune the ensemble on exactly those frames
-   ``explore:<c>:<r>``  student MD at the reference temperature (same protocol and stride as the reference)
-   ``judge:<c>:<r>``    the one judge (``analysis``): broken run / RDF vs reference / ensemble deviation
-   stable -> production; else ``label:<c>:<r+1>``: oracle labels for the selected frames (shard r<r+1>)
-   and ``force_errors:<c>:<r+1>`` of the ensemble on them
+   ``explore:<c>:<r>``  student MD at the reference temperature (same protocol, stride and length as the reference)
+   ``calibrate:<c>:<r>`` the ensemble's deviation and true force error on the reference's frames
+   ``judge:<c>:<r>``    the one judge (``analysis``): broken run / lattice / RDF against the reference's own
+                        noise / D(Li) against the reference's / ensemble deviation
+   stable or inconclusive -> production; else ``label:<c>:<r+1>``: oracle labels for the selected frames
+   (shard r<r+1>) and ``force_errors:<c>:<r+1>`` of the ensemble on them, with the deviation's calibration
 3. ``prod:<c>``         every temperature x replica as one batch, then ``transport:<c>``:
                         D(T), sigma(T), Ea, log10 sigma(300 K) with errors
 4. ``screened:<c>``     when it finishes: the fingerprint of what its screening accounts for (the frames its
@@ -22,7 +24,9 @@ Per candidate (each step recorded in the ledger by a stable key and never redone
 shared-element labels in the store) as generation g: step keys and MLflow runs use ``<c>@g<g>``, the
 reference MD and its labels are reused, earlier results stay in the ledger (``history:<c>:g<n>``).
 
-Reasons a candidate ends: converged, budget_spent (max_rounds without a stable model), oracle_failing
+Reasons a candidate ends: converged (every check against the reference passed), inconclusive (nothing
+failed, but a check could not be decided with the runs' lengths: production still runs and its numbers
+are reported, flagged), budget_spent (max_rounds without a stable model), oracle_failing
 (the oracle fails in its reference MD or on too many frames), no_structure; ``error`` (with the
 message) for anything unexpected, so one broken candidate never stops the campaign.
 """
@@ -354,13 +358,13 @@ class Campaign:
         if ref.get("error"):
             self._finish(row, "oracle_failing", "reference_failed", f"oracle reference MD failed: {ref['error']}", {})
             return
-        members = self._active_learning(row, gkey, ref)
-        if members is not None:
-            self._production(row, gkey, members)
+        reached = self._active_learning(row, gkey, ref)
+        if reached is not None:
+            self._production(row, gkey, *reached)
 
-    def _active_learning(self, row: dict, gkey: str, ref: dict) -> list[str] | None:
-        """Train, explore, judge, label until the judge finds the model stable: its member files, or None
-        when the candidate ended here (budget spent, oracle failing)."""
+    def _active_learning(self, row: dict, gkey: str, ref: dict) -> tuple[list[str], dict] | None:
+        """Train, explore, judge, label until the judge finds the model stable (or can say no more: inconclusive):
+        its member files and last verdict, or None when the candidate ended here (budget spent, oracle failing)."""
         key, cfg, al = row["key"], self.cfg, self.cfg["active_learning"]
         members: list[str] | None = None
         for r in range(al["max_rounds"] + 1):
@@ -374,14 +378,20 @@ class Campaign:
             self._log_training(row, gkey, r, train, init)
             explore = self._once(f"explore:{gkey}:{r}", key,
                                  lambda: steps.explore(self.ctx, gkey, r, members, row["structure_path"]))
+            errors = (self._once(f"calibrate:{gkey}:{r}", key,
+                                 lambda: steps.reference_errors(self.ctx, members, ref["trajectory"]))
+                      if len(members) > 1 else None)
             report = self._once(f"judge:{gkey}:{r}", key, lambda: steps.judge(
-                self.ctx, gkey, r, explore["trajectory"], ref["trajectory"]))
+                self.ctx, gkey, r, explore["trajectory"], ref["trajectory"], errors and errors["deviation_eV_A"]))
             verdict = report["verdict"]
             diag = {"round": r, "verdict": verdict["status"], **_numbers(verdict["evidence"]),
-                    "train_force_mae_meV_A": train.get("force_mae_meV_A"), "train_frames": sel["n_frames"]}
-            if verdict["status"] == "stable":
+                    "train_force_mae_meV_A": train.get("force_mae_meV_A"), "train_frames": sel["n_frames"],
+                    "train_epochs": train.get("epochs")}
+            if errors:
+                diag["reference_calibration"] = errors["calibration"]
+            if verdict["status"] in ("stable", "inconclusive"):   # labels cannot settle a check that lacks length
                 self.ledger.record_round(gkey, r, diag)
-                return members
+                return members, verdict
             if r == al["max_rounds"] or not report["frames"]:
                 self.ledger.record_round(gkey, r, diag)
                 why = (f"no stable model after {r + 1} rounds (last verdict {verdict['status']})" if report["frames"]
@@ -393,8 +403,10 @@ class Campaign:
             asked = lab["n_labels"] + lab["n_failed"]
             diag.update(labels_added=lab["n_labels"], labels_failed=lab["n_failed"])
             if lab["shard"]:
+                ev = verdict["evidence"]
+                levels = [ev["trust_lo_eV_A"], ev["trust_hi_eV_A"]] if "trust_lo_eV_A" in ev else None
                 diag.update(self._once(f"force_errors:{gkey}:{r + 1}", key,
-                                       lambda: steps.force_errors(self.ctx, members, lab["shard"])))
+                                       lambda: steps.force_errors(self.ctx, members, lab["shard"], levels)))
             self.ledger.record_round(gkey, r, diag)
             if asked and lab["n_failed"] / asked > cfg["oracle"]["max_failure_fraction"]:
                 self._finish(row, "oracle_failing", verdict["status"],
@@ -419,8 +431,11 @@ class Campaign:
         g = self.generation(row["key"])
         return name if g == 1 else f"{name} @g{g}"
 
-    def _production(self, row: dict, gkey: str, members: list[str]) -> None:
-        """Production MD at every temperature, then transport from the runs that stayed stable."""
+    def _production(self, row: dict, gkey: str, members: list[str], verdict: dict) -> None:
+        """Production MD at every temperature, then transport from the runs that stayed stable.
+
+        ``verdict``: the last exploration verdict; stable ends ``converged``, inconclusive ends ``inconclusive``
+        (its numbers are reported, flagged: a check against the reference could not be decided)."""
         key = row["key"]
         self._stage(key, "production")
         self._track("candidate_progress", self.key, gkey, "production", self.ledger.candidate(key)["round"],
@@ -435,8 +450,12 @@ class Campaign:
             return
         out = self._once(f"transport:{gkey}", key, lambda: steps.transport(self.ctx, gkey,
                                                                            [run["trajectory"] for run in stable]))
-        detail = f"unstable at {unstable_t} K (dropped)" if unstable_t else ""
-        self._finish(row, "converged", "stable", detail, out["transport"], out["plots"])
+        notes = [f"unstable at {unstable_t} K (dropped)"] if unstable_t else []
+        if verdict["status"] == "inconclusive":
+            notes = [*verdict["evidence"].get("inconclusive", []), *notes]
+        result = {**out["transport"], "checks": checks_summary(verdict), "known_values": row.get("known_values", [])}
+        reason = "converged" if verdict["status"] == "stable" else "inconclusive"
+        self._finish(row, reason, verdict["status"], "; ".join(notes), result, out["plots"])
 
     # --- results --------------------------------------------------------------------------------
     def write_results_csv(self) -> str:
@@ -452,7 +471,17 @@ class Campaign:
 
 
 def _numbers(evidence: dict) -> dict:
-    """The judge's evidence numbers the round diagnostics keep (rdf_mae, trust-band fractions, ...)."""
-    keep = ("rdf_mae", "accurate_fraction", "selected_fraction", "failed_fraction", "min_distance_ratio",
-            "framework_drift_A")
+    """The judge's evidence numbers the round diagnostics keep (RDF and its noise, D vs reference, trust band)."""
+    keep = ("rdf_mae", "rdf_noise_floor", "rdf_critical", "rdf_status", "student_D_cm2_s", "reference_D_cm2_s",
+            "log10_ratio", "log10_ratio_err", "dynamics_status", "accurate_fraction", "selected_fraction",
+            "failed_fraction", "trust_lo_eV_A", "trust_hi_eV_A", "min_distance_ratio", "framework_drift_A")
     return {k: evidence[k] for k in keep if k in evidence}
+
+
+def checks_summary(verdict: dict) -> dict:
+    """The evidence a candidate's result shows: the RDF against its noise, D against the reference's."""
+    ev = verdict["evidence"]
+    keep = ("rdf_mae", "rdf_noise_floor", "rdf_critical", "rdf_tolerance", "rdf_status", "student_D_cm2_s",
+            "student_D_err_cm2_s", "reference_D_cm2_s", "reference_D_err_cm2_s", "log10_ratio", "log10_ratio_err",
+            "tolerance_log10", "dynamics_status", "temperature_K", "framework_status")
+    return {"verdict": verdict["status"], **{k: ev[k] for k in keep if k in ev}}

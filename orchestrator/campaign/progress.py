@@ -12,7 +12,8 @@ from typing import TextIO
 
 
 def format_summary(s: dict, elapsed_s: float | None = None) -> str:
-    line = (f"candidates {s['done']}/{s['total']} done ({s['converged']} converged, {s['failed']} failed) | "
+    undecided = f", {s['inconclusive']} inconclusive" if s.get("inconclusive") else ""
+    line = (f"candidates {s['done']}/{s['total']} done ({s['converged']} converged{undecided}, {s['failed']} failed) | "
             f"{s['running']} running | round {s['round']} | {s['simulated_ns']:.4f} ns simulated")
     if s.get("skipped_known"):
         line += f" | {s['skipped_known']} known skipped"

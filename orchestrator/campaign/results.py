@@ -1,15 +1,33 @@
-"""The campaign's results: ranked rows from the ledger, ``results.csv`` and the console table."""
+"""The campaign's results: ranked rows from the ledger, ``results.csv`` and the console table.
+
+Each row shows the evidence behind its number: the RDF MAE against the reference beside the
+reference's own noise floor, the student's D(Li) beside the reference's at the reference temperature,
+and, where the structure library knows one, the measured value with its source (the oracle is not the
+truth: a student can only be as good as its oracle).
+"""
 from __future__ import annotations
 
 import csv
 import io
+import math
 
 from orchestrator.campaign.state import Ledger
 
 
 RESULT_COLUMNS = ["rank", "candidate", "formula", "prototype", "reason", "verdict", "rounds",
                   "log10_sigma_300K", "log10_sigma_300K_err", "activation_energy_eV", "activation_energy_eV_err",
-                  "simulated_ns", "detail"]
+                  "too_short_K", "extrapolation_ratio", "rdf_mae", "rdf_noise_floor", "rdf_status",
+                  "student_D_cm2_s", "reference_D_cm2_s", "log10_D_ratio", "log10_D_ratio_err", "dynamics_status",
+                  "known_log10_sigma_300K", "known_source", "simulated_ns", "detail"]
+
+
+def known_sigma(values: list[dict]) -> tuple[float | None, str]:
+    """log10 of a known conductivity at 300 K (mS/cm) and its source, from ``known_values``."""
+    for v in values or []:
+        if v.get("quantity") == "conductivity_mS_cm" and abs(float(v.get("temperature_K", 0)) - 300.0) < 1 \
+                and v["value"] > 0:
+            return math.log10(v["value"]), f"{v.get('method', '')}: {v.get('source', '')}".strip(": ")
+    return None, ""
 
 
 def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> list[dict]:
@@ -26,7 +44,15 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> list[dict]:
                      "activation_energy_eV_err": res.get("activation_energy_eV_err"),
                      "conductivity_mS_cm": res.get("conductivity_mS_cm"),
                      "temperatures_K": res.get("temperatures_K"),
+                     "too_short_K": " ".join(f"{t:g}" for t in res.get("too_short_K", [])),
+                     "extrapolation_ratio": res.get("extrapolation_ratio"),
                      "simulated_ns": round(c["simulated_ps"] / 1000.0, 6), "detail": c["detail"] or ""})
+        chk = res.get("checks", {})
+        rows[-1].update(rdf_mae=chk.get("rdf_mae"), rdf_noise_floor=chk.get("rdf_noise_floor"),
+                        rdf_status=chk.get("rdf_status", ""), student_D_cm2_s=chk.get("student_D_cm2_s"),
+                        reference_D_cm2_s=chk.get("reference_D_cm2_s"), log10_D_ratio=chk.get("log10_ratio"),
+                        log10_D_ratio_err=chk.get("log10_ratio_err"), dynamics_status=chk.get("dynamics_status", ""))
+        rows[-1]["known_log10_sigma_300K"], rows[-1]["known_source"] = known_sigma(res.get("known_values"))
 
     def score(row):
         value = row.get(rank_by)
@@ -51,23 +77,40 @@ def results_csv(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> str:
     return buf.getvalue()
 
 
+def _pm(v, e, fmt="{:.2f}"):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return fmt.format(v) + (" ± " + fmt.format(e) if e is not None else "")
+
+
+def _evidence(r: dict) -> tuple[str, str]:
+    """'MAE / noise (status)' and 'log10 Ds/Dref ± err (status)' cells."""
+    rdf = "-" if r.get("rdf_mae") is None else \
+        f"{r['rdf_mae']:.3f} / {r['rdf_noise_floor']:.3f} ({r['rdf_status']})" if r.get("rdf_noise_floor") is not None \
+        else f"{r['rdf_mae']:.3f} ({r['rdf_status']})"
+    dyn = "-" if r.get("log10_D_ratio") is None else \
+        f"{_pm(r['log10_D_ratio'], r['log10_D_ratio_err'], '{:+.2f}')} ({r['dynamics_status']})"
+    return rdf, dyn
+
+
 def format_table(rows: list[dict]) -> str:
-    """The ranked table for the console."""
-
-    def pm(v, e, fmt="{:.2f}"):
-        if v is None:
-            return "-"
-        return (fmt.format(v) + (" ± " + fmt.format(e) if e is not None else ""))
-
-    head = ["rank", "candidate", "reason", "rounds", "log10 σ300K (mS/cm)", "Ea (eV)", "sim ps"]
-    body = [[str(r["rank"] or "-"), r["candidate"], r["reason"] or r["stage"], str(r["rounds"]),
-             pm(r["log10_sigma_300K"], r["log10_sigma_300K_err"]),
-             pm(r["activation_energy_eV"], r["activation_energy_eV_err"], "{:.3f}"), f"{r['simulated_ns'] * 1000:.1f}"]
-            for r in rows]
+    """The ranked table for the console, with each candidate's evidence and known values."""
+    head = ["rank", "candidate", "reason", "rounds", "log10 σ300K (mS/cm)", "known", "Ea (eV)",
+            "RDF MAE / noise", "log10 D/D_ref", "sim ps"]
+    body = []
+    for r in rows:
+        rdf, dyn = _evidence(r)
+        body.append([str(r["rank"] or "-"), r["candidate"], r["reason"] or r["stage"], str(r["rounds"]),
+                     _pm(r["log10_sigma_300K"], r["log10_sigma_300K_err"]),
+                     "-" if r.get("known_log10_sigma_300K") is None else f"{r['known_log10_sigma_300K']:.2f}",
+                     _pm(r["activation_energy_eV"], r["activation_energy_eV_err"], "{:.3f}"), rdf, dyn,
+                     f"{r['simulated_ns'] * 1000:.1f}"])
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    sources = sorted({r["known_source"] for r in rows if r.get("known_source")})
+    lines += [f"known: {s}" for s in sources]
     return "\n".join(lines)
 
 
@@ -78,12 +121,16 @@ def results_markdown(rows: list[dict]) -> str:
         return "" if v is None else format(v, fmt)
 
     head = ["rank", "candidate", "formula", "reason", "verdict", "rounds", "log10 σ(300 K) [log10 mS/cm]",
-            "± [log10 mS/cm]", "Ea [eV]", "± [eV]", "simulated [ps]", "detail"]
+            "± [log10 mS/cm]", "known log10 σ(300 K) [log10 mS/cm]", "Ea [eV]", "± [eV]", "too short [K]",
+            "RDF MAE / noise floor (check)", "log10 D/D_ref at T_ref (check)", "simulated [ps]", "detail"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
+        rdf, dyn = _evidence(r)
+        known = "" if r.get("known_log10_sigma_300K") is None else \
+            f"{r['known_log10_sigma_300K']:.2f} ({r['known_source']})"
         cells = [str(r["rank"] or ""), r["candidate"], r["formula"], r["reason"] or r["stage"], r["verdict"],
-                 str(r["rounds"]), num(r["log10_sigma_300K"], ".2f"), num(r["log10_sigma_300K_err"], ".2f"),
+                 str(r["rounds"]), num(r["log10_sigma_300K"], ".2f"), num(r["log10_sigma_300K_err"], ".2f"), known,
                  num(r["activation_energy_eV"], ".3f"), num(r["activation_energy_eV_err"], ".3f"),
-                 f"{r['simulated_ns'] * 1000:.1f}", r["detail"].replace("|", "/")]
+                 r.get("too_short_K", ""), rdf, dyn, f"{r['simulated_ns'] * 1000:.1f}", r["detail"].replace("|", "/")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -81,7 +81,8 @@ SCHEMA: dict[str, Any] = {
         "energy_weight": F("float", 1.0, "loss weight of energies (eV/atom)"),
         "force_weight": F("float", 10.0, "loss weight of forces (eV/Å)"),
         "fine_tune": F("bool", True, "fine-tune the previous ensemble instead of retraining from scratch"),
-        "max_minutes": F("float", 5.0, "wall-clock budget of one training round (minutes)"),
+        "max_minutes": F("float?", None, "wall-clock safety net of one training round (minutes); the budget is "
+                         "epochs (reproducible); when the net stops a round, the epochs done are recorded"),
         "validation_fraction": F("float", 0.1, "fraction of frames held out"),
         "streaming": F("bool", False, "keep training frames on disk (an HDF5 frame cache) and build graphs per batch: "
                        "memory independent of the data size"),
@@ -92,25 +93,43 @@ SCHEMA: dict[str, Any] = {
         "temperatures_K": F("list[float]", [600.0, 800.0, 1000.0], "production temperatures (K) for D(T), sigma(T), Arrhenius"),
         "replicas": F("int", 1, "independent replicas per temperature"),
         "steps": F("int", 400, "production steps per replica"),
-        "equilibration_steps": F("int", 50, "steps discarded before analysis"),
+        "equilibration_steps": F("int", 50, "steps discarded before analysis (production, reference and "
+                                 "exploration runs)"),
         "timestep_fs": F("float", 2.0, "integration time step (fs)"),
         "save_every": F("int", 10, "steps between stored frames"),
         "thermostat": F("str", "langevin", "NVT thermostat of the student MD", ("langevin", "nose-hoover")),
         "reference_temperature_K": F("float", 800.0, "temperature of the short oracle reference trajectory"),
-        "reference_steps": F("int", 60, "steps of the oracle reference trajectory"),
-        "exploration_steps": F("int", 150, "MLFF steps of one active-learning exploration run"),
+        "reference_steps": F("int", 2000, "steps of the oracle reference trajectory: long enough for its D(Li) and "
+                             "RDF noise to be measured (checks on too short a reference are inconclusive)"),
+        "exploration_steps": F("int?", None, "MLFF steps of one active-learning exploration run; null = "
+                               "reference_steps (the dynamics check compares equal protocols and lengths)"),
         "species": F("str", "Li", "the mobile ion: its D(T) and sigma(T); every other element is the framework"),
     },
     "stability": {
-        "rdf_mae": F("float", 0.02, "largest RDF mean absolute error against the reference"),
+        "false_alarm_rate": F("float", 0.05, "false-alarm rate of each check against the reference (a perfect student "
+                              "is called a mismatch this often)"),
+        "rdf_mae": F("float", 0.09, "tolerance of the pair-weighted partial-RDF MAE against the reference: above it "
+                     "and above the reference's own noise is rdf_mismatch; a pass needs the noise well below it "
+                     "(the study's 0.02 suits windows of several ns)"),
+        "rdf_block_fs": F("float", 200.0, "time block of the RDF noise bootstrap (fs): frames closer than this are "
+                          "not independent"),
+        "lattice_tolerance": F("float", 0.01, "relative difference of the mean cell lengths that is lattice_mismatch"),
+        "dynamics_log10_tolerance": F("float", 0.3, "|log10 D_student / D_reference| allowed at the reference "
+                                      "temperature (0.3: a factor 2)"),
+        "framework_log10_tolerance": F("float", 0.3, "framework MSD may exceed the reference's by this (log10)"),
+        "min_msd_A2": F("float", 10.0, "mobile-ion MSD a run must reach for its D to count (Å^2); below: too_short"),
         "fusion_fraction": F("float", 0.5, "a pair closer than this fraction of the sum of covalent radii is atom fusion"),
         "framework_drift_A": F("float", 3.0, "framework (non-Li) centre-of-mass drift beyond this (Å) is framework_drift"),
-        "trust_lo_eV_A": F("float", 0.05, "ensemble force deviation below this is accurate (eV/Å)"),
-        "trust_hi_eV_A": F("float", 0.15, "deviation above this is failed; between the two: candidate frames"),
+        "trust_lo_eV_A": F("float?", None, "ensemble force deviation below this is accurate (eV/Å); null = derived "
+                           "each round from the ensemble's deviation on the reference's frames (its "
+                           "accurate_fraction quantile)"),
+        "trust_hi_eV_A": F("float?", None, "deviation above this is failed (eV/Å); null = trust_band_ratio x trust_lo"),
+        "trust_band_ratio": F("float", 3.0, "trust_hi / trust_lo when the levels are derived"),
         "max_temperature_factor": F("float", 3.0, "kinetic T above factor x target (and above min_runaway_K) "
                                     "is an explosion"),
         "min_runaway_K": F("float", 1000.0, "never call a run exploded below this kinetic temperature (K)"),
-        "accurate_fraction": F("float", 0.9, "fraction of accurate frames a run needs to be stable (else uncertain: label and retrain)"),
+        "accurate_fraction": F("float", 0.9, "fraction of accurate frames a run needs (fewer, beyond binomial "
+                               "noise: uncertain, label and retrain)"),
     },
     "active_learning": {
         "max_rounds": F("int", 3, "labelling/retraining rounds per candidate before budget_spent"),
@@ -299,17 +318,30 @@ def _semantic_checks(d: dict) -> None:
         positive(f"md.temperatures_K[{i}]", t)
     if not d["md"]["temperatures_K"]:
         raise InputError("md.temperatures_K: give at least one temperature (K)")
-    for key in ("steps", "timestep_fs", "save_every", "replicas", "reference_steps", "exploration_steps",
-                "reference_temperature_K"):
+    for key in ("steps", "timestep_fs", "save_every", "replicas", "reference_steps", "reference_temperature_K"):
         positive(f"md.{key}", d["md"][key])
+    if d["md"]["exploration_steps"] is not None:
+        positive("md.exploration_steps", d["md"]["exploration_steps"])
+        if d["md"]["equilibration_steps"] >= d["md"]["exploration_steps"]:
+            raise InputError("md.equilibration_steps: must be smaller than md.exploration_steps (both runs drop it)")
+    if d["md"]["equilibration_steps"] >= d["md"]["reference_steps"]:
+        raise InputError("md.equilibration_steps: must be smaller than md.reference_steps (both runs drop it)")
     positive("md.equilibration_steps", d["md"]["equilibration_steps"], strict=False)
     if d["md"]["equilibration_steps"] >= d["md"]["steps"]:
         raise InputError("md.equilibration_steps: must be smaller than md.steps")
     s = d["stability"]
-    if not 0 < s["trust_lo_eV_A"] < s["trust_hi_eV_A"]:
-        raise InputError(f"stability.trust_hi_eV_A: must exceed stability.trust_lo_eV_A ({s['trust_lo_eV_A']}) > 0")
-    for key in ("rdf_mae", "fusion_fraction", "framework_drift_A", "max_temperature_factor"):
+    lo, hi = s["trust_lo_eV_A"], s["trust_hi_eV_A"]
+    if (lo is None) != (hi is None):
+        raise InputError("stability.trust_hi_eV_A: give both trust levels or neither (null: derived from the reference)")
+    if lo is not None and not 0 < lo < hi:
+        raise InputError(f"stability.trust_hi_eV_A: must exceed stability.trust_lo_eV_A ({lo}) > 0")
+    if not 0 < s["false_alarm_rate"] < 0.5:
+        raise InputError(f"stability.false_alarm_rate: must be in (0, 0.5), got {s['false_alarm_rate']}")
+    for key in ("rdf_mae", "rdf_block_fs", "lattice_tolerance", "dynamics_log10_tolerance", "framework_log10_tolerance",
+                "min_msd_A2", "fusion_fraction", "framework_drift_A", "max_temperature_factor"):
         positive(f"stability.{key}", s[key])
+    if s["trust_band_ratio"] <= 1:
+        raise InputError(f"stability.trust_band_ratio: must be > 1, got {s['trust_band_ratio']}")
     positive("stability.min_runaway_K", s["min_runaway_K"], strict=False)
     from ase.data import atomic_numbers
 
@@ -324,8 +356,10 @@ def _semantic_checks(d: dict) -> None:
     positive("models.cutoff_A", d["models"]["cutoff_A"])
     if not d["models"]["architectures"]:
         raise InputError("models.architectures: give at least one architecture, e.g. [schnet]")
-    for key in ("epochs", "batch_size", "learning_rate", "max_minutes"):
+    for key in ("epochs", "batch_size", "learning_rate"):
         positive(f"training.{key}", d["training"][key])
+    if d["training"]["max_minutes"] is not None:
+        positive("training.max_minutes", d["training"]["max_minutes"])
     positive("training.fine_tune_epochs", d["training"]["fine_tune_epochs"], strict=False)
     positive("training.loader_workers", d["training"]["loader_workers"], strict=False)
     if d["training"]["max_atoms_per_batch"] is not None:

@@ -181,14 +181,16 @@ class Ledger:
         """Counts for the progress view: total, done, running, failed, pending, max round, simulated ns."""
         rows = self.candidates()
         done = [r for r in rows if r["stage"] == "done"]
-        failed = [r for r in done if r["reason"] != "converged"]
+        inconclusive = [r for r in done if r["reason"] == "inconclusive"]
+        failed = [r for r in done if r["reason"] not in ("converged", "inconclusive")]
         running = [r for r in rows if r["stage"] not in ("pending", "done")]
         generated = self.step("candidates")
         skipped = len(generated.get("skipped_known", [])) if isinstance(generated, dict) else 0
         return {
             "total": len(rows),
             "done": len(done),
-            "converged": len(done) - len(failed),
+            "converged": len(done) - len(failed) - len(inconclusive),
+            "inconclusive": len(inconclusive),
             "failed": len(failed),
             "running": len(running),
             "pending": len(rows) - len(done) - len(running),

@@ -76,16 +76,23 @@ def explore(ctx: Context, gkey: str, r: int, members: list[str], structure: str)
     """Student MD at the reference temperature, same protocol and stride as the reference (``SystemResult``)."""
     md = ctx.cfg["md"]
     return ctx.actors.md.call("run", members, structure, [md["reference_temperature_K"]], 1,
-                              configs.protocol(ctx.cfg, md["exploration_steps"]), configs.monitor(ctx.cfg),
+                              configs.protocol(ctx.cfg, configs.exploration_steps(ctx.cfg), md["equilibration_steps"]),
+                              configs.monitor(ctx.cfg),
                               ctx.cfg["seed"] + 1000 * r, str(ctx.root / "md" / gkey / f"explore_r{r}"))[0]
 
 
-def judge(ctx: Context, gkey: str, r: int, explore_path: str, reference_path: str) -> dict:
+def reference_errors(ctx: Context, members: list[str], reference_path: str) -> dict:
+    """The ensemble's force deviation and true error on the reference's frames, and their calibration."""
+    return ctx.call(ctx.actors.judge, "reference_errors", members, reference_path, configs.thresholds(ctx.cfg))
+
+
+def judge(ctx: Context, gkey: str, r: int, explore_path: str, reference_path: str,
+          reference_deviation: list[float] | None) -> dict:
     """Verdict on the exploration run and the frames to label (``analysis.selection.ExplorationReport``)."""
     al = ctx.cfg["active_learning"]
     return ctx.call(ctx.actors.judge, "judge", explore_path, reference_path, configs.thresholds(ctx.cfg),
                     al["labels_per_round"], al["min_frame_distance_A"],
-                    str(ctx.root / "plots" / gkey / f"rdf_r{r}.png"))
+                    str(ctx.root / "plots" / gkey / f"rdf_r{r}.png"), reference_deviation)
 
 
 def label(ctx: Context, gkey: str, n: int, explore_path: str, frames: list[int]) -> dict:
@@ -94,9 +101,9 @@ def label(ctx: Context, gkey: str, n: int, explore_path: str, frames: list[int])
                                      str(ctx.store), ctx.shard(gkey, n), f"{ctx.name}/{gkey}/r{n}")
 
 
-def force_errors(ctx: Context, members: list[str], shard: str) -> dict:
-    """The ensemble's force MAE on the frames just labelled (meV/Å)."""
-    return ctx.call(ctx.actors.judge, "force_errors", members, shard)
+def force_errors(ctx: Context, members: list[str], shard: str, levels: list[float] | None) -> dict:
+    """The ensemble's force MAE on the frames just labelled (meV/Å) and its deviation's calibration there."""
+    return ctx.call(ctx.actors.judge, "force_errors", members, shard, levels, ctx.cfg["stability"]["false_alarm_rate"])
 
 
 def production(ctx: Context, gkey: str, members: list[str], structure: str) -> dict:
@@ -110,5 +117,6 @@ def production(ctx: Context, gkey: str, members: list[str], structure: str) -> d
 
 def transport(ctx: Context, gkey: str, trajectories: list[str]) -> dict:
     """D(T), sigma(T), Ea, log10 sigma(300 K) of the stable runs, and their plots (``TransportResult``)."""
+    s = ctx.cfg["stability"]
     return ctx.call(ctx.actors.judge, "transport", trajectories, ctx.cfg["md"]["species"],
-                    str(ctx.root / "plots" / gkey))
+                    str(ctx.root / "plots" / gkey), s["min_msd_A2"])

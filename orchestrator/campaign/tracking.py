@@ -161,10 +161,16 @@ class Tracker:
         self._params(run_id, params)
         metrics: list[tuple[str, float, int]] = []
         for d in rounds:
-            for name in ("rdf_mae", "force_mae_meV_A", "accurate_fraction", "selected_fraction", "failed_fraction",
-                         "labels_added", "labels_failed"):
-                if name in d:
+            for name in ("rdf_mae", "rdf_noise_floor", "rdf_critical", "log10_ratio", "log10_ratio_err",
+                         "student_D_cm2_s", "reference_D_cm2_s", "force_mae_meV_A", "accurate_fraction",
+                         "selected_fraction", "failed_fraction", "trust_lo_eV_A", "labels_added", "labels_failed"):
+                if isinstance(d.get(name), (int, float)):
                     metrics.append((name, d[name], d["round"]))
+            for prefix, cal in (("calibration", d.get("calibration")), ("reference_calibration",
+                                                                           d.get("reference_calibration"))):
+                for name in ("spearman", "error_to_deviation_median", "missed_failures"):
+                    if isinstance((cal or {}).get(name), (int, float)):
+                        metrics.append((f"{prefix}_{name}", cal[name], d["round"]))
         for i, t in enumerate(result.get("temperatures_K", [])):
             for name, short in (("diffusivity_cm2_s", "D_cm2_s"), ("conductivity_mS_cm", "sigma_mS_cm")):
                 metrics.append((name, result[name][i], int(round(t))))       # step = temperature in K
@@ -175,6 +181,12 @@ class Tracker:
             if name in result:
                 metrics.append((name, result[name], 0))
                 metrics.append((f"{name}_err", result.get(f"{name}_err", float("nan")), 0))
+        for name in ("extrapolation_ratio", "arrhenius_reduced_chi2"):
+            if isinstance(result.get(name), (int, float)):
+                metrics.append((name, result[name], 0))
+        for name, value in (result.get("checks") or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                metrics.append((f"check_{name}", value, 0))
         if "log10_sigma_300K" in result:
             metrics.append(("log10_sigma_300K_mS_cm", result["log10_sigma_300K"], 0))
             metrics.append(("log10_sigma_300K_mS_cm_err", result.get("log10_sigma_300K_err", float("nan")), 0))
@@ -185,8 +197,15 @@ class Tracker:
                     self.client.log_artifact(run_id, p, sub)
         self.client.set_tag(run_id, "verdict", verdict)
         self.client.set_tag(run_id, "reason", reason)
+        for k, v in (result.get("checks") or {}).items():
+            if isinstance(v, str):
+                self.client.set_tag(run_id, f"check.{k}", v)
+        known = [f"{v['quantity']}={v['value']} ({v.get('method', '')}; {v.get('source', '')})"
+                 for v in result.get("known_values") or []]
+        if known:
+            self.client.set_tag(run_id, "known_values", " | ".join(known)[:5000])
         self.client.set_tag(run_id, LOGGED_TAG, "1")
-        self.client.set_terminated(run_id, "FINISHED" if reason == "converged" else "FAILED")
+        self.client.set_terminated(run_id, "FINISHED" if reason in ("converged", "inconclusive") else "FAILED")
         return run_id
 
     def candidate_progress(self, campaign_key: str, key: str, stage: str, round_: int, name: str | None = None) -> None:

@@ -124,7 +124,8 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
     print(format_table(rows), file=out)
     skipped = f"; {summary['skipped_known']} known compositions skipped (include_known: false)" \
         if summary.get("skipped_known") else ""
-    print(f"\n{summary['converged']} converged, {summary['failed']} ended early of {summary['total']} candidates; "
+    print(f"\n{summary['converged']} converged, {summary.get('inconclusive', 0)} inconclusive, {summary['failed']} ended "
+          f"early of {summary['total']} candidates; "
           f"{summary['simulated_ns']:.4f} ns simulated{skipped}", file=out)
     print(f"results: {campaign.root / 'results.csv'}", file=out)
     print(f"open the MLflow UI:  {mlflow_ui_command(campaign.tracking_uri)}", file=out)

@@ -129,7 +129,7 @@ def run_analyze(args) -> int:
     from dataclasses import replace
 
     from analysis.transport import transport
-    from analysis.verdicts import judge, structure_rdf
+    from analysis.verdicts import judge, reference_profile, structure_rdf, window_rdf
     from md.trajectory import load_trajectory
 
     traj = load_trajectory(args.trajectory)
@@ -140,7 +140,7 @@ def run_analyze(args) -> int:
         traj = replace(traj, temperature_K=args.temperature)
     if args.discard_fs is not None:
         traj = replace(traj, discard_fs=args.discard_fs)
-    reference = structure_rdf(load_trajectory(args.reference)) if args.reference else None
+    reference = reference_profile(load_trajectory(args.reference)) if args.reference else None
     verdict = judge(traj, reference)
     result = transport([traj], args.species)
     if not result.points:
@@ -159,7 +159,8 @@ def run_analyze(args) -> int:
         from analysis.plots import plot_rdf, plot_transport
 
         plot_transport(result, args.plots)
-        plot_rdf(structure_rdf(traj), Path(args.plots) / "rdf.png", reference)
+        plot_rdf(window_rdf(structure_rdf(traj)), Path(args.plots) / "rdf.png",
+                 window_rdf(reference.rdf) if reference is not None else None)
     if args.json:
         print(json.dumps(out, default=float))
     else:

@@ -1,0 +1,343 @@
+"""Statistical checks of a student trajectory against its reference (oracle MD or a user's AIMD).
+
+Each check measures a metric, measures that metric's own noise on the reference, and answers one of
+three words (never a bare threshold on a noisy number):
+
+* ``pass``          the difference is shown to lie within the tolerance (the confidence interval of
+                    the difference is inside it: an equivalence test);
+* ``mismatch``      the difference is significant at the stated false-alarm rate *and* beyond the
+                    tolerance;
+* ``inconclusive``  neither: the noise is too large for the run lengths given (run longer).
+
+Checks (all pure functions of :class:`analysis.trajectory.Trajectory` objects):
+
+* :func:`check_structure` - pair-weighted partial-RDF MAE, its noise from a block bootstrap of the
+  reference (blocks of ``block_fs`` are the independent units; a 2-atom partial carries a weight
+  proportional to its pair count, so it cannot decide alone), plus the lattice comparison;
+* :func:`check_dynamics`  - D of the mobile species against the reference's D at the same temperature
+  (log10 ratio with both errors, each run's convergence: halves and minimum MSD), and the framework
+  motion (the diffusion path's sanity: the framework must move no more than the reference's).
+
+Units: Å, fs, cm^2/s; ``alpha`` is the false-alarm rate of one check.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from ase.data import atomic_numbers, chemical_symbols
+
+from analysis.rdf import rdf
+from analysis.trajectory import Trajectory
+
+PASS, MISMATCH, INCONCLUSIVE = "pass", "mismatch", "inconclusive"
+MIN_REFERENCE_BLOCKS = 4          # fewer blocks cannot estimate the reference's own noise
+
+
+def z_two_sided(alpha: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(1.0 - alpha / 2.0))
+
+
+def z_one_sided(alpha: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(1.0 - alpha))
+
+
+def decide(diff: float, err: float, tolerance: float, alpha: float) -> str:
+    """Three-way answer on a signed difference ``diff`` ± ``err`` (one standard error) and a tolerance.
+
+    mismatch: |diff| > z(α/2)·err (significant) and |diff| > tolerance; pass: |diff| + z(α)·err <= tolerance
+    (the 1-2α interval lies inside ±tolerance, two one-sided tests); inconclusive otherwise.
+    """
+    if not (math.isfinite(diff) and math.isfinite(err)):
+        return INCONCLUSIVE
+    if abs(diff) > z_two_sided(alpha) * err and abs(diff) > tolerance:
+        return MISMATCH
+    if abs(diff) + z_one_sided(alpha) * err <= tolerance:
+        return PASS
+    return INCONCLUSIVE
+
+
+# --- structure ------------------------------------------------------------------------------------------
+@dataclass
+class BlockRDF:
+    """Partial g(r) of consecutive time blocks of one trajectory window (the units of the bootstrap)."""
+    r_A: np.ndarray                  # [n_bins]
+    names: list[str]                 # partial names, sorted ("Ge-Li", ...)
+    weights: np.ndarray              # [n_partials], pair counts normalised to 1
+    blocks: np.ndarray               # [n_blocks, n_partials, n_bins]
+    block_frames: int
+    window_frames: int               # frames in the window (whole blocks only)
+    mean: np.ndarray                 # [n_partials, n_bins] g(r) of the whole window
+    cell_lengths_A: np.ndarray       # [3] mean cell lengths of the window
+    cell_angles_deg: np.ndarray      # [3]
+
+
+def pair_weights(numbers: np.ndarray, names: list[str]) -> np.ndarray:
+    """Weight of each partial ∝ its number of distinct pairs (N_a N_b, or N_a (N_a - 1) / 2)."""
+    counts = {chemical_symbols[int(z)]: int(n) for z, n in zip(*np.unique(numbers, return_counts=True))}
+    w = []
+    for name in names:
+        a, b = name.split("-")
+        w.append(counts[a] * (counts[a] - 1) / 2 if a == b else counts[a] * counts[b])
+    w = np.asarray(w, float)
+    return w / w.sum()
+
+
+def block_rdf(traj: Trajectory, block_frames: int, skip_frames: int = 0, r_max_A: float = 6.0,
+              n_bins: int = 120) -> BlockRDF:
+    """Partial RDFs of the window after ``skip_frames``, one per block of ``block_frames`` stored frames.
+
+    A window shorter than one block is a single (short) block.
+    """
+    start = min(skip_frames, len(traj) - 1)
+    pos, cells = traj.positions[start:], traj.cells[start:]
+    block_frames = max(1, int(block_frames))
+    n_blocks = max(1, len(pos) // block_frames)
+    size = block_frames if len(pos) >= block_frames else len(pos)
+    results = [rdf(pos[k * size:(k + 1) * size], cells[k * size:(k + 1) * size], traj.numbers, r_max_A, n_bins)
+               for k in range(n_blocks)]
+    names = sorted(results[0].partial)
+    blocks = np.stack([np.stack([res.partial[n] for n in names]) for res in results])
+    from ase.geometry import cell_to_cellpar
+
+    par = np.array([cell_to_cellpar(c) for c in cells[:n_blocks * size]]).mean(0)
+    return BlockRDF(r_A=results[0].r_A, names=names, weights=pair_weights(traj.numbers, names), blocks=blocks,
+                    block_frames=size, window_frames=n_blocks * size, mean=blocks.mean(0),
+                    cell_lengths_A=par[:3], cell_angles_deg=par[3:])
+
+
+def weighted_mae(diff: np.ndarray, weights: np.ndarray) -> float | np.ndarray:
+    """Σ_p w_p mean_r |Δg_p(r)| for ``diff`` [..., n_partials, n_bins]."""
+    return (np.abs(diff).mean(-1) * weights).sum(-1)
+
+
+@dataclass
+class StructureCheck:
+    status: str                      # pass | mismatch | inconclusive
+    rdf_mae: float                   # pair-weighted partial MAE, student window vs reference window
+    noise_floor: float               # its mean under "same distribution" (reference block bootstrap)
+    critical: float                  # its (1 - alpha) quantile under the same
+    tolerance: float
+    alpha: float
+    p_value: float
+    student_frames: int
+    reference_frames: int
+    block_frames: int
+    reference_blocks: int
+    lattice_strain: float            # largest relative difference of the mean cell lengths
+    lattice_tolerance: float
+    lattice_mismatch: bool
+    reason: str = ""
+    noise_method: str = ""           # block bootstrap | reference halves (whichever measured more noise)
+
+    def evidence(self) -> dict:
+        return {f"rdf_{k}" if not k.startswith(("rdf", "lattice")) else k: v for k, v in asdict(self).items()
+                if k != "status"} | {"rdf_status": self.status}
+
+
+def check_structure(student: BlockRDF, reference: BlockRDF, tolerance: float, alpha: float = 0.05,
+                    lattice_tolerance: float = 0.01, n_boot: int = 400, seed: int = 0) -> StructureCheck:
+    """RDF and lattice of a student window against the reference window.
+
+    Null distribution: the reference's block deviations (scaled by sqrt(K/(K-1)) for the bootstrap's
+    small-sample shrinkage) resampled into a student-sized and a reference-sized window; the metric of
+    their difference is what sampling alone gives.  When the reference's own two halves differ by more
+    than that predicts (correlations longer than a block), the null is scaled up to the halves' level.  mismatch: MAE > max(critical, tolerance); pass:
+    MAE + (critical - floor) <= tolerance; inconclusive otherwise or when the reference has fewer than
+    :data:`MIN_REFERENCE_BLOCKS` blocks.
+    """
+    strain = float(np.max(np.abs(student.cell_lengths_A / reference.cell_lengths_A - 1.0)))
+    lattice_bad = strain > lattice_tolerance
+    names = [n for n in reference.names if n in student.names]
+    ri = [reference.names.index(n) for n in names]
+    si = [student.names.index(n) for n in names]
+    w = reference.weights[ri] / reference.weights[ri].sum()
+    obs = float(weighted_mae(student.mean[si] - reference.mean[ri], w))
+    k = len(reference.blocks)
+    n_s = max(1, round(student.window_frames / reference.block_frames))
+    base = dict(rdf_mae=obs, tolerance=tolerance, alpha=alpha, student_frames=student.window_frames,
+                reference_frames=reference.window_frames, block_frames=reference.block_frames, reference_blocks=k,
+                lattice_strain=strain, lattice_tolerance=lattice_tolerance, lattice_mismatch=lattice_bad)
+    if k < MIN_REFERENCE_BLOCKS:
+        return StructureCheck(INCONCLUSIVE, noise_floor=float("nan"), critical=float("nan"), p_value=float("nan"),
+                              reason=f"the reference window has {k} blocks of {reference.block_frames} frames; its "
+                                     f"noise needs at least {MIN_REFERENCE_BLOCKS}: run the reference longer", **base)
+    dev = (reference.blocks[:, ri] - reference.mean[ri]) * math.sqrt(k / (k - 1))
+    rng = np.random.default_rng(seed)
+    e_s = dev[rng.integers(0, k, size=(n_boot, n_s))].mean(1)
+    e_r = dev[rng.integers(0, k, size=(n_boot, k))].mean(1)
+    null = weighted_mae(e_s - e_r, w)
+    # correlations longer than a block make the bootstrap too optimistic: the reference's two halves measure
+    # the noise directly (MAE ∝ sqrt(1/n_s + 1/n_r)); the larger of the two estimates scales the null
+    half = k // 2
+    halves = float(weighted_mae(reference.blocks[:half, ri].mean(0) - reference.blocks[half:2 * half, ri].mean(0), w))
+    halves_floor = halves * math.sqrt((1.0 / n_s + 1.0 / k) / (2.0 / half))
+    boot_floor = float(null.mean())
+    method = "block bootstrap"
+    if halves_floor > boot_floor:
+        null = null * (halves_floor / boot_floor)
+        method = "reference halves"
+    floor, crit = float(null.mean()), float(np.quantile(null, 1.0 - alpha))
+    p = float((1 + (null >= obs).sum()) / (n_boot + 1))
+    if obs > max(crit, tolerance):
+        status, reason = MISMATCH, ""
+    elif obs + (crit - floor) <= tolerance:
+        status, reason = PASS, ""
+    else:
+        status = INCONCLUSIVE
+        reason = ("the RDF noise of these windows is above the tolerance: run longer" if floor >= tolerance else
+                  "the difference is within the noise but may exceed the tolerance: run longer")
+    return StructureCheck(status, noise_floor=floor, critical=crit, p_value=p, reason=reason, noise_method=method,
+                          **base)
+
+
+# --- dynamics ---------------------------------------------------------------------------------------------
+@dataclass
+class Convergence:
+    """Is one run long enough for its D?  Halves agree within their errors, and the MSD is large enough."""
+    diffusivity_cm2_s: float
+    diffusivity_err_cm2_s: float
+    first_half_cm2_s: float
+    first_half_err_cm2_s: float
+    second_half_cm2_s: float
+    second_half_err_cm2_s: float
+    halves_z: float
+    msd_at_fit_end_A2: float
+    min_msd_A2: float
+    too_short: bool
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+HALVES_ALPHA = 0.01     # a converged run is flagged too_short this often by its halves (1 %)
+
+
+def diffusion_convergence(traj: Trajectory, species: str, alpha: float = HALVES_ALPHA, min_msd_A2: float = 10.0
+                          ) -> tuple["DiffusionResult", Convergence]:  # noqa: F821
+    """D of the production part of ``traj`` and whether it is converged (``too_short`` when not).
+
+    too_short: the halves' D differ by more than z(α/2) combined errors (α = :data:`HALVES_ALPHA`: the
+    diagnostic rarely flags a converged run, so the checks built on it keep their own false-alarm rate),
+    or the mobile MSD at the end of the fit window is below ``min_msd_A2`` (the ions have not left their
+    sites often enough).
+    """
+    from analysis.diffusion import MIN_FIT_FRAMES, diffusion
+
+    prod = traj.production()
+    full = diffusion(prod.unwrapped, prod.numbers, prod.dt_fs, species=species, temperature_K=prod.temperature_K)
+    half = len(prod) // 2
+    if half < MIN_FIT_FRAMES:
+        conv = Convergence(full.diffusivity_cm2_s, full.diffusivity_err_cm2_s, *(float("nan"),) * 5,
+                           full.evidence["mobile_msd_at_fit_end_A2"], min_msd_A2, True,
+                           f"{len(prod)} production frames: each half needs {MIN_FIT_FRAMES} for a D")
+        return full, conv
+    parts = [diffusion(x, prod.numbers, prod.dt_fs, species=species) for x in
+             (prod.unwrapped[:half], prod.unwrapped[half:2 * half])]
+    d1, e1 = parts[0].diffusivity_cm2_s, parts[0].diffusivity_err_cm2_s
+    d2, e2 = parts[1].diffusivity_cm2_s, parts[1].diffusivity_err_cm2_s
+    z = abs(d1 - d2) / math.sqrt(e1 ** 2 + e2 ** 2) if (e1 > 0 or e2 > 0) else float("inf")
+    msd = float(full.evidence["mobile_msd_at_fit_end_A2"])
+    reasons = []
+    if not z <= z_two_sided(alpha):
+        reasons.append(f"halves disagree (D {d1:.3g} vs {d2:.3g} cm^2/s, z = {z:.1f})")
+    if msd < min_msd_A2:
+        reasons.append(f"{species} MSD {msd:.3g} Å^2 < {min_msd_A2:g} Å^2 at the fit end")
+    return full, Convergence(full.diffusivity_cm2_s, full.diffusivity_err_cm2_s, d1, e1, d2, e2, float(z), msd,
+                             min_msd_A2, bool(reasons), "; ".join(reasons))
+
+
+def framework_msd(traj: Trajectory, species: str, lag_fs: float) -> tuple[float, float]:
+    """Mean framework (non-``species``) MSD at ``lag_fs`` over atoms and origins, with its standard error
+    over atoms (Å^2); the framework centre of mass is removed."""
+    from ase.data import atomic_masses
+
+    prod = traj.production()
+    numbers = np.asarray(prod.numbers)
+    fw = numbers != atomic_numbers[species]
+    x = prod.unwrapped[:, fw]
+    m = atomic_masses[numbers[fw]]
+    x = x - ((x * m[None, :, None]).sum(1) / m.sum())[:, None, :]
+    lag = int(min(max(1, round(lag_fs / prod.dt_fs)), len(prod) - 1))
+    per_atom = ((x[lag:] - x[:-lag]) ** 2).sum(-1).mean(0)
+    return float(per_atom.mean()), float(per_atom.std(ddof=1) / math.sqrt(len(per_atom)))
+
+
+@dataclass
+class DynamicsCheck:
+    status: str                       # pass | mismatch | inconclusive
+    species: str
+    temperature_K: float | None
+    student_D_cm2_s: float
+    student_D_err_cm2_s: float
+    reference_D_cm2_s: float
+    reference_D_err_cm2_s: float
+    log10_ratio: float                # log10(D_student / D_reference)
+    log10_ratio_err: float
+    tolerance_log10: float
+    alpha: float
+    student_convergence: dict = field(default_factory=dict)
+    reference_convergence: dict = field(default_factory=dict)
+    framework_msd_A2: float = float("nan")          # student, at the reference's fit end
+    framework_msd_err_A2: float = float("nan")
+    reference_framework_msd_A2: float = float("nan")
+    reference_framework_msd_err_A2: float = float("nan")
+    framework_status: str = INCONCLUSIVE
+    reason: str = ""
+
+    def evidence(self) -> dict:
+        d = asdict(self)
+        d["dynamics_status"] = d.pop("status")
+        d["dynamics_reason"] = d.pop("reason")
+        return d
+
+
+def _log10_diff(a: float, ea: float, b: float, eb: float) -> tuple[float, float]:
+    if a <= 0 or b <= 0:
+        return float("nan"), float("nan")
+    return math.log10(a / b), math.sqrt((ea / a) ** 2 + (eb / b) ** 2) / math.log(10)
+
+
+def check_dynamics(student: Trajectory, reference: Trajectory, species: str = "Li", tolerance_log10: float = 0.3,
+                   alpha: float = 0.05, min_msd_A2: float = 10.0, framework_tolerance_log10: float = 0.3
+                   ) -> DynamicsCheck:
+    """Student D of ``species`` against the reference's, at the same temperature and protocol.
+
+    inconclusive when either run is too short (:func:`diffusion_convergence`); otherwise :func:`decide`
+    on log10(D_s / D_r).  The framework check is :func:`decide` on log10 of the framework MSD ratio
+    (only a framework moving *more* than the reference's counts as a mismatch).
+    """
+    s, s_conv = diffusion_convergence(student, species, min_msd_A2=min_msd_A2)
+    r, r_conv = diffusion_convergence(reference, species, min_msd_A2=min_msd_A2)
+    ratio, ratio_err = _log10_diff(s.diffusivity_cm2_s, s.diffusivity_err_cm2_s, r.diffusivity_cm2_s,
+                                   r.diffusivity_err_cm2_s)
+    lag = r.fit_end_fs
+    fs, fs_err = framework_msd(student, species, lag)
+    fr, fr_err = framework_msd(reference, species, lag)
+    f_ratio, f_err = _log10_diff(fs, fs_err, fr, fr_err)
+    f_status = decide(f_ratio, f_err, framework_tolerance_log10, alpha)
+    if f_status == MISMATCH and f_ratio < 0:
+        f_status = PASS                         # a stiffer framework is no broken diffusion path
+    reasons = []
+    if s_conv.too_short:
+        reasons.append(f"student run too short: {s_conv.reason}")
+    if r_conv.too_short:
+        reasons.append(f"reference run too short: {r_conv.reason}")
+    # a run that is too short has no trustworthy error (its halves disagree or its ions barely moved):
+    # neither a pass nor a mismatch can be claimed from it
+    status = INCONCLUSIVE if reasons else decide(ratio, ratio_err, tolerance_log10, alpha)
+    if status == INCONCLUSIVE and not reasons:
+        reasons.append(f"log10 D ratio {ratio:+.2f} ± {ratio_err:.2f} cannot be placed inside or outside "
+                       f"±{tolerance_log10}: run longer")
+    if f_status == MISMATCH:
+        status = MISMATCH
+        reasons.append(f"the framework moves {10 ** f_ratio:.1f}x more than in the reference")
+    return DynamicsCheck(status, species, student.temperature_K, s.diffusivity_cm2_s, s.diffusivity_err_cm2_s,
+                         r.diffusivity_cm2_s, r.diffusivity_err_cm2_s, ratio, ratio_err, tolerance_log10, alpha,
+                         s_conv.to_dict(), r_conv.to_dict(), fs, fs_err, fr, fr_err, f_status, "; ".join(reasons))
