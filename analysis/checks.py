@@ -147,9 +147,9 @@ def check_structure(student: BlockRDF, reference: BlockRDF, tolerance: float, al
     Null distribution: the reference's block deviations (scaled by sqrt(K/(K-1)) for the bootstrap's
     small-sample shrinkage) resampled into a student-sized and a reference-sized window; the metric of
     their difference is what sampling alone gives.  When the reference's own two halves differ by more
-    than that predicts (correlations longer than a block), the null is scaled up to the halves' level.  mismatch: MAE > max(critical, tolerance); pass:
-    MAE + (critical - floor) <= tolerance; inconclusive otherwise or when the reference has fewer than
-    :data:`MIN_REFERENCE_BLOCKS` blocks.
+    than that predicts (correlations longer than a block), the null is scaled up to the halves' level.
+    mismatch: MAE > max(critical, tolerance); pass: MAE + (critical - floor) <= tolerance; inconclusive
+    otherwise, or when the reference has fewer than :data:`MIN_REFERENCE_BLOCKS` blocks.
     """
     strain = float(np.max(np.abs(student.cell_lengths_A / reference.cell_lengths_A - 1.0)))
     lattice_bad = strain > lattice_tolerance

@@ -2,11 +2,14 @@
 
 A model maps a periodic graph to per-atom energies.  The total energy of system s is
 
-    E_s = sum_{i in s} ( e0[Z_i] + scale * nn_i + shift )            (eV)
+    E_s = sum_{i in s} ( e0[Z_i] + scale * nn_i + shift ) + sum_{pairs in s} S(r) ZBL(r)      (eV)
 
 where ``e0`` are per-element reference energies fitted by least squares on the training set
 (``fit_reference_energies``) and ``nn_i`` is the network output (dimensionless); the network
-learns only the residual.  Forces (eV/Å) and stress (eV/Å³) come from autograd through
+learns only the residual.  The last term (``core_repulsion``, on by default) is the universal
+Ziegler–Biersack–Littmark screened nuclear repulsion, switched off smoothly between 0.5 and 0.75 of
+the pair's covalent-radius sum: zero wherever training data exist (bonds are longer), it keeps a
+student from fusing atoms in configurations it never saw, as production interatomic potentials do.  Forces (eV/Å) and stress (eV/Å³) come from autograd through
 :func:`models.interface.energy_to_prediction`, so every model is energy conserving.
 """
 from __future__ import annotations
@@ -24,6 +27,10 @@ from models.graph import NeighborList, edge_vectors, neighbor_list
 from models.interface import Prediction, energy_to_prediction
 
 MAX_Z = 119
+ZBL_A = (0.18175, 0.50986, 0.28022, 0.02817)
+ZBL_B = (3.19980, 0.94229, 0.40290, 0.20162)
+COULOMB_EV_A = 14.399645            # e^2 / (4 pi eps0) in eV Å
+CORE_ON, CORE_OFF = 0.5, 0.75       # switch of the core repulsion, fractions of the covalent-radius sum
 
 
 @dataclass
@@ -59,12 +66,13 @@ class ForceFieldModel(nn.Module):
 
     arch = "base"
 
-    def __init__(self, elements, cutoff: float):
+    def __init__(self, elements, cutoff: float, core_repulsion: bool = True):
         super().__init__()
         elements = sorted({int(z) for z in elements})
         if not elements:
             raise InputError("a model needs at least one element; pass the elements of the training set")
         self.cutoff = float(cutoff)
+        self.core_repulsion = bool(core_repulsion)
         self.elements = elements
         self.register_buffer("z_to_index", self._index_table(elements), persistent=False)
         self.register_buffer("reference_energies", torch.zeros(len(elements)))   # eV per atom
@@ -151,6 +159,29 @@ class ForceFieldModel(nn.Module):
     def hparams(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def core_energy(self, graph: Graph) -> torch.Tensor:
+        """[n_atoms] switched ZBL repulsion (eV), half of each pair's energy on each atom."""
+        from ase.data import covalent_radii
+
+        z_of = torch.as_tensor(self.elements, dtype=graph.distances.dtype, device=graph.distances.device)
+        radius_of = torch.as_tensor(np.asarray(covalent_radii)[self.elements], dtype=graph.distances.dtype,
+                                    device=graph.distances.device)
+        i, j = graph.edge_index
+        zi, zj = z_of[graph.species[i]], z_of[graph.species[j]]
+        r_cov = radius_of[graph.species[i]] + radius_of[graph.species[j]]
+        r_on, r_off = CORE_ON * r_cov, CORE_OFF * r_cov
+        near = graph.distances < r_off
+        out = torch.zeros(graph.n_atoms, dtype=graph.distances.dtype, device=graph.distances.device)
+        if not bool(near.any()):
+            return out
+        r, zi, zj, r_on, r_off = graph.distances[near], zi[near], zj[near], r_on[near], r_off[near]
+        x = r * (zi ** 0.23 + zj ** 0.23) / 0.46850            # r / a_ZBL, a = 0.8854 a0 / (Zi^.23 + Zj^.23)
+        phi = sum(a * torch.exp(-b * x) for a, b in zip(ZBL_A, ZBL_B))
+        t = ((r - r_on) / (r_off - r_on)).clamp(0.0, 1.0)
+        switch = 0.5 * (1.0 + torch.cos(math.pi * t))          # 1 below r_on, 0 from r_off, smooth
+        pair = COULOMB_EV_A * zi * zj / r * phi * switch       # every pair appears as i->j and j->i
+        return out.index_add(0, i[near], 0.5 * pair)
+
     @property
     def param_dtype(self) -> torch.dtype:
         return self.reference_energies.dtype
@@ -161,6 +192,8 @@ class ForceFieldModel(nn.Module):
         graph = self.build_graph(batch, neighbors, cell)
         nn_out = self.atomic_energy(graph)
         e_atom = nn_out * self.energy_scale + self.energy_shift + self.reference_energies[graph.species]
+        if self.core_repulsion:
+            e_atom = e_atom + self.core_energy(graph)
         out = torch.zeros(graph.n_systems, dtype=e_atom.dtype, device=e_atom.device)
         return out.index_add(0, graph.system_index, e_atom)
 

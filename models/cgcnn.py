@@ -32,10 +32,10 @@ class CGCNN(ForceFieldModel):
     arch = "cgcnn"
 
     def __init__(self, elements, cutoff: float = 5.0, hidden_channels: int = 64, num_layers: int = 3,
-                 num_gaussians: int = 32):
-        super().__init__(elements, cutoff)
+                 num_gaussians: int = 32, core_repulsion: bool = True):
+        super().__init__(elements, cutoff, core_repulsion)
         self._hp = dict(cutoff=float(cutoff), hidden_channels=hidden_channels, num_layers=num_layers,
-                        num_gaussians=num_gaussians)
+                        num_gaussians=num_gaussians, core_repulsion=bool(core_repulsion))
         self.embedding = nn.Embedding(len(self.elements), hidden_channels)
         self.distance_expansion = GaussianSmearing(0.0, cutoff, num_gaussians)
         self.convs = nn.ModuleList(SmoothCGConv(hidden_channels, dim=num_gaussians, aggr="add", batch_norm=False)

@@ -127,13 +127,15 @@ class DimeNetPP(ForceFieldModel):
     def __init__(self, elements, cutoff: float = 5.0, hidden_channels: int = 64, num_blocks: int = 3,
                  int_emb_size: int = 32, basis_emb_size: int = 8, out_emb_channels: int = 128,
                  num_spherical: int = 7, num_radial: int = 6, envelope_exponent: int = 5,
-                 num_before_skip: int = 1, num_after_skip: int = 2, num_output_layers: int = 3):
-        super().__init__(elements, cutoff)
+                 num_before_skip: int = 1, num_after_skip: int = 2, num_output_layers: int = 3,
+                 core_repulsion: bool = True):
+        super().__init__(elements, cutoff, core_repulsion)
         self._hp = dict(cutoff=float(cutoff), hidden_channels=hidden_channels, num_blocks=num_blocks,
                         int_emb_size=int_emb_size, basis_emb_size=basis_emb_size,
                         out_emb_channels=out_emb_channels, num_spherical=num_spherical, num_radial=num_radial,
                         envelope_exponent=envelope_exponent, num_before_skip=num_before_skip,
-                        num_after_skip=num_after_skip, num_output_layers=num_output_layers)
+                        num_after_skip=num_after_skip, num_output_layers=num_output_layers,
+                        core_repulsion=bool(core_repulsion))
         act = activation_resolver("swish")
         self.rbf = BesselBasisLayer(num_radial, cutoff, envelope_exponent)
         self.sbf = SphericalBasis(num_spherical, num_radial, cutoff, envelope_exponent)

@@ -60,11 +60,12 @@ class EnsembleTrainResult:
     force_mae_meV_A: float             # mean over members of the validation force MAE
     epochs: list[int] = field(default_factory=list)     # epochs actually run per member (0 for analytic fits)
     val_metrics: list[dict] = field(default_factory=list)
+    stop_reasons: list[str] = field(default_factory=list)   # per member: max epochs | time budget | early stopping
     models: list = field(default_factory=list, repr=False, compare=False)   # in memory only (not serialised)
 
     def to_dict(self) -> dict:
         return {"members": self.members, "n_frames": self.n_frames, "force_mae_meV_A": self.force_mae_meV_A,
-                "epochs": self.epochs, "val_metrics": self.val_metrics}
+                "epochs": self.epochs, "val_metrics": self.val_metrics, "stop_reasons": self.stop_reasons}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EnsembleTrainResult":
@@ -105,7 +106,7 @@ def train_ensemble(frames, config: EnsembleConfig, train: "TrainConfig", out_dir
     starts = [load_model(p) if isinstance(p, (str, Path)) else p for p in init] if init else None
     say = progress or (lambda line: None)
     elements = frames.elements() if streamed else sorted({int(z) for a in frames for z in a.numbers})
-    models, maes, epochs, metrics = [], [], [], []
+    models, maes, epochs, metrics, stops = [], [], [], [], []
     for m in range(config.size):
         arch = config.architectures[m % len(config.architectures)]
         path = member_paths[m] if member_paths else None
@@ -119,6 +120,7 @@ def train_ensemble(frames, config: EnsembleConfig, train: "TrainConfig", out_dir
             if path:
                 save_model(model, path, training={"force_mae_meV_A": 1000.0 * mae_eV_A, "n_frames": len(frames)})
             member_metrics, n_epochs = {"force_mae_meV_A": 1000.0 * mae_eV_A, "n_frames": len(frames)}, 0
+            stops.append("analytic fit")
         else:
             model = start.train() if start is not None else build_model(
                 arch, elements, dtype=config.dtype, seed=seed + m, **config.model_keywords(arch))
@@ -129,6 +131,7 @@ def train_ensemble(frames, config: EnsembleConfig, train: "TrainConfig", out_dir
             if path and not resumable:
                 save_model(result.model, path)
             model, member_metrics, n_epochs = result.model, dict(result.val_metrics), len(result.history)
+            stops.append(result.stop_reason)
             if result.added_elements:
                 from models.base import symbol
 
@@ -138,4 +141,5 @@ def train_ensemble(frames, config: EnsembleConfig, train: "TrainConfig", out_dir
         maes.append(float(member_metrics.get("force_mae_meV_A", math.nan)))
         epochs.append(n_epochs)
     return EnsembleTrainResult(members=list(member_paths or []), n_frames=len(frames),
-                               force_mae_meV_A=float(np.mean(maes)), epochs=epochs, val_metrics=metrics, models=models)
+                               force_mae_meV_A=float(np.mean(maes)), epochs=epochs, val_metrics=metrics, models=models,
+                               stop_reasons=stops)

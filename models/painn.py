@@ -52,13 +52,13 @@ class PaiNN(ForceFieldModel):
     arch = "painn"
 
     def __init__(self, elements, cutoff: float = 5.0, hidden_channels: int = 64, num_interactions: int = 3,
-                 num_rbf: int = 20, num_layers: int | None = None):
+                 num_rbf: int = 20, num_layers: int | None = None, core_repulsion: bool = True):
         """``num_layers`` is an alias of ``num_interactions`` (the name CGCNN uses)."""
-        super().__init__(elements, cutoff)
+        super().__init__(elements, cutoff, core_repulsion)
         if num_layers is not None:
             num_interactions = int(num_layers)
         self._hp = dict(cutoff=float(cutoff), hidden_channels=hidden_channels, num_interactions=num_interactions,
-                        num_rbf=num_rbf)
+                        num_rbf=num_rbf, core_repulsion=bool(core_repulsion))
         f = hidden_channels
         self.embedding = nn.Embedding(len(self.elements), f)
         self.register_buffer("freq", torch.arange(1, num_rbf + 1, dtype=torch.float32) * math.pi / cutoff)

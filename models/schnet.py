@@ -17,10 +17,11 @@ class SchNet(ForceFieldModel):
     arch = "schnet"
 
     def __init__(self, elements, cutoff: float = 5.0, hidden_channels: int = 64, num_filters: int = 64,
-                 num_interactions: int = 3, num_gaussians: int = 32):
-        super().__init__(elements, cutoff)
+                 num_interactions: int = 3, num_gaussians: int = 32, core_repulsion: bool = True):
+        super().__init__(elements, cutoff, core_repulsion)
         self._hp = dict(cutoff=float(cutoff), hidden_channels=hidden_channels, num_filters=num_filters,
-                        num_interactions=num_interactions, num_gaussians=num_gaussians)
+                        num_interactions=num_interactions, num_gaussians=num_gaussians,
+                        core_repulsion=bool(core_repulsion))
         self.embedding = nn.Embedding(len(self.elements), hidden_channels)
         self.distance_expansion = GaussianSmearing(0.0, cutoff, num_gaussians)
         self.interactions = nn.ModuleList(

@@ -72,7 +72,7 @@ def test_demo_spec_is_embedded_and_matches_campaigns_file():
     assert demo_spec_text() == (ROOT / "campaigns" / "demo.yaml").read_text()
     spec = load_spec(None)
     assert spec.candidates.formulas == [] and spec.oracle.name == "chgnet"     # candidates from the chemical space
-    assert spec.models.architectures == ["schnet"]
+    assert spec.models.architectures == ["painn"]
 
 
 def test_demo_runs_the_stability_rules_of_a_real_campaign():

@@ -175,3 +175,16 @@ def test_the_judge_calls_a_strained_lattice_a_lattice_mismatch_and_longer_window
     short = checks.check_structure(structure_rdf(traj("t1000", 350, 30), th), checks.block_rdf(
         traj("t1000", 50, 30), 10), th.rdf_mae, th.false_alarm_rate)
     assert short.status == checks.INCONCLUSIVE and "longer" in short.reason          # 0.6 ps: cannot tell
+
+
+def test_calibration_reports_how_the_deviation_tracks_the_true_error():
+    from analysis.calibration import calibrate
+
+    rng = np.random.default_rng(4)
+    dev = rng.uniform(0.02, 0.5, 200)
+    honest = calibrate(dev, 1.1 * dev * rng.lognormal(0, 0.1, 200), levels=(0.1, 0.3))
+    assert honest["spearman"] > 0.9 and 1.0 < honest["error_to_deviation_median"] < 1.2
+    assert honest["missed_failures"] == 0.0 and honest["trust_levels_valid"]
+    blind = calibrate(dev, 5.0 * dev, levels=(0.1, 0.3))      # the deviation understates the error 5x
+    assert blind["missed_failures"] > 0.3 and not blind["trust_levels_valid"]
+    assert calibrate([0.1, np.nan], [np.nan, 0.2]) == {"n_frames": 0}

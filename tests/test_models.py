@@ -215,3 +215,29 @@ def test_lgps_cell_all_models(lgps_atoms):
         assert p.forces.shape == (50, 3) and torch.isfinite(p.forces).all() and torch.isfinite(p.stress).all()
         # forces sum to zero (translation invariance)
         assert p.forces.sum(0).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("arch", ["schnet", "painn", "dimenetpp", "cgcnn"])
+def test_core_repulsion_is_zero_at_bonds_and_stops_fusion(arch, tmp_path):
+    """The ZBL core term: exactly nothing where training data live (bonds longer than 0.75 of the covalent-radius
+    sum), tens of eV when two atoms are pushed to fusion, forces still -dE/dx; it survives a checkpoint."""
+    from ase.build import bulk
+
+    from models import load_model, save_model
+
+    crystal = bulk("LiF", "rocksalt", a=4.0).repeat(2)                 # Li-F 2.0 Å > 0.75 x 1.85 Å
+    on = build_model(arch, [3, 9], dtype="float64", seed=0)
+    off = build_model(arch, [3, 9], dtype="float64", seed=0, core_repulsion=False)
+    assert float(on.predict_atoms([crystal]).energy) == pytest.approx(float(off.predict_atoms([crystal]).energy))
+    fused = crystal.copy()
+    fused.positions[1] = fused.positions[0] + [0.5, 0.2, 0.1]          # 0.55 Å apart
+    assert float(on.predict_atoms([fused]).energy) - float(off.predict_atoms([fused]).energy) > 20.0
+    pred, h = on.predict_atoms([fused]), 1e-5
+    for k in range(3):
+        plus, minus = fused.copy(), fused.copy()
+        plus.positions[1, k] += h
+        minus.positions[1, k] -= h
+        numeric = -(float(on.predict_atoms([plus]).energy) - float(on.predict_atoms([minus]).energy)) / (2 * h)
+        assert float(pred.forces[1, k]) == pytest.approx(numeric, rel=1e-5, abs=1e-5)
+    save_model(off, tmp_path / "m.pt")
+    assert load_model(tmp_path / "m.pt").core_repulsion is False

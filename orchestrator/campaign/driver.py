@@ -216,6 +216,8 @@ class Campaign:
                   "model_version": cand.get("model_version") or "", "oracle": self.cfg["oracle"]["name"]}
         if reason != "error":  # an errored candidate is retried on the next run, not "screened"
             self._record_screened(row, gkey)
+        if row.get("known_values"):          # measured values beside whatever was computed (or not)
+            result = {**result, "known_values": row["known_values"]}
         self.ledger.update_candidate(key, stage="done", reason=reason, verdict=verdict, detail=detail,
                                      results=result)
         self._track("log_candidate", self.key, gkey, params, self.ledger.rounds(gkey), result, verdict, reason,
@@ -386,7 +388,7 @@ class Campaign:
             verdict = report["verdict"]
             diag = {"round": r, "verdict": verdict["status"], **_numbers(verdict["evidence"]),
                     "train_force_mae_meV_A": train.get("force_mae_meV_A"), "train_frames": sel["n_frames"],
-                    "train_epochs": train.get("epochs")}
+                    "train_epochs": train.get("epochs"), "train_stopped_by": train.get("stop_reasons")}
             if errors:
                 diag["reference_calibration"] = errors["calibration"]
             if verdict["status"] in ("stable", "inconclusive"):   # labels cannot settle a check that lacks length
@@ -396,7 +398,7 @@ class Campaign:
                 self.ledger.record_round(gkey, r, diag)
                 why = (f"no stable model after {r + 1} rounds (last verdict {verdict['status']})" if report["frames"]
                        else "no frame could be selected for labelling (exploration collapsed)")
-                self._finish(row, "budget_spent", verdict["status"], why, {})
+                self._finish(row, "budget_spent", verdict["status"], why, {"checks": checks_summary(verdict)})
                 return None
             lab = self._once(f"label:{gkey}:{r + 1}", key,
                              lambda: steps.label(self.ctx, gkey, r + 1, explore["trajectory"], report["frames"]))
@@ -453,7 +455,7 @@ class Campaign:
         notes = [f"unstable at {unstable_t} K (dropped)"] if unstable_t else []
         if verdict["status"] == "inconclusive":
             notes = [*verdict["evidence"].get("inconclusive", []), *notes]
-        result = {**out["transport"], "checks": checks_summary(verdict), "known_values": row.get("known_values", [])}
+        result = {**out["transport"], "checks": checks_summary(verdict)}
         reason = "converged" if verdict["status"] == "stable" else "inconclusive"
         self._finish(row, reason, verdict["status"], "; ".join(notes), result, out["plots"])
 

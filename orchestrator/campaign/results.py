@@ -89,7 +89,7 @@ def _evidence(r: dict) -> tuple[str, str]:
         f"{r['rdf_mae']:.3f} / {r['rdf_noise_floor']:.3f} ({r['rdf_status']})" if r.get("rdf_noise_floor") is not None \
         else f"{r['rdf_mae']:.3f} ({r['rdf_status']})"
     dyn = "-" if r.get("log10_D_ratio") is None else \
-        f"{_pm(r['log10_D_ratio'], r['log10_D_ratio_err'], '{:+.2f}')} ({r['dynamics_status']})"
+        f"{r['log10_D_ratio']:+.2f} ± {r['log10_D_ratio_err']:.2f} ({r['dynamics_status']})"
     return rdf, dyn
 
 

@@ -23,7 +23,7 @@ Run the embedded default campaign end to end, at the stability rules of a real c
   candidates   Li-{Ge,Si,Sn}-P-S compositions enumerated from the chemical space (SMACT rules),
                kept when they fit the LGPS prototype's anonymous formula; the first is screened
   oracle       CHGNet 0.3.0 (bundled weights; no download): 3.5 ps of reference MD at 1150 K + labels
-  students     a SchNet ensemble, fine-tuned on new oracle labels when the judge finds it wrong
+  students     a PaiNN ensemble, fine-tuned on new oracle labels when the judge finds it wrong
   judge        structure (RDF against the reference's own noise, lattice), Li dynamics (D against the
                oracle's D), breakage, ensemble deviation; undecidable checks say `inconclusive`
   MD           batched MLFF MD at 1000/1150/1300 K, 5 ps each; too-short temperatures are flagged
@@ -49,7 +49,8 @@ def register(subparsers) -> None:
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", default=None, help="a campaign spec to run instead of the embedded demo")
     p.add_argument("--store", default=None, help="data-store directory (default .matscreen/store)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of the local Ray (default: all cores, or the "
+                   "sum of the spec's per-stage CPUs when one candidate runs at a time: its stages run one after another)")
     p.add_argument("--quiet", action="store_true", help="no live progress line")
     p.add_argument("--chemspace-only", action="store_true",
                    help="run only the chemical-space overview (enumerate, filter, label, map) into --out")
@@ -80,9 +81,23 @@ def cmd_demo(args) -> int:
                                                      f"on the {', '.join(spec.prototypes)} prototype")
     print(f"matscreen demo: campaign '{spec.name}' - {where}, oracle {spec.oracle.name}, "
           f"{'+'.join(spec.models.architectures)} students", flush=True)
-    rc = run_campaign(spec, store=args.store, num_cpus=args.num_cpus, quiet=args.quiet)
+    rc = run_campaign(spec, store=args.store, num_cpus=args.num_cpus or stage_cpus(spec), quiet=args.quiet)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return rc
+
+
+def stage_cpus(spec) -> int | None:
+    """Logical CPUs for the demo's local Ray: with one candidate in flight (``queue_size`` 1) its stages run one
+    after another, so each stage's actor may use every core (``resources.cpus_per_*`` = the core count); Ray
+    then counts their sum.  None (all cores) otherwise, or when joining a cluster."""
+    import math
+    import os
+
+    r = spec.to_dict()["resources"]
+    if os.environ.get("RAY_ADDRESS") or r["queue_size"] != 1:
+        return None
+    needed = r["cpus_per_oracle"] * r["reference_workers"] + r["cpus_per_trainer"] + r["cpus_per_md_worker"] * r["md_workers"]
+    return max(os.cpu_count() or 1, math.ceil(needed))
 
 
 def chemspace_demo(args) -> int:
