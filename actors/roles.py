@@ -38,7 +38,8 @@ class _Role:
     def __init__(self, num_cpus: float = 1.0):
         import torch
 
-        torch.set_num_threads(max(1, int(num_cpus or 1)))
+        self._cpus = max(1, int(num_cpus or 1))
+        torch.set_num_threads(self._cpus)
         self._incarnation = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def instance(self) -> str:
@@ -168,7 +169,8 @@ class Trainer(_Role):
               init: list[str] | None = None, fine_tune_epochs: int | None = None, streaming: bool = False,
               workers: int = 1) -> dict:
         """``streaming``: the selection goes to an on-disk frame cache first (bounded memory); ``workers`` > 1
-        trains each member data-parallel on Ray Train (streamed)."""
+        trains each member data-parallel on Ray Train (streamed); on CPUs, members train at once, one per CPU
+        this actor holds."""
         from pathlib import Path
 
         from actors.distributed import data_parallel_fit
@@ -181,4 +183,5 @@ class Trainer(_Role):
                   else labels.frames_of(sel))
         return train_ensemble(frames, EnsembleConfig(**{**ensemble, "architectures": tuple(ensemble["architectures"])}),
                               TrainConfig(**training), out_dir, seed, init, fine_tune_epochs,
-                              fit_fn=data_parallel_fit(workers, _device() == "cuda") if workers > 1 else None).to_dict()
+                              fit_fn=data_parallel_fit(workers, _device() == "cuda") if workers > 1 else None,
+                              processes=self._cpus if _device() == "cpu" else 1).to_dict()

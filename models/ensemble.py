@@ -90,7 +90,8 @@ def load_ensemble(paths, device: str = "cpu") -> Ensemble:
 
 def ensemble_errors(ensemble: Ensemble, frames, batch_size: int = 16) -> dict:
     """Per frame: the ensemble's max atomic force deviation and, where the frame carries reference forces,
-    its max atomic force error (both eV/Å), for calibrating the deviation against the truth.
+    its max atomic force error (both eV/Å), for calibrating the deviation against the truth (the deviation is
+    NaN for a single member).
 
     ``frames``: ``ase.Atoms`` (with a calculator holding forces for the error; NaN otherwise).
     """
@@ -102,7 +103,8 @@ def ensemble_errors(ensemble: Ensemble, frames, batch_size: int = 16) -> dict:
         pred = ensemble.predict_atoms(chunk)
         sizes = [len(a) for a in chunk]
         index = torch.repeat_interleave(torch.arange(len(chunk)), torch.as_tensor(sizes)).to(pred.forces.device)
-        dev.extend(max_force_deviation(pred, index, len(chunk)).detach().cpu().double().tolist())
+        dev.extend(max_force_deviation(pred, index, len(chunk)).detach().cpu().double().tolist()
+                   if pred.force_std is not None else [float("nan")] * len(chunk))   # one member: no deviation
         forces = pred.forces.detach().cpu().double().numpy()
         offset = 0
         for atoms, n in zip(chunk, sizes):

@@ -43,9 +43,10 @@ def tiny_spec(tmp_path: Path, shared_data: Path, **bench_overrides) -> Path:
         "oracle": {"name": f"{Path(__file__).resolve()}:soft_oracle"},
         "models": {"ensemble_size": 1, "hidden": 8, "layers": 1, "cutoff_A": 4.0},
         "training": {"epochs": 2, "batch_size": 4, "max_minutes": 0.3},
-        "md": {"temperatures_K": [800.0, 1200.0], "replicas": 2, "steps": 24, "equilibration_steps": 2,
+        "md": {"temperatures_K": [800.0, 1200.0], "replicas": 2, "steps": 60, "equilibration_steps": 2,
                "save_every": 1, "reference_steps": 10, "reference_temperature_K": 800.0},
-        "stability": {"rdf_mae": 5.0},  # lenient: the tiny models must reach the transport step
+        # lenient: the tiny models' 0.1 ps runs must reach the transport step (halves of 29 frames, tiny MSD)
+        "stability": {"rdf_mae": 5.0, "min_msd_A2": 1e-4},
         "store": {"path": str(tmp_path / "store")},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
     }
@@ -95,8 +96,9 @@ def test_scaled_down_benchmark_produces_the_table_in_mlflow(tmp_path, shared_dat
     for r in rows:
         assert float(r["force_mae_meV_A"]) > 0
         assert r["verdict"] in STATUSES
-    # the training material is stable under the lenient threshold and gets a conductivity
-    assert rows[0]["verdict"] == "stable" and float(rows[0]["neg_log10_sigma_300K"]) > -10
+    # the training material breaks nothing (its runs are too short to decide the checks: inconclusive, or stable)
+    # and gets a conductivity, flagged by its verdict
+    assert rows[0]["verdict"] in ("stable", "inconclusive") and float(rows[0]["neg_log10_sigma_300K"]) > -10
     # one oracle trajectory per training temperature, and 2 replicas x 2 temperatures x 3 materials of MD
     assert len(list((out / "reference").glob("Li10GeP2S12_*K.h5"))) == 2
     assert len(list((out / "md" / "schnet").glob("*/*.h5"))) == 12     # one batched run per material

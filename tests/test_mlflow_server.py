@@ -19,7 +19,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from lj_world import lj_spec, write_structures  # noqa: E402
+from lj_world import CONCLUSIVE_MD, lj_spec, write_structures  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -76,14 +76,14 @@ def test_a_campaign_logged_over_http_reads_back_as_the_ui_shows_it(server, tmp_p
     from orchestrator.campaign.spec import validate
     from orchestrator.ops.ray_runtime import ray_init
 
-    spec = lj_spec("served", write_structures(tmp_path), active_learning={"max_rounds": 0})
+    spec = lj_spec("served", write_structures(tmp_path), active_learning={"max_rounds": 0}, md=CONCLUSIVE_MD)
     started = ray_init(2)
     try:
         summary = Campaign(validate(spec), store=tmp_path / "store", tracking_uri=server).run()
     finally:
         if started:
             ray.shutdown()
-    assert summary["converged"] + summary.get("inconclusive", 0) == 1     # short runs: checks undecided
+    assert summary["converged"] == 1
 
     exp = rest(server, "experiments/get-by-name", experiment_name="matscreen-served")["experiment"]
     assert {t["key"]: t["value"] for t in exp["tags"]}["mlflow.experimentKind"] == "custom_model_development"
@@ -98,9 +98,10 @@ def test_a_campaign_logged_over_http_reads_back_as_the_ui_shows_it(server, tmp_p
     assert "mS/cm" in tags[cand]["mlflow.note.content"]
 
     history = rest(server, "metrics/get-history", run_id=cand, metric_key="conductivity_mS_cm")["metrics"]
-    assert sorted(m["step"] for m in history) == [250, 375, 500]                                     # step = K
+    assert sorted(m["step"] for m in history) == [1200, 1500, 1800]                                  # step = K
     metrics = {m["key"] for r in runs if r["info"]["run_id"] == cand for m in r["data"]["metrics"]}
-    assert {"sigma_mS_cm_375K", "D_cm2_s_500K_err", "log10_sigma_300K_mS_cm"} <= metrics
+    assert {"sigma_mS_cm_1500K", "D_cm2_s_1800K_err", "log10_sigma_300K_mS_cm", "check_rdf_mae",
+            "check_log10_ratio"} <= metrics
 
     plots = {f["path"] for f in rest(server, "artifacts/list", run_id=cand, path="plots")["files"]}
     assert {"plots/arrhenius.png", "plots/rdf_r0.png"} <= plots

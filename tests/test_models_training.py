@@ -282,3 +282,19 @@ def test_predictor_returns_on_callers_dtype(trained):
     batch = AtomsBatch.from_atoms(trained["test"][:2], dtype=torch.float32)
     out = pred.predict(batch)
     assert out.forces.dtype == torch.float32 and pred.cutoff == 4.0 and pred.elements == [29]
+
+
+def test_ensemble_members_trained_in_parallel_processes_equal_one_after_another(tmp_path):
+    """``train_ensemble(processes=2)`` (the Trainer on 2 CPUs): same seeds, same data, the same members."""
+    from models import EnsembleConfig, load_model, train_ensemble
+
+    frames = emt_frames(8)
+    cfg = EnsembleConfig(architectures=("schnet",), size=2, hidden=8, layers=1, cutoff_A=4.0)
+    tc = TrainConfig(epochs=2, batch_size=4)
+    one = train_ensemble(frames, cfg, tc, tmp_path / "a", seed=3)
+    two = train_ensemble(frames, cfg, tc, tmp_path / "b", seed=3, processes=2)
+    assert two.epochs == one.epochs == [2, 2] and two.stop_reasons == ["max epochs", "max epochs"]
+    for a, b in zip(one.members, two.members):
+        x = load_model(a).predict_atoms(frames[:2]).forces
+        y = load_model(b).predict_atoms(frames[:2]).forces
+        assert torch.allclose(x, y, atol=1e-6)

@@ -223,8 +223,9 @@ def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, tra
     verdict = worst([Verdict.from_dict(v) for v in verdicts]).status
     maes = [v["evidence"]["rdf_mae"] for v in verdicts if "rdf_mae" in v["evidence"]]
     sigma, note = float("nan"), ""
-    stable = [r["trajectory"] for r, v in zip(runs, verdicts) if v["status"] == "stable"]
-    if verdict == "stable":
+    # an inconclusive run broke nothing: its numbers are reported, flagged by the verdict column
+    stable = [r["trajectory"] for r, v in zip(runs, verdicts) if v["status"] in ("stable", "inconclusive")]
+    if verdict in ("stable", "inconclusive"):
         (res,) = roles.map("judge", "transport", [(stable, cfg["md"]["species"], str(out / "plots" / arch / material),
                                                    cfg["stability"]["min_msd_A2"])])
         sigma = _neg_log10_sigma_S_cm(res["transport"])
