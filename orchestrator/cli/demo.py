@@ -18,7 +18,7 @@ ELEMENTS = "Li,Ge,Si,Sn,P,S,Se"
 
 HELP = """\
 Run the embedded default campaign end to end, at the stability rules of a real campaign
-(about 12 minutes on a 2-core machine; campaigns/demo.yaml):
+(about 10 minutes on a 2-core machine; campaigns/demo.yaml):
 
   candidates   Li-{Ge,Si,Sn}-P-S compositions enumerated from the chemical space (SMACT rules),
                kept when they fit the LGPS prototype's anonymous formula; the first is screened
