@@ -97,17 +97,22 @@ class TransportResult:
                    extrapolation_inv_K=d.get("extrapolation_inv_K"), extrapolation_ratio=d.get("extrapolation_ratio"))
 
 
-def combine_replicas(results: list[DiffusionResult]) -> tuple[float, float]:
-    """Inverse-variance mean of D and its error (cm^2/s); the spread between replicas widens it."""
-    d = np.array([r.diffusivity_cm2_s for r in results])
-    e = np.array([max(r.diffusivity_err_cm2_s, 1e-30) for r in results])
-    w = 1.0 / e ** 2
+def inverse_variance_mean(values, errors, overdispersion: bool = False) -> tuple[float, float]:
+    """Inverse-variance mean and its error; ``overdispersion``: widen the error by the reduced chi^2 when > 1."""
+    d = np.asarray(values, float)
+    w = 1.0 / np.maximum(np.asarray(errors, float), 1e-30) ** 2
     mean = float((w * d).sum() / w.sum())
     err = float(np.sqrt(1.0 / w.sum()))
-    if len(d) > 1:                                   # over-dispersion: scale by the reduced chi^2 when > 1
+    if overdispersion and len(d) > 1:
         chi2 = float((w * (d - mean) ** 2).sum() / (len(d) - 1))
         err *= np.sqrt(max(chi2, 1.0))
     return mean, err
+
+
+def combine_replicas(results: list[DiffusionResult]) -> tuple[float, float]:
+    """Inverse-variance mean of D and its error (cm^2/s); the spread between replicas widens it."""
+    return inverse_variance_mean([r.diffusivity_cm2_s for r in results], [r.diffusivity_err_cm2_s for r in results],
+                                 overdispersion=True)
 
 
 def combine(results: list[DiffusionResult], n_ions: int, volume_A3: float, species: str = "Li",
@@ -159,17 +164,12 @@ def _converged(point: TransportPoint, conv: list[Convergence], notes: list[str])
     """Mark ``point`` too_short when its replicas' combined halves disagree or the MSD is too small."""
     from analysis.checks import HALVES_ALPHA, z_two_sided
 
-    def pooled(values, errors):
-        v, e = np.asarray(values, float), np.maximum(np.asarray(errors, float), 1e-30)
-        w = 1.0 / e ** 2
-        return float((w * v).sum() / w.sum()), float(np.sqrt(1.0 / w.sum()))
-
     if any(not math.isfinite(c.first_half_cm2_s) for c in conv):
         point.converged = False
         notes.append(f"{point.temperature_K:g} K too_short: {conv[0].reason} (left out of the Arrhenius fit)")
         return
-    d1, e1 = pooled([c.first_half_cm2_s for c in conv], [c.first_half_err_cm2_s for c in conv])
-    d2, e2 = pooled([c.second_half_cm2_s for c in conv], [c.second_half_err_cm2_s for c in conv])
+    d1, e1 = inverse_variance_mean([c.first_half_cm2_s for c in conv], [c.first_half_err_cm2_s for c in conv])
+    d2, e2 = inverse_variance_mean([c.second_half_cm2_s for c in conv], [c.second_half_err_cm2_s for c in conv])
     point.halves_z = abs(d1 - d2) / math.hypot(e1, e2)
     point.msd_A2 = float(np.mean([c.msd_at_fit_end_A2 for c in conv]))
     why = []

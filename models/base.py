@@ -75,11 +75,23 @@ class ForceFieldModel(nn.Module):
         self.core_repulsion = bool(core_repulsion)
         self.elements = elements
         self.register_buffer("z_to_index", self._index_table(elements), persistent=False)
+        self._set_core_tables()
         self.register_buffer("reference_energies", torch.zeros(len(elements)))   # eV per atom
         self.register_buffer("energy_scale", torch.ones(()))                     # eV
         self.register_buffer("energy_shift", torch.zeros(()))                    # eV per atom
 
     # ----------------------------------------------------------------- element table
+    def _set_core_tables(self) -> None:
+        """Atomic number and covalent radius (Å) per element-table row, for :meth:`core_energy` (not saved:
+        they follow from ``elements``)."""
+        from ase.data import covalent_radii
+
+        device = self.z_to_index.device          # float64 here; cast to the graph's dtype where used
+        self.register_buffer("core_z", torch.as_tensor(self.elements, dtype=torch.float64, device=device),
+                             persistent=False)
+        self.register_buffer("core_radius", torch.as_tensor(np.asarray(covalent_radii)[self.elements],
+                                                            dtype=torch.float64, device=device), persistent=False)
+
     @staticmethod
     def _index_table(elements) -> torch.Tensor:
         table = torch.full((MAX_Z,), -1, dtype=torch.long)
@@ -129,6 +141,7 @@ class ForceFieldModel(nn.Module):
         self.reference_energies = ref
         self.elements = merged
         self.z_to_index = self._index_table(merged).to(self.z_to_index.device)
+        self._set_core_tables()
         return added
 
     # ----------------------------------------------------------------- energies
@@ -161,11 +174,7 @@ class ForceFieldModel(nn.Module):
 
     def core_energy(self, graph: Graph) -> torch.Tensor:
         """[n_atoms] switched ZBL repulsion (eV), half of each pair's energy on each atom."""
-        from ase.data import covalent_radii
-
-        z_of = torch.as_tensor(self.elements, dtype=graph.distances.dtype, device=graph.distances.device)
-        radius_of = torch.as_tensor(np.asarray(covalent_radii)[self.elements], dtype=graph.distances.dtype,
-                                    device=graph.distances.device)
+        z_of, radius_of = self.core_z.to(graph.distances.dtype), self.core_radius.to(graph.distances.dtype)
         i, j = graph.edge_index
         zi, zj = z_of[graph.species[i]], z_of[graph.species[j]]
         r_cov = radius_of[graph.species[i]] + radius_of[graph.species[j]]
