@@ -68,6 +68,18 @@ def known_values(formula: str) -> list[dict]:
     return []
 
 
+def known_log10_sigma(values: list[dict], method: str | None = None) -> tuple[float | None, str]:
+    """log10 of a known 300 K conductivity (mS/cm) in ``values`` (:func:`known_values`) and its source;
+    ``method`` (``experiment``, ``AIMD``) picks one kind, None the first; (None, "") when there is none."""
+    import math
+
+    for v in values or []:
+        if v.get("quantity") == "conductivity_mS_cm" and abs(float(v.get("temperature_K", 0)) - 300.0) < 1 \
+                and v["value"] > 0 and (method is None or v.get("method") == method):
+            return math.log10(v["value"]), f"{v.get('method', '')}: {v.get('source', '')}".strip(": ")
+    return None, ""
+
+
 def _resolve_key(name: str) -> str:
     data = _library_data()
     if name in data:

@@ -36,7 +36,7 @@ def tiny_spec(tmp_path: Path, shared_data: Path, **bench_overrides) -> Path:
                            "Li3PS4": str(s / "gamma-Li3PS4_icsd-180318_obelix-joc.cif"),
                            "Li4GeS4": str(s / "Li4GeS4_icsd-92200_obelix-e6b.cif")},
             "architectures": ["schnet"],
-            "training_steps": 10,
+            "training_steps": 60,
             "test_frames": 10,
             **bench_overrides,
         },
@@ -44,7 +44,7 @@ def tiny_spec(tmp_path: Path, shared_data: Path, **bench_overrides) -> Path:
         "models": {"ensemble_size": 1, "hidden": 8, "layers": 1, "cutoff_A": 4.0},
         "training": {"epochs": 2, "batch_size": 4, "max_minutes": 0.3},
         "md": {"temperatures_K": [800.0, 1200.0], "replicas": 2, "steps": 60, "equilibration_steps": 2,
-               "save_every": 1, "reference_steps": 10, "reference_temperature_K": 800.0},
+               "save_every": 1, "reference_steps": 60, "reference_temperature_K": 800.0},
         # lenient: the tiny models' 0.1 ps runs must reach the transport step (halves of 29 frames, tiny MSD)
         "stability": {"rdf_mae": 5.0, "min_msd_A2": 1e-4},
         "store": {"path": str(tmp_path / "store")},
@@ -87,7 +87,7 @@ def test_scaled_down_benchmark_produces_the_table_in_mlflow(tmp_path, shared_dat
     path = tiny_spec(tmp_path, shared_data)
     assert main(["benchmark", "run", str(path), "--serial"]) == 0
     printed = capsys.readouterr().out
-    assert "force MAE (meV/Å)" in printed and "-log10 σ300K (S/cm)" in printed
+    assert "force MAE (meV/Å)" in printed and "-log10 σ300K oracle" in printed and "mS/cm" in printed
     out = tmp_path / "store" / "bench-tiny"
     rows = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
     assert list(rows[0]) == COLUMNS
@@ -99,8 +99,20 @@ def test_scaled_down_benchmark_produces_the_table_in_mlflow(tmp_path, shared_dat
     # the training material breaks nothing (its runs are too short to decide the checks: inconclusive, or stable)
     # and gets a conductivity, flagged by its verdict
     assert rows[0]["verdict"] in ("stable", "inconclusive") and float(rows[0]["neg_log10_sigma_300K"]) > -10
+    for r in rows:   # the oracle's own conductivity of every material, the checks' evidence beside the verdict
+        assert float(r["oracle_neg_log10_sigma_300K"]) > -10 and float(r["oracle_neg_log10_sigma_300K_err"]) > 0
+        assert float(r["rdf_mae"]) > 0 and r["rdf_status"] in ("pass", "mismatch", "inconclusive")
+        assert float(r["rdf_noise_floor"] or "nan") >= 0 or r["rdf_status"] == "inconclusive"  # no floor: undecided
+        assert r["dynamics_status"] in ("pass", "mismatch", "inconclusive")
+    # the materials table: the oracle beside the study's AIMD and experiment, with sources
+    materials = list(csv.DictReader(io.StringIO((out / "materials.csv").read_text())))
+    assert [m["material"] for m in materials] == ["Li10GeP2S12", "Li3PS4", "Li4GeS4"]
+    assert [float(m["study_aimd_neg_log10_sigma_300K"]) for m in materials] == pytest.approx([-1.41, 0.84, 13.59], abs=1e-3)
+    assert float(materials[0]["experiment_neg_log10_sigma_300K"]) == pytest.approx(-1.079, abs=1e-3)
+    assert "Kamaya" in materials[0]["sources"] and "Kanno" in materials[2]["sources"]
+    assert "Sources:" in (out / "table.md").read_text()
     # one oracle trajectory per training temperature, and 2 replicas x 2 temperatures x 3 materials of MD
-    assert len(list((out / "reference").glob("Li10GeP2S12_*K.h5"))) == 2
+    assert len(list((out / "reference").glob("*_*K.h5"))) == 6        # every material at every temperature
     assert len(list((out / "md" / "schnet").glob("*/*.h5"))) == 12     # one batched run per material
 
     from mlflow.tracking import MlflowClient
@@ -109,7 +121,8 @@ def test_scaled_down_benchmark_produces_the_table_in_mlflow(tmp_path, shared_dat
     exp = client.get_experiment_by_name("matscreen-bench-tiny")
     (run,) = client.search_runs([exp.experiment_id], filter_string="tags.`matscreen.kind` = 'benchmark'")
     assert {a.path for a in client.list_artifacts(run.info.run_id, "benchmark")} == {
-        "benchmark/table.csv", "benchmark/table.md", "benchmark/table.json"}
+        "benchmark/table.csv", "benchmark/table.md", "benchmark/table.json", "benchmark/materials.csv",
+        "benchmark/materials.json"}
     assert "force_mae_meV_A.schnet.Li3PS4" in run.data.metrics
     assert run.data.tags["verdict.schnet.Li4GeS4"] == rows[2]["verdict"]
     assert run.data.params["train_on"] == "Li10GeP2S12"
@@ -121,5 +134,5 @@ def test_table_formatting_handles_missing_values():
     text = format_table(rows)
     from orchestrator.campaign.benchmark import table_csv
 
-    assert table_csv(rows).splitlines()[1] == "painn,Li3PS4,transfer,51.234,,atom_fusion,,"
+    assert table_csv(rows).splitlines()[1] == "painn,Li3PS4,transfer,51.234,,,,,,,atom_fusion,,,,,"
     assert "51.2" in text and "atom_fusion" in text and text.count("| -") >= 2

@@ -7,12 +7,23 @@ every architecture x material (the training material and the transfer materials 
 run the student with the campaign's MD engine (``md.runner``) and judge it with the campaign's judge:
 
 * ``force_mae_meV_A``  ensemble-mean force error on oracle frames of that material (meV/Å);
-* ``rdf_mae``          mean RDF MAE of the student runs at the reference T against the oracle run;
-* ``verdict``          the judge's status, worst over every replica and temperature
-                       (``stable | rdf_mismatch | uncertain | framework_drift | atom_fusion | exploded``);
-* ``neg_log10_sigma_300K`` −log10 of the Arrhenius-extrapolated 300 K conductivity (σ in S/cm, as the
-                       study reports it) from the stable runs (the campaign's transport function);
-* ``note``             why a number is missing (e.g. no Arrhenius fit).
+* ``rdf_mae``, ``rdf_noise_floor``, ``rdf_status``  the structure check of the student runs at the
+                       reference temperature against the oracle run (mean MAE, the oracle's own noise
+                       floor, pass | mismatch | inconclusive over the replicas);
+* ``log10_D_ratio`` ± ``log10_D_ratio_err``, ``dynamics_status``  the dynamics check: log10 of the
+                       student's D(Li) over the oracle's at the reference temperature (replicas combined
+                       by inverse variance), and its status over the replicas;
+* ``verdict``          the judge's status, worst over every replica and temperature (it names the check
+                       that caught a failure: ``rdf_mismatch``, ``dynamics_mismatch``, ``atom_fusion``, ...);
+* ``neg_log10_sigma_300K`` ± ``_err``  −log10 of the Arrhenius-extrapolated 300 K conductivity, σ in
+                       mS/cm as the study reports it, from the student's unbroken runs (the campaign's
+                       transport function: too-short temperatures are left out);
+* ``oracle_neg_log10_sigma_300K`` ± ``_err``  the same from the oracle's own MD of that material at the
+                       same temperatures (one run each): what the student should reproduce;
+* ``note``             why a number is missing, or which checks stayed open.
+
+A second table, one row per material, puts the oracle beside the known values of the structure
+library (experiment, the study's AIMD) with their sources: a student cannot be better than its oracle.
 
 The table is printed and logged to MLflow through the campaign's Tracker (experiment
 ``matscreen-<name>``, run ``<name>-table``, ``benchmark/table.{csv,md,json}`` artifacts, one metric
@@ -30,6 +41,7 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +56,12 @@ BENCHMARK_KEYS = {
     "training_steps": (int, "oracle MD steps per temperature on the training material"),
     "test_frames": (int, "oracle frames per transfer material for the force MAE"),
 }
-COLUMNS = ["model", "material", "role", "force_mae_meV_A", "rdf_mae", "verdict", "neg_log10_sigma_300K", "note"]
+COLUMNS = ["model", "material", "role", "force_mae_meV_A", "rdf_mae", "rdf_noise_floor", "rdf_status",
+           "log10_D_ratio", "log10_D_ratio_err", "dynamics_status", "verdict", "neg_log10_sigma_300K",
+           "neg_log10_sigma_300K_err", "oracle_neg_log10_sigma_300K", "oracle_neg_log10_sigma_300K_err", "note"]
+MATERIAL_COLUMNS = ["material", "oracle_neg_log10_sigma_300K", "oracle_neg_log10_sigma_300K_err",
+                    "oracle_activation_energy_eV", "study_aimd_neg_log10_sigma_300K", "experiment_neg_log10_sigma_300K",
+                    "oracle_minus_study_aimd", "oracle_minus_experiment", "oracle_note", "sources"]
 
 
 def load_benchmark(path: str | os.PathLike) -> tuple[dict, dict]:
@@ -113,7 +130,9 @@ class _Roles:
         if use_ray:
             from orchestrator.ops.ray_runtime import ray_init
 
-            ray_init()
+            # a private local Ray counts the CPUs the roles ask for (all actors live at once; each thread
+            # count is what its role was granted), like `matscreen demo`; a cluster counts its own
+            ray_init(num_cpus=max(1, math.ceil(sum(counts[k] * cpus for k, (_, _, cpus, _) in make.items()))))
             self.pools = {k: [roles.remote(cls, num_cpus=cpus, num_gpus=gpus).remote(*args) for _ in range(counts[k])]
                           for k, (cls, args, cpus, gpus) in make.items()}
         else:
@@ -137,9 +156,12 @@ class _Roles:
                     ray.kill(a, no_restart=True)
 
 
-def _neg_log10_sigma_S_cm(result: dict) -> float:
-    value = result.get("log10_sigma_300K")  # sigma in mS/cm
-    return float("nan") if value is None else -(float(value) - 3.0)
+def _neg_log10_sigma(transport: dict) -> tuple[float, float]:
+    """(−log10 σ300K, its error), σ in mS/cm as the study reports it; NaN without an Arrhenius fit."""
+    value = transport.get("log10_sigma_300K")
+    if value is None:
+        return float("nan"), float("nan")
+    return -float(value), float(transport.get("log10_sigma_300K_err") or float("nan"))
 
 
 def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | None = None,
@@ -163,9 +185,10 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                   for m in materials}
     roles = _Roles(cfg, use_ray)
     try:
-        # 1. oracle MD: the training material at every temperature (training data, RDF reference),
-        #    transfer materials at the reference temperature (RDF reference, force test frames)
-        ref_keys = [(m, t) for m in materials for t in (temps if m == train_mat else [t_ref])]
+        # 1. oracle MD of every material at every temperature: the training material's runs are the training
+        #    data; every material's runs are its structure/dynamics reference (at the reference T) and its
+        #    oracle conductivity; the transfer materials' labels are the force-error test frames
+        ref_keys = [(m, t) for m in materials for t in temps]
         calls = []
         for m, t in ref_keys:
             steps, labels = ((bench["training_steps"], bench["training_steps"] // md["save_every"]) if m == train_mat
@@ -178,6 +201,9 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
             if ref["error"] or not ref["labelled_frames"]:
                 raise InputError(f"oracle MD of {m} at {t:g} K failed ({ref['error'] or 'no labels'}); "
                                  "check oracle.name and the structure")
+        oracle = dict(zip(materials, roles.map("judge", "transport", [
+            ([refs[(m, t)]["trajectory"] for t in temps], md["species"], str(out / "plots" / "oracle" / m),
+             cfg["stability"]["min_msd_A2"]) for m in materials])))
 
         # 2. one ensemble per architecture, trained on the training material's labels only
         selection = {"shards": [[Path(refs[(train_mat, t)]["shard"]).name, list(range(refs[(train_mat, t)]["labelled_frames"]))]
@@ -195,23 +221,54 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
              str(out / "md" / a / m)) for a, m in md_keys])))
 
         # 4. judge, force errors and transport by the campaign's judge role
-        rows = [_row(roles, cfg, a, m, m == train_mat, trained[a], runs[(a, m)], refs[(m, t_ref)], out)
-                for a, m in md_keys]
+        rows = [_row(roles, cfg, a, m, m == train_mat, trained[a], runs[(a, m)], refs[(m, t_ref)], out,
+                     oracle[m]["transport"]) for a, m in md_keys]
     finally:
         roles.close()
-    csv_text, table = table_csv(rows), format_table(rows)
-    atomic_write_text(out / "table.csv", csv_text)
-    atomic_write_text(out / "table.md", table + "\n")
-    atomic_write_text(out / "table.json", json.dumps([{k: _json_num(v) for k, v in r.items()} for r in rows], indent=2) + "\n")
+    mat_rows = [material_row(m, oracle[m]["transport"]) for m in materials]
+    write_tables(out, rows, mat_rows)
     _log_mlflow(cfg, bench, rows, out, tracking_uri)
     return rows
 
 
-def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, trained: dict, runs: list[dict],
-         ref: dict, out: Path) -> dict:
-    """One table row from the judge role: force MAE, verdicts (worst of all runs), RDF MAE and -log10 sigma."""
-    import math
+def _short(text: str) -> str:
+    """A note with every trajectory path cut to its file name."""
+    return re.sub(r"(?:/[^\s/:]+)+/([^\s/:]+\.h5)", r"\1", text)
 
+
+def _combined_status(statuses: list[str]) -> str:
+    """One check over several replicas: any mismatch decides; pass only when every replica passes."""
+    from analysis import checks
+
+    if not statuses:
+        return ""
+    if checks.MISMATCH in statuses:
+        return checks.MISMATCH
+    return checks.PASS if all(s == checks.PASS for s in statuses) else checks.INCONCLUSIVE
+
+
+def check_summary(verdicts: list[dict]) -> dict:
+    """The structure and dynamics checks of the runs compared with the reference (those at its temperature)."""
+    from analysis.transport import inverse_variance_mean
+
+    ev = [v["evidence"] for v in verdicts]
+    rdf = [e for e in ev if "rdf_mae" in e]
+    dyn = [e for e in ev if e.get("log10_ratio") is not None and math.isfinite(e["log10_ratio"])
+           and math.isfinite(e.get("log10_ratio_err", float("nan"))) and e["log10_ratio_err"] > 0]
+    ratio, ratio_err = (inverse_variance_mean([e["log10_ratio"] for e in dyn], [e["log10_ratio_err"] for e in dyn])
+                        if dyn else (float("nan"), float("nan")))
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {"rdf_mae": mean([e["rdf_mae"] for e in rdf]),
+            "rdf_noise_floor": mean([e["rdf_noise_floor"] for e in rdf if e.get("rdf_noise_floor") is not None]),
+            "rdf_status": _combined_status([e["rdf_status"] for e in rdf if "rdf_status" in e]),
+            "log10_D_ratio": ratio, "log10_D_ratio_err": ratio_err,
+            "dynamics_status": _combined_status([e["dynamics_status"] for e in ev if "dynamics_status" in e])}
+
+
+def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, trained: dict, runs: list[dict],
+         ref: dict, out: Path, oracle_transport: dict | None = None) -> dict:
+    """One table row from the judge role: force MAE, verdict (worst of all runs), the structure and dynamics
+    checks at the reference temperature, and −log10 σ300K of the student and of the oracle."""
     from orchestrator.campaign import configs
 
     members = trained["members"]
@@ -221,18 +278,50 @@ def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, tra
     from analysis.verdicts import Verdict, worst
 
     verdict = worst([Verdict.from_dict(v) for v in verdicts]).status
-    maes = [v["evidence"]["rdf_mae"] for v in verdicts if "rdf_mae" in v["evidence"]]
-    sigma, note = float("nan"), ""
+    sigma = err = float("nan")
+    notes = sorted({why for v in verdicts for why in v["evidence"].get("inconclusive", [])})
     # an inconclusive run broke nothing: its numbers are reported, flagged by the verdict column
-    stable = [r["trajectory"] for r, v in zip(runs, verdicts) if v["status"] in ("stable", "inconclusive")]
+    unbroken = [r["trajectory"] for r, v in zip(runs, verdicts) if v["status"] in ("stable", "inconclusive")]
     if verdict in ("stable", "inconclusive"):
-        (res,) = roles.map("judge", "transport", [(stable, cfg["md"]["species"], str(out / "plots" / arch / material),
+        (res,) = roles.map("judge", "transport", [(unbroken, cfg["md"]["species"], str(out / "plots" / arch / material),
                                                    cfg["stability"]["min_msd_A2"])])
-        sigma = _neg_log10_sigma_S_cm(res["transport"])
-        note = "" if math.isfinite(sigma) else "; ".join(res["transport"]["notes"])[:120] or "no Arrhenius fit"
+        sigma, err = _neg_log10_sigma(res["transport"])
+        if not math.isfinite(sigma):
+            notes.append("student: " + ("; ".join(res["transport"]["notes"]) or "no Arrhenius fit"))
+    oracle_sigma, oracle_err = _neg_log10_sigma(oracle_transport or {})
     return {"model": arch, "material": material, "role": "train" if training else "transfer",
-            "force_mae_meV_A": force["force_mae_meV_A"], "rdf_mae": sum(maes) / len(maes) if maes else float("nan"),
-            "verdict": verdict, "neg_log10_sigma_300K": sigma, "note": note}
+            "force_mae_meV_A": force["force_mae_meV_A"], **check_summary(verdicts), "verdict": verdict,
+            "neg_log10_sigma_300K": sigma, "neg_log10_sigma_300K_err": err,
+            "oracle_neg_log10_sigma_300K": oracle_sigma, "oracle_neg_log10_sigma_300K_err": oracle_err,
+            "note": _short("; ".join(notes))[:300]}
+
+
+def material_row(material: str, oracle_transport: dict) -> dict:
+    """The oracle's −log10 σ300K (mS/cm) beside the structure library's known values, with their sources."""
+    from reference.structures import known_log10_sigma, known_values
+
+    known = known_values(material)
+    sigma, err = _neg_log10_sigma(oracle_transport)
+    exp, exp_src = known_log10_sigma(known, "experiment")
+    aimd, aimd_src = known_log10_sigma(known, "AIMD")
+    neg = lambda v: float("nan") if v is None else -v  # noqa: E731
+    note = "" if math.isfinite(sigma) else "; ".join(oracle_transport.get("notes", [])) or "no Arrhenius fit"
+    return {"material": material, "oracle_neg_log10_sigma_300K": sigma, "oracle_neg_log10_sigma_300K_err": err,
+            "oracle_activation_energy_eV": oracle_transport.get("activation_energy_eV", float("nan")) or float("nan"),
+            "study_aimd_neg_log10_sigma_300K": neg(aimd), "experiment_neg_log10_sigma_300K": neg(exp),
+            "oracle_minus_study_aimd": sigma - neg(aimd), "oracle_minus_experiment": sigma - neg(exp),
+            "oracle_note": _short(note)[:300], "sources": " | ".join(s for s in (exp_src, aimd_src) if s)}
+
+
+def write_tables(out: Path, rows: list[dict], mat_rows: list[dict]) -> None:
+    """``table.{csv,md,json}`` (model x material) and ``materials.{csv,json}`` (oracle vs known values)."""
+    atomic_write_text(out / "table.csv", table_csv(rows))
+    atomic_write_text(out / "materials.csv", table_csv(mat_rows, MATERIAL_COLUMNS))
+    atomic_write_text(out / "table.md", format_table(rows) + "\n\n" + format_materials(mat_rows) + "\n")
+    atomic_write_text(out / "table.json", json.dumps([{k: _json_num(v) for k, v in r.items()} for r in rows],
+                                                     indent=2) + "\n")
+    atomic_write_text(out / "materials.json", json.dumps([{k: _json_num(v) for k, v in r.items()} for r in mat_rows],
+                                                         indent=2) + "\n")
 
 
 def _json_num(x: Any) -> Any:
@@ -243,22 +332,48 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
-def table_csv(rows: list[dict]) -> str:
+def table_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows([{k: ("" if _json_num(v) is None else v) for k, v in r.items()} for r in rows])
+    writer.writerows([{k: ("" if _json_num(r.get(k)) is None else r.get(k)) for k in columns} for r in rows])
     return buf.getvalue()
+
+
+def _pm(v: Any, e: Any, spec: str = ".2f") -> str:
+    text = _fmt(v, spec)
+    return text if text == "-" or _fmt(e, spec) == "-" else f"{text} ± {_fmt(e, spec)}"
+
+
+def _markdown(head: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
 
 
 def format_table(rows: list[dict]) -> str:
     """The model x material table as Markdown (also readable on a console)."""
-    head = ["model", "material", "role", "force MAE (meV/Å)", "RDF MAE", "verdict", "-log10 σ300K (S/cm)", "note"]
-    body = [[r["model"], r["material"], r["role"], _fmt(r["force_mae_meV_A"], ".1f"), _fmt(r["rdf_mae"], ".4f"),
-             r["verdict"], _fmt(r["neg_log10_sigma_300K"], ".2f"), r.get("note", "")] for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
+    head = ["model", "material", "role", "force MAE (meV/Å)", "RDF MAE / noise floor", "structure",
+            "log10 D/D_oracle", "dynamics", "verdict", "-log10 σ300K student", "-log10 σ300K oracle", "note"]
+    body = [[r["model"], r["material"], r["role"], _fmt(r["force_mae_meV_A"], ".1f"),
+             f"{_fmt(r.get('rdf_mae'), '.3f')} / {_fmt(r.get('rdf_noise_floor'), '.3f')}", r.get("rdf_status") or "-",
+             _pm(r.get("log10_D_ratio"), r.get("log10_D_ratio_err")), r.get("dynamics_status") or "-", r["verdict"],
+             _pm(r["neg_log10_sigma_300K"], r.get("neg_log10_sigma_300K_err")),
+             _pm(r.get("oracle_neg_log10_sigma_300K"), r.get("oracle_neg_log10_sigma_300K_err")),
+             r.get("note", "")] for r in rows]
+    return _markdown(head, body) + "\n\nσ in mS/cm (the study's unit); ± is one standard error."
+
+
+def format_materials(rows: list[dict]) -> str:
+    """The oracle beside the known values (mS/cm): how far the oracle itself is from them."""
+    head = ["material", "-log10 σ300K oracle", "Ea oracle (eV)", "study AIMD", "experiment", "oracle - AIMD",
+            "oracle - experiment", "note"]
+    body = [[r["material"], _pm(r["oracle_neg_log10_sigma_300K"], r["oracle_neg_log10_sigma_300K_err"]),
+             _fmt(r["oracle_activation_energy_eV"], ".2f"), _fmt(r["study_aimd_neg_log10_sigma_300K"], ".2f"),
+             _fmt(r["experiment_neg_log10_sigma_300K"], ".2f"), _fmt(r["oracle_minus_study_aimd"], "+.2f"),
+             _fmt(r["oracle_minus_experiment"], "+.2f"), r["oracle_note"]] for r in rows]
+    sources = sorted({s for r in rows for s in r["sources"].split(" | ") if s})
+    return _markdown(head, body) + "\n\nSources: " + "; ".join(sources) if sources else _markdown(head, body)
 
 
 def _log_mlflow(cfg: dict, bench: dict, rows: list[dict], out: Path, tracking_uri: str | None) -> str:
@@ -271,4 +386,5 @@ def _log_mlflow(cfg: dict, bench: dict, rows: list[dict], out: Path, tracking_ur
               "temperatures_K": ",".join(f"{t:g}" for t in cfg["md"]["temperatures_K"]),
               "replicas": cfg["md"]["replicas"], "steps": cfg["md"]["steps"]}
     return Tracker(uri, experiment_name(cfg)).log_benchmark(f"{cfg['name']}-table", params, rows,
-                                                            [str(out / f) for f in ("table.csv", "table.md", "table.json")])
+                                                            [str(out / f) for f in ("table.csv", "table.md", "table.json",
+                                                                                     "materials.csv", "materials.json")])

@@ -22,12 +22,11 @@ RESULT_COLUMNS = ["rank", "candidate", "formula", "prototype", "reason", "verdic
 
 
 def known_sigma(values: list[dict]) -> tuple[float | None, str]:
-    """log10 of a known conductivity at 300 K (mS/cm) and its source, from ``known_values``."""
-    for v in values or []:
-        if v.get("quantity") == "conductivity_mS_cm" and abs(float(v.get("temperature_K", 0)) - 300.0) < 1 \
-                and v["value"] > 0:
-            return math.log10(v["value"]), f"{v.get('method', '')}: {v.get('source', '')}".strip(": ")
-    return None, ""
+    """log10 of a known conductivity at 300 K (mS/cm) and its source: experiment first, else published AIMD."""
+    from reference.structures import known_log10_sigma
+
+    value, source = known_log10_sigma(values, "experiment")
+    return (value, source) if value is not None else known_log10_sigma(values)
 
 
 def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> list[dict]:
