@@ -80,6 +80,17 @@ class ReferenceWorker(_Role):
         return run_reference_md(read_atoms(structure), self.oracle, ReferenceMDProtocol(**protocol), trajectory,
                                 LabelStore(store), run_id=run_id, shard=shard, raise_on_failure=False).to_dict()
 
+    def import_reference(self, source: dict, structure: str, trajectory: str, discard_fs: float, store: str,
+                         shard: str, n_labels: int, labels_oracle: str | None, run_id: str) -> dict:
+        """A user's trajectory as the reference (``reference.user_reference``), instead of oracle MD."""
+        from reference.store import LabelStore
+        from reference.structures import read_atoms
+        from reference.user_reference import UserReference, import_reference
+
+        return import_reference(UserReference(**source), read_atoms(structure), trajectory, discard_fs=discard_fs,
+                                store=LabelStore(store), shard=shard, n_labels=n_labels, oracle=self.oracle,
+                                labels_oracle=labels_oracle, run_id=run_id).to_dict()
+
     def label(self, trajectory: str, frames: list[int], temperature_K: float, store: str, shard: str,
               run_id: str) -> dict:
         from md.trajectory import read_frames

@@ -350,14 +350,35 @@ class TrajectoryReader:
 _ASE_VELOCITY_PER_A_FS = 1.0 / units.fs
 
 
-def load_trajectory(path: str | os.PathLike):
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path: str | os.PathLike) -> bool:
+    """True for an HDF5 file (by its signature), whatever its name."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == HDF5_MAGIC
+    except OSError:
+        return False
+
+
+def load_trajectory(path: str | os.PathLike, *, dt_fs: float | None = None, temperature_K: float | None = None,
+                    fmt: str | None = None, topology: str | None = None):
     """The whole trajectory as an ``analysis.Trajectory`` (read once; every analysis takes this).
 
-    ``discard_fs`` comes from the protocol the file records (0 when none); ``live_verdict`` is the MD
-    engine's own stop (``metadata['verdict']``) when it wrote one.
+    The service's HDF5: ``discard_fs`` comes from the protocol the file records (0 when none);
+    ``live_verdict`` is the MD engine's own stop (``metadata['verdict']``) when it wrote one.  Any other
+    file goes through ASE (:func:`md.formats.read_any`: ``dt_fs``, ``temperature_K``, ``fmt``,
+    ``topology`` apply there; a ``dt_fs`` that disagrees with a file's own is an error either way).
     """
     from analysis.trajectory import Trajectory
 
+    if not Path(path).is_file():
+        raise InputError(f"trajectory {path} not found; check the path")
+    if not is_hdf5(path) and not str(path).endswith(".h5"):
+        from md.formats import read_any
+
+        return read_any(path, dt_fs=dt_fs, temperature_K=temperature_K, fmt=fmt, topology=topology)
     with TrajectoryReader(path) as r:
         meta = r.metadata
         target = r.temperature_K
@@ -368,9 +389,15 @@ def load_trajectory(path: str | os.PathLike):
             if gaps[0] <= 0 or not np.allclose(gaps, gaps[0], rtol=1e-6, atol=1e-9):
                 raise InputError(f"{path} has inconsistent time steps between frames ({gaps.min():g} to "
                                  f"{gaps.max():g} fs); analyse a trajectory with a constant stride")
+        file_dt = float(np.diff(times)[0]) if len(times) > 1 else r.dt_fs
+        if dt_fs is not None and abs(dt_fs - file_dt) > 1e-6 * file_dt:
+            raise InputError(f"--dt-fs {dt_fs:g} disagrees with {Path(path).name}'s {file_dt:g} fs between frames; "
+                             "omit --dt-fs or fix it")
+        if temperature_K is not None:
+            target = temperature_K
         return Trajectory(
             numbers=r.numbers, positions=r.read("positions"), unwrapped=r.read("unwrapped_positions"),
-            cells=r.read("cell"), steps=r.read("step"), dt_fs=float(np.diff(times)[0]) if len(times) > 1 else r.dt_fs,
+            cells=r.read("cell"), steps=r.read("step"), dt_fs=file_dt,
             temperature_K=float(target) if np.isfinite(target) else None, temperatures_K=r.read("temperature_K"),
             potential_energy=r.read("potential_energy"),
             force_deviation=r.read("force_deviation_max") if r.has("force_deviation_max") else None,

@@ -8,7 +8,6 @@ vasprun.xml or OUTCAR instead.  Truncated VASP files (a run killed mid-write) ar
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,23 +33,6 @@ def detect_format(path: Path) -> str:
     raise InputError(f"{path.name}: unknown AIMD file type; give vasprun.xml, OUTCAR or .extxyz (or --format)")
 
 
-def _tail(path: Path, n: int = 4096) -> str:
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - n))
-        return fh.read().decode("utf-8", errors="replace")
-
-
-def _truncated(path: Path, fmt: str) -> bool:
-    tail = _tail(path)
-    if fmt == "vasprun":
-        return "</modeling>" not in tail
-    if fmt == "outcar":
-        return "General timing and accounting" not in tail and "Voluntary context switches" not in tail
-    return False
-
-
 def read_labelled_frames(path: str | os.PathLike, fmt: str | None = None, oracle: str | None = None,
                          temperature_K: float | None = None, run_id: str | None = None,
                          allow_truncated: bool = False, stride: int = 1) -> list:
@@ -61,6 +43,8 @@ def read_labelled_frames(path: str | os.PathLike, fmt: str | None = None, oracle
     """
     from ase.calculators.singlepoint import SinglePointCalculator
     from ase.io import read
+
+    from md.formats import truncated
 
     path = Path(path)
     if not path.is_file():
@@ -73,7 +57,7 @@ def read_labelled_frames(path: str | os.PathLike, fmt: str | None = None, oracle
                          "import the run's vasprun.xml or OUTCAR instead")
     if path.stat().st_size == 0:
         raise InputError(f"{path.name} is empty; give a complete {fmt} file")
-    if fmt in ("vasprun", "outcar") and _truncated(path, fmt) and not allow_truncated:
+    if fmt in ("vasprun", "outcar") and truncated(path, FORMATS[fmt]) and not allow_truncated:
         raise InputError(f"{path.name} is truncated (the run stopped mid-write); re-run, or pass "
                          "--allow-truncated to keep the complete frames only")
     if stride < 1:

@@ -266,3 +266,58 @@ def test_incremental_rescreens_only_candidates_whose_store_data_changed(ray_sess
 
     third = Campaign(validate(spec), store=tmp_path / "store", tracking_uri=MLFLOW["uri"])
     assert third._new_generations(third.ledger.step("candidates")["rows"]) == [] and third.generation(li) == 2
+
+
+def users_aimd(structure: str, path: Path, temperature_K: float, steps: int, save_every: int, timestep_fs: float) -> Path:
+    """A user's 'AIMD' of the LJ world, as the user's own code would write it: extxyz with energies, forces
+    and the time of every frame (the LJ oracle standing in for DFT)."""
+    from ase.io import write
+
+    from md.trajectory import read_atoms
+    from reference.oracles import Oracle
+    from reference.reference_md import ReferenceMDProtocol, run_reference_md
+    from reference.structures import read_atoms as read_structure
+
+    run_reference_md(read_structure(structure), Oracle("lj"), ReferenceMDProtocol(
+        temperature_K=temperature_K, steps=steps, timestep_fs=timestep_fs, stride=save_every, label_every=0, seed=11),
+        path.with_suffix(".h5"))
+    frames = read_atoms(path.with_suffix(".h5"))
+    for atoms in frames:
+        atoms.info = {"time_fs": atoms.info["time_fs"]}
+    write(path, frames)
+    return path
+
+
+def test_campaign_judges_against_the_users_reference(ray_session, structures, tmp_path):
+    """reference_data names the user's trajectory for the candidate: no oracle MD; the checks, the exploration's
+    temperature and length, and the first labels come from the user's file (its level of theory, never mixed
+    with the campaign oracle's), and the MLflow run records the file's path and hash."""
+    from reference.store import LabelStore
+    from reference.user_reference import sha256_of
+
+    aimd = users_aimd(structures["Li"], tmp_path / "aimd_400K.extxyz", 400.0, steps=80, save_every=5, timestep_fs=5.0)
+    spec = lj_spec("byo", structures, reference_data={
+        "trajectories": {"Li": {"path": str(aimd), "temperature_K": 400.0}}, "oracle": "user-dft"})
+    campaign, summary = run(spec, tmp_path)
+    (cand,) = campaign.ledger.candidates()
+    key = cand["key"]
+    ref = campaign.ledger.step(f"ref:{key}")
+    assert ref["metadata"]["kind"] == "user-reference" and ref["oracle"] == "user-dft"
+    assert ref["metadata"]["sha256"] == sha256_of(aimd) and ref["metadata"]["dt_fs"] == 25.0
+    assert ref["simulated_ps"] == 0.0                                    # the campaign ran no oracle MD
+    assert {a.info["oracle"] for a in LabelStore(tmp_path / "store")._read_shard(Path(ref["shard"]))} == {"user-dft"}
+    assert campaign.ledger.step(f"trainset:{key}:0")["oracle"] == "user-dft"
+    explore = campaign.ledger.step(f"explore:{key}:0")
+    assert explore["temperature_K"] == 400.0                             # the user's temperature, not 375 K
+    assert explore["simulated_ps"] == pytest.approx(0.4)                 # the user's length: 80 x 5 fs
+    assert cand["reason"] in ("inconclusive", "converged", "budget_spent") and summary["done"] == 1
+    if cand["reason"] == "budget_spent":                                # no new labels of another theory
+        assert "labels are never mixed" in cand["detail"]
+    assert not campaign.ledger.steps(f"label:{key}")
+
+    from orchestrator.campaign.tracking import Tracker
+
+    tracker = Tracker(MLFLOW["uri"], "matscreen-byo")
+    (run_,) = tracker.client.search_runs([tracker.experiment_id], filter_string="tags.`matscreen.kind` = 'candidate'")
+    assert run_.data.params["reference_path"] == str(aimd.resolve())
+    assert run_.data.params["reference_sha256"] == sha256_of(aimd)

@@ -205,3 +205,61 @@ def test_truncated_and_corrupt_files(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("matscreen: error: bad.extxyz") and err.count("\n") == 1
     assert len(LabelStore(store)) == 0
+
+
+def test_user_reference_without_forces_is_labelled_by_the_campaign_oracle(tmp_path):
+    """An XDATCAR (positions only) as a candidate's reference: the service's HDF5 copy (unwrapped, the user's
+    time step and temperature, the equilibration to drop) and the campaign oracle's labels of its frames."""
+    from ase.build import bulk
+
+    from md.trajectory import load_trajectory
+    from reference.oracles import Oracle
+    from reference.user_reference import UserReference, import_reference, sha256_of
+    from vasp_layout import xdatcar_text
+
+    cell_atoms = bulk("Ar", "fcc", a=5.26, cubic=True).repeat(2)
+    cell_atoms.symbols[::2] = "Li"
+    rng = np.random.default_rng(0)
+    pos = cell_atoms.positions + np.cumsum(rng.normal(0, 0.05, (40, len(cell_atoms), 3)), axis=0)
+    (tmp_path / "XDATCAR").write_text(xdatcar_text(cell_atoms.cell[:], cell_atoms.get_chemical_symbols(), pos))
+    store = LabelStore(tmp_path / "store")
+    run = import_reference(UserReference(str(tmp_path / "XDATCAR"), temperature_K=600.0, dt_fs=4.0), cell_atoms,
+                           tmp_path / "ref.h5", discard_fs=40.0, store=store, shard="ref-r0.extxyz", n_labels=5,
+                           oracle=Oracle("lj"), run_id="t")
+    assert run.oracle == "lj-argon" and run.labelled_frames == 5 and run.metadata["can_label"]
+    assert run.metadata["sha256"] == sha256_of(tmp_path / "XDATCAR") and not run.metadata["has_forces"]
+    traj = load_trajectory(run.trajectory)
+    assert traj.dt_fs == 4.0 and traj.temperature_K == 600.0 and traj.discard_fs == 40.0 and len(traj) == 40
+    np.testing.assert_allclose(traj.unwrapped - traj.unwrapped[0], pos - pos[0], atol=1e-5)
+    labels = store.frames()
+    assert len(labels) == 5 and {a.info["oracle"] for a in labels} == {"lj-argon"}
+
+    with pytest.raises(InputError, match="no forces, so it cannot supply labels of vasp-pbe"):
+        import_reference(UserReference(str(tmp_path / "XDATCAR"), temperature_K=600.0, dt_fs=4.0), cell_atoms,
+                         tmp_path / "ref2.h5", discard_fs=0.0, store=store, shard="x.extxyz", n_labels=5,
+                         oracle=Oracle("lj"), labels_oracle="vasp-pbe")
+    other = cell_atoms.copy()
+    other.symbols[1] = "Li"
+    with pytest.raises(InputError, match="the candidate's cell is"):
+        import_reference(UserReference(str(tmp_path / "XDATCAR"), temperature_K=600.0, dt_fs=4.0), other,
+                         tmp_path / "ref3.h5", discard_fs=0.0, store=store, shard="y.extxyz", n_labels=5,
+                         oracle=Oracle("lj"))
+    assert not (tmp_path / "ref2.h5").exists() and not (tmp_path / "ref3.h5").exists()   # nothing half-written
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"path": "missing.extxyz", "temperature_K": 800}, "reference_data.trajectories.Li.path: missing.extxyz not found"),
+    ({"path": "__FILE__"}, "reference_data.trajectories.Li.temperature_K: missing"),
+    ({"path": "__FILE__", "temperature_K": 800, "dt": 2}, "reference_data.trajectories.Li.dt: unknown key; did you mean 'reference_data.trajectories.Li.dt_fs'?"),
+    ({"path": "__FILE__", "temperature_K": -5}, "reference_data.trajectories.Li.temperature_K: must be > 0"),
+])
+def test_user_reference_spec_errors_name_the_key(tmp_path, capsys, entry, message):
+    import yaml
+
+    (tmp_path / "aimd.extxyz").write_text("x")
+    entry = {k: (str(tmp_path / "aimd.extxyz") if v == "__FILE__" else v) for k, v in entry.items()}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"reference_data": {"trajectories": {"Li": entry}}}))
+    assert main(["campaign", "validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

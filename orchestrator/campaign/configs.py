@@ -39,10 +39,40 @@ def thresholds(cfg: dict) -> dict:
     return {**{k: s[k] for k in keys}, "mobile_species": [cfg["md"]["species"]]}
 
 
-def exploration_steps(cfg: dict) -> int:
-    """Steps of an exploration run: ``md.exploration_steps``, by default the reference's length."""
+def exploration_steps(cfg: dict, ref: dict | None = None) -> int:
+    """Steps of an exploration run: ``md.exploration_steps``, by default the reference's length (a user's
+    reference trajectory: its duration in the student's time steps)."""
     md = cfg["md"]
-    return md["reference_steps"] if md["exploration_steps"] is None else md["exploration_steps"]
+    if md["exploration_steps"] is not None:
+        return md["exploration_steps"]
+    meta = (ref or {}).get("metadata") or {}
+    if meta.get("kind") == "user-reference":
+        return max(1, round(meta["duration_fs"] / md["timestep_fs"]))
+    return md["reference_steps"]
+
+
+def reference_temperature(cfg: dict, ref: dict | None = None) -> float:
+    """The temperature of the candidate's reference (K): a user's trajectory's own, else the spec's."""
+    meta = (ref or {}).get("metadata") or {}
+    return float(meta["temperature_K"]) if meta.get("kind") == "user-reference" else cfg["md"]["reference_temperature_K"]
+
+
+def user_reference(cfg: dict, row: dict) -> dict | None:
+    """``reference.user_reference.UserReference`` fields of the candidate's entry in
+    ``reference_data.trajectories`` (by candidate key, else by reduced formula), None when it has none."""
+    from pymatgen.core import Composition
+
+    entries = cfg["reference_data"]["trajectories"]
+    if row["key"] in entries:
+        return dict(entries[row["key"]])
+    reduced = Composition(row["formula"]).reduced_formula
+    for name, entry in entries.items():
+        try:
+            if Composition(name).reduced_formula == reduced:
+                return dict(entry)
+        except Exception:  # noqa: BLE001 - a candidate key, not a formula
+            continue
+    return None
 
 
 def monitor(cfg: dict) -> dict:

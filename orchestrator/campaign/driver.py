@@ -3,7 +3,10 @@
 Per candidate (each step recorded in the ledger by a stable key and never redone on resume):
 
 1. ``ref:<c>``          oracle MD at ``md.reference_temperature_K``; its labels (every
-                        ``reference_steps / initial_labels`` steps) are the store shard r0
+                        ``reference_steps / initial_labels`` steps) are the store shard r0.  A candidate
+                        named in ``reference_data.trajectories`` uses the user's trajectory instead (its
+                        temperature and length set the exploration's; ``reference.user_reference``): its
+                        own labels under ``reference_data.oracle``, else the campaign oracle labels its frames
 2. round r = 0, 1, ...:
    ``trainset:<c>:<r>`` the training set, fixed before training: store frames of the campaign's oracle
                         sharing >= ``active_learning.min_shared_elements`` elements with the candidate
@@ -42,7 +45,7 @@ from typing import Any, Callable
 
 from common.atomic import atomic_write_text
 from common.errors import InputError
-from orchestrator.campaign import steps
+from orchestrator.campaign import configs, steps
 from orchestrator.campaign.pool import ActorPool
 from orchestrator.campaign.results import ranked, results_csv, results_markdown
 from orchestrator.campaign.spec import Spec, store_root
@@ -214,6 +217,10 @@ class Campaign:
         cand = self.ledger.candidate(key)
         params = {"formula": row["formula"], "prototype": row.get("prototype") or "",
                   "model_version": cand.get("model_version") or "", "oracle": self.cfg["oracle"]["name"]}
+        ref_meta = (self.ledger.step(f"ref:{key}") or {}).get("metadata") or {}
+        if ref_meta.get("kind") == "user-reference":     # the user's trajectory the checks compared against
+            params.update(reference="user", reference_path=ref_meta["source"], reference_sha256=ref_meta["sha256"],
+                          reference_labels=ref_meta["labels_by"])
         if reason != "error":  # an errored candidate is retried on the next run, not "screened"
             self._record_screened(row, gkey)
         if row.get("known_values"):          # measured values beside whatever was computed (or not)
@@ -356,7 +363,9 @@ class Campaign:
         gkey = self.gkey(key)  # generation 2+ (--incremental): fresh steps, the reference is shared
         self._stage(key, "reference")
         self._track("candidate_progress", self.key, gkey, "reference", 0, self.display_name(row))
-        ref = self._once(f"ref:{key}", key, lambda: steps.reference(self.ctx, row))
+        source = configs.user_reference(self.cfg, row)
+        ref = self._once(f"ref:{key}", key, lambda: steps.reference(self.ctx, row) if source is None
+                         else steps.user_reference(self.ctx, row, source))
         if ref.get("error"):
             self._finish(row, "oracle_failing", "reference_failed", f"oracle reference MD failed: {ref['error']}", {})
             return
@@ -368,6 +377,8 @@ class Campaign:
         """Train, explore, judge, label until the judge finds the model stable (or can say no more: inconclusive):
         its member files and last verdict, or None when the candidate ended here (budget spent, oracle failing)."""
         key, cfg, al = row["key"], self.cfg, self.cfg["active_learning"]
+        meta = ref.get("metadata") or {}
+        can_label = meta.get("can_label", True)   # a user's labels: more only from the same level of theory
         members: list[str] | None = None
         for r in range(al["max_rounds"] + 1):
             self._stage(key, "active_learning", r)
@@ -379,10 +390,10 @@ class Campaign:
             self.ledger.update_candidate(key, model_version=f"{gkey}/r{r}")
             self._log_training(row, gkey, r, train, init)
             explore = self._once(f"explore:{gkey}:{r}", key,
-                                 lambda: steps.explore(self.ctx, gkey, r, members, row["structure_path"]))
+                                 lambda: steps.explore(self.ctx, gkey, r, members, row["structure_path"], ref))
             errors = (self._once(f"calibrate:{gkey}:{r}", key,
                                  lambda: steps.reference_errors(self.ctx, members, ref["trajectory"]))
-                      if len(members) > 1 else None)
+                      if len(members) > 1 and meta.get("has_forces", True) else None)
             report = self._once(f"judge:{gkey}:{r}", key, lambda: steps.judge(
                 self.ctx, gkey, r, explore["trajectory"], ref["trajectory"], errors and errors["deviation_eV_A"]))
             verdict = report["verdict"]
@@ -394,14 +405,17 @@ class Campaign:
             if verdict["status"] in ("stable", "inconclusive"):   # labels cannot settle a check that lacks length
                 self.ledger.record_round(gkey, r, diag)
                 return members, verdict
-            if r == al["max_rounds"] or not report["frames"]:
+            if r == al["max_rounds"] or not report["frames"] or not can_label:
                 self.ledger.record_round(gkey, r, diag)
                 why = (f"no stable model after {r + 1} rounds (last verdict {verdict['status']})" if report["frames"]
                        else "no frame could be selected for labelling (exploration collapsed)")
+                if not can_label and report["frames"] and r < al["max_rounds"]:
+                    why = (f"verdict {verdict['status']}; new labels would need the reference's level of theory "
+                           f"({ref['oracle']}), and this campaign's oracle is another: labels are never mixed")
                 self._finish(row, "budget_spent", verdict["status"], why, {"checks": checks_summary(verdict)})
                 return None
             lab = self._once(f"label:{gkey}:{r + 1}", key,
-                             lambda: steps.label(self.ctx, gkey, r + 1, explore["trajectory"], report["frames"]))
+                             lambda: steps.label(self.ctx, gkey, r + 1, explore["trajectory"], report["frames"], ref))
             asked = lab["n_labels"] + lab["n_failed"]
             diag.update(labels_added=lab["n_labels"], labels_failed=lab["n_failed"])
             if lab["shard"]:

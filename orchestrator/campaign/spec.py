@@ -139,6 +139,15 @@ SCHEMA: dict[str, Any] = {
         "min_shared_elements": F("int?", None, "training data = store frames (same oracle) sharing at least this many "
                                  "elements with the candidate; null = all but one of its elements (at least 1)"),
     },
+    "reference_data": {
+        "trajectories": F("references", {}, "candidate key or formula -> the user's own trajectory (e.g. AIMD) to "
+                          "judge the student against instead of oracle MD: {path (any format `matscreen analyze` "
+                          "reads; relative to the working directory), temperature_K, dt_fs (fs between frames; null = "
+                          "the file's), format (ASE name; null = from the file name), topology (LAMMPS data file)}"),
+        "oracle": F("str?", None, "level of theory of those files' energies and forces (e.g. vasp-pbe): their frames "
+                    "become the candidate's labels under this name and it trains on that oracle only (no new labels "
+                    "unless oracle.name is the same); null = the campaign's oracle labels frames of the trajectory"),
+    },
     "resources": {
         "md_workers": F("int", 1, "MDWorker actors"),
         "reference_workers": F("int", 1, "ReferenceWorker actors (oracle labels, reference MD)"),
@@ -240,6 +249,8 @@ def _check_leaf(path: str, value: Any, f: Field) -> Any:
         kind = kind[:-1]
         if value is None:
             return None
+    if kind == "references":
+        return _check_references(path, value)
     if kind == "mapping":
         if not isinstance(value, dict):
             raise InputError(f"{path}: expected a mapping of formula: path, got {_show(value)}")
@@ -255,6 +266,44 @@ def _check_leaf(path: str, value: Any, f: Field) -> Any:
             raise InputError(f"{path}: expected a list of {_kind_word(inner)}s, got {_show(value)}")
         return [_check_scalar(f"{path}[{i}]", v, inner, f.choices) for i, v in enumerate(value)]
     return _check_scalar(path, value, kind, f.choices)
+
+
+REFERENCE_ENTRY = {"path": ("str", True), "temperature_K": ("float", True), "dt_fs": ("float", False),
+                   "format": ("str", False), "topology": ("str", False)}
+
+
+def _check_references(path: str, value: Any) -> dict:
+    """``reference_data.trajectories``: name -> {path, temperature_K, dt_fs?, format?, topology?}; files must exist."""
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: expected a mapping of candidate: {{path, temperature_K}}, got {_show(value)}")
+    out = {}
+    for name, entry in value.items():
+        where = f"{path}.{name}"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where}: expected a mapping with path and temperature_K, got {_show(entry)}")
+        clean = {}
+        for key, item in entry.items():
+            if key not in REFERENCE_ENTRY:
+                near = difflib.get_close_matches(str(key), list(REFERENCE_ENTRY), n=1, cutoff=0.5)
+                hint = f"; did you mean '{where}.{near[0]}'?" if near else f"; valid keys: {', '.join(REFERENCE_ENTRY)}"
+                raise InputError(f"{where}.{key}: unknown key{hint}")
+            kind, _ = REFERENCE_ENTRY[key]
+            clean[key] = None if item is None else _check_scalar(f"{where}.{key}", item, kind, ())
+        for key, (kind, required) in REFERENCE_ENTRY.items():
+            if required and clean.get(key) is None:
+                raise InputError(f"{where}.{key}: missing; give the trajectory's {key.replace('_K', ' (K)')}")
+            clean.setdefault(key, None)
+        for key in ("temperature_K", "dt_fs"):
+            if clean[key] is not None and clean[key] <= 0:
+                raise InputError(f"{where}.{key}: must be > 0, got {clean[key]}")
+        for key in ("path", "topology"):
+            if clean[key] is not None and not Path(clean[key]).expanduser().is_file():
+                raise InputError(f"{where}.{key}: {clean[key]} not found; give an existing file (relative paths "
+                                 "start from the working directory)")
+            if clean[key] is not None:
+                clean[key] = str(Path(clean[key]).expanduser().resolve())
+        out[str(name)] = clean
+    return out
 
 
 def _kind_word(kind: str) -> str:

@@ -58,6 +58,17 @@ def reference(ctx: Context, row: dict) -> dict:
                                      f"{ctx.name}/{key}/r0")
 
 
+def user_reference(ctx: Context, row: dict, source: dict) -> dict:
+    """The user's trajectory ``source`` (``reference_data.trajectories``) as the candidate's reference: the
+    service's HDF5 copy and the shard r0 (``reference.user_reference``), instead of oracle MD."""
+    key, md = row["key"], ctx.cfg["md"]
+    return ctx.actors.reference.call("import_reference", source, row["structure_path"],
+                                     str(ctx.root / "reference" / f"{key}.h5"),
+                                     md["equilibration_steps"] * md["timestep_fs"], str(ctx.store), ctx.shard(key, 0),
+                                     ctx.cfg["active_learning"]["initial_labels"], ctx.cfg["reference_data"]["oracle"],
+                                     f"{ctx.name}/{key}/r0")
+
+
 def training_set(ctx: Context, elements: set[str], min_shared: int, oracle: str) -> dict:
     """The store selection a round trains on (``reference.store.Selection``), fixed before training."""
     return ctx.labels.select(elements, min_shared, oracle).to_dict()
@@ -72,11 +83,11 @@ def train(ctx: Context, gkey: str, r: int, selection: dict, init: list[str] | No
                     ctx.cfg["resources"]["trainer_workers"])
 
 
-def explore(ctx: Context, gkey: str, r: int, members: list[str], structure: str) -> dict:
-    """Student MD at the reference temperature, same protocol and stride as the reference (``SystemResult``)."""
+def explore(ctx: Context, gkey: str, r: int, members: list[str], structure: str, ref: dict) -> dict:
+    """Student MD at the reference's temperature, same protocol and length as the reference (``SystemResult``)."""
     md = ctx.cfg["md"]
-    return ctx.actors.md.call("run", members, structure, [md["reference_temperature_K"]], 1,
-                              configs.protocol(ctx.cfg, configs.exploration_steps(ctx.cfg), md["equilibration_steps"]),
+    return ctx.actors.md.call("run", members, structure, [configs.reference_temperature(ctx.cfg, ref)], 1,
+                              configs.protocol(ctx.cfg, configs.exploration_steps(ctx.cfg, ref), md["equilibration_steps"]),
                               configs.monitor(ctx.cfg),
                               ctx.cfg["seed"] + 1000 * r, str(ctx.root / "md" / gkey / f"explore_r{r}"))[0]
 
@@ -95,9 +106,9 @@ def judge(ctx: Context, gkey: str, r: int, explore_path: str, reference_path: st
                     str(ctx.root / "plots" / gkey / f"rdf_r{r}.png"), reference_deviation)
 
 
-def label(ctx: Context, gkey: str, n: int, explore_path: str, frames: list[int]) -> dict:
+def label(ctx: Context, gkey: str, n: int, explore_path: str, frames: list[int], ref: dict) -> dict:
     """Oracle labels of the selected frames as the shard ``r<n>`` (``reference.oracles.LabelResult``)."""
-    return ctx.actors.reference.call("label", explore_path, frames, ctx.cfg["md"]["reference_temperature_K"],
+    return ctx.actors.reference.call("label", explore_path, frames, configs.reference_temperature(ctx.cfg, ref),
                                      str(ctx.store), ctx.shard(gkey, n), f"{ctx.name}/{gkey}/r{n}")
 
 

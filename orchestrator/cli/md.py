@@ -18,10 +18,15 @@ resumes from runs/lgps/checkpoint.pt; a larger --steps extends the run.
 """
 
 ANALYZE_EPILOG = """\
-example:
+examples:
   matscreen analyze runs/lgps/800K_r0.h5 --species Li --json
+  matscreen analyze XDATCAR.gz --dt-fs 2 --temperature 1000 --reference aimd_1000K/vasprun.xml --json
+  matscreen analyze dump.lammpstrj --topology data.lmp --dt-fs 20 --temperature 900
 prints one JSON line: diffusivity_cm2_s, diffusivity_err_cm2_s, conductivity_mS_cm,
-conductivity_err_mS_cm, n_frames, verdict (+ rdf_mae with --reference REF.h5).
+conductivity_err_mS_cm, n_frames, verdict (+ rdf_mae with --reference REF).
+TRAJ and REF: the service's HDF5 or any trajectory ASE reads (extxyz/xyz, XDATCAR, vasprun.xml,
+OUTCAR, .traj, LAMMPS dump + --topology; .gz/.bz2/.xz too).  Positions are unwrapped; --dt-fs is
+required when the file does not record the time between frames (vasprun.xml and OUTCAR do: POTIM).
 """
 
 
@@ -52,13 +57,20 @@ def register(subparsers) -> None:
                               description="Analyse an MD trajectory: stability verdict, MSD, D (GLS error), "
                                           "Nernst-Einstein sigma.", epilog=ANALYZE_EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    a.add_argument("trajectory", help="trajectory file written by `matscreen md` (.h5)")
+    a.add_argument("trajectory", help="trajectory: `matscreen md` HDF5 (.h5) or any format ASE reads (see below)")
     a.add_argument("--species", default="Li", help="diffusing species (default Li)")
-    a.add_argument("--dt-fs", type=float, default=None, help="time between stored frames in fs (default: from file)")
-    a.add_argument("--temperature", type=float, default=None, help="temperature in K (default: from file)")
+    a.add_argument("--dt-fs", type=float, default=None,
+                   help="time between stored frames in fs (default: from the file; required when it has none)")
+    a.add_argument("--temperature", type=float, default=None, help="temperature in K (default: from the file)")
     a.add_argument("--discard-fs", type=float, default=None,
                    help="equilibration to drop in fs (default: the protocol's, else 0)")
-    a.add_argument("--reference", default=None, help="reference trajectory (.h5) for the RDF MAE")
+    a.add_argument("--format", default=None, help="ASE format name of TRAJ (default: from its name or content)")
+    a.add_argument("--topology", default=None, help="LAMMPS data file naming the elements of a dump's atom types")
+    a.add_argument("--reference", default=None,
+                   help="reference trajectory (any format, e.g. your AIMD) for the structure and dynamics checks")
+    a.add_argument("--reference-dt-fs", type=float, default=None,
+                   help="time between the reference's frames in fs (default: from its file, else --dt-fs)")
+    a.add_argument("--reference-format", default=None, help="ASE format name of REF (default: from its name)")
     a.add_argument("--plots", default=None, help="directory for PNG plots (RDF, MSD)")
     a.add_argument("--json", action="store_true", help="print one JSON line (default: readable text)")
     a.set_defaults(func=run_analyze)
@@ -128,19 +140,45 @@ def run_analyze(args) -> int:
     """Verdict (the campaign's judge), D and sigma (the campaign's transport) of one trajectory."""
     from dataclasses import replace
 
+    import numpy as np
+
     from analysis.transport import transport
     from analysis.verdicts import judge, reference_profile, structure_rdf, window_rdf
     from md.trajectory import load_trajectory
 
-    traj = load_trajectory(args.trajectory)
-    if args.dt_fs is not None and len(traj) > 1 and abs(args.dt_fs - traj.dt_fs) > 1e-6 * traj.dt_fs:
-        raise InputError(f"--dt-fs {args.dt_fs:g} disagrees with the file's {traj.dt_fs:g} fs between frames; "
-                         "omit --dt-fs or fix it")
-    if args.temperature is not None:
-        traj = replace(traj, temperature_K=args.temperature)
+    from analysis.diffusion import MIN_FIT_FRAMES
+    from ase.data import atomic_numbers, chemical_symbols
+
+    traj = load_trajectory(args.trajectory, dt_fs=args.dt_fs, temperature_K=args.temperature, fmt=args.format,
+                           topology=args.topology)
     if args.discard_fs is not None:
+        if args.discard_fs < 0:
+            raise InputError(f"--discard-fs must be >= 0 fs, got {args.discard_fs:g}")
         traj = replace(traj, discard_fs=args.discard_fs)
-    reference = reference_profile(load_trajectory(args.reference)) if args.reference else None
+    present = sorted({chemical_symbols[z] for z in traj.numbers})
+    if args.species not in atomic_numbers or atomic_numbers[args.species] not in traj.numbers:
+        raise InputError(f"{args.trajectory} has no {args.species} atoms (it has {', '.join(present)}); "
+                         "pass --species with one of them")
+    if len(traj.production()) < MIN_FIT_FRAMES:
+        raise InputError(f"{args.trajectory}: {len(traj.production())} frames after the equilibration; a diffusion fit "
+                         f"needs at least {MIN_FIT_FRAMES}: give a longer trajectory or a smaller --discard-fs")
+    reference = None
+    if args.reference:
+        from md.formats import MissingTimeStep
+
+        kw = {"fmt": args.reference_format, "topology": args.topology}
+        try:
+            ref = load_trajectory(args.reference, dt_fs=args.reference_dt_fs, **kw)
+        except MissingTimeStep:          # a reference without its own time between frames takes --dt-fs
+            if args.dt_fs is None:
+                raise
+            ref = load_trajectory(args.reference, dt_fs=args.dt_fs, **kw)
+        if ref.temperature_K is None:
+            ref = replace(ref, temperature_K=traj.temperature_K)
+        if not np.array_equal(np.sort(ref.numbers), np.sort(traj.numbers)):
+            raise InputError(f"{args.reference} is not the same material as {args.trajectory}; give a reference of "
+                             "the same cell and composition")
+        reference = reference_profile(ref)
     verdict = judge(traj, reference)
     result = transport([traj], args.species)
     if not result.points:

@@ -1,0 +1,250 @@
+"""Trajectories in any format ASE reads, as the analyses' one input (``analysis.Trajectory``).
+
+:func:`md.trajectory.load_trajectory` sends every file that is not the service's own HDF5 here, so
+``matscreen analyze``, the campaign (a user's AIMD as the reference) and the benchmark read foreign
+trajectories the same way:
+
+* formats: everything ``ase.io.read`` reads, chosen from the file name or its content (``fmt``
+  overrides): extxyz/xyz, VASP XDATCAR, vasprun.xml, OUTCAR, ASE ``.traj``, LAMMPS text dumps
+  (``lammps-dump-text``; its data file, ``topology``, gives the elements of the atom types) ...;
+  gzip/bzip2/xz-compressed files (``run.extxyz.gz``) are read as they are;
+* time between frames (fs): from the file where it says (vasprun.xml and OUTCAR: ``POTIM``, every ionic
+  step is stored; extxyz/traj: a ``time_fs`` per frame), else ``dt_fs`` is required and the error
+  says so; a ``dt_fs`` that disagrees with the file's is an error;
+* temperature (K): ``temperature_K``, else the file's (``TEBEG``, a ``temperature_K`` per frame), else
+  unknown (no conductivity, and no comparison of temperatures);
+* positions: unwrapped by the minimum image between consecutive frames (wrapped and already unwrapped
+  files give the same trajectory, as long as no atom moves half a cell between two frames);
+* one system per file: a frame whose atom count, atom order or cell differs from the first frame's is
+  an error naming the frame (analyse a constant-cell run);
+* energies (eV) where every frame has one; instantaneous temperatures where the frames carry velocities.
+
+Units: Å, fs, K, eV.  Every problem is an ``InputError`` naming the file and the fix.
+"""
+from __future__ import annotations
+
+import gzip
+import bz2
+import lzma
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from common.errors import InputError
+
+class MissingTimeStep(InputError):
+    """The file does not record the time between its frames, and no ``dt_fs`` was given."""
+
+
+CELL_RTOL = 1e-4          # relative change of any cell entry (of the longest lattice vector) that counts as a new cell
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+VASP_TEXT = ("vasp-xml", "vasp-out")
+
+
+def _open_text(path: Path):
+    opener = COMPRESSED.get(path.suffix.lower())
+    return opener(path, "rt", errors="replace") if opener else open(path, errors="replace")
+
+
+def _head(path: Path, n: int = 2_000_000) -> str:
+    with _open_text(path) as fh:
+        return fh.read(n)
+
+
+def _tail(path: Path, n: int = 8192) -> str:
+    if path.suffix.lower() in COMPRESSED:
+        with _open_text(path) as fh:
+            text = ""
+            for chunk in iter(lambda: fh.read(1 << 20), ""):
+                text = (text + chunk)[-n:]
+            return text
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - n))
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def truncated(path: Path, fmt: str) -> bool:
+    """True when a VASP text file lacks its closing lines (the run stopped mid-write)."""
+    tail = _tail(path)
+    if fmt == "vasp-xml":
+        return "</modeling>" not in tail
+    if fmt == "vasp-out":
+        return "General timing and accounting" not in tail and "Voluntary context switches" not in tail
+    return False
+
+
+def vasp_setting(path: Path, fmt: str, name: str) -> float | None:
+    """A numeric INCAR setting (``POTIM``, ``TEBEG``) as vasprun.xml or OUTCAR record it; None when absent."""
+    head = _head(path)
+    pattern = (rf'<i\s+name="{name}"\s*>\s*([-+0-9.Ee]+)' if fmt == "vasp-xml"
+               else rf"\b{name}\s*=\s*([-+0-9.Ee]+)")
+    m = re.search(pattern, head)
+    return float(m.group(1)) if m else None
+
+
+def detect_format(path: Path, fmt: str | None = None) -> str:
+    """The ASE format name of ``path`` (``fmt`` when given)."""
+    from ase.io.formats import filetype, ioformats
+
+    if fmt:
+        if fmt not in ioformats:
+            raise InputError(f"--format {fmt!r} is not an ASE format; use e.g. extxyz, vasp-xdatcar, vasp-xml, "
+                             "vasp-out, traj or lammps-dump-text")
+        return fmt
+    try:
+        return filetype(str(path))
+    except Exception:  # noqa: BLE001 - ASE raises several kinds for an unknown file
+        raise InputError(f"{path}: unknown trajectory format; name the file like its format (run.extxyz, XDATCAR, "
+                         "vasprun.xml, OUTCAR, run.traj) or pass --format (an ASE format name)") from None
+
+
+def _read_frames(path: Path, fmt: str, topology: str | None) -> list:
+    from ase.io import read
+
+    kwargs = {}
+    if fmt.startswith("lammps-dump"):
+        kwargs["order"] = True          # frames sorted by atom id: the same order in every frame
+    try:
+        frames = read(str(path), index=":", format=fmt, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - every parser error is bad input
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable {fmt} file, or truncated ({msg[:120]}); check or regenerate it, "
+                         "or pass --format") from None
+    frames = frames if isinstance(frames, list) else [frames]
+    if fmt.startswith("lammps-dump"):
+        frames = _lammps_elements(path, frames, topology)
+    return frames
+
+
+def _lammps_elements(path: Path, frames: list, topology: str | None) -> list:
+    """A LAMMPS dump knows atom types, not elements: its data file (masses) names them."""
+    symbols_known = frames and "element" in (frames[0].info.get("lammps_columns") or ())
+    if topology is None:
+        if symbols_known:
+            return frames
+        raise InputError(f"{path}: a LAMMPS dump holds atom types, not elements; pass --topology with the "
+                         "run's LAMMPS data file (its Masses name the elements)")
+    from ase.io import read
+
+    try:
+        data = read(topology, format="lammps-data", atom_style="atomic", sort_by_id=True)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{topology}: not a readable LAMMPS data file ({str(exc).strip()[:100]}); give the "
+                         "data file the run started from (atom_style atomic)") from None
+    if len(data) != len(frames[0]):
+        raise InputError(f"{topology} has {len(data)} atoms but {path} has {len(frames[0])}; give the data file "
+                         "of this run")
+    for atoms in frames:
+        atoms.numbers = data.numbers
+    return frames
+
+
+def _frame_times(frames: list) -> np.ndarray | None:
+    times = [atoms.info.get("time_fs") for atoms in frames]
+    if all(isinstance(t, (int, float)) for t in times):
+        return np.asarray(times, dtype=float)
+    return None
+
+
+def read_checked(path: str | os.PathLike, fmt: str | None = None, topology: str | None = None) -> tuple[list, str]:
+    """The frames of ``path`` as ``ase.Atoms`` (one system, constant cell) and the ASE format they were read as."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"trajectory {path} not found; check the path")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty; give a complete trajectory file")
+    fmt = detect_format(path, fmt)
+    if fmt in VASP_TEXT and truncated(path, fmt):
+        raise InputError(f"{path} is truncated (the run stopped mid-write); re-run it, or convert its complete "
+                         "frames to extxyz")
+    frames = _read_frames(path, fmt, topology)
+    if len(frames) < 2:
+        raise InputError(f"{path} holds {len(frames)} frame(s); a trajectory needs at least 2 (give the whole run)")
+    first = frames[0]
+    n = len(first)
+    scale = max(float(np.linalg.norm(first.cell[:], axis=1).max()), 1e-12)
+    if not np.all(first.pbc) or abs(np.linalg.det(first.cell[:])) < 1e-9:
+        raise InputError(f"{path}: frames have no periodic 3D cell; diffusion needs a periodic cell")
+    for k, atoms in enumerate(frames):
+        if len(atoms) != n:
+            raise InputError(f"{path}: frame {k} has {len(atoms)} atoms, frame 0 has {n}; one system per file "
+                             "(split the file, or give a run at constant atom count)")
+        if not np.array_equal(atoms.numbers, first.numbers):
+            raise InputError(f"{path}: frame {k} orders the atoms differently from frame 0; write every frame "
+                             "in one atom order")
+        if np.abs(atoms.cell[:] - first.cell[:]).max() > CELL_RTOL * scale:
+            raise InputError(f"{path}: the cell changes at frame {k} (a constant-pressure run?); analyse a "
+                             "constant-cell (NVT/NVE) trajectory")
+    return frames, fmt
+
+
+def time_between_frames(path: str | os.PathLike, fmt: str, frames: list, dt_fs: float | None) -> float:
+    """The time between stored frames (fs): the file's own, else ``dt_fs``; an error when neither says, or
+    when they disagree."""
+    path = Path(path)
+    file_dt, _ = file_dt_and_temperature(path, fmt, frames)
+    if dt_fs is not None and (not np.isfinite(dt_fs) or dt_fs <= 0):
+        raise InputError(f"--dt-fs must be a positive time between frames in fs, got {dt_fs}")
+    if file_dt is not None and dt_fs is not None and abs(file_dt - dt_fs) > 1e-6 * file_dt:
+        raise InputError(f"--dt-fs {dt_fs:g} disagrees with {path.name}'s {file_dt:g} fs between frames; omit --dt-fs "
+                         "or fix it")
+    dt = file_dt if file_dt is not None else dt_fs
+    if dt is None:
+        raise MissingTimeStep(f"{path} does not say the time between its frames; pass --dt-fs (fs between stored "
+                              "frames, e.g. POTIM x NBLOCK for an XDATCAR)")
+    return float(dt)
+
+
+def read_any(path: str | os.PathLike, *, dt_fs: float | None = None, temperature_K: float | None = None,
+             fmt: str | None = None, topology: str | None = None):
+    """One system's trajectory from a file ASE reads (see the module docstring); an ``analysis.Trajectory``."""
+    from analysis.trajectory import Trajectory
+
+    frames, fmt = read_checked(path, fmt, topology)
+    dt = time_between_frames(path, fmt, frames, dt_fs)
+    first = frames[0]
+    cell = np.asarray(first.cell[:])
+    frac = np.stack([atoms.get_positions() for atoms in frames]) @ np.linalg.inv(cell)
+    step = np.diff(frac, axis=0)
+    step -= np.round(step)
+    unwrapped_frac = np.concatenate([frac[:1], frac[:1] + np.cumsum(step, axis=0)])
+    temps = (np.array([a.get_temperature() for a in frames]) if first.has("momenta") and
+             np.any(first.get_momenta()) else None)
+    target = temperature_K if temperature_K is not None else file_dt_and_temperature(Path(path), fmt, frames)[1]
+    return Trajectory(numbers=np.asarray(first.numbers, dtype=np.int64), positions=(frac % 1.0) @ cell,
+                      unwrapped=unwrapped_frac @ cell, cells=np.stack([a.cell[:] for a in frames]),
+                      steps=np.arange(len(frames)), dt_fs=dt, temperature_K=None if target is None else float(target),
+                      temperatures_K=temps, potential_energy=_energies(frames), path=str(path),
+                      metadata={"source": str(path), "format": fmt, "kind": "imported"})
+
+
+def _energies(frames: list) -> np.ndarray | None:
+    out = []
+    for atoms in frames:
+        calc = atoms.calc
+        e = calc.results.get("energy") if calc is not None else None
+        if e is None:
+            return None
+        out.append(float(e))
+    return np.asarray(out)
+
+
+def file_dt_and_temperature(path: Path, fmt: str, frames: list) -> tuple[float | None, float | None]:
+    """The time between frames (fs) and the target temperature (K) the file records, None where it does not."""
+    if fmt in VASP_TEXT:
+        potim = vasp_setting(path, fmt, "POTIM")
+        tebeg = vasp_setting(path, fmt, "TEBEG")
+        return (potim if potim and potim > 0 else None), (tebeg if tebeg and tebeg > 0 else None)
+    times = _frame_times(frames)
+    dt = None
+    if times is not None:
+        gaps = np.diff(times)
+        if gaps[0] <= 0 or not np.allclose(gaps, gaps[0], rtol=1e-6, atol=1e-9):
+            raise InputError(f"{path} has inconsistent times between frames ({gaps.min():g} to {gaps.max():g} fs); "
+                             "analyse a trajectory stored at a constant stride")
+        dt = float(gaps[0])
+    t = frames[0].info.get("temperature_K")
+    return dt, (float(t) if isinstance(t, (int, float)) and t > 0 else None)
