@@ -263,3 +263,20 @@ def test_user_reference_spec_errors_name_the_key(tmp_path, capsys, entry, messag
     assert main(["campaign", "validate", str(spec)]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_studys_layout_imports_per_material_temperature_and_run(tmp_path, capsys):
+    """One AIMD per material, temperature and run (aimd/<material>/<T>K/<run>/vasprun.xml), imported as
+    `matscreen data import --help` shows: every frame keeps its temperature and run id."""
+    for mat, temp, run in [("Li3PS4", 800, "run1"), ("Li3PS4", 800, "run2"), ("Li3PS4", 1000, "run1")]:
+        d = tmp_path / "aimd" / mat / f"{temp}K" / run
+        d.mkdir(parents=True)
+        (d / "vasprun.xml").write_text(vasprun_text())
+    for f in sorted((tmp_path / "aimd").glob("*/*K/*/vasprun.xml")):
+        _, mat, temp, run, _ = f.relative_to(tmp_path).parts
+        assert main(["data", "import", str(f), "--oracle", "vasp-pbe", "--temperature-K", temp.removesuffix("K"),
+                     "--run-id", f"{mat}-{temp}-{run}", "--store", str(tmp_path / "store")]) == 0
+    frames = LabelStore(tmp_path / "store").frames()
+    assert sorted({(a.info["run_id"], a.info["temperature_K"]) for a in frames}) == [
+        ("Li3PS4-1000K-run1", 1000.0), ("Li3PS4-800K-run1", 800.0), ("Li3PS4-800K-run2", 800.0)]
+    assert {a.info["oracle"] for a in frames} == {"vasp-pbe"}

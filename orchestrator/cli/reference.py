@@ -28,6 +28,18 @@ import AIMD runs, see what is stored, select frames by elements.
   matscreen data stats
   matscreen data query --subset-of Li,Ge,P,S --out lgps_frames.extxyz
   matscreen data query --shares-with Li10SiP2S12 --min-shared 3 --oracle chgnet-0.3.0 --out train.extxyz
+
+The study's published layout (one AIMD per material, temperature and run, e.g.
+aimd/<material>/<T>K/<run>/vasprun.xml): import each run with its temperature and a run id, so
+frames of different runs stay apart in the store (a training or test split by run, by temperature):
+
+  for f in aimd/*/*K/*/vasprun.xml; do
+    IFS=/ read -r _ mat temp run _ <<< "$f"
+    matscreen data import "$f" --oracle vasp-pbe --temperature-K "${temp%K}" --run-id "$mat-$temp-$run"
+  done
+
+XDATCAR has no energies or forces, so it cannot be imported as labels; `matscreen analyze` and a
+campaign's reference_data read it (positions only).
 """
 CANDIDATES_HELP = """\
 Candidate structures for compositions by same-charge ionic substitution into library prototypes
