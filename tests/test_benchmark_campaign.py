@@ -134,5 +134,5 @@ def test_table_formatting_handles_missing_values():
     text = format_table(rows)
     from orchestrator.campaign.benchmark import table_csv
 
-    assert table_csv(rows).splitlines()[1] == "painn,Li3PS4,transfer,51.234,,,,,,,atom_fusion,,,,,"
+    assert table_csv(rows).splitlines()[1] == "painn,Li3PS4,transfer,51.234,,,,,,,atom_fusion,,,,,,,,,"
     assert "51.2" in text and "atom_fusion" in text and text.count("| -") >= 2

@@ -58,7 +58,9 @@ BENCHMARK_KEYS = {
 }
 COLUMNS = ["model", "material", "role", "force_mae_meV_A", "rdf_mae", "rdf_noise_floor", "rdf_status",
            "log10_D_ratio", "log10_D_ratio_err", "dynamics_status", "verdict", "neg_log10_sigma_300K",
-           "neg_log10_sigma_300K_err", "oracle_neg_log10_sigma_300K", "oracle_neg_log10_sigma_300K_err", "note"]
+           "neg_log10_sigma_300K_err", "oracle_neg_log10_sigma_300K", "oracle_neg_log10_sigma_300K_err",
+           "activation_energy_eV", "activation_energy_eV_err", "oracle_activation_energy_eV",
+           "oracle_activation_energy_eV_err", "note"]
 MATERIAL_COLUMNS = ["material", "oracle_neg_log10_sigma_300K", "oracle_neg_log10_sigma_300K_err",
                     "oracle_activation_energy_eV", "study_aimd_neg_log10_sigma_300K", "experiment_neg_log10_sigma_300K",
                     "oracle_minus_study_aimd", "oracle_minus_experiment", "oracle_note", "sources"]
@@ -162,6 +164,14 @@ def _neg_log10_sigma(transport: dict) -> tuple[float, float]:
     if value is None:
         return float("nan"), float("nan")
     return -float(value), float(transport.get("log10_sigma_300K_err") or float("nan"))
+
+
+def _activation_energy(transport: dict) -> tuple[float, float]:
+    """(Ea, its error) in eV of an Arrhenius fit; NaN without one."""
+    value = transport.get("activation_energy_eV")
+    if value is None:
+        return float("nan"), float("nan")
+    return float(value), float(transport.get("activation_energy_eV_err") or float("nan"))
 
 
 def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | None = None,
@@ -278,7 +288,7 @@ def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, tra
     from analysis.verdicts import Verdict, worst
 
     verdict = worst([Verdict.from_dict(v) for v in verdicts]).status
-    sigma = err = float("nan")
+    sigma = err = ea = ea_err = float("nan")
     notes = sorted({why for v in verdicts for why in v["evidence"].get("inconclusive", [])})
     # an inconclusive run broke nothing: its numbers are reported, flagged by the verdict column
     unbroken = [r["trajectory"] for r, v in zip(runs, verdicts) if v["status"] in ("stable", "inconclusive")]
@@ -286,6 +296,7 @@ def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, tra
         (res,) = roles.map("judge", "transport", [(unbroken, cfg["md"]["species"], str(out / "plots" / arch / material),
                                                    cfg["stability"]["min_msd_A2"])])
         sigma, err = _neg_log10_sigma(res["transport"])
+        ea, ea_err = _activation_energy(res["transport"])
         if not math.isfinite(sigma):
             notes.append("student: " + ("; ".join(res["transport"]["notes"]) or "no Arrhenius fit"))
     oracle_sigma, oracle_err = _neg_log10_sigma(oracle_transport or {})
@@ -293,6 +304,9 @@ def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, tra
             "force_mae_meV_A": force["force_mae_meV_A"], **check_summary(verdicts), "verdict": verdict,
             "neg_log10_sigma_300K": sigma, "neg_log10_sigma_300K_err": err,
             "oracle_neg_log10_sigma_300K": oracle_sigma, "oracle_neg_log10_sigma_300K_err": oracle_err,
+            "activation_energy_eV": ea, "activation_energy_eV_err": ea_err,
+            **dict(zip(("oracle_activation_energy_eV", "oracle_activation_energy_eV_err"),
+                       _activation_energy(oracle_transport or {}))),
             "note": _short("; ".join(notes))[:300]}
 
 
@@ -307,7 +321,7 @@ def material_row(material: str, oracle_transport: dict) -> dict:
     neg = lambda v: float("nan") if v is None else -v  # noqa: E731
     note = "" if math.isfinite(sigma) else "; ".join(oracle_transport.get("notes", [])) or "no Arrhenius fit"
     return {"material": material, "oracle_neg_log10_sigma_300K": sigma, "oracle_neg_log10_sigma_300K_err": err,
-            "oracle_activation_energy_eV": oracle_transport.get("activation_energy_eV", float("nan")) or float("nan"),
+            "oracle_activation_energy_eV": _activation_energy(oracle_transport)[0],
             "study_aimd_neg_log10_sigma_300K": neg(aimd), "experiment_neg_log10_sigma_300K": neg(exp),
             "oracle_minus_study_aimd": sigma - neg(aimd), "oracle_minus_experiment": sigma - neg(exp),
             "oracle_note": _short(note)[:300], "sources": " | ".join(s for s in (exp_src, aimd_src) if s)}
@@ -354,12 +368,15 @@ def _markdown(head: list[str], body: list[list[str]]) -> str:
 def format_table(rows: list[dict]) -> str:
     """The model x material table as Markdown (also readable on a console)."""
     head = ["model", "material", "role", "force MAE (meV/Å)", "RDF MAE / noise floor", "structure",
-            "log10 D/D_oracle", "dynamics", "verdict", "-log10 σ300K student", "-log10 σ300K oracle", "note"]
+            "log10 D/D_oracle", "dynamics", "verdict", "-log10 σ300K student", "-log10 σ300K oracle",
+            "Ea student (eV)", "Ea oracle (eV)", "note"]
     body = [[r["model"], r["material"], r["role"], _fmt(r["force_mae_meV_A"], ".1f"),
              f"{_fmt(r.get('rdf_mae'), '.3f')} / {_fmt(r.get('rdf_noise_floor'), '.3f')}", r.get("rdf_status") or "-",
              _pm(r.get("log10_D_ratio"), r.get("log10_D_ratio_err")), r.get("dynamics_status") or "-", r["verdict"],
              _pm(r["neg_log10_sigma_300K"], r.get("neg_log10_sigma_300K_err")),
              _pm(r.get("oracle_neg_log10_sigma_300K"), r.get("oracle_neg_log10_sigma_300K_err")),
+             _pm(r.get("activation_energy_eV"), r.get("activation_energy_eV_err")),
+             _pm(r.get("oracle_activation_energy_eV"), r.get("oracle_activation_energy_eV_err")),
              r.get("note", "")] for r in rows]
     return _markdown(head, body) + "\n\nσ in mS/cm (the study's unit); ± is one standard error."
 
