@@ -121,7 +121,8 @@ def _read_frames(path: Path, fmt: str, topology: str | None) -> list:
 
 def _lammps_elements(path: Path, frames: list, topology: str | None) -> list:
     """A LAMMPS dump knows atom types, not elements: its data file (masses) names them."""
-    symbols_known = frames and "element" in (frames[0].info.get("lammps_columns") or ())
+    header = re.search(r"ITEM: ATOMS ([^\n]*)", _head(path, 200_000))
+    symbols_known = header is not None and "element" in header.group(1).split()
     if topology is None:
         if symbols_known:
             return frames

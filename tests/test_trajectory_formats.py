@@ -177,3 +177,18 @@ def test_bad_input_is_one_line_naming_file_and_fix(tmp_path, capsys, files, case
     if case not in ("no species", "too few frames", "dt disagrees"):
         with pytest.raises(InputError):
             load_trajectory(path, dt_fs=None, fmt="lammps-dump-text" if "dump" in case else None)
+
+
+def test_lammps_dump_with_an_element_column_needs_no_topology(tmp_path, capsys):
+    cell, symbols, pos = walk(n_frames=60)
+    text = lammps_dump_text(cell, [1 if s == "Li" else 2 for s in symbols], pos)
+    text = text.replace("ITEM: ATOMS id type x y z", "ITEM: ATOMS id type element x y z")
+    lines = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and not line.startswith("ITEM") and parts[1] in ("1", "2"):
+            parts.insert(2, "Li" if parts[1] == "1" else "S")
+        lines.append(" ".join(parts))
+    (tmp_path / "dump.lammpstrj").write_text("\n".join(lines) + "\n")
+    traj = load_trajectory(tmp_path / "dump.lammpstrj", dt_fs=DT_FS, fmt="lammps-dump-text")
+    assert list(traj.numbers) == [3] * 16 + [16] * 24
