@@ -93,7 +93,9 @@ def import_reference(source: UserReference, structure, trajectory_path: str | os
     meta = {"kind": "user-reference", "source": str(path.resolve()), "sha256": sha, "format": fmt, "dt_fs": dt,
             "temperature_K": source.temperature_K, "duration_fs": dt * (len(frames) - 1),
             "protocol": {"temperature_K": source.temperature_K, "discard_fs": float(discard_fs)},
-            "has_forces": bool(has_forces), "labels_by": labels_oracle or "campaign oracle"}
+            "has_forces": bool(has_forces), "labels_by": labels_oracle or "campaign oracle",
+            # the file's forces measure the student's true error only when they are of the oracle it learns
+            "calibration_forces": bool(has_forces and labels_oracle is not None)}
     for k, atoms in enumerate(frames):
         atoms.info["step"] = k
     write_atoms(trajectory_path, frames, timestep_fs=dt, stride=1, temperature_K=source.temperature_K, metadata=meta)

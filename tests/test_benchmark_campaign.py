@@ -63,6 +63,20 @@ def test_paper_benchmark_spec_is_the_study_protocol():
     assert cfg["md"]["replicas"] == 6 and cfg["resources"]["gpus_per_md_worker"] == 1.0
 
 
+def test_cpu_benchmark_spec_is_the_study_protocol_at_honest_rules():
+    """The 2-core benchmark (docs/benchmark_cpu.md): LGPS-only training, transfer to Li3PS4 and Li4GeS4,
+    SchNet and PaiNN, 3 temperatures x 2 replicas, and the default checks (no stability section)."""
+    from orchestrator.campaign.spec import defaults
+
+    path = ROOT / "campaigns" / "paper_benchmark_cpu.yaml"
+    bench, cfg = load_benchmark(path)
+    assert bench["train_on"] == "Li10GeP2S12" and bench["test_on"] == ["Li3PS4", "Li4GeS4"]
+    assert {"schnet", "painn"} <= set(bench["architectures"])
+    assert len(cfg["md"]["temperatures_K"]) >= 3 and cfg["md"]["replicas"] >= 2
+    assert "stability" not in yaml.safe_load(path.read_text()) and cfg["stability"] == defaults()["stability"]
+    assert (ROOT / "docs" / "benchmark_cpu.md").is_file()
+
+
 @pytest.mark.parametrize("change, message", [
     ({"benchmark": {"train_om": "x"}}, "benchmark.train_om: unknown key; did you mean 'benchmark.train_on'?"),
     ({"md": {"replica": 2}}, "md.replica: unknown key"),

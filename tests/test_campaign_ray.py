@@ -117,7 +117,16 @@ def test_killed_actor_gives_the_same_results(ray_session, structures, tmp_path):
         wait_for_step(campaign.ledger, "train:")          # exploration MD is being handed out now
         time.sleep(0.2)
         ray.kill(actor, no_restart=False)                 # Ray restarts it and retries the task
-        killed["after"] = ray.get(actor.instance.remote())
+        t0 = time.monotonic()                             # the kill is asynchronous: on a loaded machine a
+        while True:                                       # call may still reach the old process first
+            try:
+                killed["after"] = ray.get(actor.instance.remote())
+            except ray.exceptions.RayActorError:
+                killed["after"] = None
+            if killed["after"] not in (None, killed["before"]):
+                break
+            assert time.monotonic() - t0 < 120, "the killed MD worker never restarted"
+            time.sleep(0.1)
 
     stormy, summary2 = run(lj_spec("stormy", structures, md=CONCLUSIVE_MD), tmp_path / "b",
                            during=kill_md_worker_mid_run)

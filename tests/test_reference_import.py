@@ -228,6 +228,7 @@ def test_user_reference_without_forces_is_labelled_by_the_campaign_oracle(tmp_pa
                            oracle=Oracle("lj"), run_id="t")
     assert run.oracle == "lj-argon" and run.labelled_frames == 5 and run.metadata["can_label"]
     assert run.metadata["sha256"] == sha256_of(tmp_path / "XDATCAR") and not run.metadata["has_forces"]
+    assert not run.metadata["calibration_forces"]
     traj = load_trajectory(run.trajectory)
     assert traj.dt_fs == 4.0 and traj.temperature_K == 600.0 and traj.discard_fs == 40.0 and len(traj) == 40
     np.testing.assert_allclose(traj.unwrapped - traj.unwrapped[0], pos - pos[0], atol=1e-5)

@@ -393,7 +393,7 @@ class Campaign:
                                  lambda: steps.explore(self.ctx, gkey, r, members, row["structure_path"], ref))
             errors = (self._once(f"calibrate:{gkey}:{r}", key,
                                  lambda: steps.reference_errors(self.ctx, members, ref["trajectory"]))
-                      if len(members) > 1 and meta.get("has_forces", True) else None)
+                      if len(members) > 1 and meta.get("calibration_forces", True) else None)
             report = self._once(f"judge:{gkey}:{r}", key, lambda: steps.judge(
                 self.ctx, gkey, r, explore["trajectory"], ref["trajectory"], errors and errors["deviation_eV_A"]))
             verdict = report["verdict"]

@@ -8,7 +8,11 @@ def register(subparsers) -> None:
     bench = subparsers.add_parser(
         "benchmark", help="the reference study's transferability benchmark (model x material table)",
         description="Train on one material's oracle data, test transfer to others; print and log to MLflow the "
-                    "table model x material: force MAE (meV/Å), RDF MAE, the judge's verdict, -log10 sigma300K (S/cm).\n\n"
+                    "table model x material: force MAE (meV/Å), the structure check (RDF MAE against the oracle's "
+                    "noise), the dynamics check (log10 D_student/D_oracle), the judge's verdict, -log10 sigma300K "
+                    "(mS/cm, the study's unit) and Ea of student and oracle; and a materials table: the oracle "
+                    "beside the study's AIMD and experiment, with sources.\n\n"
+                    "  matscreen benchmark run campaigns/paper_benchmark_cpu.yaml --ray   # 2 CPU cores: docs/benchmark_cpu.md\n"
                     "  matscreen benchmark run campaigns/paper_benchmark.yaml\n"
                     "  RAY_AUTH_MODE=token ray job submit --working-dir . -- matscreen benchmark run "
                     "campaigns/paper_benchmark.yaml --ray",
