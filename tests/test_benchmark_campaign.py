@@ -141,6 +141,16 @@ def test_scaled_down_benchmark_produces_the_table_in_mlflow(tmp_path, shared_dat
     assert run.data.tags["verdict.schnet.Li4GeS4"] == rows[2]["verdict"]
     assert run.data.params["train_on"] == "Li10GeP2S12"
 
+    # the same command again resumes: oracle MD, training and student MD are reused, only the judging is redone
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/**/*.h5")}
+    members = {p: p.stat().st_mtime_ns for p in out.glob("models/*/member*.pt")}
+    assert main(["benchmark", "run", str(path), "--serial"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/**/*.h5")} == before
+    assert {p: p.stat().st_mtime_ns for p in out.glob("models/*/member*.pt")} == members
+    again = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
+    assert [(r["verdict"], r["force_mae_meV_A"]) for r in again] == [(r["verdict"], r["force_mae_meV_A"]) for r in rows]
+    assert all(r["sigma_status"] in ("pass", "mismatch", "inconclusive", "") for r in again)
+
 
 def test_table_formatting_handles_missing_values():
     rows = [{"model": "painn", "material": "Li3PS4", "role": "transfer", "force_mae_meV_A": 51.234,
@@ -148,5 +158,5 @@ def test_table_formatting_handles_missing_values():
     text = format_table(rows)
     from orchestrator.campaign.benchmark import table_csv
 
-    assert table_csv(rows).splitlines()[1] == "painn,Li3PS4,transfer,51.234,,,,,,,atom_fusion,,,,,,,,,"
+    assert table_csv(rows).splitlines()[1] == "painn,Li3PS4,transfer,51.234,,,,,,,atom_fusion,,,,,,,,,,"
     assert "51.2" in text and "atom_fusion" in text and text.count("| -") >= 2
