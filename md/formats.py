@@ -182,11 +182,10 @@ def read_checked(path: str | os.PathLike, fmt: str | None = None, topology: str 
     return frames, fmt
 
 
-def time_between_frames(path: str | os.PathLike, fmt: str, frames: list, dt_fs: float | None) -> float:
-    """The time between stored frames (fs): the file's own, else ``dt_fs``; an error when neither says, or
-    when they disagree."""
+def time_between_frames(path: str | os.PathLike, file_dt: float | None, dt_fs: float | None) -> float:
+    """The time between stored frames (fs): the file's own ``file_dt`` (:func:`file_dt_and_temperature`),
+    else ``dt_fs``; an error when neither says, or when they disagree."""
     path = Path(path)
-    file_dt, _ = file_dt_and_temperature(path, fmt, frames)
     if dt_fs is not None and (not np.isfinite(dt_fs) or dt_fs <= 0):
         raise InputError(f"--dt-fs must be a positive time between frames in fs, got {dt_fs}")
     if file_dt is not None and dt_fs is not None and abs(file_dt - dt_fs) > 1e-6 * file_dt:
@@ -205,7 +204,8 @@ def read_any(path: str | os.PathLike, *, dt_fs: float | None = None, temperature
     from analysis.trajectory import Trajectory
 
     frames, fmt = read_checked(path, fmt, topology)
-    dt = time_between_frames(path, fmt, frames, dt_fs)
+    file_dt, file_t = file_dt_and_temperature(Path(path), fmt, frames)
+    dt = time_between_frames(path, file_dt, dt_fs)
     first = frames[0]
     cell = np.asarray(first.cell[:])
     frac = np.stack([atoms.get_positions() for atoms in frames]) @ np.linalg.inv(cell)
@@ -214,7 +214,7 @@ def read_any(path: str | os.PathLike, *, dt_fs: float | None = None, temperature
     unwrapped_frac = np.concatenate([frac[:1], frac[:1] + np.cumsum(step, axis=0)])
     temps = (np.array([a.get_temperature() for a in frames]) if first.has("momenta") and
              np.any(first.get_momenta()) else None)
-    target = temperature_K if temperature_K is not None else file_dt_and_temperature(Path(path), fmt, frames)[1]
+    target = temperature_K if temperature_K is not None else file_t
     return Trajectory(numbers=np.asarray(first.numbers, dtype=np.int64), positions=(frac % 1.0) @ cell,
                       unwrapped=unwrapped_frac @ cell, cells=np.stack([a.cell[:] for a in frames]),
                       steps=np.arange(len(frames)), dt_fs=dt, temperature_K=None if target is None else float(target),

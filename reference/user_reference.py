@@ -74,8 +74,8 @@ def import_reference(source: UserReference, structure, trajectory_path: str | os
 
     path = Path(source.path)
     frames, fmt = read_checked(path, source.format, source.topology)
-    dt = time_between_frames(path, fmt, frames, source.dt_fs)
-    file_t = file_dt_and_temperature(path, fmt, frames)[1]
+    file_dt, file_t = file_dt_and_temperature(path, fmt, frames)
+    dt = time_between_frames(path, file_dt, source.dt_fs)
     if file_t is not None and abs(file_t - source.temperature_K) > 1e-6 * file_t:
         raise InputError(f"{path.name} says it ran at {file_t:g} K, the spec says {source.temperature_K:g} K; "
                          "fix reference_data.trajectories.<candidate>.temperature_K")

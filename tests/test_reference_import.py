@@ -11,106 +11,25 @@ from common import InputError
 from orchestrator.cli import main
 from reference.aimd_import import read_labelled_frames
 from reference.store import LabelStore
+import vasp_layout as layout
 
 CELL = np.diag([5.0, 5.0, 5.0])
 FRAC = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]])   # Li, S, S
 FORCES = [np.array([[0.1, 0.0, -0.1], [0.0, 0.2, 0.0], [-0.1, -0.2, 0.1]]) * (k + 1) for k in range(2)]
 ENERGIES = [-10.5, -10.25]
-
-
-def _v(rows):
-    return "".join(f"    <v> {' '.join(f'{x:.8f}' for x in r)} </v>\n" for r in rows)
+SYMBOLS = ["Li", "S", "S"]
 
 
 def vasprun_text(n_frames=2, with_forces=True) -> str:
-    calcs = []
-    for k in range(n_frames):
-        pos = FRAC + 0.01 * k
-        forces = f'   <varray name="forces">\n{_v(FORCES[k])}   </varray>\n' if with_forces else ""
-        e = ENERGIES[k]
-        calcs.append(f"""  <calculation>
-   <scstep>
-    <energy><i name="e_fr_energy"> {e:.6f} </i><i name="e_wo_entrp"> {e:.6f} </i><i name="e_0_energy"> {e:.6f} </i></energy>
-   </scstep>
-   <structure>
-    <crystal><varray name="basis">
-{_v(CELL)}    </varray></crystal>
-    <varray name="positions">
-{_v(pos)}    </varray>
-   </structure>
-{forces}   <varray name="stress">
-{_v(np.eye(3) * 1.5)}   </varray>
-   <energy><i name="e_fr_energy"> {e:.6f} </i><i name="e_wo_entrp"> {e:.6f} </i><i name="e_0_energy"> {e:.6f} </i></energy>
-  </calculation>
-""")
-    return f"""<?xml version="1.0" encoding="ISO-8859-1"?>
-<modeling>
- <generator><i name="program" type="string">vasp </i></generator>
- <kpoints>
-  <varray name="kpointlist">
-   <v>       0.00000000       0.00000000       0.00000000 </v>
-  </varray>
-  <varray name="weights">
-   <v>       1.00000000 </v>
-  </varray>
- </kpoints>
- <parameters><i name="NSW"> 2 </i></parameters>
- <atominfo>
-  <atoms> 3 </atoms>
-  <types> 2 </types>
-  <array name="atoms">
-   <dimension dim="1">ion</dimension>
-   <field type="string">element</field>
-   <field type="int">atomtype</field>
-   <set>
-    <rc><c>Li</c><c>   1</c></rc>
-    <rc><c>S </c><c>   2</c></rc>
-    <rc><c>S </c><c>   2</c></rc>
-   </set>
-  </array>
- </atominfo>
- <structure name="initialpos">
-  <crystal><varray name="basis">
-{_v(CELL)}  </varray></crystal>
-  <varray name="positions">
-{_v(FRAC)}  </varray>
- </structure>
-{''.join(calcs)}</modeling>
-"""
+    """A 3-atom vasprun.xml (Li, S, S) of ``n_frames`` ionic steps, in VASP's layout (``tests/vasp_layout``)."""
+    pos = [(FRAC + 0.01 * k) @ CELL for k in range(n_frames)]
+    return layout.vasprun_text(CELL, SYMBOLS, pos, ENERGIES[:n_frames], FORCES[:n_frames] if with_forces else None)
 
 
 def outcar_text(n_frames=2, complete=True) -> str:
-    head = """ vasp.6.3.0 (fake, written by the matscreen tests)
- POTCAR:    PAW_PBE Li_sv 10Sep2004
- POTCAR:    PAW_PBE S 06Sep2000
- POTCAR:    PAW_PBE Li_sv 10Sep2004
- POTCAR:    PAW_PBE S 06Sep2000
-   ISPIN  =      1    spin polarized calculation?
-   ions per type =               1   2
-"""
-    chunks = []
-    for k in range(n_frames):
-        pos = (FRAC + 0.01 * k) @ CELL
-        rows = "".join(f" {p[0]:12.5f} {p[1]:12.5f} {p[2]:12.5f} {f[0]:14.6f} {f[1]:14.6f} {f[2]:14.6f}\n"
-                       for p, f in zip(pos, FORCES[k]))
-        e = ENERGIES[k]
-        chunks.append(f"""--------------------------------------- Iteration      {k + 1}(   1)  ---------------------------------------
-  in kB       1.50000     1.50000     1.50000     0.00000     0.00000     0.00000
-      direct lattice vectors                 reciprocal lattice vectors
-     5.000000000  0.000000000  0.000000000     0.200000000  0.000000000  0.000000000
-     0.000000000  5.000000000  0.000000000     0.000000000  0.200000000  0.000000000
-     0.000000000  0.000000000  5.000000000     0.000000000  0.000000000  0.200000000
- POSITION                                       TOTAL-FORCE (eV/Angst)
- -----------------------------------------------------------------------------------
-{rows} -----------------------------------------------------------------------------------
-  FREE ENERGIE OF THE ION-ELECTRON SYSTEM (eV)
-  ---------------------------------------------------
-  free  energy   TOTEN  =       {e:.8f} eV
-
-  energy  without entropy=      {e:.8f}  energy(sigma->0) =      {e:.8f}
-""")
-    tail = "\n General timing and accounting informations for this job:\n" if complete else ""
-    return head + "".join(chunks) + tail
+    """The same run as an OUTCAR; ``complete=False``: cut before VASP's closing lines."""
+    pos = [(FRAC + 0.01 * k) @ CELL for k in range(n_frames)]
+    return layout.outcar_text(CELL, SYMBOLS, pos, ENERGIES[:n_frames], FORCES[:n_frames], complete=complete)
 
 
 @pytest.fixture()

@@ -141,13 +141,12 @@ def run_analyze(args) -> int:
     from dataclasses import replace
 
     import numpy as np
+    from ase.data import atomic_numbers, chemical_symbols
 
+    from analysis.diffusion import MIN_FIT_FRAMES
     from analysis.transport import transport
     from analysis.verdicts import judge, reference_profile, structure_rdf, window_rdf
     from md.trajectory import load_trajectory
-
-    from analysis.diffusion import MIN_FIT_FRAMES
-    from ase.data import atomic_numbers, chemical_symbols
 
     traj = load_trajectory(args.trajectory, dt_fs=args.dt_fs, temperature_K=args.temperature, fmt=args.format,
                            topology=args.topology)
