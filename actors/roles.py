@@ -81,7 +81,8 @@ class ReferenceWorker(_Role):
                                 LabelStore(store), run_id=run_id, shard=shard, raise_on_failure=False).to_dict()
 
     def import_reference(self, source: dict, structure: str, trajectory: str, discard_fs: float, store: str,
-                         shard: str, n_labels: int, labels_oracle: str | None, run_id: str) -> dict:
+                         shard: str, n_labels: int, labels_oracle: str | None, run_id: str,
+                         holdout_fraction: float = 0.0) -> dict:
         """A user's trajectory as the reference (``reference.user_reference``), instead of oracle MD."""
         from reference.store import LabelStore
         from reference.structures import read_atoms
@@ -89,7 +90,8 @@ class ReferenceWorker(_Role):
 
         return import_reference(UserReference(**source), read_atoms(structure), trajectory, discard_fs=discard_fs,
                                 store=LabelStore(store), shard=shard, n_labels=n_labels, oracle=self.oracle,
-                                labels_oracle=labels_oracle, run_id=run_id).to_dict()
+                                labels_oracle=labels_oracle, run_id=run_id,
+                                holdout_fraction=holdout_fraction).to_dict()
 
     def label(self, trajectory: str, frames: list[int], temperature_K: float, store: str, shard: str,
               run_id: str) -> dict:
@@ -140,15 +142,21 @@ class StabilityJudge(_Role):
                                                 VerdictThresholds.from_dict(thresholds))]
 
     def reference_errors(self, members: list[str], trajectory: str, thresholds: dict) -> dict:
-        """The ensemble's deviation and true max force error on every frame of an oracle trajectory, and the
-        calibration of one against the other under the trust levels this gives."""
+        """The ensemble's deviation and true max force error on the held-out calibration block of an oracle
+        trajectory (never trained on: ``reference.reference_md.calibration_block``), and the calibration of one
+        against the other under the trust levels this gives."""
         from analysis.calibration import calibrate
         from analysis.verdicts import VerdictThresholds
-        from md.trajectory import read_atoms
+        from md.trajectory import load_trajectory, read_atoms
         from models import ensemble_errors, load_ensemble
+        from reference.reference_md import calibration_block
 
         th = VerdictThresholds.from_dict(thresholds)
-        errors = ensemble_errors(load_ensemble(members), read_atoms(trajectory))
+        ref = load_trajectory(trajectory)
+        holdout = (ref.metadata.get("protocol") or {}).get("holdout_fraction", 0.0)
+        first = calibration_block(len(ref), ref.discard_frames, holdout) if holdout else 0   # 0: every frame
+        errors = {**ensemble_errors(load_ensemble(members), read_atoms(trajectory, slice(first, None))),
+                  "first_frame": first}
         levels = th.trust_levels(errors["deviation_eV_A"])
         return {**errors, "calibration": calibrate(errors["deviation_eV_A"], errors["max_error_eV_A"], levels,
                                                    th.false_alarm_rate)}

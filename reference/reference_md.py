@@ -4,7 +4,9 @@ Protocol (scaled-down and configurable): Maxwell-Boltzmann velocities at ``tempe
 Langevin NVT (``friction_per_fs``) or NVE (``ensemble='nve'``) with ``timestep_fs``; every
 ``stride`` steps a trajectory frame (md.trajectory file: wrapped + unwrapped positions, cell,
 energies, T, forces); every ``label_every`` steps a labelled frame (oracle forces, energy, stress)
-appended to the data store.
+appended to the data store, except in the final ``holdout_fraction`` of the run after the equilibration:
+that block is never trained on, so the ensemble's deviation there is out of sample (it calibrates the trust
+levels: :func:`calibration_block`).
 """
 from __future__ import annotations
 
@@ -28,11 +30,14 @@ class ReferenceMDProtocol:
     label_every: int = 50            # steps between labelled frames (0: none)
     seed: int = 0
     discard_fs: float = 0.0          # equilibration every analysis of the trajectory drops (fs)
+    holdout_fraction: float = 0.0    # final fraction after the equilibration never labelled (calibration block)
 
     def validate(self) -> "ReferenceMDProtocol":
         if self.steps < 1 or self.timestep_fs <= 0 or self.stride < 1 or self.label_every < 0:
             raise InputError("reference MD needs steps >= 1, timestep_fs > 0, stride >= 1, label_every >= 0; "
                              "fix the protocol")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise InputError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if self.temperature_K <= 0:
             raise InputError(f"temperature_K must be > 0 (got {self.temperature_K})")
         if self.ensemble not in ("nvt", "nve"):
@@ -70,6 +75,14 @@ class ReferenceRun:
         return cls(**d)
 
 
+def calibration_block(n: int, discard: int, holdout_fraction: float) -> int:
+    """First index of the held-out calibration block of a run of ``n`` frames (or steps) whose first ``discard``
+    are equilibration: the final ``holdout_fraction`` of the rest (``n`` when the fraction is 0).  Labels come
+    only from before it; the ensemble's deviation and true error on it calibrate the trust levels."""
+    post = max(0, n - min(discard, n))
+    return n - int(round(holdout_fraction * post))
+
+
 def run_reference_md(atoms, oracle, protocol: ReferenceMDProtocol, trajectory_path, store=None,
                      run_id: str | None = None, metadata: dict | None = None, shard: str | None = None,
                      raise_on_failure: bool = True) -> ReferenceRun:
@@ -89,6 +102,8 @@ def run_reference_md(atoms, oracle, protocol: ReferenceMDProtocol, trajectory_pa
 
     p = protocol.validate()
     run_id = run_id or f"refmd-{uuid.uuid4().hex[:8]}"
+    label_before = calibration_block(p.steps + 1, int(np.ceil(p.discard_fs / p.timestep_fs - 1e-9)),
+                                     p.holdout_fraction)
     work = atoms.copy()
     work.calc = oracle.calculator
     rng = np.random.default_rng(p.seed)
@@ -126,7 +141,7 @@ def run_reference_md(atoms, oracle, protocol: ReferenceMDProtocol, trajectory_pa
                 writer.append(step=step, positions=wrapped, unwrapped_positions=unwrapped, cell=work.cell[:],
                               potential_energy=epot, kinetic_energy=float(work.get_kinetic_energy()),
                               temperature_K=t, forces=forces)
-            if p.label_every and step % p.label_every == 0:
+            if p.label_every and step % p.label_every == 0 and step < label_before:
                 frame = work.copy()
                 kw = {}
                 if "stress" in (oracle.calculator.results or {}):

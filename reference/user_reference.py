@@ -50,20 +50,25 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def label_indices(n_frames: int, discard_frames: int, n_labels: int) -> list[int]:
-    """``n_labels`` evenly spaced frame indices after the equilibration (fewer when the run is short)."""
+def label_indices(n_frames: int, discard_frames: int, n_labels: int, holdout_fraction: float = 0.0) -> list[int]:
+    """``n_labels`` evenly spaced frame indices after the equilibration and before the held-out calibration
+    block (``reference.reference_md.calibration_block``; fewer when the run is short)."""
+    from reference.reference_md import calibration_block
+
     start = min(discard_frames, n_frames - 1)
-    return sorted({int(i) for i in np.linspace(start, n_frames - 1, max(1, n_labels)).round()})
+    stop = max(start, calibration_block(n_frames, discard_frames, holdout_fraction) - 1)
+    return sorted({int(i) for i in np.linspace(start, stop, max(1, n_labels)).round()})
 
 
 def import_reference(source: UserReference, structure, trajectory_path: str | os.PathLike, *, discard_fs: float,
                      store, shard: str, n_labels: int, oracle=None, labels_oracle: str | None = None,
-                     run_id: str | None = None):
+                     run_id: str | None = None, holdout_fraction: float = 0.0):
     """Write ``source`` as the candidate's reference trajectory and its first labels (see the module docstring).
 
     ``structure``: the candidate's ``ase.Atoms`` (the file must hold the same composition); ``store``: a
     ``reference.store.LabelStore``; ``oracle``: the campaign's ``reference.oracles.Oracle`` (labels the
-    frames when ``labels_oracle`` is None).  Returns a ``ReferenceRun``.
+    frames when ``labels_oracle`` is None); ``holdout_fraction``: the final part after the equilibration that is
+    never labelled (the calibration block, recorded in the trajectory's protocol).  Returns a ``ReferenceRun``.
     """
     from ase.data import chemical_symbols
 
@@ -92,14 +97,15 @@ def import_reference(source: UserReference, structure, trajectory_path: str | os
                          "reference_data.oracle to have the campaign's oracle label its frames")
     meta = {"kind": "user-reference", "source": str(path.resolve()), "sha256": sha, "format": fmt, "dt_fs": dt,
             "temperature_K": source.temperature_K, "duration_fs": dt * (len(frames) - 1),
-            "protocol": {"temperature_K": source.temperature_K, "discard_fs": float(discard_fs)},
+            "protocol": {"temperature_K": source.temperature_K, "discard_fs": float(discard_fs),
+                         "holdout_fraction": float(holdout_fraction)},
             "has_forces": bool(has_forces), "labels_by": labels_oracle or "campaign oracle",
             # the file's forces measure the student's true error only when they are of the oracle it learns
             "calibration_forces": bool(has_forces and labels_oracle is not None)}
     for k, atoms in enumerate(frames):
         atoms.info["step"] = k
     write_atoms(trajectory_path, frames, timestep_fs=dt, stride=1, temperature_K=source.temperature_K, metadata=meta)
-    idx = label_indices(len(frames), int(np.ceil(discard_fs / dt - 1e-9)), n_labels)
+    idx = label_indices(len(frames), int(np.ceil(discard_fs / dt - 1e-9)), n_labels, holdout_fraction)
     picked = read_frames(trajectory_path, idx)
     if labels_oracle is not None:
         for i, atoms in zip(idx, picked):

@@ -180,3 +180,19 @@ def test_oracle_failure_mid_md_keeps_labels(tmp_path):
         run_reference_md(atoms, oracle, ReferenceMDProtocol(steps=30, stride=5, label_every=5, temperature_K=50),
                          tmp_path / "ar.h5", store=store)
     assert len(store) == 3                      # steps 0, 5, 10 were labelled before the failure
+
+
+def test_reference_md_never_labels_its_calibration_block(tmp_path):
+    """Oracle MD labels every label_every steps, but never in the held-out final part after the equilibration."""
+    from reference.reference_md import ReferenceMDProtocol, calibration_block, run_reference_md
+
+    store = LabelStore(tmp_path / "store")
+    protocol = ReferenceMDProtocol(steps=100, timestep_fs=2.0, stride=5, label_every=5, temperature_K=50,
+                                   discard_fs=40.0, holdout_fraction=0.25)
+    run = run_reference_md(bulk("Ar", "fcc", a=5.26, cubic=True), Oracle("lj"), protocol, tmp_path / "ar.h5",
+                           store=store)
+    first = calibration_block(101, 20, 0.25)            # steps 0..100, 20 of them equilibration
+    assert first == 81
+    steps = sorted(a.info["md_step"] for a in store.frames())
+    assert steps == list(range(0, first, 5)) and run.labelled_frames == len(steps)
+    assert run.metadata["protocol"]["holdout_fraction"] == 0.25

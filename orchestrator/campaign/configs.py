@@ -92,14 +92,19 @@ def protocol(cfg: dict, steps: int, equilibration_steps: int = 0) -> dict:
 def reference_protocol(cfg: dict, temperature_K: float | None = None, steps: int | None = None,
                        labels: int | None = None) -> dict:
     """``reference.reference_md.ReferenceMDProtocol`` fields: oracle MD with the students' stride and time step,
-    labelling ``labels`` evenly spaced frames (default ``active_learning.initial_labels``)."""
-    md = cfg["md"]
+    labelling ``labels`` evenly spaced frames (default ``active_learning.initial_labels``) before the held-out
+    calibration block (``active_learning.calibration_holdout``)."""
+    from reference.reference_md import calibration_block
+
+    md, al = cfg["md"], cfg["active_learning"]
     steps = md["reference_steps"] if steps is None else steps
-    labels = cfg["active_learning"]["initial_labels"] if labels is None else labels
+    labels = al["initial_labels"] if labels is None else labels
+    holdout = al["calibration_holdout"]
+    labelled_steps = calibration_block(steps + 1, md["equilibration_steps"], holdout)   # labels only before it
     return {"temperature_K": md["reference_temperature_K"] if temperature_K is None else temperature_K,
             "steps": steps, "timestep_fs": md["timestep_fs"], "stride": md["save_every"],
-            "label_every": max(1, steps // max(1, labels)), "seed": cfg["seed"],
-            "discard_fs": md["equilibration_steps"] * md["timestep_fs"]}
+            "label_every": max(1, labelled_steps // max(1, labels)), "seed": cfg["seed"],
+            "discard_fs": md["equilibration_steps"] * md["timestep_fs"], "holdout_fraction": holdout}
 
 
 def candidates(cfg: dict) -> dict:

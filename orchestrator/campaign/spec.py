@@ -135,6 +135,10 @@ SCHEMA: dict[str, Any] = {
         "max_rounds": F("int", 3, "labelling/retraining rounds per candidate before budget_spent"),
         "labels_per_round": F("int", 8, "frames labelled by the oracle per round"),
         "initial_labels": F("int", 16, "oracle frames (from the reference trajectory) before the first training"),
+        "calibration_holdout": F("float", 0.2, "final fraction of the reference after the equilibration that is never "
+                                 "labelled: the ensemble's deviation and true error there (out of sample) set the "
+                                 "trust levels and the reference calibration; 0 = calibrate on all its frames "
+                                 "(in sample: trust levels too low)"),
         "min_frame_distance_A": F("float", 0.1, "frames closer than this RMSD (Å) to a selected one are skipped"),
         "min_shared_elements": F("int?", None, "training data = store frames (same oracle) sharing at least this many "
                                  "elements with the candidate; null = all but one of its elements (at least 1)"),
@@ -142,7 +146,8 @@ SCHEMA: dict[str, Any] = {
     "reference_data": {
         "trajectories": F("references", {}, "candidate key or formula -> the user's own trajectory (e.g. AIMD) to "
                           "judge the student against instead of oracle MD: {path (any format `matscreen analyze` "
-                          "reads; relative to the working directory), temperature_K, dt_fs (fs between frames; null = "
+                          "reads; relative to the working directory, or `package:<path>` inside matscreen's installed "
+                          "packages, e.g. the demo's bundled reference), temperature_K, dt_fs (fs between frames; null = "
                           "the file's), format (ASE name; null = from the file name), topology (LAMMPS data file)}"),
         "oracle": F("str?", None, "level of theory of those files' energies and forces (e.g. vasp-pbe): their frames "
                     "become the candidate's labels under this name and it trains on that oracle only (no new labels "
@@ -272,6 +277,17 @@ REFERENCE_ENTRY = {"path": ("str", True), "temperature_K": ("float", True), "dt_
                    "format": ("str", False), "topology": ("str", False)}
 
 
+PACKAGE_PREFIX = "package:"      # a reference_data path inside matscreen's installed packages (bundled data)
+
+
+def package_root() -> Path:
+    """The folder holding matscreen's packages (``reference/``, ``orchestrator/``...): where a ``package:`` path
+    starts (the repository in a development install, site-packages otherwise)."""
+    import reference
+
+    return Path(reference.__file__).resolve().parent.parent
+
+
 def _check_references(path: str, value: Any) -> dict:
     """``reference_data.trajectories``: name -> {path, temperature_K, dt_fs?, format?, topology?}; files must exist."""
     if not isinstance(value, dict):
@@ -297,6 +313,8 @@ def _check_references(path: str, value: Any) -> dict:
             if clean[key] is not None and clean[key] <= 0:
                 raise InputError(f"{where}.{key}: must be > 0, got {clean[key]}")
         for key in ("path", "topology"):
+            if clean[key] is not None and clean[key].startswith(PACKAGE_PREFIX):
+                clean[key] = str(package_root() / clean[key][len(PACKAGE_PREFIX):])
             if clean[key] is not None and not Path(clean[key]).expanduser().is_file():
                 raise InputError(f"{where}.{key}: {clean[key]} not found; give an existing file (relative paths "
                                  "start from the working directory)")
@@ -417,6 +435,8 @@ def _semantic_checks(d: dict) -> None:
     positive("active_learning.max_rounds", al["max_rounds"], strict=False)
     positive("active_learning.labels_per_round", al["labels_per_round"])
     positive("active_learning.initial_labels", al["initial_labels"])
+    if not 0.0 <= al["calibration_holdout"] < 1.0:
+        raise InputError(f"active_learning.calibration_holdout: must be in [0, 1), got {al['calibration_holdout']}")
     if al["min_shared_elements"] is not None:
         positive("active_learning.min_shared_elements", al["min_shared_elements"])
     r = d["resources"]

@@ -66,7 +66,7 @@ def user_reference(ctx: Context, row: dict, source: dict) -> dict:
                                      str(ctx.root / "reference" / f"{key}.h5"),
                                      md["equilibration_steps"] * md["timestep_fs"], str(ctx.store), ctx.shard(key, 0),
                                      ctx.cfg["active_learning"]["initial_labels"], ctx.cfg["reference_data"]["oracle"],
-                                     f"{ctx.name}/{key}/r0")
+                                     f"{ctx.name}/{key}/r0", ctx.cfg["active_learning"]["calibration_holdout"])
 
 
 def training_set(ctx: Context, elements: set[str], min_shared: int, oracle: str) -> dict:
@@ -93,7 +93,7 @@ def explore(ctx: Context, gkey: str, r: int, members: list[str], structure: str,
 
 
 def reference_errors(ctx: Context, members: list[str], reference_path: str) -> dict:
-    """The ensemble's force deviation and true error on the reference's frames, and their calibration."""
+    """The ensemble's force deviation and true error on the reference's held-out block, and their calibration."""
     return ctx.call(ctx.actors.judge, "reference_errors", members, reference_path, configs.thresholds(ctx.cfg))
 
 
