@@ -188,3 +188,33 @@ def test_calibration_reports_how_the_deviation_tracks_the_true_error():
     blind = calibrate(dev, 5.0 * dev, levels=(0.1, 0.3))      # the deviation understates the error 5x
     assert blind["missed_failures"] > 0.3 and not blind["trust_levels_valid"]
     assert calibrate([0.1, np.nan], [np.nan, 0.2]) == {"n_frames": 0}
+
+
+def _correlated_deviation(rng, n, scale=1.0, tau=5.0):
+    """A log-normal ensemble deviation (eV/Å) with an AR(1) correlation time of ``tau`` frames."""
+    phi = math.exp(-1.0 / tau)
+    x = np.empty(n)
+    x[0] = rng.normal()
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + rng.normal() * math.sqrt(1 - phi ** 2)
+    return scale * np.exp(-2.3 + 0.4 * x)
+
+
+def test_the_ensemble_check_counts_the_noise_of_derived_trust_levels():
+    """Derived trust_lo is the 0.9 quantile of the deviation on 110 held-out reference frames (2.2 ps), the run
+    has 601: a binomial test on the run alone ignores the noise of that quantile and false-alarms ~28 % of the
+    time; the block permutation test stays near the nominal 5 % and still catches a run 2x less certain (1.5x: ~85 %)."""
+    from analysis.verdicts import integrated_autocorrelation_time, less_certain_than_reference, too_uncertain
+
+    th, rng, repeats = VerdictThresholds(), np.random.default_rng(0), 200
+    assert integrated_autocorrelation_time(rng.normal(size=2000)) == pytest.approx(1.0, abs=0.3)
+    naive = permuted = detected = 0
+    for r in range(repeats):
+        ref, same, worse = (_correlated_deviation(rng, n, s) for n, s in ((110, 1.0), (601, 1.0), (601, 2.0)))
+        lo, _ = th.trust_levels(ref)
+        naive += too_uncertain(float(np.mean(same < lo)), len(same), 10, th)
+        permuted += less_certain_than_reference(same, ref, 10, th, seed=r)
+        detected += less_certain_than_reference(worse, ref, 10, th, seed=r)
+    assert naive / repeats > 0.15                      # the old test: far above its nominal 5 %
+    assert permuted / repeats <= 0.09                  # binomial noise of 200 repeats at 5 %: sd 1.5 %
+    assert detected / repeats >= 0.95
