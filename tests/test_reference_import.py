@@ -167,6 +167,39 @@ def test_user_reference_without_forces_is_labelled_by_the_campaign_oracle(tmp_pa
     assert not (tmp_path / "ref2.h5").exists() and not (tmp_path / "ref3.h5").exists()   # nothing half-written
 
 
+def test_labels_never_come_from_the_calibration_block(tmp_path):
+    """The final part of a reference after its equilibration is held out: labels come only from before it, so the
+    ensemble's deviation there is out of sample (it sets the trust levels)."""
+    from reference.reference_md import calibration_block
+    from reference.user_reference import label_indices
+
+    assert calibration_block(40, 10, 0.0) == 40 and calibration_block(40, 10, 0.2) == 34
+    held = label_indices(40, 10, 5, holdout_fraction=0.2)
+    assert len(held) == 5 and held[0] == 10 and held[-1] == 33
+    assert label_indices(40, 10, 5)[-1] == 39                         # no hold-out: up to the last frame
+
+
+def test_a_package_path_names_the_bundled_demo_reference(tmp_path, capsys):
+    """`package:<path>` resolves inside matscreen's installed packages (the demo's bundled oracle run); a missing
+    one is a one-line error naming the key."""
+    import yaml
+
+    from orchestrator.campaign.spec import load_spec, package_root
+
+    bundled = "reference/data/Li10GeP2S12_chgnet_1000K.extxyz.gz"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"reference_data": {"trajectories": {
+        "Li10GeP2S12": {"path": f"package:{bundled}", "temperature_K": 1000.0}}}}))
+    entry = load_spec(spec)["reference_data"]["trajectories"]["Li10GeP2S12"]
+    assert entry["path"] == str(package_root() / bundled) and (package_root() / bundled).is_file()
+    spec.write_text(yaml.safe_dump({"reference_data": {"trajectories": {
+        "Li10GeP2S12": {"path": "package:reference/data/none.extxyz", "temperature_K": 1000.0}}}}))
+    assert main(["campaign", "validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "reference_data.trajectories.Li10GeP2S12.path:" in err and "none.extxyz not found" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("entry, message", [
     ({"path": "missing.extxyz", "temperature_K": 800}, "reference_data.trajectories.Li.path: missing.extxyz not found"),
     ({"path": "__FILE__"}, "reference_data.trajectories.Li.temperature_K: missing"),

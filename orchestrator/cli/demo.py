@@ -18,15 +18,17 @@ ELEMENTS = "Li,Ge,Si,Sn,P,S,Se"
 
 HELP = """\
 Run the embedded default campaign end to end, at the stability rules of a real campaign
-(about 10 minutes on a 2-core machine; campaigns/demo.yaml):
+(about 12 minutes on a 2-core machine; campaigns/demo.yaml):
 
   candidates   Li-{Ge,Si,Sn}-P-S compositions enumerated from the chemical space (SMACT rules),
                kept when they fit the LGPS prototype's anonymous formula; the first is screened
-  oracle       CHGNet 0.3.0 (bundled weights; no download): 3.5 ps of reference MD at 1150 K + labels
+  reference    the oracle's (CHGNet 0.3.0, bundled weights; no download) own 12 ps of MD at 1000 K,
+               shipped with matscreen: its forces are the first labels, its last 20 % is held out
   students     a PaiNN ensemble, fine-tuned on new oracle labels when the judge finds it wrong
   judge        structure (RDF against the reference's own noise, lattice), Li dynamics (D against the
-               oracle's D), breakage, ensemble deviation; undecidable checks say `inconclusive`
-  MD           batched MLFF MD at 1000/1150/1300 K, 5 ps each; too-short temperatures are flagged
+               oracle's D), breakage, ensemble deviation against levels set on the held-out frames;
+               undecidable checks say `inconclusive`
+  MD           batched MLFF MD at 1000/1150/1300 K, 6 ps each; too-short temperatures are flagged
   results      log10 sigma(300 K) and Ea with honest errors, the evidence of every check, and the
                measured value (Kamaya et al. 2011) beside the computed one; MLflow UI command
 
