@@ -14,8 +14,11 @@ reported as ``status="no_prototype"``, never raised.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -72,8 +75,34 @@ def formula_string(comp) -> str:
 
 
 def _oxidation_states(comp) -> list[dict]:
-    guesses = [dict(g) for g in comp.oxi_state_guesses()]
-    return [g for g in guesses if all(float(v).is_integer() for v in g.values())][:4]
+    """Up to four integer charge assignments of ``comp`` (pymatgen's guesses, most likely first)."""
+    return [dict(g) for g in _integer_oxidation_states(comp.reduced_formula)]
+
+
+@functools.lru_cache(maxsize=256)
+def _integer_oxidation_states(reduced_formula: str) -> tuple:
+    """pymatgen's guesses (seconds each for a 25-atom formula unit), once per formula and process."""
+    from pymatgen.core import Composition
+
+    guesses = [dict(g) for g in Composition(reduced_formula).oxi_state_guesses()]
+    return tuple(tuple(g.items()) for g in guesses if all(float(v).is_integer() for v in g.values()))[:4]
+
+
+_TERM = re.compile(r"([A-Z][a-z]?)(\d*)")
+
+
+def _amounts_shape(formula: str) -> tuple[int, ...] | None:
+    """Sorted amounts of the reduced formula ``formula`` (plain, e.g. Li10GeP2S12), the content of its
+    anonymous formula (A10BC2D12 -> (1, 2, 10, 12)); None when it is not that plain form.  A prefilter
+    (microseconds) before pymatgen's Composition (a millisecond) on every enumerated formula."""
+    terms = _TERM.findall(formula)
+    if not terms or "".join(el + n for el, n in terms) != formula:
+        return None
+    counts: dict[str, int] = {}
+    for el, n in terms:
+        counts[el] = counts.get(el, 0) + (int(n) if n else 1)
+    g = math.gcd(*counts.values())
+    return tuple(sorted(v // g for v in counts.values()))
 
 
 def _radius(el: str, oxi: float) -> float | None:
@@ -96,16 +125,22 @@ def substitution_map(prototype_formula: str, target_formula: str) -> tuple[dict,
     if p.anonymized_formula != t.anonymized_formula:
         raise InputError(f"{t.reduced_formula} ({t.anonymized_formula}) does not fit prototype "
                          f"{p.reduced_formula} ({p.anonymized_formula}): different anonymous formula")
-    p_oxis, t_oxis = _oxidation_states(p)[:1], _oxidation_states(t)   # the prototype's most likely charges
-    if not p_oxis or not t_oxis:
-        who = p.reduced_formula if not p_oxis else t.reduced_formula
-        raise InputError(f"{who} has no charge-balanced oxidation states; cannot substitute by charge")
+    no_map = InputError(f"{t.reduced_formula} does not fit prototype {p.reduced_formula}: no same-charge "
+                        "element map (oxidation states differ)")
+    p_oxis = _oxidation_states(p)[:1]   # the prototype's most likely charges
+    if not p_oxis:
+        raise InputError(f"{p.reduced_formula} has no charge-balanced oxidation states; cannot substitute by charge")
     p_groups: dict[float, list[str]] = {}
     for el, n in p.items():
         p_groups.setdefault(n, []).append(el.symbol)
     t_groups: dict[float, list[str]] = {}
     for el, n in t.items():
         t_groups.setdefault(n, []).append(el.symbol)
+    if not _may_take_charges(p_groups, t_groups, p_oxis[0]):
+        raise no_map                    # decided without the target's oxidation-state guesses (seconds each)
+    t_oxis = _oxidation_states(t)
+    if not t_oxis:
+        raise InputError(f"{t.reduced_formula} has no charge-balanced oxidation states; cannot substitute by charge")
     best = None
     for p_oxi, t_oxi in itertools.product(p_oxis, t_oxis):
         per_group = []
@@ -127,12 +162,28 @@ def substitution_map(prototype_formula: str, target_formula: str) -> tuple[dict,
             if score is not None and (best is None or score < best[0]):
                 best = (score, mapping, p_oxi, t_oxi)
     if best is None:
-        raise InputError(f"{t.reduced_formula} does not fit prototype {p.reduced_formula}: no same-charge "
-                         "element map (oxidation states differ)")
+        raise no_map
     score, mapping, p_oxi, t_oxi = best
     details = {"map": {a: b for a, b in mapping.items() if a != b}, "radius_mismatch_log": round(float(score), 4),
                "oxidation_states": {b: float(t_oxi[b]) for b in mapping.values()}}
     return mapping, details
+
+
+def _may_take_charges(p_groups: dict, t_groups: dict, p_oxi: dict) -> bool:
+    """A necessary condition for a same-charge map: within each amount group some assignment of target
+    elements to prototype sites gives every substituted element a charge it can hold (inside the range of
+    all its oxidation states, which bounds any average pymatgen guesses) with a Shannon radius."""
+    from pymatgen.core import Element
+
+    def can(a: str, b: str) -> bool:
+        q = p_oxi[a]
+        if a == b:
+            return True
+        states = Element(b).oxidation_states
+        return bool(states) and min(states) <= q <= max(states) and _radius(b, q) is not None
+
+    return all(any(all(can(a, b) for a, b in zip(p_els, perm)) for perm in itertools.permutations(t_groups[n]))
+               for n, p_els in p_groups.items())
 
 
 def _ionic_volume(structure, oxi: dict) -> float:
@@ -350,9 +401,11 @@ def enumerated_formulas(space: SpaceSpec, prototypes: Sequence[str], known: str 
         list(space.elements), arity=list(range(space.arity_min, space.arity_max + 1)),
         must_contain=list(space.require) or None, max_stoich=space.max_stoichiometry,
         include_disallowed=not (space.charge_neutral or space.electronegativity))
-    shapes = {prototype_structure(p)[1].composition.anonymized_formula for p in prototypes}
+    protos = [prototype_structure(p)[1].composition.reduced_composition for p in prototypes]
+    shapes = {c.anonymized_formula for c in protos}
+    amounts = {tuple(sorted(int(v) for v in c.values())) for c in protos}
     keep = [i for i, f in enumerate(table.column("formula").to_pylist())
-            if parse_composition(f).anonymized_formula in shapes]
+            if _amounts_shape(f) in amounts | {None} and parse_composition(f).anonymized_formula in shapes]
     table = table.take(keep)
     if not include_known:
         table = chemspace.label(table, known or str(bundled_known()))

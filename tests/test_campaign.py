@@ -111,7 +111,7 @@ def test_cli_validate_and_defaults(tmp_path, capsys):
     assert main(["campaign", "show", str(ROOT / "campaigns" / "demo.yaml")]) == 0
     out = capsys.readouterr().out
     assert yaml.safe_load(out) == load_spec(ROOT / "campaigns" / "demo.yaml").to_dict()
-    assert "hidden: 32" in out and "reference_steps: 1750  #" in out and "(default: 2000)" in out
+    assert "hidden: 32" in out and "initial_labels: 275  #" in out and "(default: 16)" in out
 
 
 def test_campaign_help_is_fast_and_complete():
@@ -358,3 +358,14 @@ def test_screened_fingerprint_counts_own_late_labels_but_not_others(tmp_path):
     assert c._new_generations([row]) == []                                  # no churn
     store.write_shard(c.ctx.shard("B", 0), frames(2), "fp/B/r0")          # another candidate's Li labels
     assert c._new_generations([row]) == ["A"] and c.gkey("A") == "A@g2"
+
+
+def test_production_repeats_the_reference_temperature_only_when_the_exploration_cannot_stand_in():
+    from orchestrator.campaign.configs import production_temperatures
+
+    md = {"temperatures_K": [600, 800, 1000], "reference_temperature_K": 800, "steps": 400, "reference_steps": 500}
+    assert production_temperatures(validate({"md": md}).to_dict()) == [600.0, 1000.0]
+    assert production_temperatures(validate({"md": {**md, "replicas": 2}}).to_dict()) == [600.0, 800.0, 1000.0]
+    assert production_temperatures(validate({"md": {**md, "exploration_steps": 300}}).to_dict()) == [600.0, 800.0, 1000.0]
+    user = {"metadata": {"kind": "user-reference", "temperature_K": 1000.0, "duration_fs": 2000.0}}
+    assert production_temperatures(validate({"md": md}).to_dict(), user) == [600.0, 800.0]   # 1000 steps of 2 fs

@@ -98,6 +98,9 @@ def test_killed_actor_gives_the_same_results(ray_session, structures, tmp_path):
     assert all(d > 0 for d in res["diffusivity_cm2_s"]) and "log10_sigma_300K" in res
     assert all(e > 0 for e in res["diffusivity_cm2_s_err"]) and res["activation_energy_eV_err"] > 0
     assert res["extrapolation_ratio"] > 1.0
+    produced = {p.name for p in (tmp_path / "a" / "store").glob("calm/md/*/production/*.h5")}
+    assert produced == {"1200K_r0.h5", "1800K_r0.h5"}  # the judged exploration run is the one at T_ref 1500 K
+    assert 1500.0 in res["temperatures_K"]
     rounds = calm.ledger.rounds()
     assert rounds and {"rdf_mae", "rdf_noise_floor", "log10_ratio", "accurate_fraction", "trust_lo_eV_A",
                        "reference_calibration"} <= set(rounds[0])

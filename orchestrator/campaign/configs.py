@@ -57,6 +57,16 @@ def reference_temperature(cfg: dict, ref: dict | None = None) -> float:
     return float(meta["temperature_K"]) if meta.get("kind") == "user-reference" else cfg["md"]["reference_temperature_K"]
 
 
+def production_temperatures(cfg: dict, ref: dict | None = None) -> list[float]:
+    """Temperatures (K) production runs ``md.replicas`` times.  The judged exploration run, at the
+    reference temperature with the same model and protocol, is a production replica there; with one replica
+    per temperature and an exploration at least ``md.steps`` long, production does not repeat it."""
+    md = cfg["md"]
+    t_ref = reference_temperature(cfg, ref)
+    covered = md["replicas"] == 1 and exploration_steps(cfg, ref) >= md["steps"]
+    return [float(t) for t in md["temperatures_K"] if not (covered and float(t) == t_ref)]
+
+
 def user_reference(cfg: dict, row: dict) -> dict | None:
     """``reference.user_reference.UserReference`` fields of the candidate's entry in
     ``reference_data.trajectories`` (by candidate key, else by reduced formula), None when it has none."""

@@ -19,7 +19,8 @@ Per candidate (each step recorded in the ledger by a stable key and never redone
    stable or inconclusive -> production; else ``label:<c>:<r+1>``: oracle labels for the selected frames
    (shard r<r+1>) and ``force_errors:<c>:<r+1>`` of the ensemble on them, with the deviation's calibration
 3. ``prod:<c>``         every temperature x replica as one batch, then ``transport:<c>``:
-                        D(T), sigma(T), Ea, log10 sigma(300 K) with errors
+                        D(T), sigma(T), Ea, log10 sigma(300 K) with errors.  The judged exploration run is
+                        a production run at the reference temperature (one replica: not run again)
 4. ``screened:<c>``     when it finishes: the fingerprint of what its screening accounts for (the frames its
                         last training used + its own later labels; see :meth:`Campaign.seen_selection`).
 
@@ -371,11 +372,11 @@ class Campaign:
             return
         reached = self._active_learning(row, gkey, ref)
         if reached is not None:
-            self._production(row, gkey, *reached)
+            self._production(row, gkey, ref, *reached)
 
-    def _active_learning(self, row: dict, gkey: str, ref: dict) -> tuple[list[str], dict] | None:
+    def _active_learning(self, row: dict, gkey: str, ref: dict) -> tuple[list[str], dict, dict] | None:
         """Train, explore, judge, label until the judge finds the model stable (or can say no more: inconclusive):
-        its member files and last verdict, or None when the candidate ended here (budget spent, oracle failing)."""
+        its member files, last verdict and the exploration run it judged, or None when the candidate ended here (budget spent, oracle failing)."""
         key, cfg, al = row["key"], self.cfg, self.cfg["active_learning"]
         meta = ref.get("metadata") or {}
         can_label = meta.get("can_label", True)   # a user's labels: more only from the same level of theory
@@ -404,7 +405,7 @@ class Campaign:
                 diag["reference_calibration"] = errors["calibration"]
             if verdict["status"] in ("stable", "inconclusive"):   # labels cannot settle a check that lacks length
                 self.ledger.record_round(gkey, r, diag)
-                return members, verdict
+                return members, verdict, explore
             if r == al["max_rounds"] or not report["frames"] or not can_label:
                 self.ledger.record_round(gkey, r, diag)
                 why = (f"no stable model after {r + 1} rounds (last verdict {verdict['status']})" if report["frames"]
@@ -447,9 +448,12 @@ class Campaign:
         g = self.generation(row["key"])
         return name if g == 1 else f"{name} @g{g}"
 
-    def _production(self, row: dict, gkey: str, members: list[str], verdict: dict) -> None:
+    def _production(self, row: dict, gkey: str, ref: dict, members: list[str], verdict: dict, explore: dict) -> None:
         """Production MD at every temperature, then transport from the runs that stayed stable.
 
+        ``explore``: the judged exploration run (these members, the reference temperature, the production
+        protocol): a production run at that temperature when it is one of ``md.temperatures_K``
+        (``configs.production_temperatures``: production may not repeat it).
         ``verdict``: the last exploration verdict; stable ends ``converged``, inconclusive ends ``inconclusive``
         (its numbers are reported, flagged: a check against the reference could not be decided)."""
         key = row["key"]
@@ -457,7 +461,9 @@ class Campaign:
         self._track("candidate_progress", self.key, gkey, "production", self.ledger.candidate(key)["round"],
                     self.display_name(row))
         runs = self._once(f"prod:{gkey}", key, lambda: steps.production(self.ctx, gkey, members,
-                                                                         row["structure_path"]))["runs"]
+                                                                         row["structure_path"], ref))["runs"]
+        if explore["temperature_K"] in [float(t) for t in self.cfg["md"]["temperatures_K"]]:
+            runs = [explore, *runs]
         stable = [run for run in runs if run["verdict"] == "stable"]
         unstable_t = sorted({run["temperature_K"] for run in runs if run["verdict"] != "stable"})
         if not stable:

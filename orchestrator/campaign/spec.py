@@ -90,7 +90,7 @@ SCHEMA: dict[str, Any] = {
         "max_atoms_per_batch": F("int?", None, "batch by atom count instead of batch_size frames (cells of any size mix)"),
     },
     "md": {
-        "temperatures_K": F("list[float]", [600.0, 800.0, 1000.0], "production temperatures (K) for D(T), sigma(T), Arrhenius"),
+        "temperatures_K": F("list[float]", [600.0, 800.0, 1000.0], "production temperatures (K) for D(T), sigma(T), Arrhenius; at the reference temperature the judged exploration run is a production replica (with replicas 1 it is not run again)"),
         "replicas": F("int", 1, "independent replicas per temperature"),
         "steps": F("int", 400, "production steps per replica"),
         "equilibration_steps": F("int", 50, "steps discarded before analysis (production, reference and "

@@ -117,10 +117,14 @@ def force_errors(ctx: Context, members: list[str], shard: str, levels: list[floa
     return ctx.call(ctx.actors.judge, "force_errors", members, shard, levels, ctx.cfg["stability"]["false_alarm_rate"])
 
 
-def production(ctx: Context, gkey: str, members: list[str], structure: str) -> dict:
-    """Every temperature x replica as one batch: ``{"runs": [SystemResult, ...]}``."""
+def production(ctx: Context, gkey: str, members: list[str], structure: str, ref: dict) -> dict:
+    """Every production temperature x replica as one batch: ``{"runs": [SystemResult, ...]}`` (the
+    reference temperature's run may be the exploration's: ``configs.production_temperatures``)."""
     md = ctx.cfg["md"]
-    runs = ctx.actors.md.call("run", members, structure, md["temperatures_K"], md["replicas"],
+    temperatures = configs.production_temperatures(ctx.cfg, ref)
+    if not temperatures:
+        return {"runs": []}
+    runs = ctx.actors.md.call("run", members, structure, temperatures, md["replicas"],
                               configs.protocol(ctx.cfg, md["steps"], md["equilibration_steps"]),
                               configs.monitor(ctx.cfg), ctx.cfg["seed"] + 77, str(ctx.root / "md" / gkey / "production"))
     return {"runs": runs}

@@ -1,8 +1,9 @@
 """`matscreen demo` (= `make demo`): the full active-learning campaign on the embedded default spec.
 
 The default is a small Li-{Ge,Si,Sn}-P-S screen (orchestrator/campaign_demo.yaml, same text as
-campaigns/demo.yaml): three LGPS-type candidates, the CHGNet oracle, a SchNet + DimeNet++ student
-ensemble, batched MLFF MD, stability verdicts, D(T), sigma(T), Ea and log10 sigma(300 K) with errors.
+campaigns/demo.yaml): the first LGPS-type candidate of the chemical space, the CHGNet oracle's bundled
+12 ps reference, a PaiNN student ensemble, the judge's checks against the reference's noise, batched MLFF
+MD, D(T), sigma(T), Ea and log10 sigma(300 K) with errors beside the measured value.
 It ends by printing the ranked table and the command that opens the MLflow UI on the results.
 ``--chemspace-only`` runs the chemical-space overview instead (enumerate, filter, label, map).
 """
