@@ -19,7 +19,7 @@ ELEMENTS = "Li,Ge,Si,Sn,P,S,Se"
 
 HELP = """\
 Run the embedded default campaign end to end, at the stability rules of a real campaign
-(about 12 minutes on a 2-core machine; campaigns/demo.yaml):
+(12-14 minutes on a 2-core machine after installation; campaigns/demo.yaml):
 
   candidates   Li-{Ge,Si,Sn}-P-S compositions enumerated from the chemical space (SMACT rules),
                kept when they fit the LGPS prototype's anonymous formula; the first is screened
@@ -29,7 +29,8 @@ Run the embedded default campaign end to end, at the stability rules of a real c
   judge        structure (RDF against the reference's own noise, lattice), Li dynamics (D against the
                oracle's D), breakage, ensemble deviation against levels set on the held-out frames;
                undecidable checks say `inconclusive`
-  MD           batched MLFF MD at 1000/1150/1300 K, 6 ps each; too-short temperatures are flagged
+  MD           batched MLFF MD at 1150/1300 K, 6 ps each; at 1000 K the judged 11 ps exploration run;
+               too-short temperatures are flagged
   results      log10 sigma(300 K) and Ea with honest errors, the evidence of every check, and the
                measured value (Kamaya et al. 2011) beside the computed one; MLflow UI command
 
