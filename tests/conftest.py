@@ -9,9 +9,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MATSCREEN_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-# Keep tests single-threaded-ish and deterministic on the 2-core CI machine.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-os.environ.setdefault("MKL_NUM_THREADS", "2")
+# Keep tests single-threaded-ish and deterministic on the 2-core CI machine: with `make test`'s two
+# pytest-xdist workers, one thread each.
+_THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+os.environ.setdefault("OMP_NUM_THREADS", _THREADS)
+os.environ.setdefault("MKL_NUM_THREADS", _THREADS)
+
+# Modules that start Ray clusters, Ray jobs or MLflow servers run one after another on one xdist worker
+# (`--dist loadgroup`): two local Ray clusters at once on 2 cores only slow each other down.
+SERVICE_MODULES = {"test_benchmark_campaign", "test_campaign", "test_campaign_ray", "test_foundation", "test_jobs",
+                   "test_mlflow_server", "test_ray_runtime", "test_schedule", "test_security"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SERVICE_MODULES or "ray_train" in item.name:
+            item.add_marker(pytest.mark.xdist_group("services"))
 
 
 @pytest.fixture(scope="session")
