@@ -403,9 +403,9 @@ def enumerated_formulas(space: SpaceSpec, prototypes: Sequence[str], known: str 
         include_disallowed=not (space.charge_neutral or space.electronegativity))
     protos = [prototype_structure(p)[1].composition.reduced_composition for p in prototypes]
     shapes = {c.anonymized_formula for c in protos}
-    amounts = {tuple(sorted(int(v) for v in c.values())) for c in protos}
+    amounts = {tuple(sorted(int(v) for v in c.values())) for c in protos} | {None}   # None: not plain, ask pymatgen
     keep = [i for i, f in enumerate(table.column("formula").to_pylist())
-            if _amounts_shape(f) in amounts | {None} and parse_composition(f).anonymized_formula in shapes]
+            if _amounts_shape(f) in amounts and parse_composition(f).anonymized_formula in shapes]
     table = table.take(keep)
     if not include_known:
         table = chemspace.label(table, known or str(bundled_known()))

@@ -57,6 +57,12 @@ def reference_temperature(cfg: dict, ref: dict | None = None) -> float:
     return float(meta["temperature_K"]) if meta.get("kind") == "user-reference" else cfg["md"]["reference_temperature_K"]
 
 
+def is_production_temperature(cfg: dict, temperature_K: float) -> bool:
+    """Whether ``temperature_K`` is one of ``md.temperatures_K`` (where the judged exploration run, at the
+    reference temperature, counts as a production replica)."""
+    return float(temperature_K) in {float(t) for t in cfg["md"]["temperatures_K"]}
+
+
 def production_temperatures(cfg: dict, ref: dict | None = None) -> list[float]:
     """Temperatures (K) production runs ``md.replicas`` times.  The judged exploration run, at the
     reference temperature with the same model and protocol, is a production replica there; with one replica

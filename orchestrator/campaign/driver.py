@@ -462,7 +462,7 @@ class Campaign:
                     self.display_name(row))
         runs = self._once(f"prod:{gkey}", key, lambda: steps.production(self.ctx, gkey, members,
                                                                          row["structure_path"], ref))["runs"]
-        if explore["temperature_K"] in [float(t) for t in self.cfg["md"]["temperatures_K"]]:
+        if configs.is_production_temperature(self.cfg, explore["temperature_K"]):
             runs = [explore, *runs]
         stable = [run for run in runs if run["verdict"] == "stable"]
         unstable_t = sorted({run["temperature_K"] for run in runs if run["verdict"] != "stable"})
