@@ -211,6 +211,7 @@ class Convergence:
     min_msd_A2: float
     too_short: bool
     reason: str = ""
+    error_inflation: float = 1.0      # block Birge ratio applied to the halves' GLS errors (analysis.diffusion)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -228,7 +229,7 @@ def diffusion_convergence(traj: Trajectory, species: str, alpha: float = HALVES_
     or the mobile MSD at the end of the fit window is below ``min_msd_A2`` (the ions have not left their
     sites often enough).
     """
-    from analysis.diffusion import MIN_FIT_FRAMES, diffusion
+    from analysis.diffusion import ERROR_BLOCKS, MIN_FIT_FRAMES, diffusion
 
     prod = traj.production()
     full = diffusion(prod.unwrapped, prod.numbers, prod.dt_fs, species=species, temperature_K=prod.temperature_K)
@@ -238,10 +239,14 @@ def diffusion_convergence(traj: Trajectory, species: str, alpha: float = HALVES_
                            full.evidence["mobile_msd_at_fit_end_A2"], min_msd_A2, True,
                            f"{len(prod)} production frames: each half needs {MIN_FIT_FRAMES} for a D")
         return full, conv
-    parts = [diffusion(x, prod.numbers, prod.dt_fs, species=species) for x in
-             (prod.unwrapped[:half], prod.unwrapped[half:2 * half])]
-    d1, e1 = parts[0].diffusivity_cm2_s, parts[0].diffusivity_err_cm2_s
-    d2, e2 = parts[1].diffusivity_cm2_s, parts[1].diffusivity_err_cm2_s
+    # each half's GLS error, inflated by the Birge ratio of the blocks *within* the halves, pooled over both
+    # (correlated ions widen it; a drift from one half to the other must not, or the test could not see it)
+    parts = [diffusion(x, prod.numbers, prod.dt_fs, species=species, error_blocks=max(3, ERROR_BLOCKS // 2))
+             for x in (prod.unwrapped[:half], prod.unwrapped[half:2 * half])]
+    ratios = [float(p.evidence.get("block_birge_ratio", 1.0)) for p in parts]
+    factor = max(1.0, math.sqrt(sum(r * r for r in ratios) / len(ratios)))
+    d1, e1 = parts[0].diffusivity_cm2_s, float(parts[0].evidence["gls_err_cm2_s"]) * factor
+    d2, e2 = parts[1].diffusivity_cm2_s, float(parts[1].evidence["gls_err_cm2_s"]) * factor
     z = abs(d1 - d2) / math.sqrt(e1 ** 2 + e2 ** 2) if (e1 > 0 or e2 > 0) else float("inf")
     msd = float(full.evidence["mobile_msd_at_fit_end_A2"])
     reasons = []
@@ -250,7 +255,7 @@ def diffusion_convergence(traj: Trajectory, species: str, alpha: float = HALVES_
     if msd < min_msd_A2:
         reasons.append(f"{species} MSD {msd:.3g} Å^2 < {min_msd_A2:g} Å^2 at the fit end")
     return full, Convergence(full.diffusivity_cm2_s, full.diffusivity_err_cm2_s, d1, e1, d2, e2, float(z), msd,
-                             min_msd_A2, bool(reasons), "; ".join(reasons))
+                             min_msd_A2, bool(reasons), "; ".join(reasons), factor)
 
 
 def framework_msd(traj: Trajectory, species: str, lag_fs: float) -> tuple[float, float]:

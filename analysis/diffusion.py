@@ -6,6 +6,11 @@ MSD covariance of a random walk (kinisi's approach: Var[MSD(t_i)] = (2/3) m_i^2 
 N_i = n_atoms * (T / t_i) independent displacements and correlation sqrt(t_lo / t_hi), m a smooth
 model of the MSD; see gls_einstein);
 ordinary least squares errors are far too small because MSD points are correlated.
+The random-walk covariance assumes independent ions; correlated hops (concerted migration in
+superionic conductors) and slow drifts make that error too small.  So the run is also cut into
+``error_blocks`` time blocks, each fitted alone, and the error is multiplied by the blocks' Birge
+ratio sqrt(chi^2 / (K - 1)) when it exceeds 1 (:func:`block_inflation`; docs/checks.md has the
+coverage measured on correlated synthetic walkers and on replicas of real MD).
 Units: Å, fs, cm^2/s (1 Å^2/fs = 0.1 cm^2/s), K, mS/cm, eV.
 """
 from __future__ import annotations
@@ -19,6 +24,7 @@ from common.errors import InputError
 
 A2_PER_FS_IN_CM2_PER_S = 0.1
 MIN_FIT_FRAMES = 20
+ERROR_BLOCKS = 6            # time blocks of the Birge-ratio check of D's error (3 at least, or none)
 OXIDATION_STATE = {"Li": 1, "Na": 1, "K": 1, "Ag": 1, "Cu": 1, "Mg": 2, "Zn": 2, "Ca": 2, "F": -1, "Cl": -1,
                    "Br": -1, "I": -1, "O": -2, "S": -2, "H": 1}
 
@@ -78,7 +84,7 @@ class DiffusionResult:
     diffusivity_cm2_s: float
     diffusivity_err_cm2_s: float
     intercept_A2: float
-    method: str = "gls-random-walk-covariance"
+    method: str = "gls-random-walk-covariance, block Birge ratio"
     path_ok: bool = True               # False: framework moves like the mobile ions (not diffusion)
     evidence: dict = field(default_factory=dict)
 
@@ -113,11 +119,13 @@ def gls_einstein(lag_fs: np.ndarray, msd_A2: np.ndarray, n_atoms: int, total_fs:
 def diffusion(unwrapped: np.ndarray, numbers: np.ndarray, dt_fs: float, species: str = "Li",
               temperature_K: float | None = None, masses: np.ndarray | None = None,
               fit_start_fraction: float = 0.1, fit_end_fraction: float = 0.5, max_fit_points: int = 40,
-              framework_frames: int = 2000) -> DiffusionResult:
+              framework_frames: int = 2000, error_blocks: int = ERROR_BLOCKS) -> DiffusionResult:
     """Diffusivity of ``species`` from unwrapped positions [F,N,3] (Å) stored every ``dt_fs`` fs.
 
     The framework (all other atoms) centre-of-mass displacement is removed from every frame; the
     GLS fit uses up to ``max_fit_points`` lags between the two fractions of the trajectory length.
+    The GLS error is inflated by the Birge ratio of ``error_blocks`` time blocks (:func:`block_inflation`;
+    0 turns the check off); the evidence records both errors and the factor.
     """
     from ase.data import atomic_masses, atomic_numbers
 
@@ -162,11 +170,40 @@ def diffusion(unwrapped: np.ndarray, numbers: np.ndarray, dt_fs: float, species:
     d_err = slope_err / 6.0 * A2_PER_FS_IN_CM2_PER_S
     li_end, fw_end = float(msd[end]), float(fw_msd[end])
     path_ok = not (fw_end > 0.5 * li_end and li_end > 1.0)
+    fit = dict(species=species, masses=masses, fit_start_fraction=fit_start_fraction,
+               fit_end_fraction=fit_end_fraction, max_fit_points=max_fit_points)
+    factor, blocks = block_inflation(x, numbers, dt_fs, error_blocks, **fit)
     return DiffusionResult(species=species, temperature_K=temperature_K, dt_fs=float(dt_fs), n_frames=n_frames,
                            n_atoms=int(mobile.sum()), lag_fs=lag, msd_A2=msd, framework_msd_A2=fw_msd,
                            fit_start_fs=float(lag[idx[0]]), fit_end_fs=float(lag[idx[-1]]), diffusivity_cm2_s=d,
-                           diffusivity_err_cm2_s=d_err, intercept_A2=intercept, path_ok=path_ok,
-                           evidence={"mobile_msd_at_fit_end_A2": li_end, "framework_msd_at_fit_end_A2": fw_end})
+                           diffusivity_err_cm2_s=d_err * factor, intercept_A2=intercept, path_ok=path_ok,
+                           evidence={"mobile_msd_at_fit_end_A2": li_end, "framework_msd_at_fit_end_A2": fw_end,
+                                     "gls_err_cm2_s": d_err, "error_inflation": factor, **blocks})
+
+
+def block_inflation(unwrapped: np.ndarray, numbers: np.ndarray, dt_fs: float, blocks: int = ERROR_BLOCKS,
+                    **fit) -> tuple[float, dict]:
+    """(factor >= 1, evidence): the Birge ratio of D fitted alone on ``blocks`` consecutive time blocks.
+
+    Each block's D carries its own random-walk GLS error e_k; for independent ions the blocks scatter by
+    those errors (chi^2 / (K - 1) ~ 1).  Correlated ions or slow drifts scatter them more, and the run's own
+    error is too small by about the same factor, sqrt(chi^2 / (K - 1)) around the inverse-variance mean.
+    Never below 1 (a block scatter smaller than expected is not taken as a licence to shrink the error).
+    With fewer than 3 blocks of :data:`MIN_FIT_FRAMES` frames the check cannot run: factor 1, and the
+    evidence says so.
+    """
+    n_blocks = min(int(blocks), len(unwrapped) // MIN_FIT_FRAMES)
+    if n_blocks < 3:
+        return 1.0, {"error_blocks": 0}
+    size = len(unwrapped) // n_blocks
+    parts = [diffusion(unwrapped[k * size:(k + 1) * size], numbers, dt_fs, error_blocks=0, framework_frames=50,
+                       **fit) for k in range(n_blocks)]
+    d = np.array([p.diffusivity_cm2_s for p in parts])
+    e = np.array([p.diffusivity_err_cm2_s for p in parts])
+    w = 1.0 / np.maximum(e, 1e-300) ** 2
+    mean = float((w * d).sum() / w.sum())
+    birge = float(np.sqrt((w * (d - mean) ** 2).sum() / (n_blocks - 1)))
+    return max(1.0, birge), {"error_blocks": n_blocks, "block_D_cm2_s": d.tolist(), "block_birge_ratio": birge}
 
 
 def _symbols(numbers):
