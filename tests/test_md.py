@@ -256,3 +256,27 @@ def test_md_cli_with_a_model_checkpoint_and_ase_agreement(tmp_path, lgps_atoms):
     ref.calc = MLFFCalculator(ff)
     VelocityVerlet(ref, timestep=1.0 * units.fs).run(3)
     np.testing.assert_allclose(out.positions.numpy(), ref.positions, atol=1e-9)
+
+
+def test_same_seed_gives_bit_identical_md_on_two_threads(tmp_path):
+    """Threaded scatter kernels would round differently from run to run and chaos would grow it (0.25 Å in
+    1000 steps of the demo's student); the runner switches on torch's deterministic kernels on the CPU."""
+    import models
+
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat((2, 2, 2))
+    model = models.build_model("painn", elements=[11, 17], seed=0, hidden_channels=16, num_interactions=2)
+    ff = models.Ensemble([model]).eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        finals = []
+        for k in range(2):
+            md = BatchedMD(ff, [SystemSpec("a", atoms, 600.0, seed=1), SystemSpec("b", atoms, 900.0, seed=2)],
+                           Protocol(ramp_fs=0.0, thermostat="langevin", timestep_fs=1.0, checkpoint_every=10 ** 9),
+                           tmp_path / f"run{k}", device="cpu", monitor=MonitorConfig(check_every=10 ** 9))
+            md.run(n_steps=150)
+            finals.append(md.state.positions.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(finals[0], finals[1])
+    assert not torch.are_deterministic_algorithms_enabled()        # restored after the run
