@@ -24,6 +24,7 @@ from common.errors import InputError
 
 A2_PER_FS_IN_CM2_PER_S = 0.1
 MIN_FIT_FRAMES = 20
+FIT_START_MAX_FS = 2000.0   # the fit window never starts later than this lag (fs): long runs get narrower D
 ERROR_BLOCKS = 6            # time blocks of the Birge-ratio check of D's error (3 at least, or none)
 OXIDATION_STATE = {"Li": 1, "Na": 1, "K": 1, "Ag": 1, "Cu": 1, "Mg": 2, "Zn": 2, "Ca": 2, "F": -1, "Cl": -1,
                    "Br": -1, "I": -1, "O": -2, "S": -2, "H": 1}
@@ -119,11 +120,16 @@ def gls_einstein(lag_fs: np.ndarray, msd_A2: np.ndarray, n_atoms: int, total_fs:
 def diffusion(unwrapped: np.ndarray, numbers: np.ndarray, dt_fs: float, species: str = "Li",
               temperature_K: float | None = None, masses: np.ndarray | None = None,
               fit_start_fraction: float = 0.1, fit_end_fraction: float = 0.5, max_fit_points: int = 40,
-              framework_frames: int = 2000, error_blocks: int = ERROR_BLOCKS) -> DiffusionResult:
+              framework_frames: int = 2000, error_blocks: int = ERROR_BLOCKS,
+              fit_start_max_fs: float | None = FIT_START_MAX_FS) -> DiffusionResult:
     """Diffusivity of ``species`` from unwrapped positions [F,N,3] (Å) stored every ``dt_fs`` fs.
 
     The framework (all other atoms) centre-of-mass displacement is removed from every frame; the
-    GLS fit uses up to ``max_fit_points`` lags between the two fractions of the trajectory length.
+    GLS fit uses up to ``max_fit_points`` lags between the two fractions of the trajectory length,
+    except that the window starts no later than ``fit_start_max_fs`` (None: no cap).  With a start that
+    grows with the run, the long lags that dominate the fit have a few independent displacements
+    whatever the length, and D's error stops shrinking; with the cap (2 ps: runs up to 20 ps are fitted
+    as before) it shrinks as 1/sqrt(run length) (docs/checks.md).
     The GLS error is inflated by the Birge ratio of ``error_blocks`` time blocks (:func:`block_inflation`;
     0 turns the check off); the evidence records both errors and the factor.
     """
@@ -163,6 +169,8 @@ def diffusion(unwrapped: np.ndarray, numbers: np.ndarray, dt_fs: float, species:
     lag = np.arange(n_frames) * dt_fs
     total = lag[-1]
     start = max(1, int(round(fit_start_fraction * (n_frames - 1))))
+    if fit_start_max_fs is not None:
+        start = max(1, min(start, int(round(fit_start_max_fs / dt_fs))))
     end = max(start + 2, int(round(fit_end_fraction * (n_frames - 1))))
     idx = np.unique(np.linspace(start, end, min(max_fit_points, end - start + 1)).round().astype(int))
     slope, slope_err, intercept = gls_einstein(lag[idx], msd[idx], int(mobile.sum()), total)
@@ -171,7 +179,7 @@ def diffusion(unwrapped: np.ndarray, numbers: np.ndarray, dt_fs: float, species:
     li_end, fw_end = float(msd[end]), float(fw_msd[end])
     path_ok = not (fw_end > 0.5 * li_end and li_end > 1.0)
     fit = dict(species=species, masses=masses, fit_start_fraction=fit_start_fraction,
-               fit_end_fraction=fit_end_fraction, max_fit_points=max_fit_points)
+               fit_end_fraction=fit_end_fraction, max_fit_points=max_fit_points, fit_start_max_fs=fit_start_max_fs)
     factor, blocks = block_inflation(x, numbers, dt_fs, error_blocks, **fit)
     return DiffusionResult(species=species, temperature_K=temperature_K, dt_fs=float(dt_fs), n_frames=n_frames,
                            n_atoms=int(mobile.sum()), lag_fs=lag, msd_A2=msd, framework_msd_A2=fw_msd,

@@ -68,6 +68,23 @@ def test_random_walk_recovers_d_within_reported_error_calibrated():
     assert 0.4 < np.std(z) < 1.6                     # error bars neither far too small nor too large
 
 
+def test_d_error_shrinks_with_run_length_and_still_covers_the_truth():
+    """The fit window starts no later than 2 ps, so a 16x longer run gives a narrower D, still honest."""
+    rel, z = {}, []
+    for n_frames in (150, 2400):                          # 7.5 ps and 120 ps at 50 fs
+        errors = []
+        for seed in range(30):
+            wrapped, cell, numbers = random_walk(100 + seed, n_frames=n_frames, n_li=24, dt_fs=50.0, box=12.0)
+            res = diffusion(unwrap(wrapped, cell), numbers, 50.0, "Li")
+            errors.append(res.diffusivity_err_cm2_s / 1e-5)
+            if n_frames == 2400:
+                z.append((res.diffusivity_cm2_s - 1e-5) / res.diffusivity_err_cm2_s)
+                assert res.fit_start_fs == pytest.approx(2000.0)
+        rel[n_frames] = float(np.median(errors))
+    assert rel[2400] < rel[150] / 1.8             # measured 2.4x narrower; a start at 10 % of the run gives ~1x
+    assert np.mean(np.abs(z) < 2) >= 0.85                   # ~95 % expected; still covers the truth
+
+
 def test_short_non_diffusive_run_gives_a_finite_error():
     """Vibrating atoms over a short run: the GLS covariance stays positive definite (no NaN error)."""
     rng = np.random.default_rng(7)
@@ -96,6 +113,31 @@ def test_diffusivity_agrees_with_pymatgen_diffusion_analyzer():
     # both fit the whole MSD (pymatgen by OLS, ours by GLS): same data, estimates within our error bar
     # (pymatgen's non-smoothed MSD uses one time origin, hence many walkers for a fair comparison)
     assert ours.diffusivity_cm2_s == pytest.approx(analyzer.diffusivity, rel=0.1)
+
+
+def test_diffusivity_and_its_error_agree_with_kinisi():
+    """kinisi (Bayesian fit with the random-walk MSD covariance) on the same walk and the same fit window."""
+    import warnings
+
+    import scipp as sc
+    from ase import Atoms
+    from kinisi.analyze import DiffusionAnalyzer as KinisiAnalyzer
+
+    for seed in (0, 2):
+        wrapped, cell, numbers = random_walk(seed)                   # 40 ps, a frame every 100 fs
+        ours = diffusion(unwrap(wrapped, cell), numbers, 100.0, "Li")
+        frames = [Atoms(numbers=numbers, positions=p, cell=cell, pbc=True) for p in wrapped]
+        lags_ps = np.arange(1, len(wrapped) // 2) * 0.1                    # our window ends at 50 % of the run
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = KinisiAnalyzer.from_ase(frames, specie="Li", time_step=100.0 * sc.Unit("fs"),
+                                             step_skip=1 * sc.Unit("dimensionless"), progress=False,
+                                             dt=sc.array(dims=["time interval"], values=lags_ps, unit="ps"))
+            theirs.diffusion(ours.fit_start_fs / 1000.0 * sc.Unit("ps"), progress=False,
+                             random_state=np.random.RandomState(seed))
+        d = theirs.D.values                                                  # posterior samples, cm^2/s
+        assert abs(ours.diffusivity_cm2_s - np.mean(d)) < ours.diffusivity_err_cm2_s
+        assert 0.6 < np.std(d) / ours.diffusivity_err_cm2_s < 1.7          # measured 1.25-1.37
 
 
 def test_conductivity_matches_nernst_einstein_by_hand():
