@@ -4,7 +4,8 @@ Direct oracle MD of Li10GeP2S12 at three or more temperatures, and a student for
 temperatures with the same protocol (Langevin NVT, 2 fs, a frame every 20 fs).  Both go through the
 service's one transport path (``analysis.transport.transport``).  Printed side by side:
 
-* D(T) with errors;
+* D(T) with errors, and at each temperature the dynamics check's answer on the student's D against the
+  oracle's (log10 ratio against the judge's tolerance, a factor 2);
 * Ea;
 * log10 σ(300 K), with the temperatures each side flags too_short;
 * the cost per MD step of each;
@@ -16,19 +17,26 @@ Targets (printed, never asserted):
 * Ea within 0.05 eV;
 * the student at least 10x cheaper per step.
 
+Each difference is printed with its combined error and judged like the service's checks
+(``analysis.checks.decide``, α = 0.05): ``met`` when its 90 % interval lies inside the target, ``missed``
+when it is significant and outside, ``undecided`` when the runs are too short to tell.
+
     .venv/bin/python benchmarks/science.py --student .matscreen/store/demo/models/<candidate>/r0 [--json]
-        [--temperatures 1000,1150,1300] [--ps 3.5] [--out DIR]
+        [--temperatures 1000,1150,1300] [--ps 3.5] [--replicas 1] [--out DIR]
 
 ``--student``: a folder of ensemble member checkpoints (``member*.pt``, e.g. the demo's last round).
-Oracle runs already in ``--out`` (``oracle/<T>K.h5``, e.g. the CPU paper benchmark's
+Oracle runs already in ``--out`` (``oracle/<T>K.h5``, replicas ``oracle/<T>K_r<k>.h5``, e.g. the CPU paper benchmark's
 ``reference/Li10GeP2S12_<T>K.h5``) are reused, so a second student can be compared cheaply; the
-oracle's cost per step is then timed on 20 steps.
+oracle's cost per step is then timed on 100 steps.  Student runs already in ``--out`` are reused too
+(their cost is then timed on 200 steps of the same batch of temperatures x replicas).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,8 +49,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--student", default=None, help="folder with the student ensemble's member*.pt (required)")
     p.add_argument("--temperatures", default="1000,1150,1300", help="K, comma separated (3 or more)")
-    p.add_argument("--ps", type=float, default=3.5, help="simulated time per temperature (ps)")
+    p.add_argument("--ps", default="3.5", help="simulated time per run (ps): one value, or one per temperature "
+                                             "(comma separated; the lowest temperature needs the longest runs)")
     p.add_argument("--equilibration-ps", type=float, default=0.5)
+    p.add_argument("--replicas", type=int, default=1, help="independent runs per temperature, each side")
     p.add_argument("--out", default="outputs/science", help="trajectories go here (oracle runs are reused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
@@ -55,7 +65,9 @@ def main(argv=None) -> int:
     import torch
     from pymatgen.io.ase import AseAtomsAdaptor
 
+    from analysis.checks import INCONCLUSIVE, MISMATCH, PASS, decide
     from analysis.transport import transport
+    from analysis.verdicts import VerdictThresholds
     from md.protocol import Protocol
     from md.runner import run_temperatures
     from md.trajectory import load_trajectory
@@ -66,55 +78,109 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     temps = [float(t) for t in args.temperatures.split(",")]
-    steps, dt, stride = int(round(args.ps * 1000 / 2.0)), 2.0, 10
+    lengths_ps = [float(x) for x in args.ps.split(",")]
+    lengths_ps = lengths_ps * len(temps) if len(lengths_ps) == 1 else lengths_ps
+    if len(lengths_ps) != len(temps):
+        print(f"--ps: give one length or one per temperature ({len(temps)}), got {args.ps!r}", file=sys.stderr)
+        return 2
+    dt, stride = 2.0, 10
+    n_steps = [int(round(ps * 1000 / dt)) for ps in lengths_ps]
     discard = args.equilibration_ps * 1000.0
     out = Path(args.out)
     atoms = AseAtomsAdaptor.get_atoms(library_structure("Li10GeP2S12").structure)
     oracle = Oracle("chgnet")
     oracle_runs, oracle_s = [], []
-    for i, t in enumerate(temps):
-        path = out / "oracle" / f"{t:g}K.h5"
-        if not path.exists():
-            t0 = time.perf_counter()
-            run_reference_md(atoms, oracle, ReferenceMDProtocol(temperature_K=t, steps=steps, timestep_fs=dt,
-                                                                stride=stride, label_every=0, seed=args.seed + i,
-                                                                discard_fs=discard), path)
-            oracle_s.append((time.perf_counter() - t0) / steps)
-        oracle_runs.append(load_trajectory(path))
-    if not oracle_s:      # every oracle run reused: time 20 oracle steps for the cost column
+    for i, (t, steps) in enumerate(zip(temps, n_steps)):
+        for k in range(args.replicas):
+            path = out / "oracle" / (f"{t:g}K.h5" if k == 0 else f"{t:g}K_r{k}.h5")
+            if not path.exists():
+                t0 = time.perf_counter()
+                run_reference_md(atoms, oracle, ReferenceMDProtocol(
+                    temperature_K=t, steps=steps, timestep_fs=dt, stride=stride, label_every=0,
+                    seed=args.seed + i + 1000 * k, discard_fs=discard), path)
+                oracle_s.append((time.perf_counter() - t0) / steps)
+            run = load_trajectory(path)
+            if len(run) != steps // stride + 1:          # never compare runs of different lengths silently
+                print(f"{path} holds {(len(run) - 1) * run.dt_fs / 1000:g} ps, --ps asks for {steps * dt / 1000:g} ps "
+                      f"at {t:g} K: move it away or choose another --out", file=sys.stderr)
+                return 2
+            oracle_runs.append(run)
+    if not oracle_s:      # every oracle run reused: time 100 oracle steps for the cost column
         t0 = time.perf_counter()
-        run_reference_md(atoms, oracle, ReferenceMDProtocol(temperature_K=temps[0], steps=20, timestep_fs=dt,
+        run_reference_md(atoms, oracle, ReferenceMDProtocol(temperature_K=temps[0], steps=100, timestep_fs=dt,
                                                             stride=stride, label_every=0, seed=args.seed),
                          out / "oracle_timing.h5")
-        oracle_s.append((time.perf_counter() - t0) / 20)
+        oracle_s.append((time.perf_counter() - t0) / 100)
     members = sorted(str(m) for m in Path(args.student).glob("member*.pt"))
     if not members:
         print(f"no member*.pt in {args.student}; give the folder of a trained ensemble", file=sys.stderr)
         return 2
-    protocol = Protocol(timestep_fs=dt, total_fs=steps * dt, ramp_fs=0.0, discard_fs=discard,
-                        thermostat="langevin", stride=stride)
+    def protocol(steps: int) -> Protocol:
+        return Protocol(timestep_fs=dt, total_fs=steps * dt, ramp_fs=0.0, discard_fs=discard, thermostat="langevin",
+                        stride=stride)
+
+    ensemble = load_ensemble(members)
+    groups = {steps: [t for t, n in zip(temps, n_steps) if n == steps] for steps in sorted(set(n_steps))}
+    folder = {steps: out / "student" / f"{steps * dt / 1000:g}ps" for steps in groups}   # one batch per length
+    reused = all((folder[n] / f"{t:g}K_r{k}.h5").exists() for n, ts in groups.items() for t in ts
+                 for k in range(args.replicas))
     t0 = time.perf_counter()
-    results = run_temperatures(load_ensemble(members), atoms, temps, 1, protocol, out / "student", seed=args.seed,
-                               device="cpu")
-    student_s = (time.perf_counter() - t0) / steps / len(temps)          # per system-step
+    results = []
+    for steps, group in groups.items():
+        results += run_temperatures(ensemble, atoms, group, args.replicas, protocol(steps), folder[steps],
+                                    seed=args.seed, device="cpu")
+    system_steps = sum(n * len(ts) * args.replicas for n, ts in groups.items())
+    student_s = (time.perf_counter() - t0) / system_steps                # per system-step
+    if reused:     # every student run reused: time 200 steps of the same batch (after 20 warm-up steps)
+        with tempfile.TemporaryDirectory() as tmp:
+            run_temperatures(ensemble, atoms, temps[:1], 1, protocol(20), Path(tmp) / "warm", seed=args.seed,
+                             device="cpu")
+            t0 = time.perf_counter()
+            run_temperatures(ensemble, atoms, temps, args.replicas, protocol(200), Path(tmp) / "timed",
+                             seed=args.seed, device="cpu")
+            student_s = (time.perf_counter() - t0) / 200 / (len(temps) * args.replicas)
     student_runs = [load_trajectory(r.trajectory) for r in results if r.verdict == "stable"]
     sides = {"oracle": transport(oracle_runs, "Li").to_dict(), "student": transport(student_runs, "Li").to_dict()}
     o, s = sides["oracle"], sides["student"]
-    figures = {"temperatures_K": temps, "ps_per_temperature": args.ps, "oracle": o, "student": s,
+    figures = {"temperatures_K": temps, "ps_per_run": lengths_ps, "replicas": args.replicas, "oracle": o, "student": s,
                "oracle_s_per_step": sum(oracle_s) / len(oracle_s) if oracle_s else None,
                "student_s_per_system_step": student_s,
                "student_unstable_K": [r.temperature_K for r in results if r.verdict != "stable"],
                "known": known_values("Li10GeP2S12")}
     if "log10_sigma_300K" in o and "log10_sigma_300K" in s:
-        figures["delta_log10_sigma_300K"] = s["log10_sigma_300K"] - o["log10_sigma_300K"]
-        figures["delta_Ea_eV"] = s["activation_energy_eV"] - o["activation_energy_eV"]
+        # a target is met only when the difference's 90 % interval lies inside it, missed when the difference
+        # is significant and outside it, and undecided otherwise (analysis.checks.decide, as the judge does)
+        for key, value, tolerance in (("log10_sigma_300K", "log10_sigma_300K", 0.5),
+                                      ("Ea_eV", "activation_energy_eV", 0.05)):
+            delta = s[value] - o[value]
+            err = (s[f"{value}_err"] ** 2 + o[f"{value}_err"] ** 2) ** 0.5
+            figures[f"delta_{key}"], figures[f"delta_{key}_err"] = delta, err
+            figures[f"target_{key}"] = {PASS: "met", MISMATCH: "missed", INCONCLUSIVE: "undecided"}[
+                decide(delta, err, tolerance, 0.05)]
+    # the dynamics check's question at every temperature: is the student's D within a factor 2 of the oracle's?
+    tolerance = VerdictThresholds().dynamics_log10_tolerance
+    figures["log10_D_ratio"], figures["log10_D_ratio_err"], figures["D_check"] = [], [], []
+    for t in temps:
+        if t in o.get("temperatures_K", []) and t in s.get("temperatures_K", []):
+            i, j = o["temperatures_K"].index(t), s["temperatures_K"].index(t)
+            d_o, e_o = o["diffusivity_cm2_s"][i], o["diffusivity_cm2_s_err"][i]
+            d_s, e_s = s["diffusivity_cm2_s"][j], s["diffusivity_cm2_s_err"][j]
+            ratio = math.log10(d_s / d_o) if d_s > 0 and d_o > 0 else float("nan")
+            err = math.hypot(e_s / d_s, e_o / d_o) / math.log(10) if d_s > 0 and d_o > 0 else float("nan")
+            status = decide(ratio, err, tolerance, VerdictThresholds().false_alarm_rate)
+        else:
+            ratio, err, status = float("nan"), float("nan"), INCONCLUSIVE
+        figures["log10_D_ratio"].append(ratio)
+        figures["log10_D_ratio_err"].append(err)
+        figures["D_check"].append(status)
     if figures["oracle_s_per_step"]:
         figures["speedup"] = figures["oracle_s_per_step"] / student_s
     if args.json:
         print(json.dumps(figures, default=float))
         return 0
-    print(f"Li10GeP2S12, {args.ps:g} ps per temperature, Langevin NVT (oracle: CHGNet 0.3.0; student: {args.student})")
-    print(f"{'T (K)':>8} {'D oracle (cm2/s)':>24} {'D student (cm2/s)':>24}")
+    print(f"Li10GeP2S12, {args.replicas} x {'/'.join(f'{x:g}' for x in lengths_ps)} ps per temperature, Langevin NVT "
+          f"(oracle: CHGNet 0.3.0; student: {args.student})")
+    print(f"{'T (K)':>8} {'D oracle (cm2/s)':>24} {'D student (cm2/s)':>24} {'log10 ratio (check)':>26}")
     for i, t in enumerate(temps):
         def cell(side):
             if t not in side.get("temperatures_K", []):
@@ -122,7 +188,8 @@ def main(argv=None) -> int:
             k = side["temperatures_K"].index(t)
             flag = "" if side["converged"][k] else " too_short"
             return f"{side['diffusivity_cm2_s'][k]:.2e} ± {side['diffusivity_cm2_s_err'][k]:.1e}{flag}"
-        print(f"{t:8g} {cell(o):>24} {cell(s):>24}")
+        check = f"{figures['log10_D_ratio'][i]:+.2f} ± {figures['log10_D_ratio_err'][i]:.2f} ({figures['D_check'][i]})"
+        print(f"{t:8g} {cell(o):>24} {cell(s):>24} {check:>26}")
     for name, side in (("oracle", o), ("student", s)):
         if "log10_sigma_300K" in side:
             print(f"{name:8}: Ea {side['activation_energy_eV']:.3f} ± {side['activation_energy_eV_err']:.3f} eV, "
@@ -131,11 +198,14 @@ def main(argv=None) -> int:
         else:
             print(f"{name:8}: no Arrhenius fit ({'; '.join(side['notes'])})")
     if "delta_log10_sigma_300K" in figures:
-        print(f"student - oracle: Δlog10 σ300K {figures['delta_log10_sigma_300K']:+.2f} (target |Δ| <= 0.5), "
-              f"ΔEa {figures['delta_Ea_eV']:+.3f} eV (target |Δ| <= 0.05)")
+        print(f"student - oracle: Δlog10 σ300K {figures['delta_log10_sigma_300K']:+.2f} ± "
+              f"{figures['delta_log10_sigma_300K_err']:.2f} (target |Δ| <= 0.5: {figures['target_log10_sigma_300K']}), "
+              f"ΔEa {figures['delta_Ea_eV']:+.3f} ± {figures['delta_Ea_eV_err']:.3f} eV (target |Δ| <= 0.05: "
+              f"{figures['target_Ea_eV']})")
     if "speedup" in figures:
-        print(f"cost per step: oracle {figures['oracle_s_per_step'] * 1e3:.0f} ms, student "
-              f"{student_s * 1e3:.1f} ms per system-step: {figures['speedup']:.0f}x (target >= 10x)")
+        print(f"cost per step: oracle {figures['oracle_s_per_step'] * 1e3:.0f} ms, student ({len(members)} members, "
+              f"{len(temps) * args.replicas} systems batched) {student_s * 1e3:.1f} ms per system-step: "
+              f"{figures['speedup']:.1f}x (target >= 10x)")
     for v in figures["known"]:
         print(f"known: {v['quantity']} = {v['value']} ({v['method']}; {v['source']})")
     return 0
