@@ -68,20 +68,22 @@ def test_random_walk_recovers_d_within_reported_error_calibrated():
     assert 0.4 < np.std(z) < 1.6                     # error bars neither far too small nor too large
 
 
-def test_d_error_shrinks_with_run_length_and_still_covers_the_truth():
-    """The fit window starts no later than 2 ps, so a 16x longer run gives a narrower D, still honest."""
+def test_a_fit_start_capped_in_time_narrows_d_on_long_random_walks_and_still_covers_the_truth():
+    """Default window (lags 10-50 % of the run): D's error does not shrink with length.  With the start
+    capped at 2 ps (``fit_start_max_fs``) a 16x longer random walk gives a narrower D, still honest."""
     rel, z = {}, []
-    for n_frames in (150, 2400):                          # 7.5 ps and 120 ps at 50 fs
+    for n_frames, cap in ((150, None), (2400, None), (2400, 2000.0)):     # 7.5 ps and 120 ps at 50 fs
         errors = []
         for seed in range(30):
             wrapped, cell, numbers = random_walk(100 + seed, n_frames=n_frames, n_li=24, dt_fs=50.0, box=12.0)
-            res = diffusion(unwrap(wrapped, cell), numbers, 50.0, "Li")
+            res = diffusion(unwrap(wrapped, cell), numbers, 50.0, "Li", fit_start_max_fs=cap)
             errors.append(res.diffusivity_err_cm2_s / 1e-5)
-            if n_frames == 2400:
+            assert res.fit_start_fs == pytest.approx(cap or 0.1 * (n_frames - 1) * 50.0, abs=50.0)
+            if cap:
                 z.append((res.diffusivity_cm2_s - 1e-5) / res.diffusivity_err_cm2_s)
-                assert res.fit_start_fs == pytest.approx(2000.0)
-        rel[n_frames] = float(np.median(errors))
-    assert rel[2400] < rel[150] / 1.8             # measured 2.4x narrower; a start at 10 % of the run gives ~1x
+        rel[n_frames, cap] = float(np.median(errors))
+    assert rel[2400, None] > rel[150, None] / 1.3           # the default: about as wide at any length
+    assert rel[2400, 2000.0] < rel[150, None] / 1.8         # capped: measured 2.4x narrower
     assert np.mean(np.abs(z) < 2) >= 0.85                   # ~95 % expected; still covers the truth
 
 
