@@ -303,7 +303,8 @@ class DynamicsCheck:
         return d
 
 
-def _log10_diff(a: float, ea: float, b: float, eb: float) -> tuple[float, float]:
+def log10_ratio(a: float, ea: float, b: float, eb: float) -> tuple[float, float]:
+    """(log10(a / b), its error) from a ± ea and b ± eb (first order; NaN when either is not positive)."""
     if a <= 0 or b <= 0:
         return float("nan"), float("nan")
     return math.log10(a / b), math.sqrt((ea / a) ** 2 + (eb / b) ** 2) / math.log(10)
@@ -320,12 +321,12 @@ def check_dynamics(student: Trajectory, reference: Trajectory, species: str = "L
     """
     s, s_conv = diffusion_convergence(student, species, min_msd_A2=min_msd_A2)
     r, r_conv = diffusion_convergence(reference, species, min_msd_A2=min_msd_A2)
-    ratio, ratio_err = _log10_diff(s.diffusivity_cm2_s, s.diffusivity_err_cm2_s, r.diffusivity_cm2_s,
+    ratio, ratio_err = log10_ratio(s.diffusivity_cm2_s, s.diffusivity_err_cm2_s, r.diffusivity_cm2_s,
                                    r.diffusivity_err_cm2_s)
     lag = r.fit_end_fs
     fs, fs_err = framework_msd(student, species, lag)
     fr, fr_err = framework_msd(reference, species, lag)
-    f_ratio, f_err = _log10_diff(fs, fs_err, fr, fr_err)
+    f_ratio, f_err = log10_ratio(fs, fs_err, fr, fr_err)
     f_status = decide(f_ratio, f_err, framework_tolerance_log10, alpha)
     if f_status == MISMATCH and f_ratio < 0:
         f_status = PASS                         # a stiffer framework is no broken diffusion path

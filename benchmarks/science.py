@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
     import torch
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from analysis.checks import INCONCLUSIVE, MISMATCH, PASS, decide
+    from analysis.checks import INCONCLUSIVE, MISMATCH, PASS, decide, log10_ratio
     from analysis.transport import transport
     from analysis.verdicts import VerdictThresholds
     from md.protocol import Protocol
@@ -115,6 +114,7 @@ def main(argv=None) -> int:
     if not members:
         print(f"no member*.pt in {args.student}; give the folder of a trained ensemble", file=sys.stderr)
         return 2
+
     def protocol(steps: int) -> Protocol:
         return Protocol(timestep_fs=dt, total_fs=steps * dt, ramp_fs=0.0, discard_fs=discard, thermostat="langevin",
                         stride=stride)
@@ -158,16 +158,14 @@ def main(argv=None) -> int:
             figures[f"target_{key}"] = {PASS: "met", MISMATCH: "missed", INCONCLUSIVE: "undecided"}[
                 decide(delta, err, tolerance, 0.05)]
     # the dynamics check's question at every temperature: is the student's D within a factor 2 of the oracle's?
-    tolerance = VerdictThresholds().dynamics_log10_tolerance
+    rules = VerdictThresholds()
     figures["log10_D_ratio"], figures["log10_D_ratio_err"], figures["D_check"] = [], [], []
     for t in temps:
         if t in o.get("temperatures_K", []) and t in s.get("temperatures_K", []):
             i, j = o["temperatures_K"].index(t), s["temperatures_K"].index(t)
-            d_o, e_o = o["diffusivity_cm2_s"][i], o["diffusivity_cm2_s_err"][i]
-            d_s, e_s = s["diffusivity_cm2_s"][j], s["diffusivity_cm2_s_err"][j]
-            ratio = math.log10(d_s / d_o) if d_s > 0 and d_o > 0 else float("nan")
-            err = math.hypot(e_s / d_s, e_o / d_o) / math.log(10) if d_s > 0 and d_o > 0 else float("nan")
-            status = decide(ratio, err, tolerance, VerdictThresholds().false_alarm_rate)
+            ratio, err = log10_ratio(s["diffusivity_cm2_s"][j], s["diffusivity_cm2_s_err"][j],
+                                     o["diffusivity_cm2_s"][i], o["diffusivity_cm2_s_err"][i])
+            status = decide(ratio, err, rules.dynamics_log10_tolerance, rules.false_alarm_rate)
         else:
             ratio, err, status = float("nan"), float("nan"), INCONCLUSIVE
         figures["log10_D_ratio"].append(ratio)
