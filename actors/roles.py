@@ -125,14 +125,22 @@ class StabilityJudge(_Role):
     """Verdicts and frames to label (``analysis.selection``), force errors, transport (``analysis``)."""
 
     def judge(self, explore: str, reference: str, thresholds: dict, n_label: int, min_rmsd_A: float,
-              rdf_plot: str | None = None, reference_deviation: list[float] | None = None) -> dict:
+              rdf_plot: str | None = None, reference_deviation: list[float] | None = None,
+              reference_error: list[float] | None = None, audit: dict | None = None) -> dict:
         from analysis.selection import judge_exploration
         from analysis.verdicts import VerdictThresholds
         from md.trajectory import load_trajectory
 
         return judge_exploration(load_trajectory(explore), load_trajectory(reference),
                                  VerdictThresholds.from_dict(thresholds), n_label, min_rmsd_A, rdf_plot,
-                                 reference_deviation).to_dict()
+                                 reference_deviation, reference_error, audit).to_dict()
+
+    def audit_frames(self, explore: str, n: int) -> list[int]:
+        """Frames of an exploration run for the oracle to audit (``analysis.selection.audit_frames``)."""
+        from analysis.selection import audit_frames
+        from md.trajectory import load_trajectory
+
+        return audit_frames(load_trajectory(explore), n)
 
     def judge_runs(self, runs: list[str], reference: str, thresholds: dict) -> list[dict]:
         from analysis.verdicts import VerdictThresholds, judge_runs
@@ -145,7 +153,7 @@ class StabilityJudge(_Role):
         """The ensemble's deviation and true max force error on the held-out calibration block of an oracle
         trajectory (never trained on: ``reference.reference_md.calibration_block``), and the calibration of one
         against the other under the trust levels this gives."""
-        from analysis.calibration import calibrate
+        from analysis.calibration import calibrate_reference
         from analysis.verdicts import VerdictThresholds
         from md.trajectory import load_trajectory, read_atoms
         from models import ensemble_errors, load_ensemble
@@ -157,19 +165,21 @@ class StabilityJudge(_Role):
         first = calibration_block(len(ref), ref.discard_frames, holdout) if holdout else 0   # 0: every frame
         errors = {**ensemble_errors(load_ensemble(members), read_atoms(trajectory, slice(first, None))),
                   "first_frame": first}
-        levels = th.trust_levels(errors["deviation_eV_A"])
-        return {**errors, "calibration": calibrate(errors["deviation_eV_A"], errors["max_error_eV_A"], levels,
-                                                   th.false_alarm_rate)}
+        return {**errors, "calibration": calibrate_reference(errors["deviation_eV_A"], errors["max_error_eV_A"], th)}
 
-    def force_errors(self, members: list[str], shard: str, levels: list[float] | None, alpha: float) -> dict:
-        """Force MAE of the ensemble on newly labelled frames and the calibration of its deviation there."""
+    def force_errors(self, members: list[str], shard: str, alpha: float, reference_calibration: dict | None) -> dict:
+        """Force MAE of the ensemble on newly labelled frames and the calibration of its deviation there, against
+        the trust band, failure level and error-bound factor of the ``reference_calibration``."""
         from analysis.calibration import calibrate
         from models import ensemble_errors, evaluate, load_ensemble, read_frames
 
         ensemble, frames = load_ensemble(members), read_frames(shard)
         errors = ensemble_errors(ensemble, frames)
-        return {"force_mae_meV_A": evaluate(ensemble, frames)["force_mae_meV_A"],
-                "calibration": calibrate(errors["deviation_eV_A"], errors["max_error_eV_A"], levels, alpha)}
+        ref = reference_calibration or {}
+        levels = (ref["trust_lo_eV_A"], ref["trust_hi_eV_A"]) if "trust_lo_eV_A" in ref else None
+        return {"force_mae_meV_A": evaluate(ensemble, frames)["force_mae_meV_A"], **errors,
+                "calibration": calibrate(errors["deviation_eV_A"], errors["max_error_eV_A"], levels, alpha,
+                                         ref.get("failure_error_eV_A"), ref.get("error_bound_factor"))}
 
     def transport(self, trajectories: list[str], species: str, plot_dir: str | None = None,
                   min_msd_A2: float = 10.0) -> dict:

@@ -16,7 +16,10 @@ Checks (all pure functions of :class:`analysis.trajectory.Trajectory` objects):
   proportional to its pair count, so it cannot decide alone), plus the lattice comparison;
 * :func:`check_dynamics`  - D of the mobile species against the reference's D at the same temperature
   (log10 ratio with both errors, each run's convergence: halves and minimum MSD), and the framework
-  motion (the diffusion path's sanity: the framework must move no more than the reference's).
+  motion (the diffusion path's sanity: the framework must move no more than the reference's);
+* :func:`check_accuracy`  - the student's true force error (oracle labels) on frames of its own MD
+  against its error on the reference's held-out frames: the ensemble's deviation is only a proxy for
+  that error, and a student can drift where it is worse without its members noticing.
 
 Units: Å, fs, cm^2/s; ``alpha`` is the false-alarm rate of one check.
 """
@@ -347,3 +350,65 @@ def check_dynamics(student: Trajectory, reference: Trajectory, species: str = "L
     return DynamicsCheck(status, species, student.temperature_K, s.diffusivity_cm2_s, s.diffusivity_err_cm2_s,
                          r.diffusivity_cm2_s, r.diffusivity_err_cm2_s, ratio, ratio_err, tolerance_log10, alpha,
                          s_conv.to_dict(), r_conv.to_dict(), fs, fs_err, fr, fr_err, f_status, "; ".join(reasons))
+
+
+# --- accuracy on the student's own MD ------------------------------------------------------------------
+@dataclass
+class AccuracyCheck:
+    status: str                       # pass | mismatch | inconclusive
+    own_error_eV_A: float             # mean atomic force error on the audited frames of the student's MD
+    own_error_err_eV_A: float
+    reference_error_eV_A: float       # the same on the reference's held-out frames
+    reference_error_err_eV_A: float
+    error_log10_ratio: float          # log10(own / reference)
+    error_log10_ratio_err: float
+    n_audit_frames: int
+    reference_blocks: int
+    tolerance_log10: float
+    alpha: float
+    reason: str = ""
+
+    def evidence(self) -> dict:
+        d = asdict(self)
+        d["accuracy_status"] = d.pop("status")
+        d["accuracy_reason"] = d.pop("reason")
+        d["accuracy_tolerance_log10"] = d.pop("tolerance_log10")
+        d.pop("alpha")
+        return d
+
+
+def check_accuracy(own_error, reference_error, reference_block_frames: int, tolerance_log10: float = 0.1,
+                   alpha: float = 0.05) -> AccuracyCheck:
+    """Is the student as accurate on its own MD as on the oracle's?
+
+    ``own_error``: per-frame mean atomic force error (eV/Å, against oracle labels) on frames spread over the
+    student's run (far enough apart to be independent: their scatter gives the mean's error);
+    ``reference_error``: the same on the reference's held-out frames, consecutive and correlated: the
+    error of their mean comes from blocks of ``reference_block_frames``.  :func:`decide` on
+    log10(own / reference); only a student *less* accurate on its own MD is a mismatch.
+    """
+    own = np.asarray(own_error, float)
+    own = own[np.isfinite(own)]
+    ref = np.asarray(reference_error, float)
+    ref = ref[np.isfinite(ref)]
+    n_blocks = len(ref) // max(1, reference_block_frames)
+    if len(own) < 2 or n_blocks < 2:
+        return AccuracyCheck(INCONCLUSIVE, float("nan"), float("nan"), float("nan"), float("nan"), float("nan"),
+                             float("nan"), len(own), n_blocks, tolerance_log10, alpha,
+                             f"{len(own)} audited frames and {n_blocks} reference blocks: at least 2 of each needed")
+    blocks = ref[:n_blocks * reference_block_frames].reshape(n_blocks, -1).mean(1)
+    o, o_err = float(own.mean()), float(own.std(ddof=1) / math.sqrt(len(own)))
+    r, r_err = float(blocks.mean()), float(blocks.std(ddof=1) / math.sqrt(n_blocks))
+    ratio, ratio_err = log10_ratio(o, o_err, r, r_err)
+    status = decide(ratio, ratio_err, tolerance_log10, alpha)
+    if status == MISMATCH and ratio < 0:
+        status = PASS                           # more accurate on its own MD: no failure
+    reason = ""
+    if status == MISMATCH:
+        reason = (f"force error on its own MD {1000 * o:.0f} meV/Å against {1000 * r:.0f} on the reference's held-out "
+                  f"frames ({10 ** ratio:.2f}x): label its own frames and retrain")
+    elif status == INCONCLUSIVE:
+        reason = (f"log10 force-error ratio {ratio:+.2f} ± {ratio_err:.2f} cannot be placed inside or outside "
+                  f"+{tolerance_log10}: audit more frames")
+    return AccuracyCheck(status, o, o_err, r, r_err, ratio, ratio_err, len(own), n_blocks, tolerance_log10, alpha,
+                         reason)

@@ -21,21 +21,23 @@ from analysis.verdicts import (INCONCLUSIVE, STABLE, Verdict, VerdictThresholds,
 
 def select_for_labelling(traj: Trajectory, verdict: Verdict, levels: tuple[float, float] | None, n_max: int,
                          min_rmsd_A: float, closest_A: float = 0.0,
-                         fusion_fraction: float = VerdictThresholds.fusion_fraction) -> list[int]:
-    """Indices of stored frames of ``traj`` to label (at most ``n_max``); ``levels``: the trust band (eV/Å).
+                         fusion_fraction: float = VerdictThresholds.fusion_fraction, exclude=()) -> list[int]:
+    """Indices of stored frames of ``traj`` to label (at most ``n_max``); ``levels``: the trust band (eV/Å);
+    ``exclude``: frames already labelled (never picked).
 
     Without a deviation or trust levels, the most distinct frames of a run that was not stable are taken.
     """
     if n_max < 1 or verdict.status in (STABLE, INCONCLUSIVE):    # labels cannot fix a run that is too short
         return []
+    done = {int(i) for i in exclude}
     if traj.force_deviation is None or levels is None:
-        candidates = list(range(len(traj)))
+        candidates = [i for i in range(len(traj)) if i not in done]
         return _distinct(traj, _sane(traj, candidates, fusion_fraction, closest_A), n_max, min_rmsd_A)
     dev = np.asarray(traj.force_deviation, float)
     lo, hi = levels
-    candidates = list(np.flatnonzero((dev >= lo) & (dev < hi)))
+    candidates = [int(i) for i in np.flatnonzero((dev >= lo) & (dev < hi)) if int(i) not in done]
     if not candidates:            # confident but wrong, or beyond the band: the least certain frames first
-        candidates = [int(i) for i in np.argsort(-dev, kind="stable")]
+        candidates = [int(i) for i in np.argsort(-dev, kind="stable") if int(i) not in done]
     return _distinct(traj, _sane(traj, candidates, fusion_fraction, closest_A), n_max, min_rmsd_A)
 
 
@@ -56,6 +58,17 @@ def _distinct(traj: Trajectory, sane: list[int], n_max: int, min_rmsd_A: float) 
     return picked
 
 
+def audit_frames(traj: Trajectory, n: int) -> list[int]:
+    """``n`` stored frame indices spread evenly over the production part of ``traj`` (after its equilibration,
+    ending at its last frame), whatever their deviation: the oracle labels them to measure the student's
+    true error on its own MD (:func:`analysis.checks.check_accuracy`).  Fewer when the run has fewer frames."""
+    first = min(traj.discard_frames, len(traj) - 1)
+    span = len(traj) - first
+    if n < 1 or span < 1:
+        return []
+    return sorted({first + int(round((k + 1) * span / n)) - 1 for k in range(min(n, span))})
+
+
 @dataclass
 class ExplorationReport:
     """The judge's answer on one exploration run: its verdict and the frames the oracle should label."""
@@ -71,19 +84,24 @@ class ExplorationReport:
 
 
 def judge_exploration(explore: Trajectory, reference: Trajectory, thresholds: VerdictThresholds, n_label: int,
-                      min_rmsd_A: float, rdf_plot: str | None = None, reference_deviation=None) -> ExplorationReport:
+                      min_rmsd_A: float, rdf_plot: str | None = None, reference_deviation=None,
+                      reference_error=None, audit: dict | None = None) -> ExplorationReport:
     """Judge an exploration run against the reference run (:func:`analysis.verdicts.judge`) and pick frames.
 
-    ``reference_deviation``: the same ensemble's force deviation on the reference's frames (derived trust
-    levels).  Frames to label must keep every pair at least 80 % of the closest pair the reference run
-    ever had.  ``rdf_plot``: also draw the two RDF windows there (PNG).
+    ``reference_deviation`` / ``reference_error``: the same ensemble's force deviation / mean atomic force
+    error on the reference's held-out frames (derived trust levels / the accuracy check).  ``audit``:
+    ``{"frames": stored frame indices of the run already labelled by the oracle (:func:`audit_frames`),
+    "mean_error_eV_A": the ensemble's error on them}``; those frames are not picked again.  Frames to label
+    must keep every pair at least 80 % of the closest pair the reference run ever had.  ``rdf_plot``: also
+    draw the two RDF windows there (PNG).
     """
-    ref = reference_profile(reference, thresholds, reference_deviation)
-    verdict = judge(explore, ref, thresholds)
+    ref = reference_profile(reference, thresholds, reference_deviation, reference_error)
+    verdict = judge(explore, ref, thresholds, audit and audit["mean_error_eV_A"])
     nearest = min(d for _, d, _ in min_distance_ratios(reference.positions, reference.cells, reference.numbers, 4.0))
     closest = 0.8 * nearest if np.isfinite(nearest) else 0.0
     levels = thresholds.trust_levels(ref.deviation)
-    frames = select_for_labelling(explore, verdict, levels, n_label, min_rmsd_A, closest, thresholds.fusion_fraction)
+    frames = select_for_labelling(explore, verdict, levels, n_label, min_rmsd_A, closest, thresholds.fusion_fraction,
+                                  exclude=(audit or {}).get("frames", ()))
     if rdf_plot:
         from analysis.plots import plot_rdf
 

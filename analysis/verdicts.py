@@ -13,8 +13,11 @@ Statuses, worst first (:data:`STATUSES`):
 * ``dynamics_mismatch`` D of the mobile species differs from the reference's significantly and by more
                         than ``dynamics_log10_tolerance``, or the framework moves more than the
                         reference's (:func:`analysis.checks.check_dynamics`);
-* ``uncertain``         the ensemble force deviation exceeds the trust level on significantly more
-                        frames than ``1 - accurate_fraction`` (only with an ensemble's deviation);
+* ``uncertain``         the student is less accurate on its own MD than on the reference's frames
+                        (oracle-labelled audit frames, beyond ``accuracy_log10_tolerance``:
+                        :func:`analysis.checks.check_accuracy`), or its ensemble force deviation exceeds
+                        the trust level on significantly more frames than ``1 - accurate_fraction``
+                        (only with an ensemble's deviation);
 * ``inconclusive``      nothing failed, but a check against the reference could not be decided: the
                         noise of the windows given is larger than the tolerance (run longer);
 * ``stable``            every check passed, each one shown to hold within its tolerance.
@@ -87,6 +90,7 @@ class VerdictThresholds:
     dynamics_log10_tolerance: float = 0.3  # |log10 D_student / D_reference| allowed (a factor 2)
     framework_log10_tolerance: float = 0.3  # framework MSD may exceed the reference's by this (log10)
     min_msd_A2: float = 10.0              # mobile MSD a run must reach for its D to count (Å^2)
+    accuracy_log10_tolerance: float = 0.1  # force error on its own MD may exceed the reference's by this (log10)
     mobile_species: tuple[str, ...] = ("Li",)
     trust_lo_eV_A: float | None = None    # ensemble deviation below this: accurate frame (None: derived)
     trust_hi_eV_A: float | None = None    # at or above this: failed frame (None: trust_band_ratio x lo)
@@ -114,6 +118,17 @@ class VerdictThresholds:
             return None
         lo = float(np.quantile(np.asarray(reference_deviation, float), self.accurate_fraction))
         return lo, self.trust_band_ratio * lo
+
+    def failure_error(self, reference_error=None) -> float | None:
+        """The true max atomic force error (eV/Å) at which a frame has failed, for validating the trust band
+        (``analysis.calibration``): ``trust_hi`` when the levels are configured; when derived, the same
+        construction on the error's own scale: ``trust_band_ratio`` x its ``accurate_fraction`` quantile on the
+        reference's held-out frames (None when neither is available)."""
+        if self.trust_lo_eV_A is not None:
+            return self.trust_hi_eV_A
+        if reference_error is None or len(reference_error) == 0:
+            return None
+        return self.trust_band_ratio * float(np.quantile(np.asarray(reference_error, float), self.accurate_fraction))
 
     def to_dict(self) -> dict:
         return {**asdict(self), "mobile_species": list(self.mobile_species)}
@@ -156,10 +171,12 @@ def min_distance_ratios(positions: np.ndarray, cells: np.ndarray, numbers: np.nd
 @dataclass
 class Reference:
     """What runs are judged against, computed once: the reference trajectory, its RDF blocks, and the
-    student ensemble's force deviation on its frames (for derived trust levels; None when unknown)."""
+    student ensemble's force deviation (for derived trust levels) and true mean atomic force error (for the
+    accuracy check) on its held-out frames (None when unknown)."""
     traj: Trajectory
     rdf: BlockRDF
     deviation: np.ndarray | None = None
+    error: np.ndarray | None = None
 
 
 def block_frames(traj: Trajectory, thresholds: VerdictThresholds) -> int:
@@ -167,9 +184,10 @@ def block_frames(traj: Trajectory, thresholds: VerdictThresholds) -> int:
 
 
 def reference_profile(traj: Trajectory, thresholds: VerdictThresholds = VerdictThresholds(),
-                      deviation=None) -> Reference:
+                      deviation=None, error=None) -> Reference:
     """:class:`Reference` of a reference trajectory (RDF blocks after ``rdf_skip_frames``)."""
-    return Reference(traj, structure_rdf(traj, thresholds), None if deviation is None else np.asarray(deviation, float))
+    return Reference(traj, structure_rdf(traj, thresholds), None if deviation is None else np.asarray(deviation, float),
+                     None if error is None else np.asarray(error, float))
 
 
 def structure_rdf(traj: Trajectory, thresholds: VerdictThresholds = VerdictThresholds()) -> BlockRDF:
@@ -304,13 +322,16 @@ def same_temperature(traj: Trajectory, reference: Trajectory) -> bool:
 
 
 def judge(traj: Trajectory, reference: Reference | None = None,
-          thresholds: VerdictThresholds = VerdictThresholds()) -> Verdict:
+          thresholds: VerdictThresholds = VerdictThresholds(), audit_error=None) -> Verdict:
     """Judge one trajectory: the first failing check of :data:`STATUSES` wins.
 
     ``reference``: :func:`reference_profile` of the reference run (computed once, reused for every run
     judged against it).  Structure is compared at any temperature only when the run is at the reference's
     temperature; so is the dynamics.  The ensemble check runs when ``traj.force_deviation`` is present and
-    trust levels are known.
+    trust levels are known.  ``audit_error``: the student's mean atomic force error (eV/Å, against oracle
+    labels) on frames spread over ``traj``; with the reference's (``reference.error``) it is the accuracy
+    check (:func:`analysis.checks.check_accuracy`): a student significantly less accurate on its own MD is
+    ``uncertain`` whatever its deviation says.
     """
     th = thresholds
     ev: dict = {"n_frames": int(len(traj))}
@@ -344,6 +365,14 @@ def judge(traj: Trajectory, reference: Reference | None = None,
             return Verdict(DYNAMICS_MISMATCH, None, ev)
         if dynamics["dynamics_status"] == checks.INCONCLUSIVE:
             open_checks.append(f"dynamics: {dynamics['dynamics_reason']}")
+    if audit_error is not None and reference is not None and reference.error is not None:
+        accuracy = checks.check_accuracy(audit_error, reference.error, block_frames(reference.traj, th),
+                                         th.accuracy_log10_tolerance, th.false_alarm_rate)
+        ev.update(accuracy.evidence())
+        if accuracy.status == checks.MISMATCH:
+            return Verdict(UNCERTAIN, None, ev)
+        if accuracy.status == checks.INCONCLUSIVE:
+            open_checks.append(f"accuracy: {accuracy.reason}")
     derived = th.trust_lo_eV_A is None and reference is not None and reference.deviation is not None
     if "accurate_fraction" in ev and (
             less_certain_than_reference(traj.force_deviation, reference.deviation, block_frames(traj, th), th)

@@ -90,14 +90,15 @@ def load_ensemble(paths, device: str = "cpu") -> Ensemble:
 
 def ensemble_errors(ensemble: Ensemble, frames, batch_size: int = 16) -> dict:
     """Per frame: the ensemble's max atomic force deviation and, where the frame carries reference forces,
-    its max atomic force error (both eV/Å), for calibrating the deviation against the truth (the deviation is
-    NaN for a single member).
+    its max and mean atomic force error (norm of the error vector; all eV/Å), for calibrating the deviation
+    against the truth and comparing the accuracy on two sets of frames (the deviation is NaN for a single
+    member).
 
     ``frames``: ``ase.Atoms`` (with a calculator holding forces for the error; NaN otherwise).
     """
     import numpy as np
 
-    dev, err = [], []
+    dev, err, mean_err = [], [], []
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
         pred = ensemble.predict_atoms(chunk)
@@ -111,7 +112,9 @@ def ensemble_errors(ensemble: Ensemble, frames, batch_size: int = 16) -> dict:
             truth = None
             if atoms.calc is not None and "forces" in (atoms.calc.results or {}):
                 truth = np.asarray(atoms.calc.results["forces"], float)
-            err.append(float(np.linalg.norm(forces[offset:offset + n] - truth, axis=1).max()) if truth is not None
-                       else float("nan"))
+            atom_err = (np.linalg.norm(forces[offset:offset + n] - truth, axis=1) if truth is not None
+                        else np.full(n, np.nan))
+            err.append(float(atom_err.max()))
+            mean_err.append(float(atom_err.mean()))
             offset += n
-    return {"deviation_eV_A": dev, "max_error_eV_A": err}
+    return {"deviation_eV_A": dev, "max_error_eV_A": err, "mean_error_eV_A": mean_err}

@@ -213,6 +213,98 @@ def test_calibration_reports_how_the_deviation_tracks_the_true_error():
     assert calibrate([0.1, np.nan], [np.nan, 0.2]) == {"n_frames": 0}
 
 
+def test_the_deviation_read_as_an_error_bar_covers_the_truth_and_flags_frames_where_it_understates_it():
+    """Split-conformal bound e <= c·d, c from 110 held-out reference frames: 95 % coverage on exchangeable
+    frames, the binomial check on 24 labelled frames false-alarms at most ~5 % and catches a deviation that
+    understates the error twice as much as on the reference."""
+    from analysis.calibration import calibrate, conformal_factor
+
+    rng = np.random.default_rng(11)
+    cover, alarms, caught, n = [], 0, 0, 400
+    for _ in range(n):
+        dev = rng.lognormal(-3, 0.5, 110)
+        c = conformal_factor(dev, 3.8 * dev * rng.lognormal(0, 0.5, 110))
+        new = rng.lognormal(-3, 0.5, 24)
+        same = calibrate(new, 3.8 * new * rng.lognormal(0, 0.5, 24), bound_factor=c)
+        cover.append(same["bound_coverage"])
+        alarms += not same["bound_holds"]
+        caught += not calibrate(new, 7.6 * new * rng.lognormal(0, 0.5, 24), bound_factor=c)["bound_holds"]
+    assert 0.94 <= np.mean(cover) <= 0.97
+    assert alarms / n <= 0.06 and caught / n >= 0.9
+    assert conformal_factor([0.1] * 10, [0.2] * 10) is None       # 10 frames cannot bound at 95 %
+
+
+def _correlated_errors(rng, n, mean, tau_frames=5.0, cv=0.15):
+    """Per-frame mean force errors (eV/Å) with AR(1) correlation over ``tau_frames`` (consecutive frames)."""
+    phi = math.exp(-1 / tau_frames)
+    x = np.empty(n)
+    x[0] = rng.normal()
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + math.sqrt(1 - phi ** 2) * rng.normal()
+    return mean * np.exp(cv * x)
+
+
+def test_the_accuracy_check_false_alarms_at_most_5_percent_and_catches_a_student_worse_on_its_own_md():
+    """8 audited frames of the student's run against 110 correlated held-out reference frames (blocks of
+    10): same accuracy -> mismatch <= 5 %; 1.6x worse on its own MD (the demo's student, measured) -> >= 95 %."""
+    rng = np.random.default_rng(21)
+    alarms = caught = passed = 0
+    n = 400
+    for _ in range(n):
+        ref = _correlated_errors(rng, 110, 0.055)
+        same = checks.check_accuracy(0.055 * np.exp(0.15 * rng.normal(size=8)), ref, 10)
+        worse = checks.check_accuracy(1.6 * 0.055 * np.exp(0.15 * rng.normal(size=8)), ref, 10)
+        alarms += same.status == checks.MISMATCH
+        passed += same.status == checks.PASS
+        caught += worse.status == checks.MISMATCH
+    assert alarms / n <= 0.05 and caught / n >= 0.95
+    assert passed / n >= 0.8                                 # 8 frames decide most equal students
+    better = checks.check_accuracy(0.5 * 0.055 * np.ones(8) * np.exp(0.1 * rng.normal(size=8)), ref, 10)
+    assert better.status == checks.PASS                      # more accurate on its own MD is no failure
+    few = checks.check_accuracy([0.05], ref, 10)
+    assert few.status == checks.INCONCLUSIVE and "at least 2" in few.reason
+
+
+def test_the_judge_calls_a_student_less_accurate_on_its_own_md_uncertain_and_reports_the_numbers():
+    traj, _, _ = _oracle_windows()
+    th = VerdictThresholds()
+    rng = np.random.default_rng(3)
+    ref_err = _correlated_errors(rng, 110, 0.055)
+    reference = reference_profile(traj("t1000", 50, 200), th, error=ref_err)
+    run = traj("t1000", 350, 200)
+    worse = judge(run, reference, th, audit_error=0.09 * np.exp(0.1 * rng.normal(size=8)))
+    assert worse.status == "uncertain" and worse.evidence["accuracy_status"] == "mismatch"
+    assert worse.evidence["error_log10_ratio"] == pytest.approx(math.log10(0.09 / 0.055), abs=0.08)
+    assert "own MD" in worse.evidence["accuracy_reason"]
+    same = judge(run, reference, th, audit_error=0.055 * np.exp(0.1 * rng.normal(size=8)))
+    assert same.evidence["accuracy_status"] == "pass" and same.status != "uncertain"
+
+
+def test_derived_trust_levels_are_validated_on_the_errors_own_scale_out_of_sample():
+    """Derived levels: lo is a quantile of the deviation, the failure level the same quantile of the error
+    x trust_band_ratio.  A deviation that understates the error by a constant 4x is valid (the factor is
+    reported); one that is confident on frames where the student is badly wrong is not, as long as those are
+    fewer than 1 - accurate_fraction (more would move the error's quantile itself: a shift of the whole error
+    scale is what the bound's coverage on the labelled frames tests)."""
+    from analysis.calibration import calibrate_reference
+
+    rng = np.random.default_rng(5)
+    th = VerdictThresholds()
+    dev = rng.lognormal(-3, 0.3, 120)
+    scaled = calibrate_reference(dev, 4.0 * dev * rng.lognormal(0, 0.2, 120), th)
+    assert scaled["trust_levels_valid"] and scaled["missed_failures"] == 0.0
+    assert scaled["missed_failures_method"] == "cross-fitted halves"
+    assert scaled["failure_error_eV_A"] == pytest.approx(3 * np.quantile(4.0 * dev * 1.0, 0.9), rel=0.3)
+    assert 3.5 < scaled["error_to_deviation_median"] < 4.5
+    wrong = 4.0 * dev * rng.lognormal(0, 0.2, 120)
+    blind = rng.choice(120, 10, replace=False)
+    wrong[blind] *= 10.0                                     # confidently wrong on 1 frame in 12
+    bad = calibrate_reference(dev, wrong, th)
+    assert bad["missed_failures"] > 0.05 and not bad["trust_levels_valid"]
+    configured = calibrate_reference(dev, 4.0 * dev, VerdictThresholds(trust_lo_eV_A=0.05, trust_hi_eV_A=0.15))
+    assert configured["failure_error_eV_A"] == 0.15 and "missed_failures_method" not in configured
+
+
 def _correlated_deviation(rng, n, scale=1.0, tau=5.0):
     """A log-normal ensemble deviation (eV/Å) with an AR(1) correlation time of ``tau`` frames."""
     phi = math.exp(-1.0 / tau)

@@ -311,7 +311,7 @@ def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, tra
     from orchestrator.campaign import configs
 
     members = trained["members"]
-    (force,) = roles.map("judge", "force_errors", [(members, ref["shard"], None, cfg["stability"]["false_alarm_rate"])])
+    (force,) = roles.map("judge", "force_errors", [(members, ref["shard"], cfg["stability"]["false_alarm_rate"], None)])
     (verdicts,) = roles.map("judge", "judge_runs", [([r["trajectory"] for r in runs], ref["trajectory"],
                                                      configs.thresholds(cfg))])
     from analysis.verdicts import Verdict, worst

@@ -35,7 +35,7 @@ def thresholds(cfg: dict) -> dict:
     s = cfg["stability"]
     keys = ("fusion_fraction", "max_temperature_factor", "min_runaway_K", "framework_drift_A", "false_alarm_rate",
             "rdf_mae", "rdf_block_fs", "lattice_tolerance", "dynamics_log10_tolerance", "framework_log10_tolerance",
-            "min_msd_A2", "trust_lo_eV_A", "trust_hi_eV_A", "trust_band_ratio", "accurate_fraction")
+            "min_msd_A2", "accuracy_log10_tolerance", "trust_lo_eV_A", "trust_hi_eV_A", "trust_band_ratio", "accurate_fraction")
     return {**{k: s[k] for k in keys}, "mobile_species": [cfg["md"]["species"]]}
 
 

@@ -14,8 +14,11 @@ Per candidate (each step recorded in the ledger by a stable key and never redone
    ``train:<c>:<r>``    (re)train / fine-tune the ensemble on exactly those frames
    ``explore:<c>:<r>``  student MD at the reference temperature (same protocol, stride and length as the reference)
    ``calibrate:<c>:<r>`` the ensemble's deviation and true force error on the reference's frames
+   ``audit:<c>:<r>``    oracle labels of frames spread over the exploration run (shard <c>-audit r<r>) and the
+                        ensemble's true error and calibration there (the accuracy check)
    ``judge:<c>:<r>``    the one judge (``analysis``): broken run / lattice / RDF against the reference's own
-                        noise / D(Li) against the reference's / ensemble deviation
+                        noise / D(Li) against the reference's / force error on its own MD against the
+                        reference's / ensemble deviation
    stable or inconclusive -> production; else ``label:<c>:<r+1>``: oracle labels for the selected frames
    (shard r<r+1>) and ``force_errors:<c>:<r+1>`` of the ensemble on them, with the deviation's calibration
 3. ``prod:<c>``         every temperature x replica as one batch, then ``transport:<c>``:
@@ -333,7 +336,7 @@ class Campaign:
 
     def seen_selection(self, row: dict, gkey: str, oracle: str) -> dict:
         """The store selection this screening accounts for: the frames its last training round used plus the
-        candidate's own labels added after it (those of a final labelling round).  Frames other candidates or
+        candidate's own labels added after it (those of a final labelling round and its audits).  Frames other candidates or
         campaigns added after that training are left out, so the next ``--incremental`` run sees them as new."""
         now = Selection.from_dict(self.training_selection(row, oracle))
         trains = [(int(k.rsplit(":", 1)[1]), v) for k, v in self.ledger.steps("train:").items()
@@ -344,7 +347,7 @@ class Campaign:
         own = self.ctx.shard(row["key"], 0)[:-len("-r0.extxyz")]  # campaign-<name>-<c>
 
         def mine(shard: str) -> bool:
-            return shard.startswith(own + "-r") or shard.startswith(own + "@g")
+            return shard.startswith((own + "-r", own + "-audit-r", own + "@g"))
 
         return now.keep(lambda name, i: mine(name) or (name, i) in used).to_dict()
 
@@ -395,14 +398,19 @@ class Campaign:
             errors = (self._once(f"calibrate:{gkey}:{r}", key,
                                  lambda: steps.reference_errors(self.ctx, members, ref["trajectory"]))
                       if len(members) > 1 and meta.get("calibration_forces", True) else None)
+            audit = (self._once(f"audit:{gkey}:{r}", key, lambda: steps.audit(
+                self.ctx, gkey, r, members, explore["trajectory"], ref, errors["calibration"]))
+                if errors and can_label and al["audit_labels"] and explore["verdict"] == "stable" else None)
             report = self._once(f"judge:{gkey}:{r}", key, lambda: steps.judge(
-                self.ctx, gkey, r, explore["trajectory"], ref["trajectory"], errors and errors["deviation_eV_A"]))
+                self.ctx, gkey, r, explore["trajectory"], ref["trajectory"], errors, audit))
             verdict = report["verdict"]
             diag = {"round": r, "verdict": verdict["status"], **_numbers(verdict["evidence"]),
                     "train_force_mae_meV_A": train.get("force_mae_meV_A"), "train_frames": sel["n_frames"],
                     "train_epochs": train.get("epochs"), "train_stopped_by": train.get("stop_reasons")}
             if errors:
                 diag["reference_calibration"] = errors["calibration"]
+            if audit:
+                diag["audit"] = {k: audit.get(k) for k in ("n_labels", "n_failed", "force_mae_meV_A", "calibration")}
             if verdict["status"] in ("stable", "inconclusive"):   # labels cannot settle a check that lacks length
                 self.ledger.record_round(gkey, r, diag)
                 return members, verdict, explore
@@ -420,10 +428,9 @@ class Campaign:
             asked = lab["n_labels"] + lab["n_failed"]
             diag.update(labels_added=lab["n_labels"], labels_failed=lab["n_failed"])
             if lab["shard"]:
-                ev = verdict["evidence"]
-                levels = [ev["trust_lo_eV_A"], ev["trust_hi_eV_A"]] if "trust_lo_eV_A" in ev else None
-                diag.update(self._once(f"force_errors:{gkey}:{r + 1}", key,
-                                       lambda: steps.force_errors(self.ctx, members, lab["shard"], levels)))
+                band = errors["calibration"] if errors else verdict["evidence"]   # configured levels, if any
+                diag.update(self._once(f"force_errors:{gkey}:{r + 1}", key, lambda: steps.force_errors(
+                    self.ctx, members, lab["shard"], band)))
             self.ledger.record_round(gkey, r, diag)
             if asked and lab["n_failed"] / asked > cfg["oracle"]["max_failure_fraction"]:
                 self._finish(row, "oracle_failing", verdict["status"],
@@ -496,7 +503,8 @@ def _numbers(evidence: dict) -> dict:
     """The judge's evidence numbers the round diagnostics keep (RDF and its noise, D vs reference, trust band)."""
     keep = ("rdf_mae", "rdf_noise_floor", "rdf_critical", "rdf_status", "student_D_cm2_s", "reference_D_cm2_s",
             "log10_ratio", "log10_ratio_err", "dynamics_status", "accurate_fraction", "selected_fraction",
-            "failed_fraction", "trust_lo_eV_A", "trust_hi_eV_A", "min_distance_ratio", "framework_drift_A")
+            "failed_fraction", "trust_lo_eV_A", "trust_hi_eV_A", "min_distance_ratio", "framework_drift_A",
+            "own_error_eV_A", "reference_error_eV_A", "error_log10_ratio", "error_log10_ratio_err", "accuracy_status")
     return {k: evidence[k] for k in keep if k in evidence}
 
 
@@ -505,5 +513,6 @@ def checks_summary(verdict: dict) -> dict:
     ev = verdict["evidence"]
     keep = ("rdf_mae", "rdf_noise_floor", "rdf_critical", "rdf_tolerance", "rdf_status", "student_D_cm2_s",
             "student_D_err_cm2_s", "reference_D_cm2_s", "reference_D_err_cm2_s", "log10_ratio", "log10_ratio_err",
-            "tolerance_log10", "dynamics_status", "temperature_K", "framework_status")
+            "tolerance_log10", "dynamics_status", "temperature_K", "framework_status", "own_error_eV_A",
+            "reference_error_eV_A", "error_log10_ratio", "error_log10_ratio_err", "accuracy_status")
     return {"verdict": verdict["status"], **{k: ev[k] for k in keep if k in ev}}

@@ -117,6 +117,9 @@ SCHEMA: dict[str, Any] = {
         "dynamics_log10_tolerance": F("float", 0.3, "|log10 D_student / D_reference| allowed at the reference "
                                       "temperature (0.3: a factor 2)"),
         "framework_log10_tolerance": F("float", 0.3, "framework MSD may exceed the reference's by this (log10)"),
+        "accuracy_log10_tolerance": F("float", 0.1, "the student's mean atomic force error on its own MD (oracle "
+                                      "audit labels) may exceed its error on the reference's held-out frames by this "
+                                      "(log10; 0.1: 26 %); beyond it and beyond noise: uncertain"),
         "min_msd_A2": F("float", 10.0, "mobile-ion MSD a run must reach for its D to count (Å^2); below: too_short"),
         "fusion_fraction": F("float", 0.5, "a pair closer than this fraction of the sum of covalent radii is atom fusion"),
         "framework_drift_A": F("float", 3.0, "framework (non-Li) centre-of-mass drift beyond this (Å) is framework_drift"),
@@ -134,6 +137,10 @@ SCHEMA: dict[str, Any] = {
     "active_learning": {
         "max_rounds": F("int", 3, "labelling/retraining rounds per candidate before budget_spent"),
         "labels_per_round": F("int", 8, "frames labelled by the oracle per round"),
+        "audit_labels": F("int", 8, "frames of each exploration run, spread evenly over it whatever their deviation, "
+                          "that the oracle labels to measure the student's true force error on its own MD (the "
+                          "accuracy check; they train the next round); 0 = no audit (the ensemble's deviation "
+                          "alone stands for the error)"),
         "initial_labels": F("int", 16, "oracle frames (from the reference trajectory) before the first training"),
         "calibration_holdout": F("float", 0.2, "final fraction of the reference after the equilibration that is never "
                                  "labelled: the ensemble's deviation and true error there (out of sample) set the "
@@ -405,7 +412,7 @@ def _semantic_checks(d: dict) -> None:
     if not 0 < s["false_alarm_rate"] < 0.5:
         raise InputError(f"stability.false_alarm_rate: must be in (0, 0.5), got {s['false_alarm_rate']}")
     for key in ("rdf_mae", "rdf_block_fs", "lattice_tolerance", "dynamics_log10_tolerance", "framework_log10_tolerance",
-                "min_msd_A2", "fusion_fraction", "framework_drift_A", "max_temperature_factor"):
+                "accuracy_log10_tolerance", "min_msd_A2", "fusion_fraction", "framework_drift_A", "max_temperature_factor"):
         positive(f"stability.{key}", s[key])
     if s["trust_band_ratio"] <= 1:
         raise InputError(f"stability.trust_band_ratio: must be > 1, got {s['trust_band_ratio']}")
@@ -435,6 +442,9 @@ def _semantic_checks(d: dict) -> None:
     positive("active_learning.max_rounds", al["max_rounds"], strict=False)
     positive("active_learning.labels_per_round", al["labels_per_round"])
     positive("active_learning.initial_labels", al["initial_labels"])
+    positive("active_learning.audit_labels", al["audit_labels"], strict=False)
+    if al["audit_labels"] == 1:
+        raise InputError("active_learning.audit_labels: 1 frame has no scatter to judge; give 0 (off) or at least 2")
     if not 0.0 <= al["calibration_holdout"] < 1.0:
         raise InputError(f"active_learning.calibration_holdout: must be in [0, 1), got {al['calibration_holdout']}")
     if al["min_shared_elements"] is not None:

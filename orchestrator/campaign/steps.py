@@ -97,13 +97,34 @@ def reference_errors(ctx: Context, members: list[str], reference_path: str) -> d
     return ctx.call(ctx.actors.judge, "reference_errors", members, reference_path, configs.thresholds(ctx.cfg))
 
 
+def audit(ctx: Context, gkey: str, r: int, members: list[str], explore_path: str, ref: dict,
+          reference_calibration: dict) -> dict:
+    """Oracle labels of ``active_learning.audit_labels`` frames spread over the exploration run (shard
+    ``<c>-audit`` r<r>: they train the next round) and the ensemble's errors and calibration there:
+    {frames, n_labels, n_failed, errors, shard, force_mae_meV_A, deviation_eV_A, max_error_eV_A,
+    mean_error_eV_A, calibration}."""
+    frames = ctx.call(ctx.actors.judge, "audit_frames", explore_path, ctx.cfg["active_learning"]["audit_labels"])
+    lab = ctx.actors.reference.call("label", explore_path, frames, configs.reference_temperature(ctx.cfg, ref),
+                                    str(ctx.store), ctx.shard(f"{gkey}-audit", r), f"{ctx.name}/{gkey}/audit{r}")
+    out = {"frames": frames, **lab}
+    if lab["shard"]:
+        out.update(force_errors(ctx, members, lab["shard"], reference_calibration))
+    return out
+
+
 def judge(ctx: Context, gkey: str, r: int, explore_path: str, reference_path: str,
-          reference_deviation: list[float] | None) -> dict:
-    """Verdict on the exploration run and the frames to label (``analysis.selection.ExplorationReport``)."""
+          reference_errors: dict | None, audit: dict | None) -> dict:
+    """Verdict on the exploration run and the frames to label (``analysis.selection.ExplorationReport``);
+    ``reference_errors``: the ensemble's on the reference's held-out block (:func:`reference_errors`),
+    ``audit``: on audited frames of the run (:func:`audit`)."""
     al = ctx.cfg["active_learning"]
+    ref = reference_errors or {}
+    audited = ({"frames": audit["frames"], "mean_error_eV_A": audit["mean_error_eV_A"]}
+               if audit and "mean_error_eV_A" in audit else None)
     return ctx.call(ctx.actors.judge, "judge", explore_path, reference_path, configs.thresholds(ctx.cfg),
                     al["labels_per_round"], al["min_frame_distance_A"],
-                    str(ctx.root / "plots" / gkey / f"rdf_r{r}.png"), reference_deviation)
+                    str(ctx.root / "plots" / gkey / f"rdf_r{r}.png"), ref.get("deviation_eV_A"),
+                    ref.get("mean_error_eV_A"), audited)
 
 
 def label(ctx: Context, gkey: str, n: int, explore_path: str, frames: list[int], ref: dict) -> dict:
@@ -112,9 +133,11 @@ def label(ctx: Context, gkey: str, n: int, explore_path: str, frames: list[int],
                                      str(ctx.store), ctx.shard(gkey, n), f"{ctx.name}/{gkey}/r{n}")
 
 
-def force_errors(ctx: Context, members: list[str], shard: str, levels: list[float] | None) -> dict:
-    """The ensemble's force MAE on the frames just labelled (meV/Å) and its deviation's calibration there."""
-    return ctx.call(ctx.actors.judge, "force_errors", members, shard, levels, ctx.cfg["stability"]["false_alarm_rate"])
+def force_errors(ctx: Context, members: list[str], shard: str, reference_calibration: dict | None) -> dict:
+    """The ensemble's force MAE on the frames just labelled (meV/Å) and its deviation's calibration there,
+    tested against the reference's (trust band, failure level, error-bound factor)."""
+    return ctx.call(ctx.actors.judge, "force_errors", members, shard, ctx.cfg["stability"]["false_alarm_rate"],
+                    reference_calibration)
 
 
 def production(ctx: Context, gkey: str, members: list[str], structure: str, ref: dict) -> dict:

@@ -163,12 +163,15 @@ class Tracker:
         for d in rounds:
             for name in ("rdf_mae", "rdf_noise_floor", "rdf_critical", "log10_ratio", "log10_ratio_err",
                          "student_D_cm2_s", "reference_D_cm2_s", "force_mae_meV_A", "accurate_fraction",
-                         "selected_fraction", "failed_fraction", "trust_lo_eV_A", "labels_added", "labels_failed"):
+                         "selected_fraction", "failed_fraction", "trust_lo_eV_A", "labels_added", "labels_failed",
+                         "own_error_eV_A", "reference_error_eV_A", "error_log10_ratio"):
                 if isinstance(d.get(name), (int, float)):
                     metrics.append((name, d[name], d["round"]))
             for prefix, cal in (("calibration", d.get("calibration")), ("reference_calibration",
-                                                                           d.get("reference_calibration"))):
-                for name in ("spearman", "error_to_deviation_median", "missed_failures"):
+                                                                           d.get("reference_calibration")),
+                                ("audit_calibration", (d.get("audit") or {}).get("calibration"))):
+                for name in ("spearman", "error_to_deviation_median", "error_bound_factor", "bound_coverage",
+                             "missed_failures", "failures_caught"):
                     if isinstance((cal or {}).get(name), (int, float)):
                         metrics.append((f"{prefix}_{name}", cal[name], d["round"]))
         for i, t in enumerate(result.get("temperatures_K", [])):
