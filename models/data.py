@@ -71,7 +71,7 @@ def iter_frames(paths, require_forces: bool = True):
         if not path.is_file():
             raise InputError(f"data file {path} not found; check the --data path")
         try:
-            for k, atoms in enumerate(iread(str(path), ":")):
+            for k, atoms in enumerate(iread(str(path), ":", do_not_split_by_at_sign=True)):
                 check_frames([atoms], f"{path} frame {k}", require_forces)
                 atoms.info.setdefault("source", f"file:{path.name}")
                 yield atoms
@@ -90,7 +90,7 @@ def _read_file(path: Path, index: str, require_forces: bool) -> list:
     if path.is_dir():
         raise InputError(f"data path {path} is a directory; give a file (extxyz, .db, vasprun.xml, OUTCAR)")
     try:
-        frames = read(str(path), index=index)
+        frames = read(str(path), index=index, do_not_split_by_at_sign=True)   # "@g2" in shard names is no index
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files

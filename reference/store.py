@@ -205,7 +205,7 @@ class LabelStore:
 
         key = path.name
         if key not in self._cache:
-            frames = list(read(path, ":", format="extxyz"))
+            frames = list(read(path, ":", format="extxyz", do_not_split_by_at_sign=True))
             for a in frames:
                 a.info.setdefault("shard", key)
             self._cache[key] = frames
@@ -288,7 +288,7 @@ class LabelStore:
 
             self._cache.pop(path.name, None)
             hit = (stamp, [(frozenset(a.get_chemical_symbols()), a.info.get("oracle"))
-                           for a in iread(path, ":", format="extxyz")])
+                           for a in iread(path, ":", format="extxyz", do_not_split_by_at_sign=True)])
             self._summaries[path.name] = hit
         return hit[1]
 
@@ -324,7 +324,7 @@ class LabelStore:
                 raise InputError(f"shard {name} of a recorded training set is missing from {self.root}; "
                                  "restore the store or start the campaign under a new name")
             wanted = set(idx)
-            for i, atoms in enumerate(iread(path, ":", format="extxyz")):
+            for i, atoms in enumerate(iread(path, ":", format="extxyz", do_not_split_by_at_sign=True)):
                 if i in wanted:
                     yield atoms
 

@@ -161,7 +161,7 @@ def test_driver_killed_and_restarted_resumes(ray_session, structures, tmp_path):
     ledger = Ledger(path)
     before = ledger.steps()
     labels = {k: hashlib.sha256(Path(v["shard"]).read_bytes()).hexdigest()
-              for k, v in before.items() if k.startswith(("label:", "ref:")) and v.get("shard")}
+              for k, v in before.items() if k.startswith(("label:", "ref:", "audit:")) and v.get("shard")}
     assert ledger.summary()["done"] == 0
 
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -175,14 +175,16 @@ def test_driver_killed_and_restarted_resumes(ray_session, structures, tmp_path):
     from reference.store import LabelStore                 # the labels are in the data store, once each
 
     store = LabelStore(tmp_path / ".matscreen" / "store")
-    steps = {k: v for k, v in after.items() if k.startswith(("label:", "ref:")) and v.get("shard")}
+    steps = {k: v for k, v in after.items() if k.startswith(("label:", "ref:", "audit:")) and v.get("shard")}
+    assert {"audit:Li__li32:0", "audit:Li__li32:1"} <= set(steps)   # the oracle audited both rounds' MD
     assert {Path(v["shard"]).name for v in steps.values()} <= {p.name for p in store.shards()}
     mine = [a for a in store.frames() if str(a.info.get("run_id", "")).startswith("resume/")]
     assert len(mine) == sum(v.get("n_labels", v.get("labelled_frames")) for v in steps.values()) >= 9
     assert {a.info["source"] for a in mine} == {"oracle-md", "active-learning"}
     assert all(a.info["oracle"] == "lj-argon" and a.info["temperature_K"] == 375.0 for a in mine)
     train = after["train:Li__li32:1"]["training_set"]      # what round 1 trained on is recorded
-    assert train["n_frames"] == len(mine) and train == after["trainset:Li__li32:1"]
+    audited_last = after["audit:Li__li32:1"]["n_labels"]   # the last round's audit trains no round
+    assert train["n_frames"] == len(mine) - audited_last and train == after["trainset:Li__li32:1"]
     cand = Ledger(path).candidate("Li__li32")
     assert cand["stage"] == "done" and cand["reason"] == "budget_spent"
     tracker = Tracker(env["MLFLOW_TRACKING_URI"], "matscreen-resume")
@@ -265,7 +267,8 @@ def test_incremental_rescreens_only_candidates_whose_store_data_changed(ray_sess
     assert {k: v for k, v in again.ledger.steps().items() if na in k} == na_steps     # untouched
     assert again.ledger.step(f"history:{li}:g1")["reason"] == "budget_spent"        # old result kept
     new_set = again.ledger.step(f"train:{li}@g2:0")["training_set"]
-    assert new_set["n_frames"] == old_set["n_frames"] + 3
+    audited = first.ledger.step(f"audit:{li}:0")["n_labels"]      # g1's audit labels came after its training
+    assert new_set["n_frames"] == old_set["n_frames"] + 3 + audited
     assert again.ledger.candidate(li)["model_version"] == f"{li}@g2/r0"
     own = store.query(shares_with="Ar")
     first_labels = again.ledger.step(f"ref:{li}")["labelled_frames"]

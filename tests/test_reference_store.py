@@ -41,6 +41,18 @@ def test_roundtrip_keeps_labels_and_info(tmp_path):
     assert isinstance(back.calc, SinglePointCalculator)
 
 
+def test_a_second_generations_shard_with_an_at_sign_reads_back(tmp_path):
+    """Shards of generation 2+ are named ``...<c>@g2-...``: ASE must not read the '@' as a frame index."""
+    from models.data import read_frames
+    from reference.store import shard_name
+
+    store = LabelStore(tmp_path / "store")
+    path = store.write_shard(shard_name("incr", "Li__li32@g2-audit", 0), [frame(["Li", "S"], seed=s) for s in (1, 2)])
+    assert "@g2" in path.name
+    assert len(store.frames()) == 2 and len(store.query(shares_with="Li")) == 2
+    assert len(read_frames(path)) == 2
+
+
 def test_shared_element_queries(tmp_path):
     store = LabelStore(tmp_path)
     store.append([frame(["Li", "Ge", "P", "S"]), frame(["Li", "P", "S"]), frame(["Li", "Sn", "P", "S"]),

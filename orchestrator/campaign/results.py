@@ -2,6 +2,7 @@
 
 Each row shows the evidence behind its number: the RDF MAE against the reference beside the
 reference's own noise floor, the student's D(Li) beside the reference's at the reference temperature,
+its force error on oracle-audited frames of its own MD beside its error on the reference's held-out frames,
 and, where the structure library knows one, the measured value with its source (the oracle is not the
 truth: a student can only be as good as its oracle).
 """
@@ -18,7 +19,8 @@ RESULT_COLUMNS = ["rank", "candidate", "formula", "prototype", "reason", "verdic
                   "log10_sigma_300K", "log10_sigma_300K_err", "activation_energy_eV", "activation_energy_eV_err",
                   "too_short_K", "extrapolation_ratio", "rdf_mae", "rdf_noise_floor", "rdf_status",
                   "student_D_cm2_s", "reference_D_cm2_s", "log10_D_ratio", "log10_D_ratio_err", "dynamics_status",
-                  "known_log10_sigma_300K", "known_source", "simulated_ns", "detail"]
+                  "force_error_eV_A", "reference_force_error_eV_A", "log10_force_error_ratio",
+                  "log10_force_error_ratio_err", "accuracy_status", "known_log10_sigma_300K", "known_source", "simulated_ns", "detail"]
 
 
 def known_sigma(values: list[dict]) -> tuple[float | None, str]:
@@ -50,7 +52,12 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> list[dict]:
         rows[-1].update(rdf_mae=chk.get("rdf_mae"), rdf_noise_floor=chk.get("rdf_noise_floor"),
                         rdf_status=chk.get("rdf_status", ""), student_D_cm2_s=chk.get("student_D_cm2_s"),
                         reference_D_cm2_s=chk.get("reference_D_cm2_s"), log10_D_ratio=chk.get("log10_ratio"),
-                        log10_D_ratio_err=chk.get("log10_ratio_err"), dynamics_status=chk.get("dynamics_status", ""))
+                        log10_D_ratio_err=chk.get("log10_ratio_err"), dynamics_status=chk.get("dynamics_status", ""),
+                        force_error_eV_A=chk.get("own_error_eV_A"),
+                        reference_force_error_eV_A=chk.get("reference_error_eV_A"),
+                        log10_force_error_ratio=chk.get("error_log10_ratio"),
+                        log10_force_error_ratio_err=chk.get("error_log10_ratio_err"),
+                        accuracy_status=chk.get("accuracy_status", ""))
         rows[-1]["known_log10_sigma_300K"], rows[-1]["known_source"] = known_sigma(res.get("known_values"))
 
     def score(row):
@@ -82,27 +89,29 @@ def _pm(v, e, fmt="{:.2f}"):
     return fmt.format(v) + (" ± " + fmt.format(e) if e is not None else "")
 
 
-def _evidence(r: dict) -> tuple[str, str]:
-    """'MAE / noise (status)' and 'log10 Ds/Dref ± err (status)' cells."""
+def _evidence(r: dict) -> tuple[str, str, str]:
+    """'MAE / noise (status)', 'log10 Ds/Dref ± err (status)' and 'own / reference force error (status)' cells."""
     rdf = "-" if r.get("rdf_mae") is None else \
         f"{r['rdf_mae']:.3f} / {r['rdf_noise_floor']:.3f} ({r['rdf_status']})" if r.get("rdf_noise_floor") is not None \
         else f"{r['rdf_mae']:.3f} ({r['rdf_status']})"
     dyn = "-" if r.get("log10_D_ratio") is None else \
         f"{r['log10_D_ratio']:+.2f} ± {r['log10_D_ratio_err']:.2f} ({r['dynamics_status']})"
-    return rdf, dyn
+    acc = "-" if r.get("force_error_eV_A") is None else \
+        f"{1000 * r['force_error_eV_A']:.0f} / {1000 * r['reference_force_error_eV_A']:.0f} ({r['accuracy_status']})"
+    return rdf, dyn, acc
 
 
 def format_table(rows: list[dict]) -> str:
     """The ranked table for the console, with each candidate's evidence and known values."""
     head = ["rank", "candidate", "reason", "rounds", "log10 σ300K (mS/cm)", "known", "Ea (eV)",
-            "RDF MAE / noise", "log10 D/D_ref", "sim ps"]
+            "RDF MAE / noise", "log10 D/D_ref", "F err own/ref (meV/Å)", "sim ps"]
     body = []
     for r in rows:
-        rdf, dyn = _evidence(r)
+        rdf, dyn, acc = _evidence(r)
         body.append([str(r["rank"] or "-"), r["candidate"], r["reason"] or r["stage"], str(r["rounds"]),
                      _pm(r["log10_sigma_300K"], r["log10_sigma_300K_err"]),
                      "-" if r.get("known_log10_sigma_300K") is None else f"{r['known_log10_sigma_300K']:.2f}",
-                     _pm(r["activation_energy_eV"], r["activation_energy_eV_err"], "{:.3f}"), rdf, dyn,
+                     _pm(r["activation_energy_eV"], r["activation_energy_eV_err"], "{:.3f}"), rdf, dyn, acc,
                      f"{r['simulated_ns'] * 1000:.1f}"])
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
@@ -121,15 +130,16 @@ def results_markdown(rows: list[dict]) -> str:
 
     head = ["rank", "candidate", "formula", "reason", "verdict", "rounds", "log10 σ(300 K) [log10 mS/cm]",
             "± [log10 mS/cm]", "known log10 σ(300 K) [log10 mS/cm]", "Ea [eV]", "± [eV]", "too short [K]",
-            "RDF MAE / noise floor (check)", "log10 D/D_ref at T_ref (check)", "simulated [ps]", "detail"]
+            "RDF MAE / noise floor (check)", "log10 D/D_ref at T_ref (check)",
+            "force error own MD / reference [meV/Å] (check)", "simulated [ps]", "detail"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
-        rdf, dyn = _evidence(r)
+        rdf, dyn, acc = _evidence(r)
         known = "" if r.get("known_log10_sigma_300K") is None else \
             f"{r['known_log10_sigma_300K']:.2f} ({r['known_source']})"
         cells = [str(r["rank"] or ""), r["candidate"], r["formula"], r["reason"] or r["stage"], r["verdict"],
                  str(r["rounds"]), num(r["log10_sigma_300K"], ".2f"), num(r["log10_sigma_300K_err"], ".2f"), known,
                  num(r["activation_energy_eV"], ".3f"), num(r["activation_energy_eV_err"], ".3f"),
-                 r.get("too_short_K", ""), rdf, dyn, f"{r['simulated_ns'] * 1000:.1f}", r["detail"].replace("|", "/")]
+                 r.get("too_short_K", ""), rdf, dyn, acc, f"{r['simulated_ns'] * 1000:.1f}", r["detail"].replace("|", "/")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
