@@ -19,7 +19,7 @@ ELEMENTS = "Li,Ge,Si,Sn,P,S,Se"
 
 HELP = """\
 Run the embedded default campaign end to end, at the stability rules of a real campaign
-(6-14 minutes on a 2-core machine after installation, by machine; campaigns/demo.yaml):
+(about 10 minutes on a 2-core machine after installation, 2x more on slower ones; campaigns/demo.yaml):
 
   candidates   Li-{Ge,Si,Sn}-P-S compositions enumerated from the chemical space (SMACT rules),
                kept when they fit the LGPS prototype's anonymous formula; the first is screened
@@ -27,8 +27,9 @@ Run the embedded default campaign end to end, at the stability rules of a real c
                shipped with matscreen: its forces are the first labels, its last 20 % is held out
   students     a PaiNN ensemble, fine-tuned on new oracle labels when the judge finds it wrong
   judge        structure (RDF against the reference's own noise, lattice), Li dynamics (D against the
-               oracle's D), breakage, ensemble deviation against levels set on the held-out frames;
-               undecidable checks say `inconclusive`
+               oracle's D), breakage, the student's force error on 16 oracle-audited frames of its own
+               MD against its error on the held-out frames, ensemble deviation against levels set on
+               the held-out frames; undecidable checks say `inconclusive`
   MD           batched MLFF MD at 1150/1300 K, 6 ps each; at 1000 K the judged 11 ps exploration run;
                too-short temperatures are flagged
   results      log10 sigma(300 K) and Ea with honest errors, the evidence of every check, and the
