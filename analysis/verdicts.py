@@ -344,6 +344,11 @@ def judge(traj: Trajectory, reference: Reference | None = None,
         structure = checks.check_structure(structure_rdf(traj, th), reference.rdf, th.rdf_mae, th.false_alarm_rate,
                                            th.lattice_tolerance)
         ev.update(structure.evidence())
+    accuracy = None
+    if audit_error is not None and reference is not None and reference.error is not None:   # evidence for any verdict
+        accuracy = checks.check_accuracy(audit_error, reference.error, block_frames(reference.traj, th),
+                                         th.accuracy_log10_tolerance, th.false_alarm_rate)
+        ev.update(accuracy.evidence())
     live = traj.live_verdict or {}
     if live.get("status") in BROKEN:
         return Verdict(live["status"], live.get("failure_step"), {**ev, **(live.get("evidence") or {})})
@@ -365,10 +370,7 @@ def judge(traj: Trajectory, reference: Reference | None = None,
             return Verdict(DYNAMICS_MISMATCH, None, ev)
         if dynamics["dynamics_status"] == checks.INCONCLUSIVE:
             open_checks.append(f"dynamics: {dynamics['dynamics_reason']}")
-    if audit_error is not None and reference is not None and reference.error is not None:
-        accuracy = checks.check_accuracy(audit_error, reference.error, block_frames(reference.traj, th),
-                                         th.accuracy_log10_tolerance, th.false_alarm_rate)
-        ev.update(accuracy.evidence())
+    if accuracy is not None:
         if accuracy.status == checks.MISMATCH:
             return Verdict(UNCERTAIN, None, ev)
         if accuracy.status == checks.INCONCLUSIVE:

@@ -278,6 +278,8 @@ def test_the_judge_calls_a_student_less_accurate_on_its_own_md_uncertain_and_rep
     assert "own MD" in worse.evidence["accuracy_reason"]
     same = judge(run, reference, th, audit_error=0.055 * np.exp(0.1 * rng.normal(size=8)))
     assert same.evidence["accuracy_status"] == "pass" and same.status != "uncertain"
+    strained = judge(traj("t1000", 350, 200, scale=1.03), reference, th, audit_error=[0.09] * 4 + [0.1] * 4)
+    assert strained.status == "lattice_mismatch" and strained.evidence["accuracy_status"] == "mismatch"  # shown too
 
 
 def test_derived_trust_levels_are_validated_on_the_errors_own_scale_out_of_sample():
