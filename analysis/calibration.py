@@ -95,9 +95,9 @@ def calibrate_reference(deviation, error, thresholds) -> dict:
     half = len(d) // 2
     calm = failed = 0
     for fit, test in ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))):
-        band = _band(d[test], e[test], thresholds.trust_levels(d[fit]), thresholds.failure_error(e[fit]), alpha)
-        calm += band["frames_below_lo"]
-        failed += round(band["missed_failures"] * band["frames_below_lo"])
+        below = d[test] < thresholds.trust_levels(d[fit])[0]
+        calm += int(below.sum())
+        failed += int((e[test][below] >= thresholds.failure_error(e[fit])).sum())
     missed = failed / calm if calm else 0.0
     out.update(frames_below_lo=calm, missed_failures=missed, trust_levels_valid=bool(missed <= alpha),
                missed_failures_method="cross-fitted halves")

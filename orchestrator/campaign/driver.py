@@ -429,8 +429,9 @@ class Campaign:
             diag.update(labels_added=lab["n_labels"], labels_failed=lab["n_failed"])
             if lab["shard"]:
                 band = errors["calibration"] if errors else verdict["evidence"]   # configured levels, if any
-                diag.update(self._once(f"force_errors:{gkey}:{r + 1}", key, lambda: steps.force_errors(
-                    self.ctx, members, lab["shard"], band)))
+                force = self._once(f"force_errors:{gkey}:{r + 1}", key, lambda: steps.force_errors(
+                    self.ctx, members, lab["shard"], band))
+                diag.update(force_mae_meV_A=force["force_mae_meV_A"], calibration=force["calibration"])
             self.ledger.record_round(gkey, r, diag)
             if asked and lab["n_failed"] / asked > cfg["oracle"]["max_failure_fraction"]:
                 self._finish(row, "oracle_failing", verdict["status"],

@@ -104,8 +104,7 @@ def audit(ctx: Context, gkey: str, r: int, members: list[str], explore_path: str
     {frames, n_labels, n_failed, errors, shard, force_mae_meV_A, deviation_eV_A, max_error_eV_A,
     mean_error_eV_A, calibration}."""
     frames = ctx.call(ctx.actors.judge, "audit_frames", explore_path, ctx.cfg["active_learning"]["audit_labels"])
-    lab = ctx.actors.reference.call("label", explore_path, frames, configs.reference_temperature(ctx.cfg, ref),
-                                    str(ctx.store), ctx.shard(f"{gkey}-audit", r), f"{ctx.name}/{gkey}/audit{r}")
+    lab = label(ctx, f"{gkey}-audit", r, explore_path, frames, ref)
     out = {"frames": frames, **lab}
     if lab["shard"]:
         out.update(force_errors(ctx, members, lab["shard"], reference_calibration))
