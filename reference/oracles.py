@@ -60,9 +60,14 @@ def _chgnet(version=None, device="cpu", **kw):
             task = task or ("efs" if "stress" in props else "ef")
             super().calculate(atoms=atoms, properties=props, system_changes=system_changes or all_changes, task=task)
 
+    import contextlib
+    import sys
+
     version = version or "0.3.0"
-    model = CHGNet.load(model_name=version, use_device=device, verbose=False)
-    return CHGNetOracleCalculator(model=model, use_device=device, **kw), f"chgnet-{version}"
+    # chgnet prints its banners to stdout; they would corrupt a command's --json output
+    with contextlib.redirect_stdout(sys.stderr):
+        model = CHGNet.load(model_name=version, use_device=device, verbose=False)
+        return CHGNetOracleCalculator(model=model, use_device=device, **kw), f"chgnet-{version}"
 
 
 def _sevennet(version=None, device="cpu", **kw):

@@ -45,6 +45,19 @@ def test_default_oracle_on_lgps(chgnet_oracle, lgps_atoms):
         "oracle": "chgnet-0.3.0", "source": "test", "temperature_K": 300.0}
 
 
+def test_reference_md_json_output_is_pure_json(tmp_path, capsys):
+    """chgnet's banners ("CHGNet v0.3.0 initialized ...") go to stderr: stdout of --json parses as JSON."""
+    import json
+
+    rc = main(["reference", "md", "Li10GeP2S12", "--steps", "2", "--stride", "1", "--label-every", "0",
+               "--out", str(tmp_path / "two_steps.h5"), "--no-store", "--json"])
+    out = capsys.readouterr()
+    assert rc == 0
+    summary = json.loads(out.out)
+    assert summary["frames"] == 3
+    assert "CHGNet" in out.err
+
+
 def test_reference_md_100_steps_stable(lgps_md):
     summary, store, path = lgps_md
     assert summary["frames"] == 11 and summary["labelled_frames"] == 5
