@@ -11,9 +11,11 @@ on one frame (exception, SCF not converged, non-finite energy/forces) is retried
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,9 +61,6 @@ def _chgnet(version=None, device="cpu", **kw):
             props = properties or ["energy", "forces", "stress"]
             task = task or ("efs" if "stress" in props else "ef")
             super().calculate(atoms=atoms, properties=props, system_changes=system_changes or all_changes, task=task)
-
-    import contextlib
-    import sys
 
     version = version or "0.3.0"
     # chgnet prints its banners to stdout; they would corrupt a command's --json output
