@@ -21,10 +21,19 @@ class _Message(nn.Module):
         self.filter = nn.Linear(num_rbf, 3 * f)
         self.f = f
 
-    def forward(self, s, v, i, j, rbf, fcut, unit):
-        x = self.phi(s)[j] * (self.filter(rbf) * fcut.unsqueeze(-1))
-        ds, dvv, dvs = torch.split(x, self.f, dim=-1)
-        dv = v[j] * dvv.unsqueeze(1) + dvs.unsqueeze(1) * unit.unsqueeze(-1)
+    def forward(self, s, v, i, j, edge, unit, first: bool = False):
+        """One message pass.  ``edge`` [n_edges, num_rbf + 1]: [rbf fcut, fcut], so that this layer's radial
+        filter ``filter(rbf) * fcut`` is ``edge @ [W | b]^T`` (no edge-sized product with fcut or bias add).
+        The three channels (ds, dvv, dvs) are split at the atom and weight level, never on edges (an
+        edge-sized split costs a concatenation in the backward pass).  ``first``: v is still zero, so its
+        gathered term (and its filter) is skipped: exactly the same result, cheaper."""
+        weight = torch.cat([self.filter.weight, self.filter.bias.unsqueeze(-1)], dim=-1)    # [3F, num_rbf + 1]
+        w_s, w_vv, w_vs = torch.split(weight, self.f)
+        h_s, h_vv, h_vs = torch.split(self.phi(s), self.f, dim=-1)                          # [n_atoms, F] each
+        ds = h_s[j] * (edge @ w_s.T)
+        dv = (h_vs[j] * (edge @ w_vs.T)).unsqueeze(1) * unit.unsqueeze(-1)
+        if not first:
+            dv = dv + v[j] * (h_vv[j] * (edge @ w_vv.T)).unsqueeze(1)
         s = s.index_add(0, i, ds)
         v = v.index_add(0, i, dv)
         return s, v
@@ -73,11 +82,12 @@ class PaiNN(ForceFieldModel):
         i, j = graph.edge_index
         r = graph.distances
         unit = graph.vectors / r.unsqueeze(-1)
+        fcut = cosine_cutoff(r, self.cutoff).unsqueeze(-1)
         rbf = torch.sin(r.unsqueeze(-1) * self.freq) / r.unsqueeze(-1)
-        fcut = cosine_cutoff(r, self.cutoff)
+        edge = torch.cat([rbf * fcut, fcut], dim=-1)                                # [n_edges, num_rbf + 1]
         s = self.embedding(graph.species)
         v = torch.zeros(s.shape[0], 3, s.shape[1], dtype=s.dtype, device=s.device)
-        for msg, upd in zip(self.messages, self.updates):
-            s, v = msg(s, v, i, j, rbf, fcut, unit)
+        for layer, (msg, upd) in enumerate(zip(self.messages, self.updates)):
+            s, v = msg(s, v, i, j, edge, unit, first=layer == 0)
             s, v = upd(s, v)
         return self.head(s).squeeze(-1)

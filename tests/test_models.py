@@ -241,3 +241,42 @@ def test_core_repulsion_is_zero_at_bonds_and_stops_fusion(arch, tmp_path):
         assert float(pred.forces[1, k]) == pytest.approx(numeric, rel=1e-5, abs=1e-5)
     save_model(off, tmp_path / "m.pt")
     assert load_model(tmp_path / "m.pt").core_repulsion is False
+
+
+def test_painn_matches_the_papers_message_written_plainly(models64):
+    """The CPU-tuned PaiNN message (filter folded with the cutoff, channels split at atom level, the first
+    layer's zero-vector term skipped) is the paper's equations: compare with them written out directly,
+    with a non-zero vector state already in the first layer's input so a skipped term would show."""
+    from models.base import cosine_cutoff
+
+    model = models64["painn"]
+    atoms = triclinic()
+    batch = AtomsBatch.from_atoms([atoms], dtype=torch.float64)
+    graph = model.build_graph(batch)
+    i, j = graph.edge_index
+    r = graph.distances
+    unit = graph.vectors / r.unsqueeze(-1)
+    rbf = torch.sin(r.unsqueeze(-1) * model.freq) / r.unsqueeze(-1)
+    fcut = cosine_cutoff(r, model.cutoff)
+
+    def plain_message(msg, s, v):
+        x = msg.phi(s)[j] * msg.filter(rbf) * fcut.unsqueeze(-1)          # Schütt et al. 2021, eq. 7-8
+        ds, dvv, dvs = torch.split(x, msg.f, dim=-1)
+        dv = v[j] * dvv.unsqueeze(1) + dvs.unsqueeze(1) * unit.unsqueeze(-1)
+        return s.index_add(0, i, ds), v.index_add(0, i, dv)
+
+    with torch.no_grad():
+        s = model.embedding(graph.species)
+        v = torch.zeros(s.shape[0], 3, s.shape[1], dtype=s.dtype)
+        for msg, upd in zip(model.messages, model.updates):
+            s, v = upd(*plain_message(msg, s, v))
+        plain = model.head(s).squeeze(-1)
+        assert torch.allclose(model.atomic_energy(graph), plain, rtol=1e-12, atol=1e-12)
+        # the skip is exact only because v starts at zero: with v != 0 the first layer's term matters
+        edge = torch.cat([rbf * fcut.unsqueeze(-1), fcut.unsqueeze(-1)], dim=-1)
+        s0 = model.embedding(graph.species)
+        v0 = torch.randn(s0.shape[0], 3, s0.shape[1], dtype=s0.dtype, generator=torch.Generator().manual_seed(0))
+        full = model.messages[0](s0, v0, i, j, edge, unit)
+        assert torch.allclose(full[1], plain_message(model.messages[0], s0, v0)[1], rtol=1e-12, atol=1e-12)
+        skipped = model.messages[0](s0, v0, i, j, edge, unit, first=True)
+        assert not torch.allclose(skipped[1], full[1])
