@@ -22,13 +22,17 @@ Each difference is printed with its combined error and judged like the service's
 when it is significant and outside, ``undecided`` when the runs are too short to tell.
 
     .venv/bin/python benchmarks/science.py --student .matscreen/store/demo/models/<candidate>/r0 [--json]
-        [--temperatures 1000,1150,1300] [--ps 3.5] [--replicas 1] [--out DIR]
+        [--temperatures 1000,1150,1300] [--ps 3.5] [--replicas 1] [--out DIR] [--cost-only [--rounds 3]]
 
 ``--student``: a folder of ensemble member checkpoints (``member*.pt``, e.g. the demo's last round).
 Oracle runs already in ``--out`` (``oracle/<T>K.h5``, replicas ``oracle/<T>K_r<k>.h5``, e.g. the CPU paper benchmark's
 ``reference/Li10GeP2S12_<T>K.h5``) are reused, so a second student can be compared cheaply; the
 oracle's cost per step is then timed on 100 steps.  Student runs already in ``--out`` are reused too
 (their cost is then timed on 200 steps of the same batch of temperatures x replicas).
+
+``--cost-only`` runs no science: it times 100 oracle steps and 200 student steps (the batch of temperatures x
+replicas) in turn, ``--rounds`` times, and prints each round's ratio and their median.  Interleaving matters on
+a shared machine, whose load moves either figure by ±30 % within minutes.
 """
 from __future__ import annotations
 
@@ -55,6 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="outputs/science", help="trajectories go here (oracle runs are reused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--cost-only", action="store_true", help="only time both sides per MD step, interleaved")
+    p.add_argument("--rounds", type=int, default=3, help="with --cost-only: timing rounds (median reported)")
     args = p.parse_args(argv)
 
     if args.student is None:       # `make bench` runs every script bare: say what this one needs
@@ -88,6 +94,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     atoms = AseAtomsAdaptor.get_atoms(library_structure("Li10GeP2S12").structure)
     oracle = Oracle("chgnet")
+    if args.cost_only:
+        return cost_only(args, atoms, oracle, temps)
     oracle_runs, oracle_s = [], []
     for i, (t, steps) in enumerate(zip(temps, n_steps)):
         for k in range(args.replicas):
@@ -206,6 +214,54 @@ def main(argv=None) -> int:
               f"{figures['speedup']:.1f}x (target >= 10x)")
     for v in figures["known"]:
         print(f"known: {v['quantity']} = {v['value']} ({v['method']}; {v['source']})")
+    return 0
+
+
+def cost_only(args, atoms, oracle, temps) -> int:
+    """Oracle seconds per step and student seconds per system-step, timed in turn ``args.rounds`` times."""
+    import statistics
+
+    from md.protocol import Protocol
+    from md.runner import run_temperatures
+    from models import load_ensemble
+    from reference.reference_md import ReferenceMDProtocol, run_reference_md
+
+    members = sorted(str(m) for m in Path(args.student).glob("member*.pt"))
+    if not members:
+        print(f"no member*.pt in {args.student}; give the folder of a trained ensemble", file=sys.stderr)
+        return 2
+    ensemble = load_ensemble(members)
+    systems = len(temps) * args.replicas
+
+    def protocol(steps: int) -> Protocol:
+        return Protocol(timestep_fs=2.0, total_fs=steps * 2.0, ramp_fs=0.0, discard_fs=0.0, thermostat="langevin",
+                        stride=10)
+
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        run_temperatures(ensemble, atoms, temps[:1], 1, protocol(20), Path(tmp) / "warm", seed=args.seed, device="cpu")
+        for r in range(args.rounds):
+            t0 = time.perf_counter()
+            run_reference_md(atoms, oracle, ReferenceMDProtocol(temperature_K=temps[0], steps=100, timestep_fs=2.0,
+                                                                stride=10, label_every=0, seed=args.seed),
+                             Path(tmp) / f"oracle{r}.h5")
+            oracle_s = (time.perf_counter() - t0) / 100
+            t0 = time.perf_counter()
+            run_temperatures(ensemble, atoms, temps, args.replicas, protocol(200), Path(tmp) / f"student{r}",
+                             seed=args.seed, device="cpu")
+            student_s = (time.perf_counter() - t0) / 200 / systems
+            rounds.append({"oracle_s_per_step": oracle_s, "student_s_per_system_step": student_s,
+                           "speedup": oracle_s / student_s})
+    figures = {"members": len(members), "systems_batched": systems, "rounds": rounds,
+               "median_speedup": statistics.median(r["speedup"] for r in rounds)}
+    if args.json:
+        print(json.dumps(figures))
+        return 0
+    for k, r in enumerate(rounds):
+        print(f"round {k}: oracle {r['oracle_s_per_step'] * 1e3:.0f} ms per step, student ({len(members)} members, "
+              f"{systems} systems batched) {r['student_s_per_system_step'] * 1e3:.1f} ms per system-step: "
+              f"{r['speedup']:.1f}x")
+    print(f"median {figures['median_speedup']:.1f}x (target >= 10x)")
     return 0
 
 
