@@ -31,7 +31,7 @@ oracle's cost per step is then timed on 100 steps.  Student runs already in ``--
 (their cost is then timed on 200 steps of the same batch of temperatures x replicas).
 
 ``--cost-only`` runs no science: it times 100 oracle steps and 200 student steps (the batch of temperatures x
-replicas) in turn, ``--rounds`` times, and prints each round's ratio and their median.  Interleaving matters on
+replicas, after 20 warm-up steps) in turn, ``--rounds`` times, and prints each round's ratio and their median.  Interleaving matters on
 a shared machine, whose load moves either figure by ±30 % within minutes.
 """
 from __future__ import annotations
@@ -93,9 +93,19 @@ def main(argv=None) -> int:
     discard = args.equilibration_ps * 1000.0
     out = Path(args.out)
     atoms = AseAtomsAdaptor.get_atoms(library_structure("Li10GeP2S12").structure)
+    members = sorted(str(m) for m in Path(args.student).glob("member*.pt"))
+    if not members:               # checked before any oracle MD is run
+        print(f"no member*.pt in {args.student}; give the folder of a trained ensemble", file=sys.stderr)
+        return 2
+    ensemble = load_ensemble(members)
+
+    def protocol(steps: int) -> Protocol:
+        return Protocol(timestep_fs=dt, total_fs=steps * dt, ramp_fs=0.0, discard_fs=discard, thermostat="langevin",
+                        stride=stride)
+
     oracle = Oracle("chgnet")
     if args.cost_only:
-        return cost_only(args, atoms, oracle, temps)
+        return cost_only(args, atoms, oracle, ensemble, temps, protocol)
     oracle_runs, oracle_s = [], []
     for i, (t, steps) in enumerate(zip(temps, n_steps)):
         for k in range(args.replicas):
@@ -113,21 +123,7 @@ def main(argv=None) -> int:
                 return 2
             oracle_runs.append(run)
     if not oracle_s:      # every oracle run reused: time 100 oracle steps for the cost column
-        t0 = time.perf_counter()
-        run_reference_md(atoms, oracle, ReferenceMDProtocol(temperature_K=temps[0], steps=100, timestep_fs=dt,
-                                                            stride=stride, label_every=0, seed=args.seed),
-                         out / "oracle_timing.h5")
-        oracle_s.append((time.perf_counter() - t0) / 100)
-    members = sorted(str(m) for m in Path(args.student).glob("member*.pt"))
-    if not members:
-        print(f"no member*.pt in {args.student}; give the folder of a trained ensemble", file=sys.stderr)
-        return 2
-
-    def protocol(steps: int) -> Protocol:
-        return Protocol(timestep_fs=dt, total_fs=steps * dt, ramp_fs=0.0, discard_fs=discard, thermostat="langevin",
-                        stride=stride)
-
-    ensemble = load_ensemble(members)
+        oracle_s.append(oracle_seconds_per_step(atoms, oracle, temps[0], args.seed, out / "oracle_timing.h5"))
     groups = {steps: [t for t, n in zip(temps, n_steps) if n == steps] for steps in sorted(set(n_steps))}
     folder = {steps: out / "student" / f"{steps * dt / 1000:g}ps" for steps in groups}   # one batch per length
     reused = all((folder[n] / f"{t:g}K_r{k}.h5").exists() for n, ts in groups.items() for t in ts
@@ -139,14 +135,8 @@ def main(argv=None) -> int:
                                     seed=args.seed, device="cpu")
     system_steps = sum(n * len(ts) * args.replicas for n, ts in groups.items())
     student_s = (time.perf_counter() - t0) / system_steps                # per system-step
-    if reused:     # every student run reused: time 200 steps of the same batch (after 20 warm-up steps)
-        with tempfile.TemporaryDirectory() as tmp:
-            run_temperatures(ensemble, atoms, temps[:1], 1, protocol(20), Path(tmp) / "warm", seed=args.seed,
-                             device="cpu")
-            t0 = time.perf_counter()
-            run_temperatures(ensemble, atoms, temps, args.replicas, protocol(200), Path(tmp) / "timed",
-                             seed=args.seed, device="cpu")
-            student_s = (time.perf_counter() - t0) / 200 / (len(temps) * args.replicas)
+    if reused:     # every student run reused: time 200 steps of the same batch
+        student_s = student_seconds_per_system_step(ensemble, atoms, temps, args.replicas, protocol, args.seed)
     student_runs = [load_trajectory(r.trajectory) for r in results if r.verdict == "stable"]
     sides = {"oracle": transport(oracle_runs, "Li").to_dict(), "student": transport(student_runs, "Li").to_dict()}
     o, s = sides["oracle"], sides["student"]
@@ -217,48 +207,49 @@ def main(argv=None) -> int:
     return 0
 
 
-def cost_only(args, atoms, oracle, temps) -> int:
+def oracle_seconds_per_step(atoms, oracle, temperature_K: float, seed: int, path, steps: int = 100) -> float:
+    """Wall seconds per step of ``steps`` steps of direct oracle MD (Langevin, 2 fs), written to ``path``."""
+    from reference.reference_md import ReferenceMDProtocol, run_reference_md
+
+    t0 = time.perf_counter()
+    run_reference_md(atoms, oracle, ReferenceMDProtocol(temperature_K=temperature_K, steps=steps, timestep_fs=2.0,
+                                                        stride=10, label_every=0, seed=seed), path)
+    return (time.perf_counter() - t0) / steps
+
+
+def student_seconds_per_system_step(ensemble, atoms, temps, replicas: int, protocol, seed: int,
+                                    steps: int = 200) -> float:
+    """Wall seconds per system-step of ``steps`` steps of the batch ``temps`` x ``replicas``, after 20 warm-up
+    steps (``protocol(n)``: the run's protocol for n steps; the trajectories go to a temporary folder)."""
+    from md.runner import run_temperatures
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_temperatures(ensemble, atoms, temps[:1], 1, protocol(20), Path(tmp) / "warm", seed=seed, device="cpu")
+        t0 = time.perf_counter()
+        run_temperatures(ensemble, atoms, temps, replicas, protocol(steps), Path(tmp) / "timed", seed=seed,
+                         device="cpu")
+        return (time.perf_counter() - t0) / steps / (len(temps) * replicas)
+
+
+def cost_only(args, atoms, oracle, ensemble, temps, protocol) -> int:
     """Oracle seconds per step and student seconds per system-step, timed in turn ``args.rounds`` times."""
     import statistics
 
-    from md.protocol import Protocol
-    from md.runner import run_temperatures
-    from models import load_ensemble
-    from reference.reference_md import ReferenceMDProtocol, run_reference_md
-
-    members = sorted(str(m) for m in Path(args.student).glob("member*.pt"))
-    if not members:
-        print(f"no member*.pt in {args.student}; give the folder of a trained ensemble", file=sys.stderr)
-        return 2
-    ensemble = load_ensemble(members)
-    systems = len(temps) * args.replicas
-
-    def protocol(steps: int) -> Protocol:
-        return Protocol(timestep_fs=2.0, total_fs=steps * 2.0, ramp_fs=0.0, discard_fs=0.0, thermostat="langevin",
-                        stride=10)
-
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        run_temperatures(ensemble, atoms, temps[:1], 1, protocol(20), Path(tmp) / "warm", seed=args.seed, device="cpu")
         for r in range(args.rounds):
-            t0 = time.perf_counter()
-            run_reference_md(atoms, oracle, ReferenceMDProtocol(temperature_K=temps[0], steps=100, timestep_fs=2.0,
-                                                                stride=10, label_every=0, seed=args.seed),
-                             Path(tmp) / f"oracle{r}.h5")
-            oracle_s = (time.perf_counter() - t0) / 100
-            t0 = time.perf_counter()
-            run_temperatures(ensemble, atoms, temps, args.replicas, protocol(200), Path(tmp) / f"student{r}",
-                             seed=args.seed, device="cpu")
-            student_s = (time.perf_counter() - t0) / 200 / systems
+            oracle_s = oracle_seconds_per_step(atoms, oracle, temps[0], args.seed, Path(tmp) / f"oracle{r}.h5")
+            student_s = student_seconds_per_system_step(ensemble, atoms, temps, args.replicas, protocol, args.seed)
             rounds.append({"oracle_s_per_step": oracle_s, "student_s_per_system_step": student_s,
                            "speedup": oracle_s / student_s})
-    figures = {"members": len(members), "systems_batched": systems, "rounds": rounds,
+    systems = len(temps) * args.replicas
+    figures = {"members": len(ensemble), "systems_batched": systems, "rounds": rounds,
                "median_speedup": statistics.median(r["speedup"] for r in rounds)}
     if args.json:
         print(json.dumps(figures))
         return 0
     for k, r in enumerate(rounds):
-        print(f"round {k}: oracle {r['oracle_s_per_step'] * 1e3:.0f} ms per step, student ({len(members)} members, "
+        print(f"round {k}: oracle {r['oracle_s_per_step'] * 1e3:.0f} ms per step, student ({len(ensemble)} members, "
               f"{systems} systems batched) {r['student_s_per_system_step'] * 1e3:.1f} ms per system-step: "
               f"{r['speedup']:.1f}x")
     print(f"median {figures['median_speedup']:.1f}x (target >= 10x)")
