@@ -280,3 +280,45 @@ def test_same_seed_gives_bit_identical_md_on_two_threads(tmp_path):
         torch.set_num_threads(threads)
     assert torch.equal(finals[0], finals[1])
     assert not torch.are_deterministic_algorithms_enabled()        # restored after the run
+
+
+def test_ensemble_members_run_at_once_with_the_same_numbers(tmp_path):
+    """On 2 CPU threads the runner evaluates a 2-member ensemble's members concurrently, one per thread
+    (models.ensemble.concurrent_members): the trajectory is bit-identical to members one after another,
+    the members really ran in two threads, and torch's thread count is restored afterwards."""
+    import threading
+
+    import models
+    from models.ensemble import concurrent_members
+
+    atoms = bulk("NaCl", "rocksalt", a=5.64, cubic=True).repeat((2, 2, 2))
+    members = [models.build_model("painn", elements=[11, 17], seed=s, hidden_channels=16, num_interactions=2)
+               for s in range(2)]
+    seen = set()
+    original = members[0].predict
+
+    def spy(*args, **kwargs):
+        seen.add(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    members[0].predict = spy
+    ff = models.Ensemble(members).eval()
+    threads = torch.get_num_threads()
+    finals = []
+    try:
+        for k, n in enumerate((1, 2)):     # 1 thread: members one after another; 2: at once
+            torch.set_num_threads(n)
+            md = BatchedMD(ff, [SystemSpec("a", atoms, 600.0, seed=1), SystemSpec("b", atoms, 900.0, seed=2)],
+                           Protocol(ramp_fs=0.0, thermostat="langevin", timestep_fs=1.0, checkpoint_every=10 ** 9),
+                           tmp_path / f"run{k}", device="cpu", monitor=MonitorConfig(check_every=10 ** 9))
+            md.run(n_steps=100)
+            finals.append((md.state.positions.clone(), md.deviation.clone()))
+            assert torch.get_num_threads() == n                   # restored after the run
+        with concurrent_members(ff, threads=2):
+            assert ff._pool is not None
+        assert ff._pool is None
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(finals[0][0], finals[1][0]) and torch.equal(finals[0][1], finals[1][1])
+    assert any(name.startswith("member") for name in seen)         # the 2-thread run used the pool
+    assert threading.current_thread().name in seen                  # the 1-thread run did not
