@@ -93,14 +93,16 @@ class ReferenceWorker(_Role):
                                 labels_oracle=labels_oracle, run_id=run_id,
                                 holdout_fraction=holdout_fraction).to_dict()
 
-    def label(self, trajectory: str, frames: list[int], temperature_K: float, store: str, shard: str,
+    def label(self, trajectories: list[str], frames: list[list[int]], temperature_K: float, store: str, shard: str,
               run_id: str) -> dict:
+        """Oracle labels of ``frames[k]`` of ``trajectories[k]`` (replicas), one shard, replica after replica."""
         from md.trajectory import read_frames
         from reference.oracles import label_into_store
         from reference.store import LabelStore
 
-        return label_into_store(self.oracle, read_frames(trajectory, frames), LabelStore(store), shard,
-                                "active-learning", temperature_K, run_id).to_dict()
+        atoms = [a for path, idx in zip(trajectories, frames) if idx for a in read_frames(path, idx)]
+        return label_into_store(self.oracle, atoms, LabelStore(store), shard, "active-learning", temperature_K,
+                                run_id).to_dict()
 
 
 class MDWorker(_Role):
@@ -121,26 +123,34 @@ class MDWorker(_Role):
         return [r.to_dict() for r in results]
 
 
+def _paths(paths: list[str]) -> list[str]:
+    """A list of trajectory paths; one bare path is a caller's slip (it would be read character by character)."""
+    if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__"):
+        raise TypeError(f"expected a list of trajectory paths, got {paths!r}; wrap one path in a list")
+    return list(paths)
+
+
 class StabilityJudge(_Role):
     """Verdicts and frames to label (``analysis.selection``), force errors, transport (``analysis``)."""
 
-    def judge(self, explore: str, reference: str, thresholds: dict, n_label: int, min_rmsd_A: float,
+    def judge(self, explore: list[str], reference: str, thresholds: dict, n_label: int, min_rmsd_A: float,
               rdf_plot: str | None = None, reference_deviation: list[float] | None = None,
               reference_error: list[float] | None = None, audit: dict | None = None) -> dict:
+        """``explore``: the exploration run's replicas, judged as one."""
         from analysis.selection import judge_exploration
         from analysis.verdicts import VerdictThresholds
         from md.trajectory import load_trajectory
 
-        return judge_exploration(load_trajectory(explore), load_trajectory(reference),
+        return judge_exploration([load_trajectory(p) for p in _paths(explore)], load_trajectory(reference),
                                  VerdictThresholds.from_dict(thresholds), n_label, min_rmsd_A, rdf_plot,
                                  reference_deviation, reference_error, audit).to_dict()
 
-    def audit_frames(self, explore: str, n: int) -> list[int]:
-        """Frames of an exploration run for the oracle to audit (``analysis.selection.audit_frames``)."""
+    def audit_frames(self, explore: list[str], n: int) -> list[list[int]]:
+        """Frames of an exploration run's replicas for the oracle to audit (``analysis.selection.audit_frames``)."""
         from analysis.selection import audit_frames
         from md.trajectory import load_trajectory
 
-        return audit_frames(load_trajectory(explore), n)
+        return audit_frames([load_trajectory(p) for p in _paths(explore)], n)
 
     def judge_runs(self, runs: list[str], reference: str, thresholds: dict) -> list[dict]:
         from analysis.verdicts import VerdictThresholds, judge_runs

@@ -6,7 +6,8 @@ candidates; when a run that failed a check has none, its least certain frames ar
 frames without a deviation).  A stable or inconclusive run gets no labels (more labels cannot decide a
 check whose runs are too short).  Candidates must be geometrically sane (no pair closer than
 ``closest_A``, nor than the fusion limit) and are kept greedily, in order, when at least
-``min_rmsd_A`` (Å) away from every frame already kept.
+``min_rmsd_A`` (Å) away from every frame already kept.  Replicas of an exploration run are judged as one
+and their frames are picked in turn (:func:`interleave`), one list of frame indices per replica.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.checks import replicas_of
 from analysis.trajectory import Trajectory
 from analysis.verdicts import (INCONCLUSIVE, STABLE, Verdict, VerdictThresholds, judge, min_distance_ratios, reference_profile,
                                structure_rdf, window_rdf)
@@ -58,10 +60,18 @@ def _distinct(traj: Trajectory, sane: list[int], n_max: int, min_rmsd_A: float) 
     return picked
 
 
-def audit_frames(traj: Trajectory, n: int) -> list[int]:
-    """``n`` stored frame indices spread evenly over the production part of ``traj`` (after its equilibration,
-    ending at its last frame), whatever their deviation: the oracle labels them to measure the student's
-    true error on its own MD (:func:`analysis.checks.check_accuracy`).  Fewer when the run has fewer frames."""
+def audit_frames(runs, n: int) -> list[list[int]]:
+    """``n`` stored frame indices spread evenly over the production parts of ``runs`` (a trajectory or its
+    replicas; per replica, after its equilibration, ending at its last frame), whatever their deviation: the
+    oracle labels them to measure the student's true error on its own MD
+    (:func:`analysis.checks.check_accuracy`).  One list per replica: the first ``n % replicas`` replicas get
+    one frame more; fewer when a run has fewer frames."""
+    runs = replicas_of(runs)
+    shares = [n // len(runs) + (1 if k < n % len(runs) else 0) for k in range(len(runs))]
+    return [_spread(traj, m) for traj, m in zip(runs, shares)]
+
+
+def _spread(traj: Trajectory, n: int) -> list[int]:
     first = min(traj.discard_frames, len(traj) - 1)
     span = len(traj) - first
     if n < 1 or span < 1:
@@ -71,39 +81,64 @@ def audit_frames(traj: Trajectory, n: int) -> list[int]:
 
 @dataclass
 class ExplorationReport:
-    """The judge's answer on one exploration run: its verdict and the frames the oracle should label."""
+    """The judge's answer on an exploration run (or its replicas): the verdict and the frames the oracle
+    should label, one list of stored frame indices per replica."""
     verdict: Verdict
-    frames: list[int]
+    frames: list[list[int]]
+
+    @property
+    def n_frames(self) -> int:
+        return sum(len(f) for f in self.frames)
 
     def to_dict(self) -> dict:
-        return {"verdict": self.verdict.to_dict(), "frames": list(self.frames)}
+        return {"verdict": self.verdict.to_dict(), "frames": [list(f) for f in self.frames]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExplorationReport":
-        return cls(Verdict.from_dict(d["verdict"]), [int(i) for i in d["frames"]])
+        return cls(Verdict.from_dict(d["verdict"]), [[int(i) for i in f] for f in d["frames"]])
 
 
-def judge_exploration(explore: Trajectory, reference: Trajectory, thresholds: VerdictThresholds, n_label: int,
+def interleave(per_run: list[list[int]], n_max: int) -> list[list[int]]:
+    """At most ``n_max`` frames over the replicas, taken in turn from each replica's list (in its order), so
+    the labels spread over every replica that has candidates and a short list leaves its share to the others."""
+    out = [[] for _ in per_run]
+    taken, depth = 0, 0
+    while taken < n_max and any(depth < len(f) for f in per_run):
+        for k, frames in enumerate(per_run):
+            if depth < len(frames) and taken < n_max:
+                out[k].append(frames[depth])
+                taken += 1
+        depth += 1
+    return [sorted(f) for f in out]
+
+
+def judge_exploration(explore, reference: Trajectory, thresholds: VerdictThresholds, n_label: int,
                       min_rmsd_A: float, rdf_plot: str | None = None, reference_deviation=None,
                       reference_error=None, audit: dict | None = None) -> ExplorationReport:
-    """Judge an exploration run against the reference run (:func:`analysis.verdicts.judge`) and pick frames.
+    """Judge an exploration run, or its replicas as one (:func:`analysis.verdicts.judge`), against the
+    reference run, and pick at most ``n_label`` frames over the replicas (:func:`interleave`).
 
     ``reference_deviation`` / ``reference_error``: the same ensemble's force deviation / mean atomic force
     error on the reference's held-out frames (derived trust levels / the accuracy check).  ``audit``:
-    ``{"frames": stored frame indices of the run already labelled by the oracle (:func:`audit_frames`),
-    "mean_error_eV_A": the ensemble's error on them}``; those frames are not picked again.  Frames to label
-    must keep every pair at least 80 % of the closest pair the reference run ever had.  ``rdf_plot``: also
-    draw the two RDF windows there (PNG).
+    ``{"frames": per replica, stored frame indices already labelled by the oracle (:func:`audit_frames`),
+    "mean_error_eV_A": the ensemble's error on them, replica after replica}``; those frames are not picked
+    again.  Frames to label must keep every pair at least 80 % of the closest pair the reference run ever had.
+    ``rdf_plot``: also draw the student's pooled RDF window and the reference's there (PNG).
     """
+    from analysis.checks import pool_blocks
+
+    runs = replicas_of(explore)
     ref = reference_profile(reference, thresholds, reference_deviation, reference_error)
-    verdict = judge(explore, ref, thresholds, audit and audit["mean_error_eV_A"])
+    verdict = judge(runs, ref, thresholds, audit and audit["mean_error_eV_A"])
     nearest = min(d for _, d, _ in min_distance_ratios(reference.positions, reference.cells, reference.numbers, 4.0))
     closest = 0.8 * nearest if np.isfinite(nearest) else 0.0
     levels = thresholds.trust_levels(ref.deviation)
-    frames = select_for_labelling(explore, verdict, levels, n_label, min_rmsd_A, closest, thresholds.fusion_fraction,
-                                  exclude=(audit or {}).get("frames", ()))
+    done = (audit or {}).get("frames") or [[] for _ in runs]
+    per_run = [select_for_labelling(t, verdict, levels, n_label, min_rmsd_A, closest, thresholds.fusion_fraction,
+                                    exclude=done[k]) for k, t in enumerate(runs)]
     if rdf_plot:
         from analysis.plots import plot_rdf
 
-        plot_rdf(window_rdf(structure_rdf(explore, thresholds)), rdf_plot, reference=window_rdf(ref.rdf))
-    return ExplorationReport(verdict, frames)
+        window = pool_blocks([structure_rdf(t, thresholds) for t in runs])
+        plot_rdf(window_rdf(window), rdf_plot, reference=window_rdf(ref.rdf))
+    return ExplorationReport(verdict, interleave(per_run, n_label))

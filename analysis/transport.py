@@ -26,7 +26,7 @@ import numpy as np
 
 from analysis.diffusion import (MIN_FIT_FRAMES, ArrheniusResult, DiffusionResult, arrhenius, charge_of, diffusion,
                                 nernst_einstein_mS_cm)
-from analysis.checks import Convergence
+from analysis.checks import Convergence, combine_convergence, replica_mean
 from analysis.trajectory import Trajectory
 from common.errors import InputError
 
@@ -97,22 +97,9 @@ class TransportResult:
                    extrapolation_inv_K=d.get("extrapolation_inv_K"), extrapolation_ratio=d.get("extrapolation_ratio"))
 
 
-def inverse_variance_mean(values, errors, overdispersion: bool = False) -> tuple[float, float]:
-    """Inverse-variance mean and its error; ``overdispersion``: widen the error by the reduced chi^2 when > 1."""
-    d = np.asarray(values, float)
-    w = 1.0 / np.maximum(np.asarray(errors, float), 1e-30) ** 2
-    mean = float((w * d).sum() / w.sum())
-    err = float(np.sqrt(1.0 / w.sum()))
-    if overdispersion and len(d) > 1:
-        chi2 = float((w * (d - mean) ** 2).sum() / (len(d) - 1))
-        err *= np.sqrt(max(chi2, 1.0))
-    return mean, err
-
-
 def combine_replicas(results: list[DiffusionResult]) -> tuple[float, float]:
-    """Inverse-variance mean of D and its error (cm^2/s); the spread between replicas widens it."""
-    return inverse_variance_mean([r.diffusivity_cm2_s for r in results], [r.diffusivity_err_cm2_s for r in results],
-                                 overdispersion=True)
+    """Mean D of the replicas and its error (cm^2/s, :func:`analysis.checks.replica_mean`); their spread widens it."""
+    return replica_mean([r.diffusivity_cm2_s for r in results], [r.diffusivity_err_cm2_s for r in results])
 
 
 def combine(results: list[DiffusionResult], n_ions: int, volume_A3: float, species: str = "Li",
@@ -135,7 +122,7 @@ def combine(results: list[DiffusionResult], n_ions: int, volume_A3: float, speci
         per_d = sigma / d if d else 0.0
         point = TransportPoint(t, len(idx), d, d_err, sigma, abs(per_d) * d_err)
         if convergence is not None:
-            _converged(point, [convergence[i] for i in idx], notes)
+            _converged(point, [results[i] for i in idx], [convergence[i] for i in idx], notes)
         points.append(point)
     usable = [p for p in points if p.diffusivity_cm2_s > 0 and p.converged]
     out = TransportResult(species=species, points=points, arrhenius=None, notes=notes, runs=list(results))
@@ -160,26 +147,19 @@ def combine(results: list[DiffusionResult], n_ions: int, volume_A3: float, speci
     return out
 
 
-def _converged(point: TransportPoint, conv: list[Convergence], notes: list[str]) -> None:
-    """Mark ``point`` too_short when its replicas' combined halves disagree or the MSD is too small."""
-    from analysis.checks import HALVES_ALPHA, z_two_sided
-
-    if any(not math.isfinite(c.first_half_cm2_s) for c in conv):
+def _converged(point: TransportPoint, results: list[DiffusionResult], conv: list[Convergence], notes: list[str]) -> None:
+    """Mark ``point`` too_short when its replicas' combined halves disagree or the MSD is too small
+    (:func:`analysis.checks.combine_convergence`, the dynamics check's rule)."""
+    c = combine_convergence(results, conv)
+    if not math.isfinite(c.first_half_cm2_s):
         point.converged = False
-        notes.append(f"{point.temperature_K:g} K too_short: {conv[0].reason} (left out of the Arrhenius fit)")
+        notes.append(f"{point.temperature_K:g} K too_short: {c.reason} (left out of the Arrhenius fit)")
         return
-    d1, e1 = inverse_variance_mean([c.first_half_cm2_s for c in conv], [c.first_half_err_cm2_s for c in conv])
-    d2, e2 = inverse_variance_mean([c.second_half_cm2_s for c in conv], [c.second_half_err_cm2_s for c in conv])
-    point.halves_z = abs(d1 - d2) / math.hypot(e1, e2)
-    point.msd_A2 = float(np.mean([c.msd_at_fit_end_A2 for c in conv]))
-    why = []
-    if point.halves_z > z_two_sided(HALVES_ALPHA):
-        why.append(f"halves disagree (D {d1:.3g} vs {d2:.3g} cm^2/s, z = {point.halves_z:.1f})")
-    if point.msd_A2 < conv[0].min_msd_A2:
-        why.append(f"MSD {point.msd_A2:.3g} Å^2 below {conv[0].min_msd_A2:g} Å^2")
-    if why:
+    point.halves_z = c.halves_z
+    point.msd_A2 = c.msd_at_fit_end_A2
+    if c.too_short:
         point.converged = False
-        notes.append(f"{point.temperature_K:g} K too_short: {'; '.join(why)}: run longer "
+        notes.append(f"{point.temperature_K:g} K too_short: {c.reason}: run longer "
                      "(left out of the Arrhenius fit)")
 
 

@@ -321,38 +321,71 @@ def same_temperature(traj: Trajectory, reference: Trajectory) -> bool:
     return a is None or b is None or abs(a - b) < 1e-6
 
 
-def judge(traj: Trajectory, reference: Reference | None = None,
-          thresholds: VerdictThresholds = VerdictThresholds(), audit_error=None) -> Verdict:
-    """Judge one trajectory: the first failing check of :data:`STATUSES` wins.
+def _broken_replica(runs: list[Trajectory], th: VerdictThresholds, ev: dict) -> Verdict | None:
+    """The worst breakage of any replica (the engine's live stop or the arrays), with the replica's index
+    when there are several; otherwise ``ev`` gains the closest pair over all replicas and the largest
+    framework drift."""
+    broken, seen = [], []
+    for k, traj in enumerate(runs):
+        own = dict(ev)
+        live = traj.live_verdict or {}
+        v = (Verdict(live["status"], live.get("failure_step"), {**own, **(live.get("evidence") or {})})
+             if live.get("status") in BROKEN else _broken(traj, th, own))
+        if v is not None:
+            if len(runs) > 1:
+                v.evidence.update(replica=k, replicas=len(runs))
+            broken.append(v)
+        seen.append(own)
+    if broken:
+        return worst(broken)
+    ev["min_distance_ratio"] = min(e["min_distance_ratio"] for e in seen)
+    ev["min_distance_A"] = min(e["min_distance_A"] for e in seen)
+    ev["framework_drift_A"] = max(e["framework_drift_A"] for e in seen)
+    return None
 
+
+def judge(traj, reference: Reference | None = None,
+          thresholds: VerdictThresholds = VerdictThresholds(), audit_error=None) -> Verdict:
+    """Judge a run, or several replicas of one run (same system, temperature and protocol), as one: the
+    first failing check of :data:`STATUSES` wins.
+
+    ``traj``: a :class:`Trajectory` or a sequence of replicas.  Replicas are independent samples of the
+    same model: any broken replica breaks the model (the worst one, named by ``replica``); the RDF window
+    pools their blocks and D combines their D with their scatter (:func:`analysis.checks.check_dynamics`),
+    so the checks against the reference gain their statistics.
     ``reference``: :func:`reference_profile` of the reference run (computed once, reused for every run
     judged against it).  Structure is compared at any temperature only when the run is at the reference's
-    temperature; so is the dynamics.  The ensemble check runs when ``traj.force_deviation`` is present and
+    temperature; so is the dynamics.  The ensemble check runs when every run has ``force_deviation`` and
     trust levels are known.  ``audit_error``: the student's mean atomic force error (eV/Å, against oracle
-    labels) on frames spread over ``traj``; with the reference's (``reference.error``) it is the accuracy
+    labels) on frames spread over the runs; with the reference's (``reference.error``) it is the accuracy
     check (:func:`analysis.checks.check_accuracy`): a student significantly less accurate on its own MD is
     ``uncertain`` whatever its deviation says.
     """
     th = thresholds
-    ev: dict = {"n_frames": int(len(traj))}
+    runs = checks.replicas_of(traj)
+    if any(len(t.numbers) != len(runs[0].numbers) or not np.array_equal(t.numbers, runs[0].numbers)
+           or t.temperature_K != runs[0].temperature_K for t in runs[1:]):
+        raise InputError("replicas judged together must be one system at one temperature; judge the others apart")
+    ev: dict = {"n_frames": int(sum(len(t) for t in runs))}
+    if len(runs) > 1:
+        ev["replicas"] = len(runs)
     levels = th.trust_levels(reference.deviation if reference is not None else None)
-    if traj.force_deviation is not None and levels is not None:
-        ev.update(deviation_fractions(traj.force_deviation, *levels))
-    compare = reference is not None and same_temperature(traj, reference.traj)
+    with_deviation = all(t.force_deviation is not None for t in runs)
+    deviation = np.concatenate([np.asarray(t.force_deviation, float) for t in runs]) if with_deviation else None
+    if deviation is not None and levels is not None:
+        ev.update(deviation_fractions(deviation, *levels))
+    compare = reference is not None and same_temperature(runs[0], reference.traj)
     structure = None
-    if compare and np.isfinite(traj.positions).all():   # evidence even for a broken run
-        structure = checks.check_structure(structure_rdf(traj, th), reference.rdf, th.rdf_mae, th.false_alarm_rate,
-                                           th.lattice_tolerance)
+    if compare and all(np.isfinite(t.positions).all() for t in runs):   # evidence even for a broken run
+        window = checks.pool_blocks([structure_rdf(t, th) for t in runs])
+        structure = checks.check_structure(window, reference.rdf, th.rdf_mae, th.false_alarm_rate, th.lattice_tolerance)
         ev.update(structure.evidence())
     accuracy = None
     if audit_error is not None and reference is not None and reference.error is not None:   # evidence for any verdict
         accuracy = checks.check_accuracy(audit_error, reference.error, block_frames(reference.traj, th),
                                          th.accuracy_log10_tolerance, th.false_alarm_rate)
         ev.update(accuracy.evidence())
-    live = traj.live_verdict or {}
-    if live.get("status") in BROKEN:
-        return Verdict(live["status"], live.get("failure_step"), {**ev, **(live.get("evidence") or {})})
-    broken = _broken(traj, th, ev)
+    broken = _broken_replica(runs, th, ev)
     if broken is not None:
         return broken
     open_checks = []
@@ -364,7 +397,7 @@ def judge(traj: Trajectory, reference: Reference | None = None,
         if structure.status == checks.INCONCLUSIVE:
             open_checks.append(f"structure: {structure.reason}")
     if compare:
-        dynamics = _dynamics(traj, reference.traj, th)
+        dynamics = _dynamics(runs, reference.traj, th)
         ev.update(dynamics)
         if dynamics["dynamics_status"] == checks.MISMATCH:
             return Verdict(DYNAMICS_MISMATCH, None, ev)
@@ -377,25 +410,27 @@ def judge(traj: Trajectory, reference: Reference | None = None,
             open_checks.append(f"accuracy: {accuracy.reason}")
     derived = th.trust_lo_eV_A is None and reference is not None and reference.deviation is not None
     if "accurate_fraction" in ev and (
-            less_certain_than_reference(traj.force_deviation, reference.deviation, block_frames(traj, th), th)
-            if derived else too_uncertain(ev["accurate_fraction"], len(traj), block_frames(traj, th), th)):
+            less_certain_than_reference(deviation, reference.deviation, block_frames(runs[0], th), th)
+            if derived else too_uncertain(ev["accurate_fraction"], len(deviation), block_frames(runs[0], th), th)):
         return Verdict(UNCERTAIN, None, {**ev, "accurate_fraction_needed": th.accurate_fraction})
     if open_checks:
         return Verdict(INCONCLUSIVE, None, {**ev, "inconclusive": open_checks})
     return Verdict(STABLE, None, ev)
 
 
-def _dynamics(traj: Trajectory, reference: Trajectory, th: VerdictThresholds) -> dict:
+def _dynamics(runs: list[Trajectory], reference: Trajectory, th: VerdictThresholds) -> dict:
     """The dynamics check's evidence (inconclusive with a reason when a run is too short to fit at all)."""
     from analysis.diffusion import MIN_FIT_FRAMES
 
-    short = [name for name, t in (("student", traj), ("reference", reference)) if len(t.production()) < MIN_FIT_FRAMES]
+    shortest = min(runs, key=lambda t: len(t.production()))
+    short = [name for name, t in (("student", shortest), ("reference", reference))
+             if len(t.production()) < MIN_FIT_FRAMES]
     if short:
         return {"dynamics_status": checks.INCONCLUSIVE,
                 "dynamics_reason": f"the {' and '.join(short)} run has fewer than {MIN_FIT_FRAMES} production "
                                    "frames: no D to compare (run longer)"}
     species = th.mobile_species[0]
-    return checks.check_dynamics(traj, reference, species, th.dynamics_log10_tolerance, th.false_alarm_rate,
+    return checks.check_dynamics(runs, reference, species, th.dynamics_log10_tolerance, th.false_alarm_rate,
                                  th.min_msd_A2, th.framework_log10_tolerance).evidence()
 
 

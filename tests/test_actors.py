@@ -175,7 +175,9 @@ def test_campaign_benchmark_and_analyze_give_identical_verdicts_and_D(lj_runs, c
 
     cfg, ref, run = lj_runs["cfg"], lj_runs["ref"], lj_runs["run"]
     judge = roles.StabilityJudge()
-    campaign = judge.judge(run["trajectory"], ref["trajectory"], configs.thresholds(cfg), 4, 0.1)["verdict"]
+    with pytest.raises(TypeError, match="list of trajectory paths"):
+        judge.judge(run["trajectory"], ref["trajectory"], configs.thresholds(cfg), 4, 0.1)
+    campaign = judge.judge([run["trajectory"]], ref["trajectory"], configs.thresholds(cfg), 4, 0.1)["verdict"]
     campaign_d = judge.transport([run["trajectory"]], "Li")["transport"]
     bench = _row(_Roles(cfg, use_ray=False), cfg, "lj", "LiAr", True, {"members": lj_runs["members"]}, [run], ref,
                  lj_runs["dir"] / "bench")

@@ -223,6 +223,26 @@ def test_ensemble_deviation_decides_between_stable_and_uncertain_and_picks_frame
     assert derived.trust_levels(np.linspace(0.0, 1.0, 101)) == pytest.approx((0.9, 2.7))
 
 
+def test_replicas_share_the_labels_in_turn_and_the_audit_frames_spread_over_every_replica():
+    from analysis.selection import audit_frames, interleave, select_for_labelling
+
+    assert interleave([[1, 5, 9], [2], [3, 7]], 4) == [[1, 5], [2], [3]]         # in turn, a short list gives way
+    assert interleave([[1, 5, 9], [], [3, 7]], 4) == [[1, 5], [], [3, 7]]
+    assert interleave([[4, 1]], 9) == [[1, 4]]
+    reps = [_frames() for _ in range(3)]                                            # 30 frames each
+    assert audit_frames(reps[0], 4) == [[7, 14, 21, 29]]                            # one run: a list for it
+    per = audit_frames(reps, 8)
+    assert [len(f) for f in per] == [3, 3, 2] and all(f[-1] == 29 for f in per)     # each ends at its last frame
+    th = VerdictThresholds(trust_lo_eV_A=0.05, trust_hi_eV_A=0.15, accurate_fraction=0.9, rdf_block_fs=10.0)
+    for r in reps:
+        r.force_deviation = np.where(np.arange(30) % 3 == 0, 0.1, 0.01)
+    v = judge(reps, thresholds=th)
+    assert v.status == "uncertain" and v.evidence["replicas"] == 3 and v.evidence["n_frames"] == 90
+    one = select_for_labelling(reps[0], v, th.trust_levels(), n_max=4, min_rmsd_A=0.0)
+    picked = interleave([select_for_labelling(r, v, th.trust_levels(), n_max=4, min_rmsd_A=0.0) for r in reps], 4)
+    assert picked == [one[:2], one[:1], one[:1]]
+
+
 def test_live_verdict_of_the_md_engine_is_honoured():
     t = _frames()
     t.live_verdict = {"status": "atom_fusion", "failure_step": 40, "evidence": {"pair": "Li-Na"}}

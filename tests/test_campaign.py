@@ -368,7 +368,10 @@ def test_production_repeats_the_reference_temperature_only_when_the_exploration_
 
     md = {"temperatures_K": [600, 800, 1000], "reference_temperature_K": 800, "steps": 400, "reference_steps": 500}
     assert production_temperatures(validate({"md": md}).to_dict()) == [600.0, 1000.0]
-    assert production_temperatures(validate({"md": {**md, "replicas": 2}}).to_dict()) == [600.0, 800.0, 1000.0]
+    assert production_temperatures(validate({"md": {**md, "replicas": 4}}).to_dict()) == [600.0, 1000.0]
+    assert production_temperatures(validate({"md": {**md, "replicas": 5}}).to_dict()) == [600.0, 800.0, 1000.0]
+    assert production_temperatures(validate({"md": {**md, "replicas": 2, "exploration_replicas": 1}}).to_dict()) == [
+        600.0, 800.0, 1000.0]
     assert production_temperatures(validate({"md": {**md, "exploration_steps": 300}}).to_dict()) == [600.0, 800.0, 1000.0]
     user = {"metadata": {"kind": "user-reference", "temperature_K": 1000.0, "duration_fs": 2000.0}}
     assert production_temperatures(validate({"md": md}).to_dict(), user) == [600.0, 800.0]   # 1000 steps of 2 fs

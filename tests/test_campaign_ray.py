@@ -322,9 +322,10 @@ def test_campaign_judges_against_the_users_reference(ray_session, structures, tm
     assert ref["simulated_ps"] == 0.0                                    # the campaign ran no oracle MD
     assert {a.info["oracle"] for a in LabelStore(tmp_path / "store")._read_shard(Path(ref["shard"]))} == {"user-dft"}
     assert campaign.ledger.step(f"trainset:{key}:0")["oracle"] == "user-dft"
-    explore = campaign.ledger.step(f"explore:{key}:0")
-    assert explore["temperature_K"] == 400.0                             # the user's temperature, not 375 K
-    assert explore["simulated_ps"] == pytest.approx(0.4)                 # the user's length: 80 x 5 fs
+    explore = campaign.ledger.step(f"explore:{key}:0")["runs"]
+    assert len(explore) == 4                                             # md.exploration_replicas (default)
+    assert {run["temperature_K"] for run in explore} == {400.0}          # the user's temperature, not 375 K
+    assert all(run["simulated_ps"] == pytest.approx(0.4) for run in explore)   # the user's length: 80 x 5 fs
     assert cand["reason"] in ("inconclusive", "converged", "budget_spent") and summary["done"] == 1
     if cand["reason"] == "budget_spent":                                # no new labels of another theory
         assert "labels are never mixed" in cand["detail"]

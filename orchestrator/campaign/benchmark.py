@@ -288,7 +288,7 @@ def _combined_status(statuses: list[str]) -> str:
 
 def check_summary(verdicts: list[dict]) -> dict:
     """The structure and dynamics checks of the runs compared with the reference (those at its temperature)."""
-    from analysis.transport import inverse_variance_mean
+    from analysis.checks import inverse_variance_mean
 
     ev = [v["evidence"] for v in verdicts]
     rdf = [e for e in ev if "rdf_mae" in e]

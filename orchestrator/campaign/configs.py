@@ -64,12 +64,12 @@ def is_production_temperature(cfg: dict, temperature_K: float) -> bool:
 
 
 def production_temperatures(cfg: dict, ref: dict | None = None) -> list[float]:
-    """Temperatures (K) production runs ``md.replicas`` times.  The judged exploration run, at the
-    reference temperature with the same model and protocol, is a production replica there; with one replica
-    per temperature and an exploration at least ``md.steps`` long, production does not repeat it."""
+    """Temperatures (K) production runs ``md.replicas`` times.  The judged exploration replicas, at the
+    reference temperature with the same model and protocol, are production replicas there; when there are at
+    least ``md.replicas`` of them, each at least ``md.steps`` long, production does not repeat that temperature."""
     md = cfg["md"]
     t_ref = reference_temperature(cfg, ref)
-    covered = md["replicas"] == 1 and exploration_steps(cfg, ref) >= md["steps"]
+    covered = md["exploration_replicas"] >= md["replicas"] and exploration_steps(cfg, ref) >= md["steps"]
     return [float(t) for t in md["temperatures_K"] if not (covered and float(t) == t_ref)]
 
 

@@ -12,7 +12,8 @@ Per candidate (each step recorded in the ledger by a stable key and never redone
                         sharing >= ``active_learning.min_shared_elements`` elements with the candidate
                         (its own labels always qualify), as (shard, frame indices) + a fingerprint
    ``train:<c>:<r>``    (re)train / fine-tune the ensemble on exactly those frames
-   ``explore:<c>:<r>``  student MD at the reference temperature (same protocol, stride and length as the reference)
+   ``explore:<c>:<r>``  student MD at the reference temperature (same protocol, stride and length as the reference),
+                        ``md.exploration_replicas`` replicas in one batch, judged as one
    ``calibrate:<c>:<r>`` the ensemble's deviation and true force error on the reference's frames
    ``audit:<c>:<r>``    oracle labels of frames spread over the exploration run (shard <c>-audit r<r>) and the
                         ensemble's true error and calibration there (the accuracy check)
@@ -23,7 +24,7 @@ Per candidate (each step recorded in the ledger by a stable key and never redone
    (shard r<r+1>) and ``force_errors:<c>:<r+1>`` of the ensemble on them, with the deviation's calibration
 3. ``prod:<c>``         every temperature x replica as one batch, then ``transport:<c>``:
                         D(T), sigma(T), Ea, log10 sigma(300 K) with errors.  The judged exploration run is
-                        a production run at the reference temperature (one replica: not run again)
+                        production replicas at the reference temperature (not run again when they are enough)
 4. ``screened:<c>``     when it finishes: the fingerprint of what its screening accounts for (the frames its
                         last training used + its own later labels; see :meth:`Campaign.seen_selection`).
 
@@ -379,7 +380,7 @@ class Campaign:
 
     def _active_learning(self, row: dict, gkey: str, ref: dict) -> tuple[list[str], dict, dict] | None:
         """Train, explore, judge, label until the judge finds the model stable (or can say no more: inconclusive):
-        its member files, last verdict and the exploration run it judged, or None when the candidate ended here (budget spent, oracle failing)."""
+        its member files, last verdict and the exploration step it judged (its replicas), or None when the candidate ended here (budget spent, oracle failing)."""
         key, cfg, al = row["key"], self.cfg, self.cfg["active_learning"]
         meta = ref.get("metadata") or {}
         can_label = meta.get("can_label", True)   # a user's labels: more only from the same level of theory
@@ -395,14 +396,16 @@ class Campaign:
             self._log_training(row, gkey, r, train, init)
             explore = self._once(f"explore:{gkey}:{r}", key,
                                  lambda: steps.explore(self.ctx, gkey, r, members, row["structure_path"], ref))
+            paths = steps.trajectories(explore)
             errors = (self._once(f"calibrate:{gkey}:{r}", key,
                                  lambda: steps.reference_errors(self.ctx, members, ref["trajectory"]))
                       if len(members) > 1 and meta.get("calibration_forces", True) else None)
             audit = (self._once(f"audit:{gkey}:{r}", key, lambda: steps.audit(
-                self.ctx, gkey, r, members, explore["trajectory"], ref, errors["calibration"]))
-                if errors and can_label and al["audit_labels"] and explore["verdict"] == "stable" else None)
+                self.ctx, gkey, r, members, paths, ref, errors["calibration"]))
+                if errors and can_label and al["audit_labels"] and all(run["verdict"] == "stable" for run in explore["runs"])
+                else None)
             report = self._once(f"judge:{gkey}:{r}", key, lambda: steps.judge(
-                self.ctx, gkey, r, explore["trajectory"], ref["trajectory"], errors, audit))
+                self.ctx, gkey, r, paths, ref["trajectory"], errors, audit))
             verdict = report["verdict"]
             diag = {"round": r, "verdict": verdict["status"], **_numbers(verdict["evidence"]),
                     "train_force_mae_meV_A": train.get("force_mae_meV_A"), "train_frames": sel["n_frames"],
@@ -414,17 +417,18 @@ class Campaign:
             if verdict["status"] in ("stable", "inconclusive"):   # labels cannot settle a check that lacks length
                 self.ledger.record_round(gkey, r, diag)
                 return members, verdict, explore
-            if r == al["max_rounds"] or not report["frames"] or not can_label:
+            picked = any(report["frames"])
+            if r == al["max_rounds"] or not picked or not can_label:
                 self.ledger.record_round(gkey, r, diag)
-                why = (f"no stable model after {r + 1} rounds (last verdict {verdict['status']})" if report["frames"]
+                why = (f"no stable model after {r + 1} rounds (last verdict {verdict['status']})" if picked
                        else "no frame could be selected for labelling (exploration collapsed)")
-                if not can_label and report["frames"] and r < al["max_rounds"]:
+                if not can_label and picked and r < al["max_rounds"]:
                     why = (f"verdict {verdict['status']}; new labels would need the reference's level of theory "
                            f"({ref['oracle']}), and this campaign's oracle is another: labels are never mixed")
                 self._finish(row, "budget_spent", verdict["status"], why, {"checks": checks_summary(verdict)})
                 return None
             lab = self._once(f"label:{gkey}:{r + 1}", key,
-                             lambda: steps.label(self.ctx, gkey, r + 1, explore["trajectory"], report["frames"], ref))
+                             lambda: steps.label(self.ctx, gkey, r + 1, paths, report["frames"], ref))
             asked = lab["n_labels"] + lab["n_failed"]
             diag.update(labels_added=lab["n_labels"], labels_failed=lab["n_failed"])
             if lab["shard"]:
@@ -459,8 +463,8 @@ class Campaign:
     def _production(self, row: dict, gkey: str, ref: dict, members: list[str], verdict: dict, explore: dict) -> None:
         """Production MD at every temperature, then transport from the runs that stayed stable.
 
-        ``explore``: the judged exploration run (these members, the reference temperature, the production
-        protocol): a production run at that temperature when it is one of ``md.temperatures_K``
+        ``explore``: the judged exploration step, its replicas (these members, the reference temperature, the
+        production protocol): production runs at that temperature when it is one of ``md.temperatures_K``
         (``configs.production_temperatures``: production may not repeat it).
         ``verdict``: the last exploration verdict; stable ends ``converged``, inconclusive ends ``inconclusive``
         (its numbers are reported, flagged: a check against the reference could not be decided)."""
@@ -470,8 +474,9 @@ class Campaign:
                     self.display_name(row))
         runs = self._once(f"prod:{gkey}", key, lambda: steps.production(self.ctx, gkey, members,
                                                                          row["structure_path"], ref))["runs"]
-        if configs.is_production_temperature(self.cfg, explore["temperature_K"]):
-            runs = [explore, *runs]
+        explored = explore["runs"]
+        if configs.is_production_temperature(self.cfg, explored[0]["temperature_K"]):
+            runs = [*explored, *runs]
         stable = [run for run in runs if run["verdict"] == "stable"]
         unstable_t = sorted({run["temperature_K"] for run in runs if run["verdict"] != "stable"})
         if not stable:

@@ -90,7 +90,7 @@ SCHEMA: dict[str, Any] = {
         "max_atoms_per_batch": F("int?", None, "batch by atom count instead of batch_size frames (cells of any size mix)"),
     },
     "md": {
-        "temperatures_K": F("list[float]", [600.0, 800.0, 1000.0], "production temperatures (K) for D(T), sigma(T), Arrhenius; at the reference temperature the judged exploration run is a production replica (with replicas 1 it is not run again)"),
+        "temperatures_K": F("list[float]", [600.0, 800.0, 1000.0], "production temperatures (K) for D(T), sigma(T), Arrhenius; at the reference temperature the judged exploration replicas are production replicas (with exploration_replicas >= replicas it is not run again)"),
         "replicas": F("int", 1, "independent replicas per temperature"),
         "steps": F("int", 400, "production steps per replica"),
         "equilibration_steps": F("int", 50, "steps discarded before analysis (production, reference and "
@@ -103,6 +103,10 @@ SCHEMA: dict[str, Any] = {
                              "RDF noise to be measured (checks on too short a reference are inconclusive)"),
         "exploration_steps": F("int?", None, "MLFF steps of one active-learning exploration run; null = "
                                "reference_steps (the dynamics check compares equal protocols and lengths)"),
+        "exploration_replicas": F("int", 4, "independent replicas of each exploration run, one batch, judged as one: "
+                                  "their RDF blocks pool, their D combine (the dynamics check's error falls as "
+                                  "1/sqrt(n)), the audits spread over them; each is a production replica at the "
+                                  "reference temperature"),
         "species": F("str", "Li", "the mobile ion: its D(T) and sigma(T); every other element is the framework"),
     },
     "stability": {
@@ -392,7 +396,8 @@ def _semantic_checks(d: dict) -> None:
         positive(f"md.temperatures_K[{i}]", t)
     if not d["md"]["temperatures_K"]:
         raise InputError("md.temperatures_K: give at least one temperature (K)")
-    for key in ("steps", "timestep_fs", "save_every", "replicas", "reference_steps", "reference_temperature_K"):
+    for key in ("steps", "timestep_fs", "save_every", "replicas", "exploration_replicas", "reference_steps",
+                "reference_temperature_K"):
         positive(f"md.{key}", d["md"][key])
     if d["md"]["exploration_steps"] is not None:
         positive("md.exploration_steps", d["md"]["exploration_steps"])

@@ -84,12 +84,20 @@ def train(ctx: Context, gkey: str, r: int, selection: dict, init: list[str] | No
 
 
 def explore(ctx: Context, gkey: str, r: int, members: list[str], structure: str, ref: dict) -> dict:
-    """Student MD at the reference's temperature, same protocol and length as the reference (``SystemResult``)."""
+    """Student MD at the reference's temperature, same protocol and length as the reference, in
+    ``md.exploration_replicas`` replicas as one batch: ``{"runs": [SystemResult, ...]}``."""
     md = ctx.cfg["md"]
-    return ctx.actors.md.call("run", members, structure, [configs.reference_temperature(ctx.cfg, ref)], 1,
+    runs = ctx.actors.md.call("run", members, structure, [configs.reference_temperature(ctx.cfg, ref)],
+                              md["exploration_replicas"],
                               configs.protocol(ctx.cfg, configs.exploration_steps(ctx.cfg, ref), md["equilibration_steps"]),
                               configs.monitor(ctx.cfg),
-                              ctx.cfg["seed"] + 1000 * r, str(ctx.root / "md" / gkey / f"explore_r{r}"))[0]
+                              ctx.cfg["seed"] + 1000 * r, str(ctx.root / "md" / gkey / f"explore_r{r}"))
+    return {"runs": runs}
+
+
+def trajectories(explored: dict) -> list[str]:
+    """The trajectory files of an exploration step's replicas."""
+    return [run["trajectory"] for run in explored["runs"]]
 
 
 def reference_errors(ctx: Context, members: list[str], reference_path: str) -> dict:
@@ -97,38 +105,40 @@ def reference_errors(ctx: Context, members: list[str], reference_path: str) -> d
     return ctx.call(ctx.actors.judge, "reference_errors", members, reference_path, configs.thresholds(ctx.cfg))
 
 
-def audit(ctx: Context, gkey: str, r: int, members: list[str], explore_path: str, ref: dict,
+def audit(ctx: Context, gkey: str, r: int, members: list[str], explore_paths: list[str], ref: dict,
           reference_calibration: dict) -> dict:
-    """Oracle labels of ``active_learning.audit_labels`` frames spread over the exploration run (shard
+    """Oracle labels of ``active_learning.audit_labels`` frames spread over the exploration replicas (shard
     ``<c>-audit`` r<r>: they train the next round) and the ensemble's errors and calibration there:
-    {frames, n_labels, n_failed, errors, shard, force_mae_meV_A, deviation_eV_A, max_error_eV_A,
+    {frames (per replica), n_labels, n_failed, errors, shard, force_mae_meV_A, deviation_eV_A, max_error_eV_A,
     mean_error_eV_A, calibration}."""
-    frames = ctx.call(ctx.actors.judge, "audit_frames", explore_path, ctx.cfg["active_learning"]["audit_labels"])
-    lab = label(ctx, f"{gkey}-audit", r, explore_path, frames, ref)
+    frames = ctx.call(ctx.actors.judge, "audit_frames", explore_paths, ctx.cfg["active_learning"]["audit_labels"])
+    lab = label(ctx, f"{gkey}-audit", r, explore_paths, frames, ref)
     out = {"frames": frames, **lab}
     if lab["shard"]:
         out.update(force_errors(ctx, members, lab["shard"], reference_calibration))
     return out
 
 
-def judge(ctx: Context, gkey: str, r: int, explore_path: str, reference_path: str,
+def judge(ctx: Context, gkey: str, r: int, explore_paths: list[str], reference_path: str,
           reference_errors: dict | None, audit: dict | None) -> dict:
-    """Verdict on the exploration run and the frames to label (``analysis.selection.ExplorationReport``);
+    """Verdict on the exploration replicas, judged as one, and the frames to label, per replica
+    (``analysis.selection.ExplorationReport``);
     ``reference_errors``: the ensemble's on the reference's held-out block (:func:`reference_errors`),
     ``audit``: on audited frames of the run (:func:`audit`)."""
     al = ctx.cfg["active_learning"]
     ref = reference_errors or {}
     audited = ({"frames": audit["frames"], "mean_error_eV_A": audit["mean_error_eV_A"]}
                if audit and "mean_error_eV_A" in audit else None)
-    return ctx.call(ctx.actors.judge, "judge", explore_path, reference_path, configs.thresholds(ctx.cfg),
+    return ctx.call(ctx.actors.judge, "judge", explore_paths, reference_path, configs.thresholds(ctx.cfg),
                     al["labels_per_round"], al["min_frame_distance_A"],
                     str(ctx.root / "plots" / gkey / f"rdf_r{r}.png"), ref.get("deviation_eV_A"),
                     ref.get("mean_error_eV_A"), audited)
 
 
-def label(ctx: Context, gkey: str, n: int, explore_path: str, frames: list[int], ref: dict) -> dict:
-    """Oracle labels of the selected frames as the shard ``r<n>`` (``reference.oracles.LabelResult``)."""
-    return ctx.actors.reference.call("label", explore_path, frames, configs.reference_temperature(ctx.cfg, ref),
+def label(ctx: Context, gkey: str, n: int, explore_paths: list[str], frames: list[list[int]], ref: dict) -> dict:
+    """Oracle labels of the selected frames (one list per replica) as the shard ``r<n>``
+    (``reference.oracles.LabelResult``)."""
+    return ctx.actors.reference.call("label", explore_paths, frames, configs.reference_temperature(ctx.cfg, ref),
                                      str(ctx.store), ctx.shard(gkey, n), f"{ctx.name}/{gkey}/r{n}")
 
 
