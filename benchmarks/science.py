@@ -23,6 +23,7 @@ when it is significant and outside, ``undecided`` when the runs are too short to
 
     .venv/bin/python benchmarks/science.py --student .matscreen/store/demo/models/<candidate>/r0 [--json]
         [--temperatures 1000,1150,1300] [--ps 3.5] [--replicas 1] [--out DIR] [--cost-only [--rounds 3]]
+        [--device cpu|cuda] [--jobs N] [--supercell 1,1,1]
 
 ``--student``: a folder of ensemble member checkpoints (``member*.pt``, e.g. the demo's last round).
 Oracle runs already in ``--out`` (``oracle/<T>K.h5``, replicas ``oracle/<T>K_r<k>.h5``, e.g. the CPU paper benchmark's
@@ -33,6 +34,13 @@ oracle's cost per step is then timed on 100 steps.  Student runs already in ``--
 ``--cost-only`` runs no science: it times 100 oracle steps and 200 student steps (the batch of temperatures x
 replicas, after 20 warm-up steps) in turn, ``--rounds`` times, and prints each round's ratio and their median.  Interleaving matters on
 a shared machine, whose load moves either figure by ±30 % within minutes.
+
+``--device cuda`` runs both sides on the GPU (the oracle through CHGNet's own device option, the student's
+batch through the MD engine).  ``--jobs N`` runs the missing oracle runs N at a time, each in its own
+process with one torch thread (a 50-atom CHGNet step leaves most of a GPU or a core idle); the oracle's
+cost is then each run's own wall time per step, so the aggregate throughput is about N / that.
+``--supercell a,b,c`` repeats the 50-atom cell on both sides: more Li per step at a cost per step that
+grows less than the atom count on a GPU.
 """
 from __future__ import annotations
 
@@ -61,6 +69,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--cost-only", action="store_true", help="only time both sides per MD step, interleaved")
     p.add_argument("--rounds", type=int, default=3, help="with --cost-only: timing rounds (median reported)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where both oracle and student run")
+    p.add_argument("--jobs", type=int, default=1, help="oracle runs at a time, one process each")
+    p.add_argument("--supercell", default="1,1,1", help="repeats of the 50-atom LGPS cell along a,b,c")
     args = p.parse_args(argv)
 
     if args.student is None:       # `make bench` runs every script bare: say what this one needs
@@ -88,34 +99,48 @@ def main(argv=None) -> int:
     if len(lengths_ps) != len(temps):
         print(f"--ps: give one length or one per temperature ({len(temps)}), got {args.ps!r}", file=sys.stderr)
         return 2
+    try:
+        repeat = tuple(int(x) for x in args.supercell.split(","))
+        assert len(repeat) == 3 and min(repeat) >= 1
+    except (ValueError, AssertionError):
+        print(f"--supercell: give three positive integers such as 2,2,1, got {args.supercell!r}", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        print(f"--jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("--device cuda: torch sees no GPU here; use --device cpu", file=sys.stderr)
+        return 2
     dt, stride = 2.0, 10
     n_steps = [int(round(ps * 1000 / dt)) for ps in lengths_ps]
     discard = args.equilibration_ps * 1000.0
     out = Path(args.out)
-    atoms = AseAtomsAdaptor.get_atoms(library_structure("Li10GeP2S12").structure)
+    atoms = AseAtomsAdaptor.get_atoms(library_structure("Li10GeP2S12").structure).repeat(repeat)
     members = sorted(str(m) for m in Path(args.student).glob("member*.pt"))
     if not members:               # checked before any oracle MD is run
         print(f"no member*.pt in {args.student}; give the folder of a trained ensemble", file=sys.stderr)
         return 2
-    ensemble = load_ensemble(members)
+    ensemble = load_ensemble(members, device=args.device)
 
     def protocol(steps: int) -> Protocol:
         return Protocol(timestep_fs=dt, total_fs=steps * dt, ramp_fs=0.0, discard_fs=discard, thermostat="langevin",
                         stride=stride)
 
-    oracle = Oracle("chgnet")
+    oracle = Oracle("chgnet", device=args.device)
     if args.cost_only:
         return cost_only(args, atoms, oracle, ensemble, temps, protocol)
-    oracle_runs, oracle_s = [], []
+    todo = {}                 # path -> protocol of each oracle run not yet in --out
     for i, (t, steps) in enumerate(zip(temps, n_steps)):
         for k in range(args.replicas):
             path = out / "oracle" / (f"{t:g}K.h5" if k == 0 else f"{t:g}K_r{k}.h5")
             if not path.exists():
-                t0 = time.perf_counter()
-                run_reference_md(atoms, oracle, ReferenceMDProtocol(
-                    temperature_K=t, steps=steps, timestep_fs=dt, stride=stride, label_every=0,
-                    seed=args.seed + i + 1000 * k, discard_fs=discard), path)
-                oracle_s.append((time.perf_counter() - t0) / steps)
+                todo[path] = ReferenceMDProtocol(temperature_K=t, steps=steps, timestep_fs=dt, stride=stride,
+                                                 label_every=0, seed=args.seed + i + 1000 * k, discard_fs=discard)
+    oracle_s = run_oracle(atoms, oracle, todo, args.jobs, args.device)   # chgnet, as above
+    oracle_runs = []
+    for i, (t, steps) in enumerate(zip(temps, n_steps)):
+        for k in range(args.replicas):
+            path = out / "oracle" / (f"{t:g}K.h5" if k == 0 else f"{t:g}K_r{k}.h5")
             run = load_trajectory(path)
             if len(run) != steps // stride + 1:          # never compare runs of different lengths silently
                 print(f"{path} holds {(len(run) - 1) * run.dt_fs / 1000:g} ps, --ps asks for {steps * dt / 1000:g} ps "
@@ -124,6 +149,8 @@ def main(argv=None) -> int:
             oracle_runs.append(run)
     if not oracle_s:      # every oracle run reused: time 100 oracle steps for the cost column
         oracle_s.append(oracle_seconds_per_step(atoms, oracle, temps[0], args.seed, out / "oracle_timing.h5"))
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
     groups = {steps: [t for t, n in zip(temps, n_steps) if n == steps] for steps in sorted(set(n_steps))}
     folder = {steps: out / "student" / f"{steps * dt / 1000:g}ps" for steps in groups}   # one batch per length
     reused = all((folder[n] / f"{t:g}K_r{k}.h5").exists() for n, ts in groups.items() for t in ts
@@ -132,15 +159,19 @@ def main(argv=None) -> int:
     results = []
     for steps, group in groups.items():
         results += run_temperatures(ensemble, atoms, group, args.replicas, protocol(steps), folder[steps],
-                                    seed=args.seed, device="cpu")
+                                    seed=args.seed, device=args.device)
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
     system_steps = sum(n * len(ts) * args.replicas for n, ts in groups.items())
     student_s = (time.perf_counter() - t0) / system_steps                # per system-step
     if reused:     # every student run reused: time 200 steps of the same batch
-        student_s = student_seconds_per_system_step(ensemble, atoms, temps, args.replicas, protocol, args.seed)
+        student_s = student_seconds_per_system_step(ensemble, atoms, temps, args.replicas, protocol, args.seed,
+                                                    device=args.device)
     student_runs = [load_trajectory(r.trajectory) for r in results if r.verdict == "stable"]
     sides = {"oracle": transport(oracle_runs, "Li").to_dict(), "student": transport(student_runs, "Li").to_dict()}
     o, s = sides["oracle"], sides["student"]
-    figures = {"temperatures_K": temps, "ps_per_run": lengths_ps, "replicas": args.replicas, "oracle": o, "student": s,
+    figures = {"temperatures_K": temps, "ps_per_run": lengths_ps, "replicas": args.replicas, "atoms": len(atoms),
+               "device": args.device, "oracle_jobs": args.jobs, "oracle": o, "student": s,
                "oracle_s_per_step": sum(oracle_s) / len(oracle_s) if oracle_s else None,
                "student_s_per_system_step": student_s,
                "student_unstable_K": [r.temperature_K for r in results if r.verdict != "stable"],
@@ -174,8 +205,9 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(figures, default=float))
         return 0
-    print(f"Li10GeP2S12, {args.replicas} x {'/'.join(f'{x:g}' for x in lengths_ps)} ps per temperature, Langevin NVT "
-          f"(oracle: CHGNet 0.3.0; student: {args.student})")
+    print(f"Li10GeP2S12 ({len(atoms)} atoms), {args.replicas} x {'/'.join(f'{x:g}' for x in lengths_ps)} ps per "
+          f"temperature, Langevin NVT, on {args.device} (oracle: {oracle.name}, {args.jobs} at a time; "
+          f"student: {args.student})")
     print(f"{'T (K)':>8} {'D oracle (cm2/s)':>24} {'D student (cm2/s)':>24} {'log10 ratio (check)':>26}")
     for i, t in enumerate(temps):
         def cell(side):
@@ -199,7 +231,7 @@ def main(argv=None) -> int:
               f"ΔEa {figures['delta_Ea_eV']:+.3f} ± {figures['delta_Ea_eV_err']:.3f} eV (target |Δ| <= 0.05: "
               f"{figures['target_Ea_eV']})")
     if "speedup" in figures:
-        print(f"cost per step: oracle {figures['oracle_s_per_step'] * 1e3:.0f} ms, student ({len(members)} members, "
+        print(f"cost per step: oracle {figures['oracle_s_per_step'] * 1e3:.0f} ms (each of {args.jobs} at a time), student ({len(members)} members, "
               f"{len(temps) * args.replicas} systems batched) {student_s * 1e3:.1f} ms per system-step: "
               f"{figures['speedup']:.1f}x (target >= 10x)")
     for v in figures["known"]:
@@ -217,17 +249,52 @@ def oracle_seconds_per_step(atoms, oracle, temperature_K: float, seed: int, path
     return (time.perf_counter() - t0) / steps
 
 
+def run_oracle(atoms, oracle, todo: dict, jobs: int, device: str) -> list[float]:
+    """Run the oracle MD ``todo`` ({path: ReferenceMDProtocol}), ``jobs`` at a time; each run's wall seconds per step.
+
+    With ``jobs`` > 1 each run goes to its own process (spawned: CUDA cannot fork), which loads its own oracle
+    and uses one torch thread.
+    """
+    from reference.reference_md import run_reference_md
+
+    if jobs == 1 or len(todo) <= 1:
+        seconds = []
+        for path, proto in todo.items():
+            t0 = time.perf_counter()
+            run_reference_md(atoms, oracle, proto, path)
+            seconds.append((time.perf_counter() - t0) / proto.steps)
+        return seconds
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        work = [pool.submit(_oracle_job, atoms, "chgnet", device, proto, str(path)) for path, proto in todo.items()]
+        return [w.result() for w in work]
+
+
+def _oracle_job(atoms, spec: str, device: str, proto, path: str) -> float:
+    import torch
+
+    from reference.oracles import Oracle
+    from reference.reference_md import run_reference_md
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    run_reference_md(atoms, Oracle(spec, device=device), proto, Path(path))
+    return (time.perf_counter() - t0) / proto.steps
+
+
 def student_seconds_per_system_step(ensemble, atoms, temps, replicas: int, protocol, seed: int,
-                                    steps: int = 200) -> float:
+                                    steps: int = 200, device: str = "cpu") -> float:
     """Wall seconds per system-step of ``steps`` steps of the batch ``temps`` x ``replicas``, after 20 warm-up
     steps (``protocol(n)``: the run's protocol for n steps; the trajectories go to a temporary folder)."""
     from md.runner import run_temperatures
 
     with tempfile.TemporaryDirectory() as tmp:
-        run_temperatures(ensemble, atoms, temps[:1], 1, protocol(20), Path(tmp) / "warm", seed=seed, device="cpu")
+        run_temperatures(ensemble, atoms, temps[:1], 1, protocol(20), Path(tmp) / "warm", seed=seed, device=device)
         t0 = time.perf_counter()
         run_temperatures(ensemble, atoms, temps, replicas, protocol(steps), Path(tmp) / "timed", seed=seed,
-                         device="cpu")
+                         device=device)
         return (time.perf_counter() - t0) / steps / (len(temps) * replicas)
 
 
@@ -239,7 +306,8 @@ def cost_only(args, atoms, oracle, ensemble, temps, protocol) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             oracle_s = oracle_seconds_per_step(atoms, oracle, temps[0], args.seed, Path(tmp) / f"oracle{r}.h5")
-            student_s = student_seconds_per_system_step(ensemble, atoms, temps, args.replicas, protocol, args.seed)
+            student_s = student_seconds_per_system_step(ensemble, atoms, temps, args.replicas, protocol, args.seed,
+                                                        device=args.device)
             rounds.append({"oracle_s_per_step": oracle_s, "student_s_per_system_step": student_s,
                            "speedup": oracle_s / student_s})
     systems = len(temps) * args.replicas

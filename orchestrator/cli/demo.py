@@ -30,8 +30,8 @@ Run the embedded default campaign end to end, at the stability rules of a real c
                oracle's D), breakage, the student's force error on 16 oracle-audited frames of its own
                MD against its error on the held-out frames, ensemble deviation against levels set on
                the held-out frames; undecidable checks say `inconclusive`
-  MD           batched MLFF MD at 1150/1300 K, 6 ps each; at 1000 K the judged 11 ps exploration run;
-               too-short temperatures are flagged
+  MD           4 exploration replicas of 12 ps at 1000 K in one batch, judged as one (11 ps each after
+               equilibration); batched MLFF MD at 1150/1300 K, 6 ps each; too-short temperatures flagged
   results      log10 sigma(300 K) and Ea with honest errors, the evidence of every check, and the
                measured value (Kamaya et al. 2011) beside the computed one; MLflow UI command
 
