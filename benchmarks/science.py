@@ -55,6 +55,8 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]   # `import md` is the package
 sys.path.insert(0, str(_HERE.parent))
 
+ORACLE = "chgnet"          # the offline oracle standing in for AIMD (each --jobs process loads its own)
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,8 +103,9 @@ def main(argv=None) -> int:
         return 2
     try:
         repeat = tuple(int(x) for x in args.supercell.split(","))
-        assert len(repeat) == 3 and min(repeat) >= 1
-    except (ValueError, AssertionError):
+    except ValueError:
+        repeat = ()
+    if len(repeat) != 3 or min(repeat) < 1:
         print(f"--supercell: give three positive integers such as 2,2,1, got {args.supercell!r}", file=sys.stderr)
         return 2
     if args.jobs < 1:
@@ -126,31 +129,25 @@ def main(argv=None) -> int:
         return Protocol(timestep_fs=dt, total_fs=steps * dt, ramp_fs=0.0, discard_fs=discard, thermostat="langevin",
                         stride=stride)
 
-    oracle = Oracle("chgnet", device=args.device)
+    oracle = Oracle(ORACLE, device=args.device)
     if args.cost_only:
         return cost_only(args, atoms, oracle, ensemble, temps, protocol)
-    todo = {}                 # path -> protocol of each oracle run not yet in --out
-    for i, (t, steps) in enumerate(zip(temps, n_steps)):
-        for k in range(args.replicas):
-            path = out / "oracle" / (f"{t:g}K.h5" if k == 0 else f"{t:g}K_r{k}.h5")
-            if not path.exists():
-                todo[path] = ReferenceMDProtocol(temperature_K=t, steps=steps, timestep_fs=dt, stride=stride,
-                                                 label_every=0, seed=args.seed + i + 1000 * k, discard_fs=discard)
-    oracle_s = run_oracle(atoms, oracle, todo, args.jobs, args.device)   # chgnet, as above
+    plan = {out / "oracle" / (f"{t:g}K.h5" if k == 0 else f"{t:g}K_r{k}.h5"):     # path -> protocol of each run
+            ReferenceMDProtocol(temperature_K=t, steps=steps, timestep_fs=dt, stride=stride, label_every=0,
+                                seed=args.seed + i + 1000 * k, discard_fs=discard)
+            for i, (t, steps) in enumerate(zip(temps, n_steps)) for k in range(args.replicas)}
+    oracle_s = run_oracle(atoms, oracle, {path: pr for path, pr in plan.items() if not path.exists()}, args.jobs,
+                          args.device)
     oracle_runs = []
-    for i, (t, steps) in enumerate(zip(temps, n_steps)):
-        for k in range(args.replicas):
-            path = out / "oracle" / (f"{t:g}K.h5" if k == 0 else f"{t:g}K_r{k}.h5")
-            run = load_trajectory(path)
-            if len(run) != steps // stride + 1:          # never compare runs of different lengths silently
-                print(f"{path} holds {(len(run) - 1) * run.dt_fs / 1000:g} ps, --ps asks for {steps * dt / 1000:g} ps "
-                      f"at {t:g} K: move it away or choose another --out", file=sys.stderr)
-                return 2
-            oracle_runs.append(run)
+    for path, pr in plan.items():
+        run = load_trajectory(path)
+        if len(run) != pr.steps // stride + 1:          # never compare runs of different lengths silently
+            print(f"{path} holds {(len(run) - 1) * run.dt_fs / 1000:g} ps, --ps asks for {pr.steps * dt / 1000:g} ps "
+                  f"at {pr.temperature_K:g} K: move it away or choose another --out", file=sys.stderr)
+            return 2
+        oracle_runs.append(run)
     if not oracle_s:      # every oracle run reused: time 100 oracle steps for the cost column
         oracle_s.append(oracle_seconds_per_step(atoms, oracle, temps[0], args.seed, out / "oracle_timing.h5"))
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
     groups = {steps: [t for t, n in zip(temps, n_steps) if n == steps] for steps in sorted(set(n_steps))}
     folder = {steps: out / "student" / f"{steps * dt / 1000:g}ps" for steps in groups}   # one batch per length
     reused = all((folder[n] / f"{t:g}K_r{k}.h5").exists() for n, ts in groups.items() for t in ts
@@ -268,7 +265,7 @@ def run_oracle(atoms, oracle, todo: dict, jobs: int, device: str) -> list[float]
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        work = [pool.submit(_oracle_job, atoms, "chgnet", device, proto, str(path)) for path, proto in todo.items()]
+        work = [pool.submit(_oracle_job, atoms, ORACLE, device, proto, str(path)) for path, proto in todo.items()]
         return [w.result() for w in work]
 
 
