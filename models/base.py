@@ -7,9 +7,13 @@ A model maps a periodic graph to per-atom energies.  The total energy of system 
 where ``e0`` are per-element reference energies fitted by least squares on the training set
 (``fit_reference_energies``) and ``nn_i`` is the network output (dimensionless); the network
 learns only the residual.  The last term (``core_repulsion``, on by default) is the universal
-Ziegler–Biersack–Littmark screened nuclear repulsion, switched off smoothly between 0.5 and 0.75 of
-the pair's covalent-radius sum: zero wherever training data exist (bonds are longer), it keeps a
-student from fusing atoms in configurations it never saw, as production interatomic potentials do.  Forces (eV/Å) and stress (eV/Å³) come from autograd through
+Ziegler–Biersack–Littmark screened nuclear repulsion S(r) ZBL(r), switched off smoothly over a quarter of
+the pair's covalent-radius sum r_cov, ending at ``core_off`` (Å, per element pair).  ``core_off`` starts at
+0.75 r_cov and training moves it out to the closest approach of that pair in the training data
+(:meth:`ForceFieldModel.fit_core_off`, at most 1.1 r_cov): the prior is exactly zero wherever data exist and
+takes over where the network has never seen the pair, as the inner cutoff of ACE potentials does.  A student
+without it is free to be soft there: the demo's went S-S 1.5 Å in its own MD, where the oracle never went
+below 2.2 Å.  Forces (eV/Å) and stress (eV/Å³) come from autograd through
 :func:`models.interface.energy_to_prediction`, so every model is energy conserving.
 """
 from __future__ import annotations
@@ -30,7 +34,9 @@ MAX_Z = 119
 ZBL_A = (0.18175, 0.50986, 0.28022, 0.02817)
 ZBL_B = (3.19980, 0.94229, 0.40290, 0.20162)
 COULOMB_EV_A = 14.399645            # e^2 / (4 pi eps0) in eV Å
-CORE_ON, CORE_OFF = 0.5, 0.75       # switch of the core repulsion, fractions of the covalent-radius sum
+CORE_ON, CORE_OFF = 0.5, 0.75       # switch of the core repulsion before training, fractions of the covalent-radius sum
+CORE_WIDTH = CORE_OFF - CORE_ON     # width of the switch (fraction of the covalent-radius sum), wherever it ends
+CORE_OFF_MAX = 1.1                  # training moves the switch's end out to the data, at most this far (x r_cov)
 
 
 @dataclass
@@ -76,6 +82,7 @@ class ForceFieldModel(nn.Module):
         self.elements = elements
         self.register_buffer("z_to_index", self._index_table(elements), persistent=False)
         self._set_core_tables()
+        self.register_buffer("core_off", self.default_core_off())                 # Å, [E, E]: end of the core switch
         self.register_buffer("reference_energies", torch.zeros(len(elements)))   # eV per atom
         self.register_buffer("energy_scale", torch.ones(()))                     # eV
         self.register_buffer("energy_shift", torch.zeros(()))                    # eV per atom
@@ -91,6 +98,38 @@ class ForceFieldModel(nn.Module):
                              persistent=False)
         self.register_buffer("core_radius", torch.as_tensor(np.asarray(covalent_radii)[self.elements],
                                                             dtype=torch.float64, device=device), persistent=False)
+
+    def default_core_off(self) -> torch.Tensor:
+        """[E, E] end of the core switch before training (Å): ``CORE_OFF`` x the pairs' covalent-radius sums."""
+        r = self.core_radius
+        return (CORE_OFF * (r[:, None] + r[None, :])).to(self.z_to_index.device)
+
+    def fit_core_off(self, closest: dict[tuple[int, int], float], fine_tune: bool = False) -> None:
+        """End the core switch of each element pair at its closest approach in the training data (Å; pairs
+        from :func:`models.graph.closest_pairs`), within [``CORE_OFF``, ``CORE_OFF_MAX``] x r_cov: the prior is
+        then zero on every training frame.  ``fine_tune``: only ever move it in (towards the new data), so
+        frames the model was trained on stay outside it; pairs absent from ``closest`` keep their value."""
+        r_cov = self.core_radius[:, None] + self.core_radius[None, :]
+        table = self.core_off.clone()
+        row = {z: k for k, z in enumerate(self.elements)}
+        for (za, zb), dist in closest.items():
+            if za not in row or zb not in row:
+                continue
+            a, b = row[za], row[zb]
+            lo, hi = CORE_OFF * float(r_cov[a, b]), CORE_OFF_MAX * float(r_cov[a, b])
+            value = min(float(table[a, b]), dist) if fine_tune else dist
+            table[a, b] = table[b, a] = min(max(value, lo), hi)
+        self.core_off = table
+
+    def core_off_table(self) -> dict[str, float]:
+        """``{"Li-S": Å, ...}``: where the core repulsion of each element pair ends."""
+        return {f"{symbol(za)}-{symbol(zb)}": float(self.core_off[a, b])
+                for a, za in enumerate(self.elements) for b, zb in enumerate(self.elements) if b >= a}
+
+    def upgrade_state_dict(self, state: dict) -> dict:
+        """A state dict saved before ``core_off`` existed (2026-12-04): those models were trained with the
+        switch ending at ``CORE_OFF`` x r_cov for every pair, which is what they get back."""
+        return state if "core_off" in state else {**state, "core_off": self.default_core_off()}
 
     @staticmethod
     def _index_table(elements) -> torch.Tensor:
@@ -139,9 +178,14 @@ class ForceFieldModel(nn.Module):
         ref[order] = self.reference_energies
         ref[new_rows] = self.reference_energies.mean() if len(old) else 0.0
         self.reference_energies = ref
+        old_off = self.core_off
         self.elements = merged
         self.z_to_index = self._index_table(merged).to(self.z_to_index.device)
         self._set_core_tables()
+        off = self.default_core_off().to(old_off.dtype)
+        idx = torch.as_tensor(order, device=off.device)
+        off[idx[:, None], idx[None, :]] = old_off
+        self.core_off = off
         return added
 
     # ----------------------------------------------------------------- energies
@@ -173,12 +217,14 @@ class ForceFieldModel(nn.Module):
         raise NotImplementedError
 
     def core_energy(self, graph: Graph) -> torch.Tensor:
-        """[n_atoms] switched ZBL repulsion (eV), half of each pair's energy on each atom."""
+        """[n_atoms] switched ZBL repulsion (eV), half of each pair's energy on each atom; a pair's switch ends at
+        its ``core_off`` (Å) and starts ``CORE_WIDTH`` x r_cov before."""
         z_of, radius_of = self.core_z.to(graph.distances.dtype), self.core_radius.to(graph.distances.dtype)
         i, j = graph.edge_index
         zi, zj = z_of[graph.species[i]], z_of[graph.species[j]]
         r_cov = radius_of[graph.species[i]] + radius_of[graph.species[j]]
-        r_on, r_off = CORE_ON * r_cov, CORE_OFF * r_cov
+        r_off = self.core_off.to(graph.distances.dtype)[graph.species[i], graph.species[j]]
+        r_on = r_off - CORE_WIDTH * r_cov
         near = graph.distances < r_off
         out = torch.zeros(graph.n_atoms, dtype=graph.distances.dtype, device=graph.distances.device)
         if not bool(near.any()):

@@ -61,7 +61,7 @@ def model_from_dict(ckpt: dict, device="cpu", dtype=None):
         return model
 
     model = build_model(ckpt["arch"], ckpt["elements"], dtype=ckpt.get("dtype", "float32"), **ckpt["hparams"])
-    model.load_state_dict(ckpt["state_dict"])
+    model.load_state_dict(model.upgrade_state_dict(ckpt["state_dict"]))
     if dtype is not None:
         model = model.to(resolve_dtype(dtype))
     model.training_info = ckpt.get("training", {})

@@ -10,6 +10,7 @@ edges longer than their own cutoff, so the energy stays a smooth function of pos
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,3 +87,28 @@ def edge_vectors(batch: AtomsBatch, nl: NeighborList, cell: torch.Tensor | None 
     sys_i = batch.system_index[i]
     shift_cart = torch.einsum("ek,ekl->el", nl.shifts, cell[sys_i])
     return batch.positions[j] - batch.positions[i] + shift_cart
+
+
+def closest_pairs(systems, cutoff: float) -> dict[tuple[int, int], float]:
+    """The smallest distance (Å) of each element pair ``(Za, Zb)`` (Za <= Zb) closer than ``cutoff`` in any of
+    ``systems``: ``(numbers, positions [Å], cell [Å], pbc)`` tuples, periodic images included (vesin).
+    Pairs never closer than ``cutoff`` are absent."""
+    calc = vesin.NeighborList(cutoff=float(cutoff), full_list=False)
+    out: dict[tuple[int, int], float] = {}
+    for numbers, positions, cell, pbc in systems:
+        numbers = np.asarray(numbers, dtype=np.int64)
+        periodic = bool(np.all(pbc))
+        box = np.asarray(cell, float).reshape(3, 3) if periodic else np.zeros((3, 3))
+        i, j, d = calc.compute(points=np.asarray(positions, float).reshape(-1, 3), box=box, periodic=periodic,
+                               quantities="ijd")
+        if not len(d):
+            continue
+        lo, hi = np.minimum(numbers[i], numbers[j]), np.maximum(numbers[i], numbers[j])
+        key = lo * 1000 + hi
+        order = np.lexsort((d, key))                     # by pair, then distance: the first of each pair is its minimum
+        key, d = key[order], d[order]
+        first = np.r_[True, key[1:] != key[:-1]]
+        for k, dist in zip(key[first], d[first]):
+            pair = (int(k // 1000), int(k % 1000))
+            out[pair] = min(out.get(pair, math.inf), float(dist))
+    return out

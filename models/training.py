@@ -235,6 +235,19 @@ def fit_normalisation(model, frames) -> None:
     set_fitted_normalisation(model, counts, energies, float(np.sqrt(np.mean(forces ** 2))) if forces.size else 0.0)
 
 
+def fit_core_off(model, frames, fine_tune: bool = False) -> None:
+    """End the model's core repulsion of each element pair at its closest approach in ``frames`` (labelled
+    ase.Atoms or a ``FrameCache``, training and validation frames alike): :meth:`ForceFieldModel.fit_core_off`."""
+    from models.graph import closest_pairs
+    from models.streaming import FrameCache
+
+    if isinstance(frames, FrameCache):
+        systems = ((f["numbers"], f["positions"], f["cell"], f["pbc"]) for f in map(frames.frame, range(len(frames))))
+    else:
+        systems = ((a.numbers, a.positions, a.cell.array, a.pbc) for a in frames)
+    model.fit_core_off(closest_pairs(systems, model.cutoff), fine_tune=fine_tune)
+
+
 def set_new_reference_energies(model, counts: np.ndarray, energies: np.ndarray, new_elements) -> None:
     """For fine-tuning: e0 of ``new_elements`` by least squares, keeping the others (counts over model.elements)."""
     if not new_elements:
@@ -406,7 +419,7 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
         if config is None:
             cfg = TrainConfig(**state["config"])
         model = model_from_dict(ckpt, cfg.device)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(model.upgrade_state_dict(state["model"]))
     if model is None:
         raise InputError("fit needs a model (or resume=CHECKPOINT); build one with models.build_model")
     if train_frames is None:
@@ -451,6 +464,8 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
             fit_new_reference_energies(model, train, added)
         else:
             fit_normalisation(model, train)
+        if getattr(model, "core_repulsion", False):
+            fit_core_off(model, cache if streamed else train + val, fine_tune)
     dtype, device = model.param_dtype, cfg.device
     if streamed:
         va_idx = va_idx if len(va_idx) else tr_idx

@@ -298,3 +298,53 @@ def test_ensemble_members_trained_in_parallel_processes_equal_one_after_another(
         x = load_model(a).predict_atoms(frames[:2]).forces
         y = load_model(b).predict_atoms(frames[:2]).forces
         assert torch.allclose(x, y, atol=1e-6)
+
+
+def test_core_repulsion_ends_where_the_training_data_begin(tmp_path):
+    """Training ends each pair's core switch at its closest approach in the data (train + validation): the
+    prior is exactly zero on every training frame and repulsive just inside; fine-tuning only moves it in;
+    it survives a checkpoint, a grown element table, and a checkpoint from before it existed."""
+    from ase.data import covalent_radii
+    from ase.neighborlist import neighbor_list
+
+    from models.base import CORE_OFF
+    from models.graph import closest_pairs
+    from models.training import fit_core_off
+
+    data = emt_frames(12, seed=5, rattle=0.05)
+    closest = min(float(neighbor_list("d", a, 4.0).min()) for a in data)      # ASE as the peer
+    assert closest_pairs(((a.numbers, a.positions, a.cell.array, a.pbc) for a in data), 4.0) == {
+        (29, 29): pytest.approx(closest, abs=1e-9)}
+    r_cov = 2 * covalent_radii[29]
+    assert CORE_OFF * r_cov < closest < 1.1 * r_cov
+    model = build_model("schnet", [29], seed=0, cutoff=4.0, dtype="float64", **TINY_SCHNET)
+    assert float(model.core_off[0, 0]) == pytest.approx(CORE_OFF * r_cov)
+    fit(model, data, config=config(epochs=1), out=tmp_path / "cu.pt")
+    model = load_model(tmp_path / "cu.pt").double()
+    assert float(model.core_off[0, 0]) == pytest.approx(closest) and model.core_off_table() == {
+        "Cu-Cu": pytest.approx(closest)}
+    for atoms in data:
+        graph = model.build_graph(AtomsBatch.from_atoms([atoms], dtype=torch.float64))
+        assert float(model.core_energy(graph).abs().sum()) == 0.0
+    pair = data[0].copy()
+    i, j, d, vec = neighbor_list("ijdD", pair, 4.0)
+    k = int(np.argmin(d))
+    pair.positions[j[k]] -= vec[k] / d[k] * (d[k] - 0.9 * closest)          # that pair at 0.9 x its closest approach
+    graph = model.build_graph(AtomsBatch.from_atoms([pair], dtype=torch.float64))
+    assert float(model.core_energy(graph).sum()) > 0.05                      # eV
+
+    fit_core_off(model, emt_frames(4, seed=6, rattle=0.02), fine_tune=True)    # new data no closer: unchanged
+    assert float(model.core_off[0, 0]) == pytest.approx(closest)
+    pair.calc = data[0].calc
+    fit_core_off(model, [pair], fine_tune=True)                              # closer data: moved in to it
+    assert float(model.core_off[0, 0]) == pytest.approx(0.9 * closest, rel=1e-6)
+
+    model.grow_elements([79])
+    assert model.elements == [29, 79]
+    assert float(model.core_off[0, 0]) == pytest.approx(0.9 * closest, rel=1e-6)
+    assert float(model.core_off[1, 1]) == pytest.approx(CORE_OFF * 2 * covalent_radii[79])
+
+    old = torch.load(tmp_path / "cu.pt", weights_only=True)                   # as written before core_off existed
+    del old["state_dict"]["core_off"]
+    torch.save(old, tmp_path / "old.pt")
+    assert float(load_model(tmp_path / "old.pt").core_off[0, 0]) == pytest.approx(CORE_OFF * r_cov)
