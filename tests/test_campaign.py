@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -326,6 +327,26 @@ def test_placement_follows_the_cluster_resources(resources, expected):
     assert placement(resources, gpus_per_md_worker=1.0, cpus_per_oracle=2.0) == expected
     if "matscreen_md" in resources:  # an MD worker without a GPU still lands on an MD node
         assert placement(resources, 0.0, 2.0)["md"] == {"matscreen_md": 0.01}
+
+
+def test_local_ray_is_sized_for_the_actors_or_the_run_refused(tmp_path):
+    """One candidate in flight: the stages take turns, so the local Ray counts the actors' sum even on fewer
+    cores; several in flight, or --num-cpus too small: a one-line error (exit 2) before anything is written,
+    instead of actors Ray waits for for ever."""
+    from orchestrator.ops.placement import actor_cpus, local_cpus
+
+    r = load_spec(ROOT / "campaigns" / "demo.yaml").to_dict()["resources"]
+    assert actor_cpus(r) == 6.0 and r["queue_size"] == 1
+    assert local_cpus(r, None, cores=2) == 6 and local_cpus(r, None, cores=16) == 16 and local_cpus(r, 8, 2) == 8
+    with pytest.raises(InputError, match="ask for 6 CPUs .* local Ray has 4; pass --num-cpus 6"):
+        local_cpus({**r, "queue_size": 2}, None, cores=4)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}     # a fresh process: no Ray yet
+    run = subprocess.run([sys.executable, "-m", "orchestrator.cli", "campaign", "run",
+                          str(ROOT / "campaigns" / "demo.yaml"), "--num-cpus", "2"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.startswith("matscreen: error: the campaign's actors ask for 6 CPUs") and run.stderr.count("\n") == 1
+    assert not (tmp_path / ".matscreen").exists()
 
 
 def test_screened_fingerprint_counts_own_late_labels_but_not_others(tmp_path):

@@ -55,7 +55,10 @@ def register(subparsers) -> None:
                      help="generate the candidate list again; screen new candidates, and re-screen (as a new "
                           "generation <candidate>@g<n>) finished ones whose shared-element training data in the "
                           "store changed since they were screened")
-    run.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    run.add_argument("--num-cpus", type=int, default=None,
+                     help="logical CPUs of a local Ray (default: all cores, or the sum of the spec's per-stage CPUs "
+                          "when one candidate runs at a time: its stages run one after another); an error when the "
+                          "actors would not fit")
     run.add_argument("--quiet", action="store_true", help="no live progress line")
     run.set_defaults(func=_run)
 
@@ -104,6 +107,14 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
     from orchestrator.campaign.progress import ProgressView
     from orchestrator.campaign.tracking import mlflow_ui_command
 
+    import os
+
+    import ray
+
+    from orchestrator.ops.placement import local_cpus
+
+    if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):      # a private local Ray, sized here
+        num_cpus = local_cpus(spec.to_dict()["resources"], num_cpus, os.cpu_count() or 1)
     view = None if quiet else ProgressView()
     campaign = Campaign(spec, store=store, tracking_uri=tracking_uri, on_progress=view)
     # where the results go, first (a Ray job's log shows it even if the job is stopped)

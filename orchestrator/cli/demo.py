@@ -86,23 +86,9 @@ def cmd_demo(args) -> int:
                                                      f"on the {', '.join(spec.prototypes)} prototype")
     print(f"matscreen demo: campaign '{spec.name}' - {where}, oracle {spec.oracle.name}, "
           f"{'+'.join(spec.models.architectures)} students", flush=True)
-    rc = run_campaign(spec, store=args.store, num_cpus=args.num_cpus or stage_cpus(spec), quiet=args.quiet)
+    rc = run_campaign(spec, store=args.store, num_cpus=args.num_cpus, quiet=args.quiet)
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return rc
-
-
-def stage_cpus(spec) -> int | None:
-    """Logical CPUs for the demo's local Ray: with one candidate in flight (``queue_size`` 1) its stages run one
-    after another, so each stage's actor may use every core (``resources.cpus_per_*`` = the core count); Ray
-    then counts their sum.  None (all cores) otherwise, or when joining a cluster."""
-    import math
-    import os
-
-    r = spec.to_dict()["resources"]
-    if os.environ.get("RAY_ADDRESS") or r["queue_size"] != 1:
-        return None
-    needed = r["cpus_per_oracle"] * r["reference_workers"] + r["cpus_per_trainer"] + r["cpus_per_md_worker"] * r["md_workers"]
-    return max(os.cpu_count() or 1, math.ceil(needed))
 
 
 def chemspace_demo(args) -> int:
