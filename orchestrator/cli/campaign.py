@@ -103,17 +103,14 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
     """Run ``spec`` to the end, printing progress, the ranked table and the MLflow UI command."""
     from orchestrator.campaign.driver import Campaign
     from orchestrator.campaign.results import format_table, ranked
-    from orchestrator.ops.ray_runtime import ray_init
+    import os
+
+    from orchestrator.ops.placement import local_cpus
+    from orchestrator.ops.ray_runtime import ray_init, starts_local_ray
     from orchestrator.campaign.progress import ProgressView
     from orchestrator.campaign.tracking import mlflow_ui_command
 
-    import os
-
-    import ray
-
-    from orchestrator.ops.placement import local_cpus
-
-    if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):      # a private local Ray, sized here
+    if starts_local_ray():                                   # sized for the actors here, refused if they won't fit
         num_cpus = local_cpus(spec.to_dict()["resources"], num_cpus, os.cpu_count() or 1)
     view = None if quiet else ProgressView()
     campaign = Campaign(spec, store=store, tracking_uri=tracking_uri, on_progress=view)

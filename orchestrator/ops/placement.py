@@ -13,6 +13,10 @@ A resource the cluster does not advertise is not asked for (a laptop's local Ray
 """
 from __future__ import annotations
 
+import math
+
+from common.errors import InputError
+
 HEAD, MD, ORACLE = "matscreen_head", "matscreen_md", "matscreen_oracle"
 TRACKER_SHARE = 0.01
 
@@ -43,10 +47,6 @@ def local_cpus(resources: dict, num_cpus: int | None, cores: int) -> int:
     or the actors' sum when that is more and one candidate is in flight (``queue_size`` 1: its stages run one
     after another, so each stage's actor may use every core).  InputError when the actors would not fit: Ray
     would wait for them for ever."""
-    import math
-
-    from common.errors import InputError
-
     needed = math.ceil(actor_cpus(resources))
     if num_cpus is None:
         num_cpus = max(cores, needed) if resources["queue_size"] == 1 else cores

@@ -26,15 +26,21 @@ def base_dir() -> Path:
     return Path.home() if in_ray_job() else Path.cwd()
 
 
+def starts_local_ray() -> bool:
+    """Whether :func:`ray_init` would start a private local Ray (none running here, no ``$RAY_ADDRESS`` to join)."""
+    import ray
+
+    return not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+
+
 def ray_init(num_cpus: int | None = None) -> bool:
     """Join ``$RAY_ADDRESS`` or start a private local Ray (no dashboard); True if this call started one."""
     import ray
 
     if ray.is_initialized():
         return False
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
+    if starts_local_ray():
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     return True
