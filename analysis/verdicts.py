@@ -294,8 +294,8 @@ def _broken(traj: Trajectory, th: VerdictThresholds, ev: dict) -> Verdict | None
         k = int(np.argmin(finite))
         return Verdict(EXPLODED, int(steps[k]), {**ev, "nonfinite": True})
     ratios = min_distance_ratios(traj.positions, traj.cells, traj.numbers)
-    ev["min_distance_ratio"] = float(min(r[0] for r in ratios))
-    ev["min_distance_A"] = float(min(r[1] for r in ratios))
+    closest = min(ratios, key=lambda r: r[0])           # one pair in one frame: its ratio, distance and names
+    ev.update(min_distance_ratio=float(closest[0]), min_distance_A=float(closest[1]), pair=closest[2])
     fused = [k for k, (ratio, _, _) in enumerate(ratios) if ratio < th.fusion_fraction]
     if fused:
         k = fused[0]
@@ -323,8 +323,8 @@ def same_temperature(traj: Trajectory, reference: Trajectory) -> bool:
 
 def _broken_replica(runs: list[Trajectory], th: VerdictThresholds, ev: dict) -> Verdict | None:
     """The worst breakage of any replica (the engine's live stop or the arrays), with the replica's index
-    when there are several; otherwise ``ev`` gains the closest pair over all replicas and the largest
-    framework drift."""
+    when there are several; otherwise ``ev`` gains the closest pair over all replicas (relative to its
+    covalent-radius sum: the ratio, its distance in Å and its elements) and the largest framework drift."""
     broken, seen = [], []
     for k, traj in enumerate(runs):
         own = dict(ev)
@@ -338,8 +338,8 @@ def _broken_replica(runs: list[Trajectory], th: VerdictThresholds, ev: dict) -> 
         seen.append(own)
     if broken:
         return worst(broken)
-    ev["min_distance_ratio"] = min(e["min_distance_ratio"] for e in seen)
-    ev["min_distance_A"] = min(e["min_distance_A"] for e in seen)
+    closest = min(seen, key=lambda e: e["min_distance_ratio"])
+    ev.update({key: closest[key] for key in ("min_distance_ratio", "min_distance_A", "pair")})
     ev["framework_drift_A"] = max(e["framework_drift_A"] for e in seen)
     return None
 

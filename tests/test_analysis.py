@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from ase import units
+from ase.data import covalent_radii
 from ase.build import bulk
 
 from analysis.diffusion import arrhenius, diffusion, msd_fft, nernst_einstein_mS_cm, unwrap
@@ -181,7 +182,14 @@ def _frames(n=30, fuse_at=None, explode_at=None, drift=0.0):
 
 
 def test_verdict_detectors_fire_on_bad_and_stay_silent_on_good():
-    assert judge(_frames()).status == "stable"
+    calm = judge(_frames())
+    assert calm.status == "stable"
+    close = _frames()
+    close.positions = close.positions.copy()
+    close.positions[7, 1] = close.positions[7, 0] + [0, 0, 2.0]     # Li-Li at 2.0 Å in frame 7: no fusion
+    ev = judge(close).evidence                                       # the closest pair is one pair in one frame
+    assert (ev["pair"], round(ev["min_distance_A"], 6)) == ("Li-Li", 2.0)
+    assert ev["min_distance_ratio"] == pytest.approx(2.0 / (2 * covalent_radii[3]))
     fused = judge(_frames(fuse_at=12))
     assert fused.status == "atom_fusion" and fused.failure_step == 120 and fused.evidence["pair"] == "Li-Li"
     hot = judge(_frames(explode_at=7))

@@ -267,6 +267,8 @@ def test_the_judge_pools_replicas_into_one_structure_window_and_any_broken_repli
     assert one.evidence["rdf_status"] == checks.INCONCLUSIVE and "replicas" not in one.evidence
     assert four.evidence["rdf_status"] == checks.PASS and four.evidence["rdf_student_frames"] == 4 * one.evidence["rdf_student_frames"]
     assert four.evidence["replicas"] == 4 and four.evidence["n_frames"] == 200
+    closest = min((judge(r, ref, th).evidence for r in reps), key=lambda e: e["min_distance_ratio"])
+    assert all(four.evidence[k] == closest[k] for k in ("min_distance_ratio", "min_distance_A", "pair"))
     fused = traj("t1000", 500, 50)
     fused.positions = fused.positions.copy()
     fused.positions[20:, 1] = fused.positions[20:, 0] + 0.3                 # two atoms 0.5 Å apart from frame 20
