@@ -98,11 +98,9 @@ def default_device() -> str:
 def deterministic_kernels(device: str):
     """torch's deterministic algorithms for the duration of a CPU run, restored afterwards.
 
-    Threaded CPU scatter kernels (index_add of the message passing) add in a different order from run to
-    run; MD is chaotic, so that rounding grew to 0.25 Å in 1000 steps of the demo's student on 2 threads and
-    the same spec and seed gave different verdicts.  Measured on that run: deterministic kernels make it
-    bit-identical at no cost (22.8 s vs 25.1 s).  Not on CUDA, where several kernels have no deterministic
-    version (torch would raise).
+    Contract: the same inputs give bit-identical CPU trajectories (threaded scatter kernels would add in a
+    different order each run, and chaotic MD amplifies that).  Not on CUDA, where several kernels have no
+    deterministic version (torch would raise).
     """
     if not str(device).startswith("cpu"):
         yield

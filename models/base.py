@@ -127,8 +127,8 @@ class ForceFieldModel(nn.Module):
                 for a, za in enumerate(self.elements) for b, zb in enumerate(self.elements) if b >= a}
 
     def upgrade_state_dict(self, state: dict) -> dict:
-        """A state dict saved before ``core_off`` existed (2026-12-04): those models were trained with the
-        switch ending at ``CORE_OFF`` x r_cov for every pair, which is what they get back."""
+        """A state dict without ``core_off`` (an older checkpoint): such models were trained with the switch
+        ending at ``CORE_OFF`` x r_cov for every pair, which is what they get back."""
         return state if "core_off" in state else {**state, "core_off": self.default_core_off()}
 
     @staticmethod

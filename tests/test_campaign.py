@@ -73,6 +73,7 @@ def test_science_hash_ignores_resources_and_tracking():
 
 
 def test_demo_spec_is_embedded_and_matches_campaigns_file():
+    assert (ROOT / "campaigns" / "demo.yaml").resolve() == (ROOT / "orchestrator" / "campaign_demo.yaml").resolve()
     assert demo_spec_text() == (ROOT / "campaigns" / "demo.yaml").read_text()
     spec = load_spec(None)
     assert spec.candidates.formulas == [] and spec.oracle.name == "chgnet"     # candidates from the chemical space

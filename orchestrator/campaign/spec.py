@@ -520,7 +520,7 @@ def load_spec(path: str | Path | None) -> Spec:
 
 
 def demo_spec_text() -> str:
-    """The embedded default campaign (same text as campaigns/demo.yaml)."""
+    """The embedded default campaign (campaigns/demo.yaml links to this file)."""
     from importlib.resources import files
 
     return files("orchestrator").joinpath("campaign_demo.yaml").read_text()

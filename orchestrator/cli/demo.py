@@ -1,7 +1,7 @@
 """`matscreen demo` (= `make demo`): the full active-learning campaign on the embedded default spec.
 
-The default is a small Li-{Ge,Si,Sn}-P-S screen (orchestrator/campaign_demo.yaml, same text as
-campaigns/demo.yaml): the first LGPS-type candidate of the chemical space, the CHGNet oracle's bundled
+The default is a small Li-{Ge,Si,Sn}-P-S screen (orchestrator/campaign_demo.yaml;
+campaigns/demo.yaml is a link to it): the first LGPS-type candidate of the chemical space, the CHGNet oracle's bundled
 12 ps reference, a PaiNN student ensemble, the judge's checks against the reference's noise, batched MLFF
 MD, D(T), sigma(T), Ea and log10 sigma(300 K) with errors beside the measured value.
 It ends by printing the ranked table and the command that opens the MLflow UI on the results.
@@ -19,7 +19,7 @@ ELEMENTS = "Li,Ge,Si,Sn,P,S,Se"
 
 HELP = """\
 Run the embedded default campaign end to end, at the stability rules of a real campaign
-(9-13 minutes on a 2-core machine after installation, 2x more on slower ones; campaigns/demo.yaml):
+(about 10 minutes on a 2-core machine after installation; campaigns/demo.yaml):
 
   candidates   Li-{Ge,Si,Sn}-P-S compositions enumerated from the chemical space (SMACT rules),
                kept when they fit the LGPS prototype's anonymous formula; the first is screened
