@@ -1,8 +1,8 @@
 """The campaign's Ray actors: one per role, one short method per task, each calling one package function.
 
-Arguments and answers are plain dicts: the packages' dataclasses through ``to_dict``/``from_dict``
-(settings such as ``models.TrainConfig`` or ``md.protocol.Protocol`` likewise), file paths into the
-campaign directory, and the data store's root.  Fault tolerance is set on purpose: every actor is
+Settings arrive as the packages' own config dataclasses (``models.TrainConfig``, ``md.protocol.Protocol``,
+``analysis.verdicts.VerdictThresholds``, ...), exactly as the spec holds them; answers are the packages'
+result dataclasses as dicts (``to_dict``), file paths into the campaign directory, and the data store's root.  Fault tolerance is set on purpose: every actor is
 created with ``max_restarts`` and ``max_task_retries``; that is safe because every method is
 idempotent (outputs go to step-specific paths written atomically; label shards have deterministic
 names), and the driver records each answer in the ledger before moving on.
@@ -50,45 +50,47 @@ class _Role:
 class CandidateGenerator(_Role):
     """chemspace -> formulas -> candidate structures (``reference.candidates``)."""
 
-    def generate(self, out_dir: str, options: dict) -> dict:
-        from reference.candidates import SpaceSpec, generate_candidates
+    def generate(self, out_dir: str, config, prototypes: list[str], space) -> dict:
+        """``config``: ``reference.candidates.CandidateConfig``, ``space``: ``SpaceSpec``."""
+        from reference.candidates import generate_candidates
 
-        return generate_candidates(out_dir, **{**options, "space": SpaceSpec(**options["space"])}).to_dict()
+        return generate_candidates(out_dir, prototypes=list(prototypes), space=space, **config.keywords()).to_dict()
 
 
 class ReferenceWorker(_Role):
     """Oracle work on the CPU: reference MD (its labels are the first training set) and labels."""
 
-    def __init__(self, oracle: dict, num_cpus: float = 1.0):
+    def __init__(self, oracle, num_cpus: float = 1.0):
+        """``oracle``: ``reference.oracles.OracleConfig``."""
         super().__init__(num_cpus)
         self._oracle_cfg, self._oracle = oracle, None
 
     @property
     def oracle(self):
-        from reference.oracles import Oracle
-
         if self._oracle is None:            # loaded once per actor, not once per task
-            self._oracle = Oracle(**self._oracle_cfg)
+            self._oracle = self._oracle_cfg.make()
         return self._oracle
 
-    def reference_md(self, structure: str, protocol: dict, trajectory: str, store: str, shard: str,
+    def reference_md(self, structure: str, protocol, trajectory: str, store: str, shard: str,
                      run_id: str) -> dict:
-        from reference.reference_md import ReferenceMDProtocol, run_reference_md
+        """``protocol``: ``reference.reference_md.ReferenceMDProtocol``."""
+        from reference.reference_md import run_reference_md
         from reference.store import LabelStore
         from reference.structures import read_atoms
 
-        return run_reference_md(read_atoms(structure), self.oracle, ReferenceMDProtocol(**protocol), trajectory,
+        return run_reference_md(read_atoms(structure), self.oracle, protocol, trajectory,
                                 LabelStore(store), run_id=run_id, shard=shard, raise_on_failure=False).to_dict()
 
-    def import_reference(self, source: dict, structure: str, trajectory: str, discard_fs: float, store: str,
+    def import_reference(self, source, structure: str, trajectory: str, discard_fs: float, store: str,
                          shard: str, n_labels: int, labels_oracle: str | None, run_id: str,
                          holdout_fraction: float = 0.0) -> dict:
-        """A user's trajectory as the reference (``reference.user_reference``), instead of oracle MD."""
+        """A user's trajectory (``source``: ``reference.user_reference.UserReference``) as the reference,
+        instead of oracle MD."""
         from reference.store import LabelStore
         from reference.structures import read_atoms
-        from reference.user_reference import UserReference, import_reference
+        from reference.user_reference import import_reference
 
-        return import_reference(UserReference(**source), read_atoms(structure), trajectory, discard_fs=discard_fs,
+        return import_reference(source, read_atoms(structure), trajectory, discard_fs=discard_fs,
                                 store=LabelStore(store), shard=shard, n_labels=n_labels, oracle=self.oracle,
                                 labels_oracle=labels_oracle, run_id=run_id,
                                 holdout_fraction=holdout_fraction).to_dict()
@@ -108,17 +110,16 @@ class ReferenceWorker(_Role):
 class MDWorker(_Role):
     """Student-ensemble MD (exploration and production) on the device Ray assigned to this actor."""
 
-    def run(self, members: list[str], structure: str, temperatures_K: list[float], replicas: int, protocol: dict,
-            monitor: dict, seed: int, out_dir: str) -> list[dict]:
-        from md.monitors import MonitorConfig
-        from md.protocol import Protocol
+    def run(self, members: list[str], structure: str, temperatures_K: list[float], replicas: int, protocol,
+            monitor, seed: int, out_dir: str) -> list[dict]:
+        """``protocol``: ``md.protocol.Protocol``; ``monitor``: ``md.monitors.MonitorConfig``."""
         from md.runner import run_temperatures
         from models import load_ensemble
         from reference.structures import read_atoms
 
         device = _device()
         results = run_temperatures(load_ensemble(members, device), read_atoms(structure), temperatures_K, replicas,
-                                   Protocol(**protocol), out_dir, seed=seed, monitor=MonitorConfig.from_dict(monitor),
+                                   protocol, out_dir, seed=seed, monitor=monitor,
                                    device=device, metadata={"kind": "mlff", "members": members})
         return [r.to_dict() for r in results]
 
@@ -133,16 +134,15 @@ def _paths(paths: list[str]) -> list[str]:
 class StabilityJudge(_Role):
     """Verdicts and frames to label (``analysis.selection``), force errors, transport (``analysis``)."""
 
-    def judge(self, explore: list[str], reference: str, thresholds: dict, n_label: int, min_rmsd_A: float,
+    def judge(self, explore: list[str], reference: str, thresholds, n_label: int, min_rmsd_A: float,
               rdf_plot: str | None = None, reference_deviation: list[float] | None = None,
               reference_error: list[float] | None = None, audit: dict | None = None) -> dict:
-        """``explore``: the exploration run's replicas, judged as one."""
+        """``explore``: the exploration run's replicas, judged as one; ``thresholds``: ``VerdictThresholds``."""
         from analysis.selection import judge_exploration
-        from analysis.verdicts import VerdictThresholds
         from md.trajectory import load_trajectory
 
         return judge_exploration([load_trajectory(p) for p in _paths(explore)], load_trajectory(reference),
-                                 VerdictThresholds.from_dict(thresholds), n_label, min_rmsd_A, rdf_plot,
+                                 thresholds, n_label, min_rmsd_A, rdf_plot,
                                  reference_deviation, reference_error, audit).to_dict()
 
     def audit_frames(self, explore: list[str], n: int) -> list[list[int]]:
@@ -152,24 +152,22 @@ class StabilityJudge(_Role):
 
         return audit_frames([load_trajectory(p) for p in _paths(explore)], n)
 
-    def judge_runs(self, runs: list[str], reference: str, thresholds: dict) -> list[dict]:
-        from analysis.verdicts import VerdictThresholds, judge_runs
+    def judge_runs(self, runs: list[str], reference: str, thresholds) -> list[dict]:
+        from analysis.verdicts import judge_runs
         from md.trajectory import load_trajectory
 
         return [v.to_dict() for v in judge_runs([load_trajectory(p) for p in runs], load_trajectory(reference),
-                                                VerdictThresholds.from_dict(thresholds))]
+                                                thresholds)]
 
-    def reference_errors(self, members: list[str], trajectory: str, thresholds: dict) -> dict:
+    def reference_errors(self, members: list[str], trajectory: str, th) -> dict:
         """The ensemble's deviation and true max force error on the held-out calibration block of an oracle
         trajectory (never trained on: ``reference.reference_md.calibration_block``), and the calibration of one
         against the other under the trust levels this gives."""
         from analysis.calibration import calibrate_reference
-        from analysis.verdicts import VerdictThresholds
         from md.trajectory import load_trajectory, read_atoms
         from models import ensemble_errors, load_ensemble
         from reference.reference_md import calibration_block
 
-        th = VerdictThresholds.from_dict(thresholds)
         ref = load_trajectory(trajectory)
         holdout = (ref.metadata.get("protocol") or {}).get("holdout_fraction", 0.0)
         first = calibration_block(len(ref), ref.discard_frames, holdout) if holdout else 0   # 0: every frame
@@ -204,23 +202,22 @@ class StabilityJudge(_Role):
 class Trainer(_Role):
     """Trains or fine-tunes an ensemble on a recorded store selection; publishes it as files (a model version)."""
 
-    def train(self, store: str, selection: dict, ensemble: dict, training: dict, out_dir: str, seed: int,
+    def train(self, store: str, selection: dict, ensemble, training, out_dir: str, seed: int,
               init: list[str] | None = None, fine_tune_epochs: int | None = None, streaming: bool = False,
               workers: int = 1) -> dict:
-        """``streaming``: the selection goes to an on-disk frame cache first (bounded memory); ``workers`` > 1
+        """``ensemble``: ``models.EnsembleConfig``, ``training``: ``models.TrainConfig``.  ``streaming``: the selection goes to an on-disk frame cache first (bounded memory); ``workers`` > 1
         trains each member data-parallel on Ray Train (streamed); on CPUs, members train at once, one per CPU
         this actor holds."""
         from pathlib import Path
 
         from actors.distributed import data_parallel_fit
-        from models import EnsembleConfig, TrainConfig, train_ensemble
+        from models import train_ensemble
         from models.streaming import FrameCache
         from reference.store import LabelStore, Selection
 
         labels, sel = LabelStore(store), Selection.from_dict(selection)
         frames = (FrameCache.build(Path(out_dir) / "frames.h5", labels.iter_frames(sel)) if streaming or workers > 1
                   else labels.frames_of(sel))
-        return train_ensemble(frames, EnsembleConfig(**{**ensemble, "architectures": tuple(ensemble["architectures"])}),
-                              TrainConfig(**training), out_dir, seed, init, fine_tune_epochs,
+        return train_ensemble(frames, ensemble, training, out_dir, seed, init, fine_tune_epochs,
                               fit_fn=data_parallel_fit(workers, _device() == "cuda") if workers > 1 else None,
                               processes=self._cpus if _device() == "cpu" else 1).to_dict()

@@ -9,7 +9,7 @@ three words (never a bare threshold on a noisy number):
                     tolerance;
 * ``inconclusive``  neither: the noise is too large for the run lengths given (run longer).
 
-Checks (all pure functions of :class:`analysis.trajectory.Trajectory` objects):
+Checks (all pure functions of :class:`common.trajectory.Trajectory` objects):
 
 * :func:`check_structure` - pair-weighted partial-RDF MAE, its noise from a block bootstrap of the
   reference (blocks of ``block_fs`` are the independent units; a 2-atom partial carries a weight
@@ -32,7 +32,7 @@ import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
 from analysis.rdf import rdf
-from analysis.trajectory import Trajectory
+from common.trajectory import Trajectory
 
 PASS, MISMATCH, INCONCLUSIVE = "pass", "mismatch", "inconclusive"
 MIN_REFERENCE_BLOCKS = 4          # fewer blocks cannot estimate the reference's own noise

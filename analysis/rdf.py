@@ -12,9 +12,6 @@ import numpy as np
 import vesin
 from ase.data import chemical_symbols
 
-STABLE_RDF_MAE = 0.02
-
-
 @dataclass
 class RDFResult:
     r_A: np.ndarray                       # [n_bins] bin centres, Å
@@ -69,20 +66,3 @@ def rdf(positions: np.ndarray, cells: np.ndarray, numbers: np.ndarray, r_max_A: 
             counts = hist[a, c] if a == c else 0.5 * (hist[a, c] + hist[c, a])
             partial[pair_name(species[a], species[c])] = volume * counts / (n_frames * pairs * shell)
     return RDFResult(r_A=r, g_total=g_total, partial=partial, n_frames=n_frames, r_max_A=float(r_max_A))
-
-
-def rdf_mae(result: RDFResult, reference: RDFResult) -> float:
-    """Mean absolute difference of g(r), averaged over the partials both share, on a common grid.
-
-    The reference is interpolated onto ``result``'s r grid (up to the smaller r_max).
-    The study calls a trajectory stable when this is below 0.02 (:data:`STABLE_RDF_MAE`).
-    """
-    r_max = min(result.r_A[-1], reference.r_A[-1])
-    keep = result.r_A <= r_max
-    r = result.r_A[keep]
-    names = sorted(set(result.partial) & set(reference.partial))
-    if not names:
-        return float(np.mean(np.abs(result.g_total[keep] - np.interp(r, reference.r_A, reference.g_total))))
-    diffs = [np.mean(np.abs(result.partial[k][keep] - np.interp(r, reference.r_A, reference.partial[k])))
-             for k in names]
-    return float(np.mean(diffs))

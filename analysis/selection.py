@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.checks import replicas_of
-from analysis.trajectory import Trajectory
+from common.trajectory import Trajectory
 from analysis.verdicts import (INCONCLUSIVE, STABLE, Verdict, VerdictThresholds, judge, min_distance_ratios, reference_profile,
                                structure_rdf, window_rdf)
 

@@ -27,7 +27,7 @@ import numpy as np
 from analysis.diffusion import (MIN_FIT_FRAMES, ArrheniusResult, DiffusionResult, arrhenius, charge_of, diffusion,
                                 nernst_einstein_mS_cm)
 from analysis.checks import Convergence, combine_convergence, replica_mean
-from analysis.trajectory import Trajectory
+from common.trajectory import Trajectory
 from common.errors import InputError
 
 

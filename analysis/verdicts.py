@@ -42,15 +42,13 @@ from ase.data import atomic_masses, atomic_numbers, chemical_symbols, covalent_r
 from analysis import checks
 from analysis.checks import BlockRDF
 from analysis.rdf import RDFResult, rdf
-from analysis.trajectory import Trajectory
+from common.trajectory import Trajectory
+from common.config import check_fields, param
 from common.errors import InputError
 
-EXPLODED, ATOM_FUSION, FRAMEWORK_DRIFT = "exploded", "atom_fusion", "framework_drift"
-LATTICE_MISMATCH, RDF_MISMATCH, DYNAMICS_MISMATCH = "lattice_mismatch", "rdf_mismatch", "dynamics_mismatch"
-UNCERTAIN, INCONCLUSIVE, STABLE = "uncertain", "inconclusive", "stable"
-STATUSES = (EXPLODED, ATOM_FUSION, FRAMEWORK_DRIFT, LATTICE_MISMATCH, RDF_MISMATCH, DYNAMICS_MISMATCH, UNCERTAIN,
-            INCONCLUSIVE, STABLE)   # worst first
-BROKEN = (EXPLODED, ATOM_FUSION, FRAMEWORK_DRIFT)        # the trajectory itself is unphysical
+from common.vocabulary import (ATOM_FUSION, BROKEN, DYNAMICS_MISMATCH, EXPLODED, FRAMEWORK_DRIFT,  # noqa: F401
+                               INCONCLUSIVE, LATTICE_MISMATCH, RDF_MISMATCH, STABLE, STATUSES, UNCERTAIN,
+                               BreakageRules, jsonable)
 
 
 @dataclass
@@ -76,39 +74,43 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class VerdictThresholds:
-    """Every number the judge compares with (also the live monitors': see ``md.monitors.MonitorConfig``)."""
-    fusion_fraction: float = 0.5          # r_ij < fraction x (r_cov,i + r_cov,j) is fusion
-    max_temperature_factor: float = 3.0
-    min_runaway_K: float = 1000.0
-    framework_drift_A: float = 3.0
-    false_alarm_rate: float = 0.05        # of each check against the reference
-    rdf_mae: float = 0.09                 # tolerance of the pair-weighted partial-RDF MAE (docs/checks.md)
-    rdf_block_fs: float = 200.0           # time blocks of the RDF noise bootstrap (fs)
-    rdf_skip_frames: int = 2              # first stored frames left out of both RDF windows
-    lattice_tolerance: float = 0.01       # relative difference of the mean cell lengths
-    dynamics_log10_tolerance: float = 0.3  # |log10 D_student / D_reference| allowed (a factor 2)
-    framework_log10_tolerance: float = 0.3  # framework MSD may exceed the reference's by this (log10)
-    min_msd_A2: float = 10.0              # mobile MSD a run must reach for its D to count (Å^2)
-    accuracy_log10_tolerance: float = 0.1  # force error on its own MD may exceed the reference's by this (log10)
-    mobile_species: tuple[str, ...] = ("Li",)
-    trust_lo_eV_A: float | None = None    # ensemble deviation below this: accurate frame (None: derived)
-    trust_hi_eV_A: float | None = None    # at or above this: failed frame (None: trust_band_ratio x lo)
-    trust_band_ratio: float = 3.0
-    accurate_fraction: float = 0.9        # accurate frames needed for a trusted run
+class VerdictThresholds(BreakageRules):
+    """Every number the judge compares with: the breakage rules (also the live monitors',
+    ``md.monitors.MonitorConfig``) and the checks against the reference."""
+    false_alarm_rate: float = param(0.05, "false-alarm rate of each check against the reference (a perfect "
+                                    "student is called a mismatch this often)", gt=0, lt=0.5)
+    rdf_mae: float = param(0.09, "tolerance of the pair-weighted partial-RDF MAE against the reference: above it "
+                           "and above the reference's own noise is rdf_mismatch (docs/checks.md)", gt=0)
+    rdf_block_fs: float = param(200.0, "time block of the RDF noise bootstrap: frames closer than this are not "
+                                "independent", unit="fs", gt=0)
+    rdf_skip_frames: int = param(2, "first stored frames left out of both RDF windows", ge=0)
+    lattice_tolerance: float = param(0.01, "relative difference of the mean cell lengths that is lattice_mismatch",
+                                     gt=0)
+    dynamics_log10_tolerance: float = param(0.3, "|log10 D_student / D_reference| allowed at the reference "
+                                            "temperature (0.3: a factor 2)", gt=0)
+    framework_log10_tolerance: float = param(0.3, "framework MSD may exceed the reference's by this (log10)", gt=0)
+    min_msd_A2: float = param(10.0, "mobile-ion MSD a run must reach for its D to count; below: too_short",
+                              unit="Å^2", gt=0)
+    accuracy_log10_tolerance: float = param(0.1, "the student's mean atomic force error on its own MD (oracle "
+                                            "audit labels) may exceed its error on the reference's held-out "
+                                            "frames by this (log10; 0.1: 26 %); beyond it and beyond noise: "
+                                            "uncertain", gt=0)
+    trust_lo_eV_A: float | None = param(None, "ensemble force deviation below this is accurate; null = derived "
+                                        "each round from the ensemble's deviation on the reference's held-out "
+                                        "frames (its accurate_fraction quantile)", unit="eV/Å", gt=0)
+    trust_hi_eV_A: float | None = param(None, "deviation at or above this is failed; null = trust_band_ratio x "
+                                        "trust_lo", unit="eV/Å", gt=0)
+    trust_band_ratio: float = param(3.0, "trust_hi / trust_lo when the levels are derived", gt=1)
+    accurate_fraction: float = param(0.9, "fraction of accurate frames a run needs (fewer, beyond binomial "
+                                     "noise: uncertain, label and retrain)", gt=0, le=1)
 
     def __post_init__(self):
+        super().__post_init__()
         lo, hi = self.trust_lo_eV_A, self.trust_hi_eV_A
         if (lo is None) != (hi is None):
-            raise InputError("give both trust_lo_eV_A and trust_hi_eV_A, or neither (derived from the reference)")
+            raise InputError("trust_hi_eV_A: give both trust levels or neither (null: derived from the reference)")
         if lo is not None and hi <= lo:
-            raise InputError(f"trust_hi_eV_A ({hi}) must exceed trust_lo_eV_A ({lo})")
-        if not 0 < self.false_alarm_rate < 0.5:
-            raise InputError(f"false_alarm_rate must be in (0, 0.5), got {self.false_alarm_rate}")
-        unknown = [s for s in self.mobile_species if s not in atomic_numbers]
-        if unknown:
-            raise InputError(f"mobile species {unknown} are not chemical symbols; give e.g. Li")
-
+            raise InputError(f"trust_hi_eV_A: must exceed trust_lo_eV_A ({lo}), got {hi}")
     def trust_levels(self, reference_deviation=None) -> tuple[float, float] | None:
         """(lo, hi) in eV/Å: configured, else derived from the ensemble's deviation on the reference frames
         (None when neither is available)."""
@@ -432,19 +434,6 @@ def _dynamics(runs: list[Trajectory], reference: Trajectory, th: VerdictThreshol
     species = th.mobile_species[0]
     return checks.check_dynamics(runs, reference, species, th.dynamics_log10_tolerance, th.false_alarm_rate,
                                  th.min_msd_A2, th.framework_log10_tolerance).evidence()
-
-
-def jsonable(obj):
-    """JSON-safe copy (numpy scalars and arrays to Python)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def judge_runs(runs: list[Trajectory], reference: Trajectory, thresholds: VerdictThresholds = VerdictThresholds()

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from md.protocol import Protocol
     from md.runner import run_temperatures
     from md.trajectory import load_trajectory
-    from models.ensemble import load_ensemble
+    from models.checkpoint import load_ensemble
 
     members = sorted(Path(args.student).glob("member*.pt"))
     if not members:

@@ -201,7 +201,7 @@ def time_between_frames(path: str | os.PathLike, file_dt: float | None, dt_fs: f
 def read_any(path: str | os.PathLike, *, dt_fs: float | None = None, temperature_K: float | None = None,
              fmt: str | None = None, topology: str | None = None):
     """One system's trajectory from a file ASE reads (see the module docstring); an ``analysis.Trajectory``."""
-    from analysis.trajectory import Trajectory
+    from common.trajectory import Trajectory
 
     frames, fmt = read_checked(path, fmt, topology)
     file_dt, file_t = file_dt_and_temperature(Path(path), fmt, frames)

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols, covalent_radii, atomic_numbers
 
-from analysis import verdicts
-from analysis.verdicts import VerdictThresholds
+from common import vocabulary as verdicts
+from common.config import param
+from common.vocabulary import BreakageRules
 from md.state import MDState
 from models.graph import NeighborList, edge_vectors
 
@@ -25,11 +26,9 @@ VERDICT_NAMES = {OK: verdicts.STABLE, EXPLODED: verdicts.EXPLODED, ATOM_FUSION: 
 
 
 @dataclass(frozen=True)
-class MonitorConfig(VerdictThresholds):
-    """The judge's thresholds (fusion_fraction, max_temperature_factor, min_runaway_K,
-    framework_drift_A, mobile_species) checked live, every ``check_every`` steps (non-finite values
-    every step)."""
-    check_every: int = 10
+class MonitorConfig(BreakageRules):
+    """The judge's breakage rules checked live, every ``check_every`` steps (non-finite values every step)."""
+    check_every: int = param(10, "steps between live checks", gt=0)
 
 
 @dataclass

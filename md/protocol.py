@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from common.config import check_fields, param
 from common.errors import InputError
 
 THERMOSTATS = ("nose-hoover", "langevin", "nve")
@@ -14,29 +15,25 @@ THERMOSTATS = ("nose-hoover", "langevin", "nve")
 
 @dataclass(frozen=True)
 class Protocol:
-    timestep_fs: float = 2.0
-    total_fs: float = 50_000.0
-    start_temperature_K: float = 100.0
-    ramp_fs: float = 5_000.0            # velocity-scaling ramp from start to target; 0 = none
-    discard_fs: float = 15_000.0        # equilibration dropped before analysis
-    thermostat: str = "nose-hoover"     # after the ramp: nose-hoover | langevin | nve
-    nh_tau_fs: float = 100.0
-    nh_chain_length: int = 3
-    langevin_friction_per_fs: float = 0.01
-    rescale_every: int = 1              # steps between velocity rescalings during the ramp
-    stride: int = 10                    # steps between stored frames
-    skin_A: float = 1.0                 # Verlet-list skin
-    checkpoint_every: int = 1000        # steps between checkpoints
+    """How one MD run integrates: time step, thermostat, length, equilibration, stride.  Times fs, K."""
+    timestep_fs: float = param(2.0, "integration time step", unit="fs", gt=0)
+    total_fs: float = param(50_000.0, "length of the run", unit="fs", gt=0)
+    start_temperature_K: float = param(100.0, "temperature of the initial velocities when there is a ramp",
+                                       unit="K", gt=0)
+    ramp_fs: float = param(5_000.0, "velocity-scaling ramp from the start temperature to the target; 0 = none",
+                           unit="fs", ge=0)
+    discard_fs: float = param(15_000.0, "equilibration dropped before analysis", unit="fs", ge=0)
+    thermostat: str = param("nose-hoover", "NVT thermostat after the ramp (nve: none)", choices=THERMOSTATS)
+    nh_tau_fs: float = param(100.0, "Nosé-Hoover relaxation time", unit="fs", gt=0)
+    nh_chain_length: int = param(3, "Nosé-Hoover chain length", gt=0)
+    langevin_friction_per_fs: float = param(0.01, "Langevin friction", unit="1/fs", gt=0)
+    rescale_every: int = param(1, "steps between velocity rescalings during the ramp", gt=0)
+    stride: int = param(10, "steps between stored frames", gt=0)
+    skin_A: float = param(1.0, "Verlet-list skin", unit="Å", ge=0)
+    checkpoint_every: int = param(1000, "steps between checkpoints", gt=0)
 
     def __post_init__(self):
-        if self.timestep_fs <= 0 or self.total_fs <= 0:
-            raise InputError(f"timestep ({self.timestep_fs} fs) and length ({self.total_fs} fs) must be positive")
-        if self.thermostat not in THERMOSTATS:
-            raise InputError(f"unknown thermostat {self.thermostat!r}; choose one of {', '.join(THERMOSTATS)}")
-        if self.stride < 1 or self.checkpoint_every < 1:
-            raise InputError("stride and checkpoint_every must be >= 1 step")
-        if self.ramp_fs < 0 or self.discard_fs < 0:
-            raise InputError("ramp_fs and discard_fs must be >= 0")
+        check_fields(self)
 
     @classmethod
     def study(cls, **overrides) -> "Protocol":

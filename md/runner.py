@@ -61,7 +61,7 @@ class SystemResult:
     simulated_ps: float = 0.0          # steps_done x timestep
 
     def to_dict(self) -> dict:
-        from analysis.verdicts import jsonable
+        from common.vocabulary import jsonable
 
         return jsonable(asdict(self))
 

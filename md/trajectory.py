@@ -371,7 +371,7 @@ def load_trajectory(path: str | os.PathLike, *, dt_fs: float | None = None, temp
     file goes through ASE (:func:`md.formats.read_any`: ``dt_fs``, ``temperature_K``, ``fmt``,
     ``topology`` apply there; a ``dt_fs`` that disagrees with a file's own is an error either way).
     """
-    from analysis.trajectory import Trajectory
+    from common.trajectory import Trajectory
 
     if not Path(path).is_file():
         raise InputError(f"trajectory {path} not found; check the path")

@@ -13,8 +13,8 @@ from models.interface import ForceField, Prediction
 from models.lennard_jones import LennardJones, fit_lennard_jones
 from models.base import ForceFieldModel, fit_reference_energies
 from models.registry import ARCHITECTURES, build_model, size_hparams
-from models.checkpoint import load_model, save_model
-from models.ensemble import Ensemble, ensemble_errors, load_ensemble, max_force_deviation
+from models.checkpoint import load_ensemble, load_model, save_model
+from models.ensemble import Ensemble, ensemble_errors, max_force_deviation
 from models.data import read_frames, split_frames
 from models.training import TrainConfig, TrainResult, TrainingDiverged, evaluate, fit
 from models.calculator import MLFFCalculator

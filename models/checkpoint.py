@@ -18,6 +18,7 @@ import torch
 
 from common.atomic import atomic_write_bytes
 from common.errors import InputError
+from models.ensemble import Ensemble
 
 FORMAT = "matscreen-mlff"
 FORMAT_VERSION = 1
@@ -77,8 +78,6 @@ def save_checkpoint(path, payload: dict) -> Path:
 
 def save_model(model, path, training: dict | None = None) -> Path:
     """Save one model (or an :class:`models.ensemble.Ensemble`) as a self-describing checkpoint."""
-    from models.ensemble import Ensemble
-
     if isinstance(model, Ensemble):
         payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": "ensemble",
                    "members": [model_to_dict(m, getattr(m, "training_info", None)) for m in model.models],
@@ -109,7 +108,10 @@ def load_model(path, device="cpu", dtype=None):
     """Rebuild a model (or an Ensemble) from a checkpoint file; ready for ``predict`` (eval mode)."""
     ckpt = read_checkpoint(path)
     if ckpt["arch"] == "ensemble":
-        from models.ensemble import Ensemble
-
         return Ensemble([model_from_dict(m, device, dtype) for m in ckpt["members"]])
     return model_from_dict(ckpt, device, dtype)
+
+
+def load_ensemble(paths, device: str = "cpu") -> Ensemble:
+    """An Ensemble of the member checkpoints ``paths`` (any architecture, the analytic ``lj`` too), eval mode."""
+    return Ensemble([load_model(p, device=device) for p in paths]).eval()

@@ -125,13 +125,6 @@ def max_force_deviation(pred: Prediction, system_index: torch.Tensor, n_systems:
     return out.scatter_reduce(0, system_index, pred.force_std, reduce="amax", include_self=True)
 
 
-def load_ensemble(paths, device: str = "cpu") -> Ensemble:
-    """An Ensemble of the member checkpoints ``paths`` (any architecture, the analytic ``lj`` too), eval mode."""
-    from models.checkpoint import load_model
-
-    return Ensemble([load_model(p, device=device) for p in paths]).eval()
-
-
 def ensemble_errors(ensemble: Ensemble, frames, batch_size: int = 16) -> dict:
     """Per frame: the ensemble's max atomic force deviation and, where the frame carries reference forces,
     its max and mean atomic force error (norm of the error vector; all eV/Å), for calibrating the deviation

@@ -17,34 +17,35 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from common.config import check_fields, param
 from common.errors import InputError
+from models.registry import ARCHITECTURES
 
 if TYPE_CHECKING:
     from models.training import TrainConfig
 
 ANALYTIC = ("lj",)
+ARCHITECTURE_NAMES = tuple(ARCHITECTURES)
 
 
 @dataclass(frozen=True)
 class EnsembleConfig:
     """What to train: sizes in generic words (``models.registry.size_hparams``), or explicit ``hparams``
     (the architecture's own constructor keywords, which win), a cutoff (Å) and a parameter dtype."""
-    architectures: tuple[str, ...] = ("schnet",)
-    size: int = 2
-    cutoff_A: float = 5.0
-    hidden: int | None = 32
-    layers: int | None = 2
-    hparams: dict = field(default_factory=dict)
-    dtype: str = "float32"
+    architectures: tuple[str, ...] = param(("schnet",), "architectures; member m is architectures[m % n] (lj: an "
+                                           "analytic Lennard-Jones student for tests)",
+                                           choices=(*ARCHITECTURE_NAMES, *ANALYTIC))
+    size: int = param(2, "ensemble members (>= 2 gives a force deviation)", gt=0)
+    cutoff_A: float = param(5.0, "graph cutoff radius", unit="Å", gt=0)
+    hidden: int | None = param(32, "hidden feature width (null: the architecture's default)", gt=0)
+    layers: int | None = param(2, "interaction blocks (null: the architecture's default)", gt=0)
+    hparams: dict = param(help="the architecture's own constructor keywords; win over hidden/layers", factory=dict)
+    dtype: str = param("float32", "parameter dtype", choices=("float32", "float64"))
 
     def __post_init__(self):
-        from models.registry import ARCHITECTURES
-
-        if self.size < 1 or not self.architectures:
-            raise InputError("an ensemble needs at least one member and one architecture")
-        for arch in self.architectures:
-            if arch not in ARCHITECTURES and arch not in ANALYTIC:
-                raise InputError(f"unknown architecture {arch!r}; choose from {', '.join([*ARCHITECTURES, *ANALYTIC])}")
+        check_fields(self)
+        if not self.architectures:
+            raise InputError("architectures: give at least one architecture, e.g. [schnet]")
 
     def model_keywords(self, arch: str) -> dict:
         from models.registry import size_hparams

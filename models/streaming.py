@@ -190,7 +190,7 @@ class _FrameGraphs(torch.utils.data.Dataset):
         return len(self.cache)
 
     def __getitem__(self, k: int) -> dict:
-        from models.training import graph_item
+        from models.batching import graph_item
 
         fr = self.cache.frame(int(k))
         return graph_item(fr["positions"], fr["numbers"], fr["cell"], fr["pbc"], fr["energy"], fr["forces"],
@@ -220,7 +220,7 @@ class StreamedGraphs:
         return len(self.indices)
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0, start: int = 0, shard: bool = True):
-        from models.training import collate_items, epoch_plan
+        from models.batching import collate_items, epoch_plan
 
         plan = [self.indices[b] for b in epoch_plan(len(self.indices), batch_size, shuffle, seed,
                                                     self.cache.n_atoms[self.indices], self.max_atoms, start, shard)]

@@ -19,11 +19,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from common.config import check_fields, param
 from common.errors import InputError
 from models.batch import AtomsBatch
+from models.batching import atoms_item, batch_order, collate_items, epoch_plan, graph_item, rank_world  # noqa: F401
 from models.graph import NeighborList, neighbor_list
 from models.base import composition, symbol
 from models.data import check_frames, check_single_oracle, frame_labels, split_frames
+from models.streaming import FrameCache, StreamedGraphs
 
 
 class TrainingDiverged(RuntimeError):
@@ -32,29 +35,40 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 1e-6
-    energy_weight: float = 1.0
-    force_weight: float = 1000.0
-    stress_weight: float = 0.0         # on MSE(stress) in (eV/Å³)²; frames without stress labels are skipped
-    ema_decay: float = 0.99
-    grad_clip: float = 10.0
-    lr_factor: float = 0.5
-    lr_patience: int = 10
-    min_lr: float = 1e-6
-    early_stopping_patience: int = 40
-    max_time_s: float | None = None
-    val_fraction: float = 0.1
-    val_per_group: int | None = None   # validation frames per (temperature, run) group, overrides val_fraction
-    seed: int = 0
-    max_nan: int = 5
-    device: str = "cpu"
-    loader_workers: int = 0            # DataLoader processes building graphs of streamed data (overlap with compute)
-    max_atoms_per_batch: int | None = None   # batch by atom count (small and large cells mix) instead of batch_size
-    checkpoint_every_batches: int = 0  # also checkpoint every N batches (resume mid-epoch); 0: after epochs only
-    mixed_precision: bool = False      # bf16 autocast of the forward pass (CUDA only)
+    """How one force field is trained (``models.fit``).  Energies eV/atom, forces eV/Å, stress eV/Å³."""
+    epochs: int = param(200, "epochs of a training from scratch (the budget: the same seed gives the same model)",
+                        gt=0)
+    batch_size: int = param(8, "frames per optimisation step", gt=0)
+    lr: float = param(1e-3, "Adam learning rate", gt=0)
+    weight_decay: float = param(1e-6, "Adam weight decay", ge=0)
+    energy_weight: float = param(1.0, "loss weight of energies (eV/atom)", ge=0)
+    force_weight: float = param(1000.0, "loss weight of forces (eV/Å)", ge=0)
+    stress_weight: float = param(0.0, "loss weight of MSE(stress) in (eV/Å³)²; frames without stress are skipped",
+                                 ge=0)
+    ema_decay: float = param(0.99, "decay of the weights' exponential moving average", ge=0, lt=1)
+    grad_clip: float = param(10.0, "gradient norm clip", gt=0)
+    lr_factor: float = param(0.5, "learning-rate factor on a plateau", gt=0, lt=1)
+    lr_patience: int = param(10, "epochs without improvement before the learning rate drops", gt=0)
+    min_lr: float = param(1e-6, "smallest learning rate", ge=0)
+    early_stopping_patience: int = param(40, "epochs without improvement before training stops", gt=0)
+    max_time_s: float | None = param(None, "wall-clock safety net (the budget is epochs; when the net stops a "
+                                     "training, the epochs done are recorded); null = none", unit="s", gt=0)
+    val_fraction: float = param(0.1, "fraction of frames held out for validation", ge=0, lt=1)
+    val_per_group: int | None = param(None, "validation frames per (temperature, run) group; overrides "
+                                      "val_fraction", gt=0)
+    seed: int = param(0, "random seed of initialisation, split and shuffling")
+    max_nan: int = param(5, "consecutive non-finite batches before training stops", gt=0)
+    device: str = param("cpu", "torch device")
+    loader_workers: int = param(0, "data-loader processes that build graphs of streamed data while the model "
+                                "trains", ge=0)
+    max_atoms_per_batch: int | None = param(None, "batch by atom count instead of batch_size frames (cells of "
+                                            "any size mix)", gt=0)
+    checkpoint_every_batches: int = param(0, "also checkpoint every N batches (resume mid-epoch); 0 = after "
+                                          "epochs only", ge=0)
+    mixed_precision: bool = param(False, "bf16 autocast of the forward pass (CUDA only)")
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass
@@ -69,89 +83,6 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- data
-def graph_item(positions, numbers, cell, pbc, energy: float, forces, stress, cutoff: float) -> dict:
-    """One frame as training tensors (float64) with its neighbour list at ``cutoff`` (Å); stress NaN if none."""
-    b = AtomsBatch(positions=torch.as_tensor(np.asarray(positions, float)).reshape(-1, 3),
-                   numbers=torch.as_tensor(np.asarray(numbers), dtype=torch.long),
-                   cell=torch.as_tensor(np.asarray(cell, float)).reshape(1, 3, 3),
-                   system_index=torch.zeros(len(numbers), dtype=torch.long),
-                   pbc=torch.as_tensor(np.asarray(pbc, bool)).reshape(1, 3))
-    nl = neighbor_list(b, cutoff)
-    return {"positions": b.positions, "numbers": b.numbers, "cell": b.cell, "pbc": b.pbc,
-            "edge_index": nl.edge_index, "shifts": nl.shifts, "energy": float(energy),
-            "forces": torch.as_tensor(np.asarray(forces, float)),
-            "stress": (torch.full((3, 3), float("nan"), dtype=torch.float64) if stress is None
-                       else torch.as_tensor(np.asarray(stress, float)))}
-
-
-def atoms_item(atoms, cutoff: float) -> dict:
-    lab = frame_labels(atoms)
-    return graph_item(atoms.get_positions(), atoms.numbers, atoms.cell[:], atoms.pbc, lab["energy"], lab["forces"],
-                      lab["stress"], cutoff)
-
-
-def collate_items(items: list[dict], cutoff: float, dtype=torch.float32, device="cpu"):
-    """AtomsBatch, NeighborList, energies [S] eV, forces [N,3] eV/Å, stress [S,3,3] eV/Å³ (NaN: none)."""
-    counts = [len(it["numbers"]) for it in items]
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    batch = AtomsBatch(
-        positions=torch.cat([it["positions"] for it in items]).to(device, dtype),
-        numbers=torch.cat([it["numbers"] for it in items]).to(device),
-        cell=torch.cat([it["cell"] for it in items]).to(device, dtype),
-        system_index=torch.repeat_interleave(torch.arange(len(items)), torch.as_tensor(counts)).to(device),
-        pbc=torch.cat([it["pbc"] for it in items]).to(device),
-    )
-    nl = NeighborList(
-        edge_index=torch.cat([it["edge_index"] + int(o) for it, o in zip(items, offsets)], dim=1).to(device),
-        shifts=torch.cat([it["shifts"] for it in items]).to(device, dtype),
-        cutoff=cutoff,
-    )
-    energy = torch.tensor([it["energy"] for it in items], dtype=dtype, device=device)
-    forces = torch.cat([it["forces"] for it in items]).to(device, dtype)
-    stress = torch.stack([it["stress"] for it in items]).to(device, dtype)
-    return batch, nl, energy, forces, stress
-
-
-def batch_order(n: int, batch_size: int, shuffle: bool = False, seed: int = 0, n_atoms=None,
-                max_atoms: int | None = None) -> list[np.ndarray]:
-    """Frame indices of every batch of an epoch: a seeded shuffle, then ``batch_size`` frames per batch, or
-    (with ``max_atoms``) as many frames as fit under that many atoms, so small and large cells mix."""
-    order = np.arange(n)
-    if shuffle:
-        np.random.default_rng(seed).shuffle(order)
-    if max_atoms is None:
-        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    out, current, atoms = [], [], 0
-    for k in order:
-        a = int(n_atoms[k])
-        if current and atoms + a > max_atoms:
-            out.append(np.array(current))
-            current, atoms = [], 0
-        current.append(k)
-        atoms += a
-    if current:
-        out.append(np.array(current))
-    return out
-
-
-def rank_world() -> tuple[int, int]:
-    """(rank, world size) of data-parallel training (``torch.distributed``), (0, 1) otherwise."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def epoch_plan(n: int, batch_size: int, shuffle: bool, seed: int, n_atoms=None, max_atoms: int | None = None,
-               start: int = 0, shard: bool = True) -> list[np.ndarray]:
-    """This process's batches of an epoch from global batch ``start`` on: every rank cuts the same global
-    batches (:func:`batch_order`) and takes its contiguous share of each (all of it when not sharded)."""
-    rank, world = rank_world() if shard else (0, 1)
-    plan = [np.array_split(b, world)[rank] for b in batch_order(n, batch_size, shuffle, seed, n_atoms, max_atoms)[start:]]
-    return [p for p in plan if len(p)]
-
-
 class GraphData:
     """Frames with their labels and neighbour lists in memory (built once at the model cutoff)."""
 
@@ -239,7 +170,6 @@ def fit_core_off(model, frames, fine_tune: bool = False) -> None:
     """End the model's core repulsion of each element pair at its closest approach in ``frames`` (labelled
     ase.Atoms or a ``FrameCache``, training and validation frames alike): :meth:`ForceFieldModel.fit_core_off`."""
     from models.graph import closest_pairs
-    from models.streaming import FrameCache
 
     if isinstance(frames, FrameCache):
         systems = ((f["numbers"], f["positions"], f["cell"], f["pbc"]) for f in map(frames.frame, range(len(frames))))
@@ -405,7 +335,6 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
 
     from models.checkpoint import model_from_dict, model_to_dict, read_checkpoint, save_checkpoint
     from models.data import read_frames, split_indices
-    from models.streaming import FrameCache, StreamedGraphs
 
     cfg = config or TrainConfig()
     say = progress or (lambda line: None)

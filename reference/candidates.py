@@ -19,12 +19,13 @@ import itertools
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from common.config import check_fields, param
 from common.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -371,13 +372,41 @@ class CandidateSet:
 @dataclass(frozen=True)
 class SpaceSpec:
     """The chemical space candidates are enumerated from (``chemspace``; the campaign spec's ``space``)."""
-    elements: tuple[str, ...]
-    require: tuple[str, ...] = ()
-    arity_min: int = 3
-    arity_max: int = 4
-    max_stoichiometry: int = 12
-    charge_neutral: bool = True
-    electronegativity: bool = True
+    elements: tuple[str, ...] = param(("Li", "Ge", "Si", "Sn", "P", "S"), "elements the compositions are drawn from")
+    require: tuple[str, ...] = param(("Li", "S"), "elements every composition must contain")
+    arity_min: int = param(3, "fewest distinct elements per composition", gt=0)
+    arity_max: int = param(4, "most distinct elements per composition", gt=0)
+    max_stoichiometry: int = param(12, "largest integer amount of one element in a formula unit", gt=0)
+    charge_neutral: bool = param(True, "keep only charge-balanced compositions (SMACT oxidation states)")
+    electronegativity: bool = param(True, "apply SMACT's Pauling electronegativity test")
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.arity_min > self.arity_max:
+            raise InputError("arity_min: must not exceed arity_max")
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """Which candidates :func:`generate_candidates` proposes (besides the prototypes and the space)."""
+    formulas: tuple[str, ...] = param((), "explicit formulas to screen; empty = enumerate from the space")
+    structures: dict = param(help="formula -> CIF/POSCAR path that gives its structure directly", factory=dict)
+    max_candidates: int = param(3, "most candidates taken", gt=0)
+    max_atoms: int = param(64, "largest simulation cell accepted for a candidate (atoms)", gt=0)
+    include_known: bool = param(True, "also screen enumerated compositions already known; false: only unknown "
+                                "ones (the known ones skipped are counted)")
+    known: str | None = param(None, "known formulas for include_known: a CSV/Parquet file with a formula column, "
+                              "or 'mp' (Materials Project); null = chemspace's bundled Li-thiophosphate file")
+
+    def __post_init__(self):
+        check_fields(self)
+        for name, path in self.structures.items():
+            if not isinstance(path, str):
+                raise InputError(f"structures.{name}: expected a file path string, got {path!r}")
+
+    def keywords(self) -> dict:
+        """:func:`generate_candidates` keywords of this config (a subclass's own fields left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(CandidateConfig)}
 
 
 def candidate_key(formula: str, prototype: str | None) -> str:

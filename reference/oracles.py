@@ -21,11 +21,27 @@ from pathlib import Path
 
 import numpy as np
 
+from common.config import check_fields, param
 from common.errors import InputError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ORACLE = "chgnet"
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """Which oracle labels frames and runs reference MD (:class:`Oracle` keywords)."""
+    name: str = param(DEFAULT_ORACLE, "reference calculator: chgnet, lj, emt, sevennet, tblite, or an importable "
+                      "'module:factory'")
+    version: str | None = param(None, "oracle model version (chgnet: 0.3.0 default)")
+    device: str = param("cpu", "device for the oracle (cpu or cuda)")
+
+    def __post_init__(self):
+        check_fields(self)
+
+    def make(self) -> "Oracle":
+        return Oracle(self.name, version=self.version, device=self.device)
 
 
 class OracleError(RuntimeError):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.config import check_fields, param
 from common.errors import InputError
 
 KEYS = ("path", "temperature_K", "dt_fs", "format", "topology")
@@ -32,11 +33,14 @@ KEYS = ("path", "temperature_K", "dt_fs", "format", "topology")
 @dataclass(frozen=True)
 class UserReference:
     """One spec entry of ``reference_data.trajectories``."""
-    path: str
-    temperature_K: float
-    dt_fs: float | None = None          # time between stored frames; None = the file's own
-    format: str | None = None           # ASE format name; None = from the file name
-    topology: str | None = None         # LAMMPS data file of a dump
+    path: str = param(help="the trajectory: any format `matscreen analyze` reads")
+    temperature_K: float = param(help="the temperature its thermostat held", unit="K", gt=0)
+    dt_fs: float | None = param(None, "time between stored frames; null = the file's own", unit="fs", gt=0)
+    format: str | None = param(None, "ASE format name; null = from the file name")
+    topology: str | None = param(None, "LAMMPS data file of a dump")
+
+    def __post_init__(self):
+        check_fields(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

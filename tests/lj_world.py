@@ -27,8 +27,9 @@ def write_structures(d: Path) -> dict:
 
 # a hot LJ fluid: 12 ps of reference and exploration decide the structure and dynamics checks at the
 # default stability rules (an exact student then converges); production runs 5 ps per temperature
+LJ_PROTOCOL = {"timestep_fs": 5.0, "stride": 5, "thermostat": "langevin"}
 CONCLUSIVE_MD = {"temperatures_K": [1200.0, 1500.0, 1800.0], "steps": 1000, "equilibration_steps": 40,
-                 "timestep_fs": 5.0, "save_every": 5, "reference_temperature_K": 1500.0, "reference_steps": 2400}
+                 "protocol": LJ_PROTOCOL, "reference_temperature_K": 1500.0, "reference_steps": 2400}
 
 
 def lj_spec(name: str, structures: dict, **over) -> dict:
@@ -37,11 +38,11 @@ def lj_spec(name: str, structures: dict, **over) -> dict:
         "name": name, "seed": 3,
         "oracle": {"name": "lj"},
         "candidates": {"formulas": ["Li"], "structures": {"Li": structures["Li"]}},
-        "models": {"architectures": ["lj"], "ensemble_size": 2},
+        "models": {"architectures": ["lj"], "size": 2},
         # 0.3 ps of a cold LJ solid: every check against the reference is inconclusive (the candidate ends
         # `inconclusive`, production and transport still run); CONCLUSIVE_MD decides them
         "md": {"temperatures_K": [250.0, 375.0, 500.0], "steps": 160, "equilibration_steps": 20,
-               "timestep_fs": 5.0, "save_every": 5, "reference_temperature_K": 375.0, "reference_steps": 60},
+               "protocol": LJ_PROTOCOL, "reference_temperature_K": 375.0, "reference_steps": 60},
         "active_learning": {"max_rounds": 1, "labels_per_round": 3, "initial_labels": 8},
         "resources": {"cpus_per_md_worker": 0.5, "cpus_per_oracle": 0.5, "cpus_per_trainer": 0.5,
                       "queue_size": 1, "max_restarts": 2, "max_task_retries": 2},

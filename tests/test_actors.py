@@ -4,6 +4,7 @@ path shared by the campaign, the benchmark and ``matscreen analyze``."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,14 @@ from ase.calculators.lj import LennardJones
 
 from actors import roles
 from common import InputError
-from orchestrator.campaign import configs
-from orchestrator.campaign.spec import defaults, validate
+from orchestrator.campaign.spec import validate
+from reference.oracles import OracleConfig
 from reference.store import LabelStore, Selection, shard_name
+
+
+def candidates(spec) -> tuple:
+    """``CandidateGenerator.generate`` arguments of a spec, as the campaign's step passes them."""
+    return spec.candidates, list(spec.prototypes), spec.space
 
 
 class Flaky(LennardJones):
@@ -61,8 +67,8 @@ def test_candidates_from_files_prototypes_and_missing(tmp_path):
     write(tmp_path / "li2s.cif", bulk("Li", "fcc", a=5.0))
     cfg = validate({"candidates": {"formulas": ["Li2S", "Li10SiP2S12", "LiXyz"],
                                    "structures": {"Li2S": str(tmp_path / "li2s.cif")}, "max_candidates": 3},
-                    "prototypes": ["Li10GeP2S12"]}).to_dict()
-    out = CandidateSet.from_dict(roles.CandidateGenerator().generate(str(tmp_path / "out"), configs.candidates(cfg)))
+                    "prototypes": ["Li10GeP2S12"]})
+    out = CandidateSet.from_dict(roles.CandidateGenerator().generate(str(tmp_path / "out"), *candidates(cfg)))
     rows = {r.formula: r for r in out.rows}
     assert rows["Li2S"].structure_path and rows["Li2S"].key == "Li2S__li2s"
     from reference.structures import read_atoms
@@ -73,9 +79,9 @@ def test_candidates_from_files_prototypes_and_missing(tmp_path):
 
 
 def test_a_bad_prototype_is_an_input_error_naming_the_key(tmp_path):
-    cfg = validate({"candidates": {"formulas": ["Li10SiP2S12"]}, "prototypes": ["Li10GeP2S12", "NoSuchThing"]}).to_dict()
+    cfg = validate({"candidates": {"formulas": ["Li10SiP2S12"]}, "prototypes": ["Li10GeP2S12", "NoSuchThing"]})
     with pytest.raises(InputError, match=r"prototypes\[1\]"):
-        roles.CandidateGenerator().generate(str(tmp_path), configs.candidates(cfg))
+        roles.CandidateGenerator().generate(str(tmp_path), *candidates(cfg))
 
 
 def test_include_known_false_screens_only_unknown_compositions_and_counts_the_rest(tmp_path):
@@ -86,8 +92,8 @@ def test_include_known_false_screens_only_unknown_compositions_and_counts_the_re
     cfg = validate({"space": {"elements": ["Li", "Ge", "Si", "P", "S"], "require": ["Li", "P", "S"],
                               "arity_min": 4, "arity_max": 4},
                     "candidates": {"include_known": False, "known": str(known), "max_candidates": 5},
-                    "prototypes": ["Li10GeP2S12"]}).to_dict()
-    out = roles.CandidateGenerator().generate(str(tmp_path / "c"), configs.candidates(cfg))
+                    "prototypes": ["Li10GeP2S12"]})
+    out = roles.CandidateGenerator().generate(str(tmp_path / "c"), *candidates(cfg))
     formulas = {r["formula"] for r in out["rows"]}
     assert "Li10GeP2S12" in out["skipped_known"] and "Li10GeP2S12" not in formulas
     assert "Li10SiP2S12" in formulas                                   # unknown in that file: screened
@@ -95,14 +101,14 @@ def test_include_known_false_screens_only_unknown_compositions_and_counts_the_re
     ledger.record_step("candidates", out)
     ledger.add_candidates(out["rows"])
     assert ledger.summary()["skipped_known"] == len(out["skipped_known"]) >= 1
-    cfg["candidates"]["include_known"] = True                           # the default keeps them
-    both = roles.CandidateGenerator().generate(str(tmp_path / "d"), configs.candidates(cfg))
+    cfg = replace(cfg, candidates=replace(cfg.candidates, include_known=True))   # the default keeps them
+    both = roles.CandidateGenerator().generate(str(tmp_path / "d"), *candidates(cfg))
     assert "Li10GeP2S12" in {r["formula"] for r in both["rows"]} and both["skipped_known"] == []
 
 
 def test_unknown_oracle_is_an_input_error():
     with pytest.raises(InputError, match="oracle"):
-        roles.ReferenceWorker({"name": "nosuchoracle", "version": None, "device": "cpu"}).oracle
+        roles.ReferenceWorker(OracleConfig("nosuchoracle")).oracle
 
 
 def test_store_labels_are_deterministic_shards_and_selected_by_shared_elements(tmp_path):
@@ -146,17 +152,18 @@ def lj_runs(tmp_path_factory):
     atoms = bulk("Li", "fcc", a=5.26, cubic=True).repeat(2)
     atoms.symbols[::2] = "Ar"
     write(d / "li32.extxyz", atoms)
-    cfg = validate({"name": "same", "seed": 3, "md": {"timestep_fs": 5.0, "save_every": 5, "reference_steps": 150,
-                                                      "reference_temperature_K": 375.0, "exploration_steps": 150},
-                    "models": {"architectures": ["lj"], "ensemble_size": 2}}).to_dict()
+    cfg = validate({"name": "same", "seed": 3, "oracle": {"name": "lj"},
+                    "md": {"protocol": {"timestep_fs": 5.0, "stride": 5, "thermostat": "langevin"},
+                           "reference_steps": 150, "reference_temperature_K": 375.0, "exploration_steps": 150},
+                    "models": {"architectures": ["lj"], "size": 2}})
     store = d / "store"
-    ref = roles.ReferenceWorker(configs.oracle({**cfg, "oracle": {**cfg["oracle"], "name": "lj"}})).reference_md(
-        str(d / "li32.extxyz"), configs.reference_protocol(cfg), str(d / "ref.h5"), str(store),
+    ref = roles.ReferenceWorker(cfg.oracle).reference_md(
+        str(d / "li32.extxyz"), cfg.reference_protocol(), str(d / "ref.h5"), str(store),
         shard_name("same", "Li", 0), "same/Li/r0")
     sel = Selection([[Path(ref["shard"]).name, list(range(ref["labelled_frames"]))]], ref["oracle"]).to_dict()
-    trained = roles.Trainer().train(str(store), sel, configs.ensemble(cfg), configs.training(cfg), str(d / "models"), 3)
+    trained = roles.Trainer().train(str(store), sel, cfg.models, cfg.training, str(d / "models"), 3)
     (run,) = roles.MDWorker().run(trained["members"], str(d / "li32.extxyz"), [375.0], 1,
-                                  configs.protocol(cfg, 150), configs.monitor(cfg), 4, str(d / "md"))
+                                  cfg.md.run_protocol(150), cfg.monitor(), 4, str(d / "md"))
     return {"cfg": cfg, "ref": ref, "run": run, "members": trained["members"], "dir": d}
 
 
@@ -176,8 +183,8 @@ def test_campaign_benchmark_and_analyze_give_identical_verdicts_and_D(lj_runs, c
     cfg, ref, run = lj_runs["cfg"], lj_runs["ref"], lj_runs["run"]
     judge = roles.StabilityJudge()
     with pytest.raises(TypeError, match="list of trajectory paths"):
-        judge.judge(run["trajectory"], ref["trajectory"], configs.thresholds(cfg), 4, 0.1)
-    campaign = judge.judge([run["trajectory"]], ref["trajectory"], configs.thresholds(cfg), 4, 0.1)["verdict"]
+        judge.judge(run["trajectory"], ref["trajectory"], cfg.stability, 4, 0.1)
+    campaign = judge.judge([run["trajectory"]], ref["trajectory"], cfg.stability, 4, 0.1)["verdict"]
     campaign_d = judge.transport([run["trajectory"]], "Li")["transport"]
     bench = _row(_Roles(cfg, use_ray=False), cfg, "lj", "LiAr", True, {"members": lj_runs["members"]}, [run], ref,
                  lj_runs["dir"] / "bench")
@@ -195,15 +202,15 @@ def test_campaign_benchmark_and_analyze_give_identical_verdicts_and_D(lj_runs, c
 
 def test_spec_defaults_are_the_judges_defaults():
     from analysis.verdicts import VerdictThresholds
-    from models import ARCHITECTURES
-    from orchestrator.campaign.spec import ARCHITECTURE_CHOICES
+    from models import ARCHITECTURES, EnsembleConfig
 
-    assert VerdictThresholds.from_dict(configs.thresholds(defaults())) == VerdictThresholds()
-    assert set(ARCHITECTURE_CHOICES) == set(ARCHITECTURES) | {"lj"}
+    assert validate({}).stability == VerdictThresholds()
+    choices = {f.name: f for f in fields(EnsembleConfig)}["architectures"].metadata["choices"]
+    assert set(choices) == set(ARCHITECTURES) | {"lj"}
 
 
 @pytest.mark.parametrize("section, values, message", [
-    ("md", {"thermostat": "berendsen"}, r"md\.thermostat: 'berendsen' is not one of langevin, nose-hoover"),
+    ("md", {"protocol": {"thermostat": "berendsen"}}, r"md\.protocol\.thermostat: 'berendsen' is not one of nose-hoover, langevin, nve"),
     ("models", {"architectures": ["schnett"]}, r"models\.architectures\[0\]: 'schnett' is not one of .*did you mean 'schnet'"),
     ("md", {"species": "Xx"}, r"md\.species: 'Xx' is not a chemical symbol"),
 ])

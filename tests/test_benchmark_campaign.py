@@ -41,10 +41,11 @@ def tiny_spec(tmp_path: Path, shared_data: Path, **bench_overrides) -> Path:
             **bench_overrides,
         },
         "oracle": {"name": f"{Path(__file__).resolve()}:soft_oracle"},
-        "models": {"ensemble_size": 1, "hidden": 8, "layers": 1, "cutoff_A": 4.0},
-        "training": {"epochs": 2, "batch_size": 4, "max_minutes": 0.3},
+        "models": {"size": 1, "hidden": 8, "layers": 1, "cutoff_A": 4.0},
+        "training": {"epochs": 2, "batch_size": 4, "max_time_s": 18.0, "force_weight": 10.0},
         "md": {"temperatures_K": [800.0, 1200.0], "replicas": 2, "steps": 60, "equilibration_steps": 2,
-               "save_every": 1, "reference_steps": 60, "reference_temperature_K": 800.0},
+               "protocol": {"stride": 1, "thermostat": "langevin"}, "reference_steps": 60,
+               "reference_temperature_K": 800.0},
         # lenient: the tiny models' 0.1 ps runs must reach the transport step (halves of 29 frames, tiny MSD)
         "stability": {"rdf_mae": 5.0, "min_msd_A2": 1e-4},
         "store": {"path": str(tmp_path / "store")},
@@ -59,21 +60,21 @@ def test_paper_benchmark_spec_is_the_study_protocol():
     bench, cfg = load_benchmark(ROOT / "campaigns" / "paper_benchmark.yaml")
     assert bench["train_on"] == "Li10GeP2S12" and bench["test_on"] == ["Li3PS4", "Li4GeS4"]
     assert bench["architectures"] == ["schnet", "dimenetpp", "painn"]
-    assert min(cfg["md"]["temperatures_K"]) == 800 and max(cfg["md"]["temperatures_K"]) == 1200
-    assert cfg["md"]["replicas"] == 6 and cfg["resources"]["gpus_per_md_worker"] == 1.0
+    assert min(cfg.md.temperatures_K) == 800 and max(cfg.md.temperatures_K) == 1200
+    assert cfg.md.replicas == 6 and cfg.resources.gpus_per_md_worker == 1.0
 
 
 def test_cpu_benchmark_spec_is_the_study_protocol_at_honest_rules():
     """The 2-core benchmark (docs/benchmark_cpu.md): LGPS-only training, transfer to Li3PS4 and Li4GeS4,
     SchNet and PaiNN, 3 temperatures x 2 replicas, and the default checks (no stability section)."""
-    from orchestrator.campaign.spec import defaults
+    from analysis.verdicts import VerdictThresholds
 
     path = ROOT / "campaigns" / "paper_benchmark_cpu.yaml"
     bench, cfg = load_benchmark(path)
     assert bench["train_on"] == "Li10GeP2S12" and bench["test_on"] == ["Li3PS4", "Li4GeS4"]
     assert {"schnet", "painn"} <= set(bench["architectures"])
-    assert len(cfg["md"]["temperatures_K"]) >= 3 and cfg["md"]["replicas"] >= 2
-    assert "stability" not in yaml.safe_load(path.read_text()) and cfg["stability"] == defaults()["stability"]
+    assert len(cfg.md.temperatures_K) >= 3 and cfg.md.replicas >= 2
+    assert "stability" not in yaml.safe_load(path.read_text()) and cfg.stability == VerdictThresholds()
     assert (ROOT / "docs" / "benchmark_cpu.md").is_file()
 
 

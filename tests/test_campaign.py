@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_empty_spec_gets_every_default():
     spec = validate({})
     assert spec.to_dict() == defaults()
-    assert spec.md.temperatures_K == [600.0, 800.0, 1000.0]
+    assert spec.md.temperatures_K == (600.0, 800.0, 1000.0)
     assert spec.stability.trust_lo_eV_A is None and spec.stability.trust_hi_eV_A is None   # derived per round
     assert spec.stability.rdf_mae == 0.09 and spec.stability.false_alarm_rate == 0.05
 
@@ -32,8 +32,10 @@ def test_empty_spec_gets_every_default():
     ({"md": {"temperatures_K": [600, 800, "hot"]}}, r"md\.temperatures_K\[2\]: expected a number, got 'hot'"),
     ({"md": {"temperature_K": [600]}}, r"md\.temperature_K: unknown key; did you mean 'md\.temperatures_K'\?"),
     ({"stabilty": {}}, r"stabilty: unknown key; did you mean 'stability'\?"),
-    ({"models": {"ensemble_size": 2.5}}, r"models\.ensemble_size: expected an integer, got 2\.5"),
-    ({"models": {"ensemble_size": True}}, r"models\.ensemble_size: expected an integer"),
+    ({"models": {"size": 2.5}}, r"models\.size: expected an integer, got 2\.5"),
+    ({"models": {"size": True}}, r"models\.size: expected an integer"),
+    ({"md": {"protocol": {"timestep_fs": -1}}}, r"md\.protocol\.timestep_fs: must be > 0, got -1"),
+    ({"training": {"lr": 0}}, r"training\.lr: must be > 0"),
     ({"md": "fast"}, r"md: expected a mapping of keys"),
     ({"candidates": {"rank_by": "log10_sigma"}}, r"candidates\.rank_by: 'log10_sigma' is not one of .*did you mean 'log10_sigma_300K'"),
     ({"stability": {"trust_lo_eV_A": 0.2, "trust_hi_eV_A": 0.1}}, r"stability\.trust_hi_eV_A: must exceed"),
@@ -55,6 +57,66 @@ def test_malformed_spec_names_the_key(data, message):
         validate(data)
 
 
+@pytest.mark.parametrize("data, message", [
+    ({"models": {"ensemble_size": 2}}, r"^models\.ensemble_size: renamed to models\.size; rename the key"),
+    ({"training": {"learning_rate": 1e-3}}, r"^training\.learning_rate: renamed to training\.lr;"),
+    ({"training": {"validation_fraction": 0.1}}, r"^training\.validation_fraction: renamed to training\.val_fraction;"),
+    ({"training": {"max_minutes": 3}}, r"^training\.max_minutes: renamed to training\.max_time_s \(seconds\);"),
+    ({"training": {"fine_tune": True}}, r"^training\.fine_tune: renamed to active_learning\.fine_tune;"),
+    ({"training": {"fine_tune_epochs": 2}}, r"^training\.fine_tune_epochs: renamed to active_learning\.fine_tune_epochs;"),
+    ({"training": {"streaming": True}}, r"^training\.streaming: renamed to resources\.streaming;"),
+    ({"md": {"save_every": 5}}, r"^md\.save_every: renamed to md\.protocol\.stride;"),
+    ({"md": {"timestep_fs": 2.0}}, r"^md\.timestep_fs: renamed to md\.protocol\.timestep_fs;"),
+    ({"md": {"thermostat": "langevin"}}, r"^md\.thermostat: renamed to md\.protocol\.thermostat;"),
+    ({"oracle": {"max_failure_fraction": 0.5}}, r"^oracle\.max_failure_fraction: renamed to active_learning\.max_failure_fraction;"),
+])
+def test_an_old_key_fails_in_one_line_naming_the_new_one(data, message):
+    with pytest.raises(InputError, match=message) as exc:
+        validate(data)
+    assert "\n" not in str(exc.value)
+
+
+def test_every_default_is_the_owning_dataclass_default(capsys):
+    """`campaign defaults` walked back through `validate`: each key's value is the default of the field of
+    the package's dataclass that owns it (no second copy of any default)."""
+    import dataclasses
+
+    from orchestrator.campaign.spec import CampaignSpec, EXCLUDED, _as_dict
+
+    assert main(["campaign", "defaults"]) == 0
+    spec = validate(yaml.safe_load(capsys.readouterr().out))
+
+    def walk(obj, path):
+        seen = 0
+        for f in dataclasses.fields(obj):
+            if "help" not in f.metadata or f.name in EXCLUDED.get(path, ()):
+                continue
+            full = f"{path}.{f.name}" if path else f.name
+            value = getattr(obj, f.name)
+            if f.metadata.get("section"):
+                assert type(value) is f.type or dataclasses.is_dataclass(value)
+                seen += walk(value, full)
+                continue
+            own = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            assert _as_dict(value, full) == _as_dict(own, full), full
+            seen += 1
+        return seen
+
+    assert walk(spec, "") > 90
+    owners = {type(getattr(spec, s)).__module__ for s in ("space", "oracle", "models", "training", "stability")}
+    assert owners == {"reference.candidates", "reference.oracles", "models.ensemble_training", "models.training",
+                      "analysis.verdicts"}
+    assert type(spec.md.protocol).__module__ == "md.protocol"
+    assert CampaignSpec().to_dict() == spec.to_dict()
+
+
+def test_docs_spec_page_is_the_specs_own_description():
+    from orchestrator.campaign.spec import describe
+
+    assert describe() in (ROOT / "docs" / "spec.md").read_text()
+    assert "md.protocol.timestep_fs (float, default 2.0, fs)" in describe()
+
+
 def test_error_is_one_line():
     with pytest.raises(InputError) as exc:
         validate({"md": {"temperatures_K": [1, None]}})
@@ -62,7 +124,7 @@ def test_error_is_one_line():
 
 
 def test_scalar_is_accepted_for_a_list():
-    assert validate({"md": {"temperatures_K": 700}}).md.temperatures_K == [700.0]
+    assert validate({"md": {"temperatures_K": 700}}).md.temperatures_K == (700.0,)
 
 
 def test_science_hash_ignores_resources_and_tracking():
@@ -76,8 +138,8 @@ def test_demo_spec_is_embedded_and_matches_campaigns_file():
     assert (ROOT / "campaigns" / "demo.yaml").resolve() == (ROOT / "orchestrator" / "campaign_demo.yaml").resolve()
     assert demo_spec_text() == (ROOT / "campaigns" / "demo.yaml").read_text()
     spec = load_spec(None)
-    assert spec.candidates.formulas == [] and spec.oracle.name == "chgnet"     # candidates from the chemical space
-    assert spec.models.architectures == ["painn"]
+    assert spec.candidates.formulas == () and spec.oracle.name == "chgnet"     # candidates from the chemical space
+    assert spec.models.architectures == ("painn",)
 
 
 def test_demo_runs_the_stability_rules_of_a_real_campaign():
@@ -266,7 +328,7 @@ def test_changed_science_spec_is_refused_on_resume(tmp_path):
 def test_store_location_precedence(tmp_path, monkeypatch):
     from orchestrator.campaign.spec import store_root
 
-    cfg = validate({"store": {"path": "from-spec"}}).to_dict()
+    cfg = validate({"store": {"path": "from-spec"}})
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MATSCREEN_STORE", raising=False)
     assert store_root(None, cfg) == tmp_path / "from-spec"
@@ -336,11 +398,13 @@ def test_local_ray_is_sized_for_the_actors_or_the_run_refused(tmp_path):
     instead of actors Ray waits for for ever."""
     from orchestrator.ops.placement import actor_cpus, local_cpus
 
-    r = load_spec(ROOT / "campaigns" / "demo.yaml").to_dict()["resources"]
-    assert actor_cpus(r) == 6.0 and r["queue_size"] == 1
+    from dataclasses import replace
+
+    r = load_spec(ROOT / "campaigns" / "demo.yaml").resources
+    assert actor_cpus(r) == 6.0 and r.queue_size == 1
     assert local_cpus(r, None, cores=2) == 6 and local_cpus(r, None, cores=16) == 16 and local_cpus(r, 8, 2) == 8
     with pytest.raises(InputError, match="ask for 6 CPUs .* local Ray has 4; pass --num-cpus 6"):
-        local_cpus({**r, "queue_size": 2}, None, cores=4)
+        local_cpus(replace(r, queue_size=2), None, cores=4)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}     # a fresh process: no Ray yet
     run = subprocess.run([sys.executable, "-m", "orchestrator.cli", "campaign", "run",
                           str(ROOT / "campaigns" / "demo.yaml"), "--num-cpus", "2"], cwd=tmp_path, env=env,
@@ -386,14 +450,12 @@ def test_screened_fingerprint_counts_own_late_labels_but_not_others(tmp_path):
 
 
 def test_production_repeats_the_reference_temperature_only_when_the_exploration_cannot_stand_in():
-    from orchestrator.campaign.configs import production_temperatures
-
     md = {"temperatures_K": [600, 800, 1000], "reference_temperature_K": 800, "steps": 400, "reference_steps": 500}
-    assert production_temperatures(validate({"md": md}).to_dict()) == [600.0, 1000.0]
-    assert production_temperatures(validate({"md": {**md, "replicas": 4}}).to_dict()) == [600.0, 1000.0]
-    assert production_temperatures(validate({"md": {**md, "replicas": 5}}).to_dict()) == [600.0, 800.0, 1000.0]
-    assert production_temperatures(validate({"md": {**md, "replicas": 2, "exploration_replicas": 1}}).to_dict()) == [
+    assert validate({"md": md}).production_temperatures() == [600.0, 1000.0]
+    assert validate({"md": {**md, "replicas": 4}}).production_temperatures() == [600.0, 1000.0]
+    assert validate({"md": {**md, "replicas": 5}}).production_temperatures() == [600.0, 800.0, 1000.0]
+    assert validate({"md": {**md, "replicas": 2, "exploration_replicas": 1}}).production_temperatures() == [
         600.0, 800.0, 1000.0]
-    assert production_temperatures(validate({"md": {**md, "exploration_steps": 300}}).to_dict()) == [600.0, 800.0, 1000.0]
+    assert validate({"md": {**md, "exploration_steps": 300}}).production_temperatures() == [600.0, 800.0, 1000.0]
     user = {"metadata": {"kind": "user-reference", "temperature_K": 1000.0, "duration_fs": 2000.0}}
-    assert production_temperatures(validate({"md": md}).to_dict(), user) == [600.0, 800.0]   # 1000 steps of 2 fs
+    assert validate({"md": md}).production_temperatures(user) == [600.0, 800.0]   # 1000 steps of 2 fs

@@ -206,7 +206,7 @@ def _hash(spec: dict) -> str:
 
 def test_failures_are_recorded_with_reasons(ray_session, structures, tmp_path):
     spec = lj_spec("faults", structures,
-                   oracle={"name": f"{lj_world.__file__}:flaky_lj", "max_failure_fraction": 0.5},
+                   oracle={"name": f"{lj_world.__file__}:flaky_lj"}, active_learning={"max_failure_fraction": 0.5},
                    candidates={"formulas": ["Li", "Li27", "LiX"], "structures": structures},
                    stability={"trust_lo_eV_A": 1e-9, "trust_hi_eV_A": 1e-8, "accurate_fraction": 1.0})  # every model needs labels
     campaign, summary = run(spec, tmp_path)

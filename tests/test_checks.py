@@ -16,7 +16,7 @@ from ase import units
 
 from analysis import checks
 from analysis.diffusion import nernst_einstein_mS_cm
-from analysis.trajectory import Trajectory
+from common.trajectory import Trajectory
 from analysis.transport import transport
 from analysis.verdicts import VerdictThresholds, judge, reference_profile, structure_rdf
 

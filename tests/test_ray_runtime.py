@@ -31,7 +31,7 @@ def test_a_stale_cluster_file_changes_nothing():
 
 
 def test_inside_a_ray_job_results_go_home_not_into_the_temporary_working_dir(tmp_path, monkeypatch):
-    from orchestrator.campaign.spec import defaults, store_root
+    from orchestrator.campaign.spec import CampaignSpec, store_root
     from orchestrator.campaign.tracking import default_artifact_root, resolve_tracking_uri
     from orchestrator.ops.ray_runtime import JOB_ENV_VAR
 
@@ -41,11 +41,11 @@ def test_inside_a_ray_job_results_go_home_not_into_the_temporary_working_dir(tmp
     monkeypatch.chdir(workdir)
     for var in ("MATSCREEN_STORE", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(var, raising=False)
-    assert store_root(None, defaults()) == (workdir / ".matscreen" / "store").resolve()   # a plain run: cwd
+    assert store_root(None, CampaignSpec()) == (workdir / ".matscreen" / "store").resolve()   # a plain run: cwd
     monkeypatch.setenv(JOB_ENV_VAR, "{}")                                                   # the driver of a Ray job
-    assert store_root(None, defaults()) == (home / ".matscreen" / "store").resolve()
+    assert store_root(None, CampaignSpec()) == (home / ".matscreen" / "store").resolve()
     assert resolve_tracking_uri(None) == f"sqlite:///{(home / '.matscreen' / 'mlflow.db').resolve()}"
-    assert store_root("/data/store", defaults()) == Path("/data/store")                     # explicit wins
+    assert store_root("/data/store", CampaignSpec()) == Path("/data/store")                     # explicit wins
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_tracking_uri(None) == "http://127.0.0.1:5000"
     assert default_artifact_root("http://127.0.0.1:5000") is None                          # the server's own root

@@ -190,7 +190,7 @@ def test_a_package_path_names_the_bundled_demo_reference(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"reference_data": {"trajectories": {
         "Li10GeP2S12": {"path": f"package:{bundled}", "temperature_K": 1000.0}}}}))
-    entry = load_spec(spec)["reference_data"]["trajectories"]["Li10GeP2S12"]
+    entry = load_spec(spec).reference_data.trajectories["Li10GeP2S12"]
     assert entry["path"] == str(package_root() / bundled) and (package_root() / bundled).is_file()
     spec.write_text(yaml.safe_dump({"reference_data": {"trajectories": {
         "Li10GeP2S12": {"path": "package:reference/data/none.extxyz", "temperature_K": 1000.0}}}}))

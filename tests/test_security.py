@@ -95,7 +95,7 @@ def test_planted_key_never_reaches_the_mlflow_store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     artifacts = (tmp_path / "store" / "artifacts").as_uri()
     tracker = tracking.Tracker(uri, "matscreen-sec", artifact_root=artifacts)
-    spec = {"name": "sec", "oracle": {"name": "chgnet"}, "models": {"architectures": ["schnet"], "ensemble_size": 2},
+    spec = {"name": "sec", "oracle": {"name": "chgnet"}, "models": {"architectures": ["schnet"], "size": 2},
             "md": {"temperatures_K": [800.0]}, "active_learning": {"max_rounds": 1}}
     spec_yaml = yaml.safe_dump(spec) + f"# a careless comment: MP_API_KEY={PLANTED}\n"
     tracker.start_campaign("sec", "sec", spec, spec_yaml)

@@ -1,7 +1,7 @@
 """The reference study's transferability benchmark as a matscreen run (``matscreen benchmark run``).
 
 Another order of the campaign's steps, by the same roles (``actors.roles``) with the same settings
-(``orchestrator.campaign.configs``): label oracle MD of the *training* material only (Li10GeP2S12)
+(``orchestrator.campaign.spec``): label oracle MD of the *training* material only (Li10GeP2S12)
 at the study temperatures; train one ensemble per architecture on exactly those labels; then for
 every architecture x material (the training material and the transfer materials Li3PS4, Li4GeS4)
 run the student with the campaign's MD engine (``md.runner``) and judge it with the campaign's judge:
@@ -76,8 +76,8 @@ MATERIAL_COLUMNS = ["material", "oracle_neg_log10_sigma_300K", "oracle_neg_log10
                     "oracle_minus_study_aimd", "oracle_minus_experiment", "oracle_note", "sources"]
 
 
-def load_benchmark(path: str | os.PathLike) -> tuple[dict, dict]:
-    """(benchmark section, validated campaign cfg dict) from a benchmark YAML; InputError names the key."""
+def load_benchmark(path: str | os.PathLike):
+    """(benchmark section, validated ``CampaignSpec``) from a benchmark YAML; InputError names the key."""
     import yaml
 
     from orchestrator.campaign.spec import validate
@@ -121,24 +121,22 @@ def load_benchmark(path: str | os.PathLike) -> tuple[dict, dict]:
     for i, arch in enumerate(bench["architectures"]):
         if arch not in ARCHITECTURES and arch != "lj":
             raise InputError(f"benchmark.architectures[{i}]: unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
-    cfg = validate(data).to_dict()
-    return bench, cfg
+    return bench, validate(data)
 
 
 class _Roles:
     """The campaign's roles, in this process (serial) or as Ray actors (``workers`` per role)."""
 
-    def __init__(self, cfg: dict, use_ray: bool):
+    def __init__(self, spec, use_ray: bool):
         from actors import roles
-        from orchestrator.campaign import configs
 
         self.use_ray = use_ray
-        r = cfg["resources"]
-        make = {"reference": (roles.ReferenceWorker, (configs.oracle(cfg), r["cpus_per_oracle"]), r["cpus_per_oracle"], 0.0),
-                "md": (roles.MDWorker, (r["cpus_per_md_worker"],), r["cpus_per_md_worker"], r["gpus_per_md_worker"] or 0.0),
-                "trainer": (roles.Trainer, (r["cpus_per_trainer"],), r["cpus_per_trainer"], 0.0),
+        r = spec.resources
+        make = {"reference": (roles.ReferenceWorker, (spec.oracle, r.cpus_per_oracle), r.cpus_per_oracle, 0.0),
+                "md": (roles.MDWorker, (r.cpus_per_md_worker,), r.cpus_per_md_worker, r.gpus_per_md_worker or 0.0),
+                "trainer": (roles.Trainer, (r.cpus_per_trainer,), r.cpus_per_trainer, 0.0),
                 "judge": (roles.StabilityJudge, (), 0.0, 0.0)}
-        counts = {"reference": r["reference_workers"], "md": r["md_workers"], "trainer": 1, "judge": 1}
+        counts = {"reference": r.reference_workers, "md": r.md_workers, "trainer": 1, "judge": 1}
         if use_ray:
             from orchestrator.ops.ray_runtime import ray_init
 
@@ -202,23 +200,24 @@ def _recorded(keys: list, record_of, compute) -> dict:
 def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | None = None,
                   use_ray: bool | None = None, tracking_uri: str | None = None) -> list[dict]:
     """Run the benchmark described by ``spec_path``; returns the table rows (also written and logged)."""
-    from orchestrator.campaign import configs
+    from dataclasses import replace
+
     from orchestrator.campaign.spec import store_root
     from reference.store import shard_name
     from reference.structures import get_structure, write_structure
 
-    bench, cfg = load_benchmark(spec_path)
-    store = store_root(None, cfg)                    # $MATSCREEN_STORE, else store.path
-    out = Path(out_dir or store / cfg["name"]).resolve()
+    bench, spec = load_benchmark(spec_path)
+    store = store_root(None, spec)                    # $MATSCREEN_STORE, else store.path
+    out = Path(out_dir or store / spec.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     use_ray = bool(os.environ.get("RAY_ADDRESS")) if use_ray is None else use_ray
-    md, name = cfg["md"], cfg["name"]
+    md, name, stride = spec.md, spec.name, spec.md.protocol.stride
     train_mat, materials = bench["train_on"], [bench["train_on"], *bench["test_on"]]
-    t_ref = md["reference_temperature_K"]
-    temps = sorted(set(md["temperatures_K"]) | {t_ref})
+    t_ref = md.reference_temperature_K
+    temps = sorted(set(md.temperatures_K) | {t_ref})
     structures = {m: write_structure(get_structure(bench["structures"][m])[0], out / "structures" / f"{m}.extxyz")
                   for m in materials}
-    roles = _Roles(cfg, use_ray)
+    roles = _Roles(spec, use_ray)
     try:
         # 1. oracle MD of every material at every temperature: the training material's runs are the training
         #    data; every material's runs are its structure/dynamics reference (at the reference T) and its
@@ -226,9 +225,9 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         ref_keys = [(m, t) for m in materials for t in temps]
 
         def oracle_md(m, t):
-            steps, labels = ((bench["training_steps"], bench["training_steps"] // md["save_every"]) if m == train_mat
-                             else (max(md["reference_steps"], bench["test_frames"] * md["save_every"]), bench["test_frames"]))
-            return (structures[m], configs.reference_protocol(cfg, t, steps, labels),
+            steps, labels = ((bench["training_steps"], bench["training_steps"] // stride) if m == train_mat
+                             else (max(md.reference_steps, bench["test_frames"] * stride), bench["test_frames"]))
+            return (structures[m], spec.reference_protocol(t, steps, labels),
                     str(out / "reference" / f"{m}_{t:g}K.h5"), str(store), shard_name(name, f"{m}_{t:g}K", 0),
                     f"{name}/{m}_{t:g}K")
 
@@ -239,8 +238,8 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                 raise InputError(f"oracle MD of {m} at {t:g} K failed ({ref['error'] or 'no labels'}); "
                                  "check oracle.name and the structure")
         oracle = dict(zip(materials, roles.map("judge", "transport", [
-            ([refs[(m, t)]["trajectory"] for t in temps], md["species"], str(out / "plots" / "oracle" / m),
-             cfg["stability"]["min_msd_A2"]) for m in materials])))
+            ([refs[(m, t)]["trajectory"] for t in temps], md.species, str(out / "plots" / "oracle" / m),
+             spec.stability.min_msd_A2) for m in materials])))
 
         # 2. one ensemble per architecture, trained on the training material's labels only
         selection = {"shards": [[Path(refs[(train_mat, t)]["shard"]).name, list(range(refs[(train_mat, t)]["labelled_frames"]))]
@@ -248,25 +247,25 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
         archs = bench["architectures"]
         trained = _recorded(archs, lambda a: out / "models" / a / "training.json",
                             lambda keys: roles.map("trainer", "train", [
-                                (str(store), selection, {**configs.ensemble(cfg), "architectures": [a]},
-                                 configs.training(cfg), str(out / "models" / a), cfg["seed"]) for a in keys]))
+                                (str(store), selection, replace(spec.models, architectures=(a,)),
+                                 spec.training, str(out / "models" / a), spec.seed) for a in keys]))
 
         # 3. student MD: every architecture x material, all temperatures x replicas of it as one batch
         md_keys = [(a, m) for a in archs for m in materials]
         runs = _recorded(md_keys, lambda k: out / "md" / k[0] / k[1] / "runs.json",
                          lambda keys: roles.map("md", "run", [
-                             (trained[a]["members"], structures[m], temps, md["replicas"],
-                              configs.protocol(cfg, md["steps"], md["equilibration_steps"]), configs.monitor(cfg),
-                              cfg["seed"] + 1, str(out / "md" / a / m)) for a, m in keys]))
+                             (trained[a]["members"], structures[m], temps, md.replicas,
+                              md.run_protocol(md.steps, md.equilibration_steps), spec.monitor(),
+                              spec.seed + 1, str(out / "md" / a / m)) for a, m in keys]))
 
         # 4. judge, force errors and transport by the campaign's judge role
-        rows = [_row(roles, cfg, a, m, m == train_mat, trained[a], runs[(a, m)], refs[(m, t_ref)], out,
+        rows = [_row(roles, spec, a, m, m == train_mat, trained[a], runs[(a, m)], refs[(m, t_ref)], out,
                      oracle[m]["transport"]) for a, m in md_keys]
     finally:
         roles.close()
     mat_rows = [material_row(m, oracle[m]["transport"]) for m in materials]
     write_tables(out, rows, mat_rows)
-    _log_mlflow(cfg, bench, rows, out, tracking_uri)
+    _log_mlflow(spec, bench, rows, out, tracking_uri)
     return rows
 
 
@@ -304,16 +303,14 @@ def check_summary(verdicts: list[dict]) -> dict:
             "dynamics_status": _combined_status([e["dynamics_status"] for e in ev if "dynamics_status" in e])}
 
 
-def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, trained: dict, runs: list[dict],
+def _row(roles: _Roles, spec, arch: str, material: str, training: bool, trained: dict, runs: list[dict],
          ref: dict, out: Path, oracle_transport: dict | None = None) -> dict:
     """One table row from the judge role: force MAE, verdict (worst of all runs), the structure and dynamics
     checks at the reference temperature, and −log10 σ300K of the student and of the oracle."""
-    from orchestrator.campaign import configs
-
     members = trained["members"]
-    (force,) = roles.map("judge", "force_errors", [(members, ref["shard"], cfg["stability"]["false_alarm_rate"], None)])
+    (force,) = roles.map("judge", "force_errors", [(members, ref["shard"], spec.stability.false_alarm_rate, None)])
     (verdicts,) = roles.map("judge", "judge_runs", [([r["trajectory"] for r in runs], ref["trajectory"],
-                                                     configs.thresholds(cfg))])
+                                                     spec.stability)])
     from analysis.verdicts import Verdict, worst
 
     verdict = worst([Verdict.from_dict(v) for v in verdicts]).status
@@ -326,8 +323,8 @@ def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, tra
     # an inconclusive run broke nothing: its numbers are reported, flagged by the verdict column
     unbroken = [r["trajectory"] for r, v in zip(runs, verdicts) if v["status"] in ("stable", "inconclusive")]
     if verdict in ("stable", "inconclusive"):
-        (res,) = roles.map("judge", "transport", [(unbroken, cfg["md"]["species"], str(out / "plots" / arch / material),
-                                                   cfg["stability"]["min_msd_A2"])])
+        (res,) = roles.map("judge", "transport", [(unbroken, spec.md.species, str(out / "plots" / arch / material),
+                                                   spec.stability.min_msd_A2)])
         sigma, err = _neg_log10_sigma(res["transport"])
         ea, ea_err = _activation_energy(res["transport"])
         if not math.isfinite(sigma):
@@ -336,7 +333,7 @@ def _row(roles: _Roles, cfg: dict, arch: str, material: str, training: bool, tra
     from analysis.checks import decide
 
     sigma_status = decide(sigma - oracle_sigma, math.hypot(err, oracle_err), SIGMA_LOG10_TOLERANCE,
-                          cfg["stability"]["false_alarm_rate"]) if math.isfinite(sigma) else ""
+                          spec.stability.false_alarm_rate) if math.isfinite(sigma) else ""
     return {"model": arch, "material": material, "role": "train" if training else "transfer",
             "force_mae_meV_A": force["force_mae_meV_A"], **check_summary(verdicts), "verdict": verdict,
             "neg_log10_sigma_300K": sigma, "neg_log10_sigma_300K_err": err,
@@ -430,15 +427,15 @@ def format_materials(rows: list[dict]) -> str:
     return _markdown(head, body) + "\n\nSources: " + "; ".join(sources) if sources else _markdown(head, body)
 
 
-def _log_mlflow(cfg: dict, bench: dict, rows: list[dict], out: Path, tracking_uri: str | None) -> str:
+def _log_mlflow(spec, bench: dict, rows: list[dict], out: Path, tracking_uri: str | None) -> str:
     """The table through the campaign's Tracker (the only MLflow writer)."""
     from orchestrator.campaign.tracking import Tracker, experiment_name, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(tracking_uri or cfg["tracking"]["uri"])
+    uri = resolve_tracking_uri(tracking_uri or spec.tracking.uri)
     params = {"train_on": bench["train_on"], "test_on": ",".join(bench["test_on"]),
-              "architectures": ",".join(bench["architectures"]), "oracle": cfg["oracle"]["name"],
-              "temperatures_K": ",".join(f"{t:g}" for t in cfg["md"]["temperatures_K"]),
-              "replicas": cfg["md"]["replicas"], "steps": cfg["md"]["steps"]}
-    return Tracker(uri, experiment_name(cfg)).log_benchmark(f"{cfg['name']}-table", params, rows,
+              "architectures": ",".join(bench["architectures"]), "oracle": spec.oracle.name,
+              "temperatures_K": ",".join(f"{t:g}" for t in spec.md.temperatures_K),
+              "replicas": spec.md.replicas, "steps": spec.md.steps}
+    return Tracker(uri, experiment_name(spec.name, spec.tracking.experiment)).log_benchmark(f"{spec.name}-table", params, rows,
                                                             [str(out / f) for f in ("table.csv", "table.md", "table.json",
                                                                                      "materials.csv", "materials.json")])

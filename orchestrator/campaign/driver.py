@@ -50,10 +50,10 @@ from typing import Any, Callable
 
 from common.atomic import atomic_write_text
 from common.errors import InputError
-from orchestrator.campaign import configs, steps
+from orchestrator.campaign import steps
 from orchestrator.campaign.pool import ActorPool
 from orchestrator.campaign.results import ranked, results_csv, results_markdown
-from orchestrator.campaign.spec import Spec, store_root
+from orchestrator.campaign.spec import USER_REFERENCE, Spec, store_root
 from orchestrator.campaign.state import Ledger, ledger_path
 from reference.store import Selection
 
@@ -66,17 +66,16 @@ class Campaign:
         from orchestrator.campaign.tracking import experiment_name, resolve_tracking_uri
 
         self.spec = spec
-        self.cfg = spec.to_dict()
-        self.name = self.cfg["name"]
-        self.store_root = store_root(store, self.cfg)
+        self.name = spec.name
+        self.store_root = store_root(store, spec)
         self.root = self.store_root / self.name
         self.ledger = Ledger(ledger_path(self.store_root, self.name))
-        self.tracking_uri = resolve_tracking_uri(tracking_uri or self.cfg["tracking"]["uri"])
-        self.experiment = experiment_name(self.cfg)
+        self.tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.uri)
+        self.experiment = experiment_name(spec.name, spec.tracking.experiment)
         self.key = f"{self.name}:{spec.science_hash()}"
         self.on_progress = on_progress
         self.rescreened: list[str] = []
-        self.ctx = steps.Context(self.cfg, self.root, self.store_root, None)
+        self.ctx = steps.Context(spec, self.root, self.store_root, None)
         self._store_lock = threading.Lock()
         self._tracker_lock = threading.RLock()
         self._elements: dict[str, set[str]] = {}
@@ -87,7 +86,7 @@ class Campaign:
         old = self.ledger.get_meta("science_hash")
         if old is None:
             self.ledger.set_meta("science_hash", self.spec.science_hash())
-            self.ledger.set_meta("spec", self.cfg)
+            self.ledger.set_meta("spec", self.spec.to_dict())
             self.ledger.set_meta("tracking_uri", self.tracking_uri)
             self.ledger.set_meta("experiment", self.experiment)
         elif old != self.spec.science_hash():
@@ -99,27 +98,26 @@ class Campaign:
 
         from actors import roles
         from orchestrator.ops.placement import placement
-        from orchestrator.campaign import configs
         from orchestrator.campaign.tracking import Tracker
 
-        r = self.cfg["resources"]
-        policy = dict(max_restarts=r["max_restarts"], max_task_retries=r["max_task_retries"])
-        gpus = r["gpus_per_md_worker"]
+        r = self.spec.resources
+        policy = dict(max_restarts=r.max_restarts, max_task_retries=r.max_task_retries)
+        gpus = r.gpus_per_md_worker
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-        self.placement = placement(ray.cluster_resources(), gpus, r["cpus_per_oracle"])
+        self.placement = placement(ray.cluster_resources(), gpus, r.cpus_per_oracle)
         actors = SimpleNamespace(
             generator=roles.remote(roles.CandidateGenerator, **policy).remote(),
             judge=roles.remote(roles.StabilityJudge, **policy).remote(),
-            trainer=roles.remote(roles.Trainer, num_cpus=r["cpus_per_trainer"], **policy).remote(r["cpus_per_trainer"]),
+            trainer=roles.remote(roles.Trainer, num_cpus=r.cpus_per_trainer, **policy).remote(r.cpus_per_trainer),
             reference=ActorPool([
-                roles.remote(roles.ReferenceWorker, num_cpus=r["cpus_per_oracle"], resources=self.placement["reference"],
-                             **policy).remote(configs.oracle(self.cfg), r["cpus_per_oracle"])
-                for _ in range(r["reference_workers"])]),
+                roles.remote(roles.ReferenceWorker, num_cpus=r.cpus_per_oracle, resources=self.placement["reference"],
+                             **policy).remote(self.spec.oracle, r.cpus_per_oracle)
+                for _ in range(r.reference_workers)]),
             md=ActorPool([
-                roles.remote(roles.MDWorker, num_cpus=r["cpus_per_md_worker"], num_gpus=gpus,
-                             resources=self.placement["md"], **policy).remote(r["cpus_per_md_worker"])
-                for _ in range(r["md_workers"])]),
+                roles.remote(roles.MDWorker, num_cpus=r.cpus_per_md_worker, num_gpus=gpus,
+                             resources=self.placement["md"], **policy).remote(r.cpus_per_md_worker)
+                for _ in range(r.md_workers)]),
             # the single MLflow writer, on the head when the cluster marks it (MLflow listens on its 127.0.0.1)
             tracker=roles.remote(Tracker, resources=self.placement["tracker"], **policy).remote(
                 self.tracking_uri, self.experiment))
@@ -183,7 +181,7 @@ class Campaign:
                 pass
 
     def _run(self, incremental: bool) -> dict:
-        self._track("start_campaign", self.key, self.name, self.cfg, self.spec.to_yaml())
+        self._track("start_campaign", self.key, self.name, self.spec.to_dict(), self.spec.to_yaml())
         generated = self.ledger.step("candidates")
         if generated is None or incremental:
             fresh = steps.candidates(self.ctx)
@@ -196,7 +194,7 @@ class Campaign:
         if incremental:
             self.rescreened = self._new_generations(rows)
         self._notify()
-        with ThreadPoolExecutor(max_workers=self.cfg["resources"]["queue_size"]) as pool:
+        with ThreadPoolExecutor(max_workers=self.spec.resources.queue_size) as pool:
             list(pool.map(self._candidate_safe, rows))
         csv_path = self.write_results_csv()
         summary = self.ledger.summary()
@@ -221,9 +219,9 @@ class Campaign:
         gkey = self.gkey(key)
         cand = self.ledger.candidate(key)
         params = {"formula": row["formula"], "prototype": row.get("prototype") or "",
-                  "model_version": cand.get("model_version") or "", "oracle": self.cfg["oracle"]["name"]}
+                  "model_version": cand.get("model_version") or "", "oracle": self.spec.oracle.name}
         ref_meta = (self.ledger.step(f"ref:{key}") or {}).get("metadata") or {}
-        if ref_meta.get("kind") == "user-reference":     # the user's trajectory the checks compared against
+        if ref_meta.get("kind") == USER_REFERENCE:     # the user's trajectory the checks compared against
             params.update(reference="user", reference_path=ref_meta["source"], reference_sha256=ref_meta["sha256"],
                           reference_labels=ref_meta["labels_by"])
         if reason != "error":  # an errored candidate is retried on the next run, not "screened"
@@ -240,7 +238,7 @@ class Campaign:
         """Files for the candidate's MLflow run: every plot the steps drew, and (optionally) trajectories."""
         plot_dir = self.root / "plots" / gkey
         out = {"plots": sorted({*plots, *(str(p) for p in plot_dir.glob("*.png"))}) if plot_dir.exists() else list(plots)}
-        if self.cfg["tracking"]["log_trajectories"]:
+        if self.spec.tracking.log_trajectories:
             md_dir = self.root / "md" / gkey
             out["trajectories"] = sorted(str(p) for p in md_dir.glob("*/*.h5")) if md_dir.exists() else []
         return out
@@ -295,7 +293,7 @@ class Campaign:
         """``active_learning.min_shared_elements`` (default: all but one of the candidate's elements, >= 1),
         never above the candidate's own element count, so its own labels always qualify."""
         n = len(self._candidate_elements(row))
-        wanted = self.cfg["active_learning"]["min_shared_elements"] or max(1, n - 1)
+        wanted = self.spec.active_learning.min_shared_elements or max(1, n - 1)
         return max(1, min(wanted, n))
 
     def training_selection(self, row: dict, oracle: str) -> dict:
@@ -368,7 +366,7 @@ class Campaign:
         gkey = self.gkey(key)  # generation 2+ (--incremental): fresh steps, the reference is shared
         self._stage(key, "reference")
         self._track("candidate_progress", self.key, gkey, "reference", 0, self.display_name(row))
-        source = configs.user_reference(self.cfg, row)
+        source = self.spec.user_reference(row)
         ref = self._once(f"ref:{key}", key, lambda: steps.reference(self.ctx, row) if source is None
                          else steps.user_reference(self.ctx, row, source))
         if ref.get("error"):
@@ -381,13 +379,13 @@ class Campaign:
     def _active_learning(self, row: dict, gkey: str, ref: dict) -> tuple[list[str], dict, dict] | None:
         """Train, explore, judge, label until the judge finds the model stable (or can say no more: inconclusive):
         its member files, last verdict and the exploration step it judged (its replicas), or None when the candidate ended here (budget spent, oracle failing)."""
-        key, cfg, al = row["key"], self.cfg, self.cfg["active_learning"]
+        key, al = row["key"], self.spec.active_learning
         meta = ref.get("metadata") or {}
         can_label = meta.get("can_label", True)   # a user's labels: more only from the same level of theory
         members: list[str] | None = None
-        for r in range(al["max_rounds"] + 1):
+        for r in range(al.max_rounds + 1):
             self._stage(key, "active_learning", r)
-            init = members if cfg["training"]["fine_tune"] else None
+            init = members if al.fine_tune else None
             sel = self._once(f"trainset:{gkey}:{r}", key, lambda: self.training_selection(row, ref["oracle"]))
             train = self._once(f"train:{gkey}:{r}", key, lambda: {**steps.train(self.ctx, gkey, r, sel, init),
                                                                    "training_set": sel})
@@ -402,7 +400,7 @@ class Campaign:
                       if len(members) > 1 and meta.get("calibration_forces", True) else None)
             audit = (self._once(f"audit:{gkey}:{r}", key, lambda: steps.audit(
                 self.ctx, gkey, r, members, paths, ref, errors["calibration"]))
-                if errors and can_label and al["audit_labels"] and all(run["verdict"] == "stable" for run in explore["runs"])
+                if errors and can_label and al.audit_labels and all(run["verdict"] == "stable" for run in explore["runs"])
                 else None)
             report = self._once(f"judge:{gkey}:{r}", key, lambda: steps.judge(
                 self.ctx, gkey, r, paths, ref["trajectory"], errors, audit))
@@ -418,11 +416,11 @@ class Campaign:
                 self.ledger.record_round(gkey, r, diag)
                 return members, verdict, explore
             picked = any(report["frames"])
-            if r == al["max_rounds"] or not picked or not can_label:
+            if r == al.max_rounds or not picked or not can_label:
                 self.ledger.record_round(gkey, r, diag)
                 why = (f"no stable model after {r + 1} rounds (last verdict {verdict['status']})" if picked
                        else "no frame could be selected for labelling (exploration collapsed)")
-                if not can_label and picked and r < al["max_rounds"]:
+                if not can_label and picked and r < al.max_rounds:
                     why = (f"verdict {verdict['status']}; new labels would need the reference's level of theory "
                            f"({ref['oracle']}), and this campaign's oracle is another: labels are never mixed")
                 self._finish(row, "budget_spent", verdict["status"], why, {"checks": checks_summary(verdict)})
@@ -437,18 +435,17 @@ class Campaign:
                     self.ctx, members, lab["shard"], band))
                 diag.update(force_mae_meV_A=force["force_mae_meV_A"], calibration=force["calibration"])
             self.ledger.record_round(gkey, r, diag)
-            if asked and lab["n_failed"] / asked > cfg["oracle"]["max_failure_fraction"]:
+            if asked and lab["n_failed"] / asked > al.max_failure_fraction:
                 self._finish(row, "oracle_failing", verdict["status"],
                              f"oracle failed on {lab['n_failed']}/{asked} frames: {'; '.join(lab['errors'][:2])}", {})
                 return None
         return None  # not reached: the last round always finishes above
 
     def _log_training(self, row: dict, gkey: str, r: int, train: dict, init) -> None:
-        cfg = self.cfg
         info = {**{k: v for k, v in train.items() if k not in ("training_set", "val_metrics")}, "candidate": gkey,
-                "round": r, "init": bool(init), "architectures": ",".join(cfg["models"]["architectures"])}
+                "round": r, "init": bool(init), "architectures": ",".join(self.spec.models.architectures)}
         self._track("log_training", self.key, f"{gkey}/r{r}", info,
-                    f"{self.experiment}-ensemble" if cfg["tracking"]["register_models"] else None,
+                    f"{self.experiment}-ensemble" if self.spec.tracking.register_models else None,
                     f"{self.display_name(row)} r{r}")
 
     def display_name(self, row: dict) -> str:
@@ -465,7 +462,7 @@ class Campaign:
 
         ``explore``: the judged exploration step, its replicas (these members, the reference temperature, the
         production protocol): production runs at that temperature when it is one of ``md.temperatures_K``
-        (``configs.production_temperatures``: production may not repeat it).
+        (``CampaignSpec.production_temperatures``: production may not repeat it).
         ``verdict``: the last exploration verdict; stable ends ``converged``, inconclusive ends ``inconclusive``
         (its numbers are reported, flagged: a check against the reference could not be decided)."""
         key = row["key"]
@@ -475,7 +472,7 @@ class Campaign:
         runs = self._once(f"prod:{gkey}", key, lambda: steps.production(self.ctx, gkey, members,
                                                                          row["structure_path"], ref))["runs"]
         explored = explore["runs"]
-        if configs.is_production_temperature(self.cfg, explored[0]["temperature_K"]):
+        if self.spec.is_production_temperature(explored[0]["temperature_K"]):
             runs = [*explored, *runs]
         stable = [run for run in runs if run["verdict"] == "stable"]
         unstable_t = sorted({run["temperature_K"] for run in runs if run["verdict"] != "stable"})
@@ -495,13 +492,13 @@ class Campaign:
     # --- results --------------------------------------------------------------------------------
     def write_results_csv(self) -> str:
         path = self.root / "results.csv"
-        atomic_write_text(path, results_csv(self.ledger, self.cfg["candidates"]["rank_by"]))
+        atomic_write_text(path, results_csv(self.ledger, self.spec.candidates.rank_by))
         return str(path)
 
     def write_results_table(self) -> str:
         """``results.md``: the ranked table with units in its headers (an artifact of the campaign's run)."""
         path = self.root / "results.md"
-        atomic_write_text(path, results_markdown(ranked(self.ledger, self.cfg["candidates"]["rank_by"])))
+        atomic_write_text(path, results_markdown(ranked(self.ledger, self.spec.candidates.rank_by)))
         return str(path)
 
 

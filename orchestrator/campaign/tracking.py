@@ -51,8 +51,9 @@ def resolve_tracking_uri(spec_uri: str | None, cwd: str | Path | None = None) ->
     return spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(cwd)
 
 
-def experiment_name(spec: dict) -> str:
-    return spec["tracking"]["experiment"] or f"matscreen-{spec['name']}"
+def experiment_name(name: str, experiment: str | None = None) -> str:
+    """The campaign's MLflow experiment: ``tracking.experiment``, else ``matscreen-<name>``."""
+    return experiment or f"matscreen-{name}"
 
 
 def _redact(obj: Any) -> Any:
@@ -121,7 +122,7 @@ class Tracker:
         if "campaign" not in run.data.params:
             self._params(run_id, {"campaign": spec["name"], "oracle": spec["oracle"]["name"],
                                   "architectures": ",".join(spec["models"]["architectures"]),
-                                  "ensemble_size": spec["models"]["ensemble_size"],
+                                  "ensemble_size": spec["models"]["size"],
                                   "temperatures_K": ",".join(str(t) for t in spec["md"]["temperatures_K"]),
                                   "max_rounds": spec["active_learning"]["max_rounds"]})
             self.client.log_text(run_id, _redact(spec_yaml), "spec/campaign.yaml")

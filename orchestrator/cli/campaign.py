@@ -111,7 +111,7 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
     from orchestrator.campaign.tracking import mlflow_ui_command
 
     if starts_local_ray():                                   # sized for the actors here, refused if they won't fit
-        num_cpus = local_cpus(spec.to_dict()["resources"], num_cpus, os.cpu_count() or 1)
+        num_cpus = local_cpus(spec.resources, num_cpus, os.cpu_count() or 1)
     view = None if quiet else ProgressView()
     campaign = Campaign(spec, store=store, tracking_uri=tracking_uri, on_progress=view)
     # where the results go, first (a Ray job's log shows it even if the job is stopped)
@@ -128,7 +128,7 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
             ray.shutdown()
     if campaign.rescreened:
         print(f"re-screened (training data in the store changed): {', '.join(campaign.rescreened)}", file=out)
-    rows = ranked(campaign.ledger, spec.to_dict()["candidates"]["rank_by"])
+    rows = ranked(campaign.ledger, spec.candidates.rank_by)
     print(format_table(rows), file=out)
     skipped = f"; {summary['skipped_known']} known compositions skipped (include_known: false)" \
         if summary.get("skipped_known") else ""
@@ -142,12 +142,12 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
 
 def _ledger(args):
     from common.errors import InputError
-    from orchestrator.campaign.spec import defaults, load_spec, store_root
+    from orchestrator.campaign.spec import CampaignSpec, load_spec, store_root
     from orchestrator.campaign.state import Ledger, ledger_path
 
     spec = load_spec(args.spec) if args.spec else None
-    name = args.name or (spec.to_dict()["name"] if spec else None)
-    store = store_root(args.store, spec.to_dict() if spec else defaults())
+    name = args.name or (spec.name if spec else None)
+    store = store_root(args.store, spec or CampaignSpec())
     if name is None:
         found = sorted(p.parent.name for p in store.glob("*/ledger.sqlite"))
         if len(found) == 1:
@@ -201,10 +201,11 @@ def _mlflow_counts(ledger) -> dict:
 
 def _results(args) -> int:
     from orchestrator.campaign.results import format_table, ranked
+    from orchestrator.campaign.spec import CandidatesSpec
 
     ledger, _ = _ledger(args)
     spec = ledger.get_meta("spec") or {}
-    rows = ranked(ledger, spec.get("candidates", {}).get("rank_by", "log10_sigma_300K"))
+    rows = ranked(ledger, spec.get("candidates", {}).get("rank_by") or CandidatesSpec().rank_by)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -234,5 +235,5 @@ def _show(args) -> int:
 
     spec = load_spec(args.spec)
     print(f"# effective settings of {args.spec}; keys you changed show their default")
-    print(commented_yaml(spec.to_dict()))
+    print(commented_yaml(spec))
     return 0

@@ -35,21 +35,20 @@ def placement(cluster_resources: dict, gpus_per_md_worker: float, cpus_per_oracl
     return out
 
 
-def actor_cpus(resources: dict) -> float:
+def actor_cpus(resources) -> float:
     """CPUs the campaign's actors ask Ray for, all together (the spec's ``resources`` section)."""
     r = resources
-    return (r["cpus_per_oracle"] * r["reference_workers"] + r["cpus_per_trainer"]
-            + r["cpus_per_md_worker"] * r["md_workers"])
+    return r.cpus_per_oracle * r.reference_workers + r.cpus_per_trainer + r.cpus_per_md_worker * r.md_workers
 
 
-def local_cpus(resources: dict, num_cpus: int | None, cores: int) -> int:
+def local_cpus(resources, num_cpus: int | None, cores: int) -> int:
     """Logical CPUs for a private local Ray on a machine with ``cores``: ``num_cpus`` when given, else the cores,
     or the actors' sum when that is more and one candidate is in flight (``queue_size`` 1: its stages run one
     after another, so each stage's actor may use every core).  InputError when the actors would not fit: Ray
     would wait for them for ever."""
     needed = math.ceil(actor_cpus(resources))
     if num_cpus is None:
-        num_cpus = max(cores, needed) if resources["queue_size"] == 1 else cores
+        num_cpus = max(cores, needed) if resources.queue_size == 1 else cores
     if needed > num_cpus:
         raise InputError(f"the campaign's actors ask for {needed} CPUs (resources.cpus_per_* x workers) and the "
                          f"local Ray has {num_cpus}; pass --num-cpus {needed}, lower resources.cpus_per_*, or set "
