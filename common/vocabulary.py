@@ -52,3 +52,11 @@ def jsonable(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+# how a candidate ends (the ledger's ``reason``; the campaign's results table)
+CONVERGED, BUDGET_SPENT, ORACLE_FAILING, NO_STRUCTURE, ERROR = (
+    "converged", "budget_spent", "oracle_failing", "no_structure", "error")
+REASONS = (CONVERGED, INCONCLUSIVE, BUDGET_SPENT, ORACLE_FAILING, NO_STRUCTURE, ERROR)
+FINISHED_WELL = (CONVERGED, INCONCLUSIVE)       # numbers reported (inconclusive: flagged)
+JUDGED_USABLE = (STABLE, INCONCLUSIVE)          # a verdict whose run goes on to production

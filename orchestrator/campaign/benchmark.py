@@ -55,6 +55,7 @@ from typing import Any
 
 from common.atomic import atomic_write_text
 from common.errors import InputError
+from common import vocabulary as V
 
 BENCHMARK_KEYS = {
     "train_on": (str, "material whose oracle data trains the models"),
@@ -321,8 +322,8 @@ def _row(roles: _Roles, spec, arch: str, material: str, training: bool, trained:
                    | {f"structure: {v['evidence']['rdf_reason']}" for v in verdicts
                       if v["evidence"].get("rdf_status") == "mismatch" and v["evidence"].get("rdf_reason")})
     # an inconclusive run broke nothing: its numbers are reported, flagged by the verdict column
-    unbroken = [r["trajectory"] for r, v in zip(runs, verdicts) if v["status"] in ("stable", "inconclusive")]
-    if verdict in ("stable", "inconclusive"):
+    unbroken = [r["trajectory"] for r, v in zip(runs, verdicts) if v["status"] in V.JUDGED_USABLE]
+    if verdict in V.JUDGED_USABLE:
         (res,) = roles.map("judge", "transport", [(unbroken, spec.md.species, str(out / "plots" / arch / material),
                                                    spec.stability.min_msd_A2)])
         sigma, err = _neg_log10_sigma(res["transport"])

@@ -49,6 +49,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from common.atomic import atomic_write_text
+from common import vocabulary as V
 from common.errors import InputError
 from orchestrator.campaign import steps
 from orchestrator.campaign.pool import ActorPool
@@ -211,7 +212,7 @@ class Campaign:
             self._candidate(row)
         except Exception as exc:  # noqa: BLE001 - record and go on with the other candidates
             detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-            self._finish(row, "error", "error", detail, {})
+            self._finish(row, V.ERROR, V.ERROR, detail, {})
             traceback.print_exc()
 
     def _finish(self, row: dict, reason: str, verdict: str, detail: str, result: dict, plots: list[str] = ()) -> None:
@@ -224,7 +225,7 @@ class Campaign:
         if ref_meta.get("kind") == USER_REFERENCE:     # the user's trajectory the checks compared against
             params.update(reference="user", reference_path=ref_meta["source"], reference_sha256=ref_meta["sha256"],
                           reference_labels=ref_meta["labels_by"])
-        if reason != "error":  # an errored candidate is retried on the next run, not "screened"
+        if reason != V.ERROR:  # an errored candidate is retried on the next run, not "screened"
             self._record_screened(row, gkey)
         if row.get("known_values"):          # measured values beside whatever was computed (or not)
             result = {**result, "known_values": row["known_values"]}
@@ -308,7 +309,7 @@ class Campaign:
         for row in rows:
             key = row["key"]
             cand = self.ledger.candidate(key)
-            if cand["stage"] != "done" or cand["reason"] in ("error", "no_structure"):
+            if cand["stage"] != "done" or cand["reason"] in (V.ERROR, V.NO_STRUCTURE):
                 continue
             g = self.generation(key)
             then = self.ledger.step(f"screened:{self.gkey(key)}")
@@ -354,14 +355,14 @@ class Campaign:
     def _candidate(self, row: dict) -> None:
         key = row["key"]
         cand = self.ledger.candidate(key)
-        if cand["stage"] == "done" and cand["reason"] == "error":
+        if cand["stage"] == "done" and cand["reason"] == V.ERROR:
             self.ledger.update_candidate(key, stage="pending", reason=None, detail=None)  # retry; steps are kept
             cand = self.ledger.candidate(key)
         if cand["stage"] == "done":  # make sure MLflow has it (a crash may have hit between the two)
             self._finish(row, cand["reason"], cand["verdict"] or "", cand["detail"] or "", cand["results"])
             return
         if not row.get("structure_path"):
-            self._finish(row, "no_structure", "none", row.get("reason") or "no structure", {})
+            self._finish(row, V.NO_STRUCTURE, "none", row.get("reason") or "no structure", {})
             return
         gkey = self.gkey(key)  # generation 2+ (--incremental): fresh steps, the reference is shared
         self._stage(key, "reference")
@@ -370,7 +371,7 @@ class Campaign:
         ref = self._once(f"ref:{key}", key, lambda: steps.reference(self.ctx, row) if source is None
                          else steps.user_reference(self.ctx, row, source))
         if ref.get("error"):
-            self._finish(row, "oracle_failing", "reference_failed", f"oracle reference MD failed: {ref['error']}", {})
+            self._finish(row, V.ORACLE_FAILING, "reference_failed", f"oracle reference MD failed: {ref['error']}", {})
             return
         reached = self._active_learning(row, gkey, ref)
         if reached is not None:
@@ -400,7 +401,7 @@ class Campaign:
                       if len(members) > 1 and meta.get("calibration_forces", True) else None)
             audit = (self._once(f"audit:{gkey}:{r}", key, lambda: steps.audit(
                 self.ctx, gkey, r, members, paths, ref, errors["calibration"]))
-                if errors and can_label and al.audit_labels and all(run["verdict"] == "stable" for run in explore["runs"])
+                if errors and can_label and al.audit_labels and all(run["verdict"] == V.STABLE for run in explore["runs"])
                 else None)
             report = self._once(f"judge:{gkey}:{r}", key, lambda: steps.judge(
                 self.ctx, gkey, r, paths, ref["trajectory"], errors, audit))
@@ -412,7 +413,7 @@ class Campaign:
                 diag["reference_calibration"] = errors["calibration"]
             if audit:
                 diag["audit"] = {k: audit.get(k) for k in ("n_labels", "n_failed", "force_mae_meV_A", "calibration")}
-            if verdict["status"] in ("stable", "inconclusive"):   # labels cannot settle a check that lacks length
+            if verdict["status"] in V.JUDGED_USABLE:   # labels cannot settle a check that lacks length
                 self.ledger.record_round(gkey, r, diag)
                 return members, verdict, explore
             picked = any(report["frames"])
@@ -423,7 +424,7 @@ class Campaign:
                 if not can_label and picked and r < al.max_rounds:
                     why = (f"verdict {verdict['status']}; new labels would need the reference's level of theory "
                            f"({ref['oracle']}), and this campaign's oracle is another: labels are never mixed")
-                self._finish(row, "budget_spent", verdict["status"], why, {"checks": checks_summary(verdict)})
+                self._finish(row, V.BUDGET_SPENT, verdict["status"], why, {"checks": checks_summary(verdict)})
                 return None
             lab = self._once(f"label:{gkey}:{r + 1}", key,
                              lambda: steps.label(self.ctx, gkey, r + 1, paths, report["frames"], ref))
@@ -436,7 +437,7 @@ class Campaign:
                 diag.update(force_mae_meV_A=force["force_mae_meV_A"], calibration=force["calibration"])
             self.ledger.record_round(gkey, r, diag)
             if asked and lab["n_failed"] / asked > al.max_failure_fraction:
-                self._finish(row, "oracle_failing", verdict["status"],
+                self._finish(row, V.ORACLE_FAILING, verdict["status"],
                              f"oracle failed on {lab['n_failed']}/{asked} frames: {'; '.join(lab['errors'][:2])}", {})
                 return None
         return None  # not reached: the last round always finishes above
@@ -474,19 +475,19 @@ class Campaign:
         explored = explore["runs"]
         if self.spec.is_production_temperature(explored[0]["temperature_K"]):
             runs = [*explored, *runs]
-        stable = [run for run in runs if run["verdict"] == "stable"]
-        unstable_t = sorted({run["temperature_K"] for run in runs if run["verdict"] != "stable"})
+        stable = [run for run in runs if run["verdict"] == V.STABLE]
+        unstable_t = sorted({run["temperature_K"] for run in runs if run["verdict"] != V.STABLE})
         if not stable:
-            self._finish(row, "budget_spent", runs[0]["verdict"] if runs else "exploded",
+            self._finish(row, V.BUDGET_SPENT, runs[0]["verdict"] if runs else V.EXPLODED,
                          f"production MD unstable at every temperature {unstable_t}", {})
             return
         out = self._once(f"transport:{gkey}", key, lambda: steps.transport(self.ctx, gkey,
                                                                            [run["trajectory"] for run in stable]))
         notes = [f"unstable at {unstable_t} K (dropped)"] if unstable_t else []
-        if verdict["status"] == "inconclusive":
+        if verdict["status"] == V.INCONCLUSIVE:
             notes = [*verdict["evidence"].get("inconclusive", []), *notes]
         result = {**out["transport"], "checks": checks_summary(verdict)}
-        reason = "converged" if verdict["status"] == "stable" else "inconclusive"
+        reason = V.CONVERGED if verdict["status"] == V.STABLE else V.INCONCLUSIVE
         self._finish(row, reason, verdict["status"], "; ".join(notes), result, out["plots"])
 
     # --- results --------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import csv
 import io
 import math
 
+from common import vocabulary as V
+
 from orchestrator.campaign.state import Ledger
 
 
@@ -64,13 +66,13 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> list[dict]:
         value = row.get(rank_by)
         if isinstance(value, list):
             value = value[-1] if value else None
-        if row["reason"] != "converged" or value is None:
+        if row["reason"] != V.CONVERGED or value is None:
             return (1, 0.0)
         return (0, value if rank_by == "activation_energy_eV" else -value)
 
     rows.sort(key=score)
     for i, row in enumerate(rows, 1):
-        row["rank"] = i if row["reason"] == "converged" and score(row)[0] == 0 else None
+        row["rank"] = i if row["reason"] == V.CONVERGED and score(row)[0] == 0 else None
     return rows
 
 

@@ -26,8 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from common import vocabulary as V
+
 STAGES = ("pending", "reference", "active_learning", "production", "done")
-REASONS = ("converged", "budget_spent", "oracle_failing", "no_structure", "error")
+REASONS = V.REASONS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -181,8 +183,8 @@ class Ledger:
         """Counts for the progress view: total, done, running, failed, pending, max round, simulated ns."""
         rows = self.candidates()
         done = [r for r in rows if r["stage"] == "done"]
-        inconclusive = [r for r in done if r["reason"] == "inconclusive"]
-        failed = [r for r in done if r["reason"] not in ("converged", "inconclusive")]
+        inconclusive = [r for r in done if r["reason"] == V.INCONCLUSIVE]
+        failed = [r for r in done if r["reason"] not in V.FINISHED_WELL]
         running = [r for r in rows if r["stage"] not in ("pending", "done")]
         generated = self.step("candidates")
         skipped = len(generated.get("skipped_known", [])) if isinstance(generated, dict) else 0

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import vocabulary as V
+
 UNITS_NOTE = ("Units: diffusivity_cm2_s in cm²/s, conductivity_mS_cm in mS/cm (step = temperature in K; "
               "D_cm2_s_<T>K / sigma_mS_cm_<T>K carry the temperature in the name), activation_energy_eV in eV, "
               "log10_sigma_300K = log10 of the Arrhenius-extrapolated sigma(300 K) in mS/cm; every _err is one "
@@ -102,7 +104,7 @@ class Tracker:
         if it does not exist."""
         found = self.find_run(key)
         if found is not None:
-            if found.info.status not in ("RUNNING", "FINISHED") and found.data.tags.get("reason") == "error":
+            if found.info.status not in ("RUNNING", "FINISHED") and found.data.tags.get("reason") == V.ERROR:
                 self.client.update_run(found.info.run_id, status="RUNNING")
             return found.info.run_id
         all_tags = {KEY_TAG: key, KIND_TAG: kind, "mlflow.runName": name, **(tags or {})}
@@ -209,7 +211,7 @@ class Tracker:
         if known:
             self.client.set_tag(run_id, "known_values", " | ".join(known)[:5000])
         self.client.set_tag(run_id, LOGGED_TAG, "1")
-        self.client.set_terminated(run_id, "FINISHED" if reason in ("converged", "inconclusive") else "FAILED")
+        self.client.set_terminated(run_id, "FINISHED" if reason in V.FINISHED_WELL else "FAILED")
         return run_id
 
     def candidate_progress(self, campaign_key: str, key: str, stage: str, round_: int, name: str | None = None) -> None:
