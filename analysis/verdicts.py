@@ -36,14 +36,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
-import vesin
-from ase.data import atomic_masses, atomic_numbers, chemical_symbols, covalent_radii
+from ase.data import atomic_masses, atomic_numbers
 
 from analysis import checks
 from analysis.checks import BlockRDF
 from analysis.rdf import RDFResult, rdf
+from common.geometry import closest_pair
 from common.trajectory import Trajectory
-from common.config import check_fields, param
+from common.config import param
 from common.errors import InputError
 
 from common.vocabulary import (ATOM_FUSION, BROKEN, DYNAMICS_MISMATCH, EXPLODED, FRAMEWORK_DRIFT,  # noqa: F401
@@ -155,19 +155,8 @@ def worst(verdicts: list[Verdict]) -> Verdict:
 
 
 def min_distance_ratios(positions: np.ndarray, cells: np.ndarray, numbers: np.ndarray, r_max_A: float = 3.0):
-    """Per frame: smallest r_ij / (r_cov,i + r_cov,j), its distance (Å) and pair name."""
-    radii = np.asarray(covalent_radii)[numbers]
-    calc = vesin.NeighborList(cutoff=r_max_A, full_list=False)
-    out = []
-    for pos, cell in zip(positions, cells):
-        i, j, d = calc.compute(points=pos, box=cell, periodic=True, quantities="ijd")
-        if len(d) == 0:
-            out.append((np.inf, np.inf, ""))
-            continue
-        ratio = d / (radii[i] + radii[j])
-        k = int(np.argmin(ratio))
-        out.append((float(ratio[k]), float(d[k]), f"{chemical_symbols[numbers[i[k]]]}-{chemical_symbols[numbers[j[k]]]}"))
-    return out
+    """Per frame: smallest r_ij / (r_cov,i + r_cov,j), its distance (Å) and pair name (``common.geometry``)."""
+    return [closest_pair(numbers, pos, cell, True, r_max_A)[:3] for pos, cell in zip(positions, cells)]
 
 
 @dataclass

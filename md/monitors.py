@@ -64,17 +64,21 @@ def nonfinite(state: MDState) -> torch.Tensor:
     return bad
 
 
-def min_distance_ratio(state: MDState, neighbors: NeighborList) -> tuple[torch.Tensor, torch.Tensor]:
-    """[S] smallest r_ij / (r_cov,i + r_cov,j) and the edge index achieving it (-1 if none)."""
-    batch = state.as_batch()
-    r = edge_vectors(batch, neighbors).norm(dim=1)
+def edge_ratios(state: MDState, neighbors: NeighborList) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per edge: r_ij (Å) and r_ij / (r_cov,i + r_cov,j), the rule of ``common.geometry`` on the device."""
+    r = edge_vectors(state.as_batch(), neighbors).norm(dim=1)
     i, j = neighbors.edge_index
     radii = covalent_radius_table(state.device, r.dtype)
-    ratio = r / (radii[state.numbers[i]] + radii[state.numbers[j]])
-    sys = state.system_index[i]
+    return r, r / (radii[state.numbers[i]] + radii[state.numbers[j]])
+
+
+def min_distance_ratio(state: MDState, neighbors: NeighborList) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[S] smallest r_ij / (r_cov,i + r_cov,j) of each system, and every edge's distance (Å) and ratio."""
+    r, ratio = edge_ratios(state, neighbors)
+    sys = state.system_index[neighbors.edge_index[0]]
     best = torch.full((state.n_systems,), float("inf"), dtype=r.dtype, device=r.device)
     best = best.scatter_reduce(0, sys, ratio, "amin", include_self=True)
-    return best, r
+    return best, r, ratio
 
 
 def check(state: MDState, neighbors: NeighborList, reference_com: torch.Tensor, config: MonitorConfig) -> MonitorResult:
@@ -85,7 +89,7 @@ def check(state: MDState, neighbors: NeighborList, reference_com: torch.Tensor, 
     bad = nonfinite(state) | ~torch.isfinite(temp)
     limit = torch.clamp(config.max_temperature_factor * state.target_temperature_K, min=config.min_runaway_K)
     hot = temp > limit
-    ratio, r = min_distance_ratio(state, neighbors)
+    ratio, edge_r, edge_ratio = min_distance_ratio(state, neighbors)
     fused = ratio < config.fusion_fraction
     drift = (framework_com(state, config.mobile_species) - reference_com).norm(dim=1)
     drifted = drift > config.framework_drift_A
@@ -101,7 +105,7 @@ def check(state: MDState, neighbors: NeighborList, reference_com: torch.Tensor, 
                   "min_distance_ratio": float(ratio_c[s]), "framework_drift_A": float(drift_c[s]),
                   "nonfinite": bool(bad[s])}
             if bool(fused[s]):
-                ev.update(_closest_pair(state, neighbors, r, s))
+                ev.update(_closest_pair(state, neighbors, edge_r, edge_ratio, s))
                 ev["fusion_fraction"] = config.fusion_fraction
             out_code = int(code[s])
             if out_code == EXPLODED and not bool(bad[s]):
@@ -112,14 +116,13 @@ def check(state: MDState, neighbors: NeighborList, reference_com: torch.Tensor, 
     return MonitorResult(code=code, evidence=evidence)
 
 
-def _closest_pair(state: MDState, neighbors: NeighborList, r: torch.Tensor, s: int) -> dict:
+def _closest_pair(state: MDState, neighbors: NeighborList, r: torch.Tensor, edge_ratio: torch.Tensor, s: int) -> dict:
+    """Evidence of system ``s``'s closest pair: its distance (Å), elements and atoms."""
     i, j = neighbors.edge_index
     mask = state.system_index[i] == s
     if not bool(mask.any()):
         return {}
-    radii = covalent_radius_table(state.device, r.dtype)
-    ratio = r / (radii[state.numbers[i]] + radii[state.numbers[j]])
-    ratio = torch.where(mask, ratio, torch.full_like(ratio, float("inf")))
+    ratio = torch.where(mask, edge_ratio, torch.full_like(edge_ratio, float("inf")))
     e = int(torch.argmin(ratio))
     zi, zj = int(state.numbers[i[e]]), int(state.numbers[j[e]])
     return {"min_distance_A": float(r[e]), "pair": f"{chemical_symbols[zi]}-{chemical_symbols[zj]}",

@@ -209,23 +209,17 @@ def substitute(prototype_structure, mapping: dict, p_oxi: dict, t_oxi: dict):
 
 
 def too_short_distances(structure, factor: float = MIN_DISTANCE_FACTOR) -> str:
-    """'' if every pair is at least ``factor`` × (sum of covalent radii) apart, else the reason."""
-    from ase.data import covalent_radii
+    """'' if every pair is at least ``factor`` × (sum of covalent radii) apart, else the reason
+    (``common.geometry``: the rule of atom fusion, at another factor)."""
     from pymatgen.io.ase import AseAtomsAdaptor
-    from ase.neighborlist import neighbor_list
+
+    from common.geometry import closest_pair
 
     atoms = AseAtomsAdaptor.get_atoms(structure)
-    i, j, d = neighbor_list("ijd", atoms, 3.0)
-    if len(d) == 0:
+    ratio, d, pair, _, _ = closest_pair(atoms.numbers, atoms.positions, atoms.cell[:], atoms.pbc, 3.0)
+    if not ratio < factor:
         return ""
-    z = atoms.numbers
-    limit = factor * (covalent_radii[z[i]] + covalent_radii[z[j]])
-    bad = np.flatnonzero(d < limit)
-    if len(bad) == 0:
-        return ""
-    k = bad[np.argmin(d[bad] / limit[bad])]
-    s = atoms.get_chemical_symbols()
-    return (f"too-short distance {s[i[k]]}-{s[j[k]]} {d[k]:.2f} Å (< {factor} x covalent sum {limit[k] / factor:.2f} Å)")
+    return f"too-short distance {pair} {d:.2f} Å (< {factor} x covalent sum {d / ratio:.2f} Å)"
 
 
 def prototype_structure(proto: str):

@@ -184,7 +184,6 @@ def _summary(run_id, oracle, path, steps, p, temps, energies, labels, work, shar
 
 
 def _min_distance(atoms) -> float | None:
-    from ase.neighborlist import neighbor_list
+    from common.geometry import min_distance
 
-    d = neighbor_list("d", atoms, 4.0)
-    return float(d.min()) if len(d) else None
+    return min_distance(atoms.numbers, atoms.positions, atoms.cell[:], atoms.pbc, 4.0)

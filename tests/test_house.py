@@ -69,3 +69,31 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycles_in_the_science_packages():
     for package in ("common", "chemspace", "models", "md", "analysis", "reference"):
         assert _cycles({k: v for k, v in _import_graph(package).items() if k != package}) == [], package
+
+
+def test_one_closest_pair_rule_for_the_judge_and_candidate_generation_checked_against_ase():
+    """The judge's fusion evidence and candidate generation's too-short check read the same rule
+    (``common.geometry``), and it agrees with ASE's neighbour list."""
+    import numpy as np
+    from ase.build import bulk
+    from ase.data import covalent_radii
+    from ase.neighborlist import neighbor_list
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from analysis.verdicts import min_distance_ratios
+    from common.geometry import closest_pair
+    from reference.candidates import too_short_distances
+
+    atoms = bulk("NaCl", "rocksalt", a=5.64).repeat(2)
+    atoms.positions[0] += [0.9, 0.9, 0.0]                     # one Na pushed towards its Cl neighbours
+    i, j, d = neighbor_list("ijd", atoms, 3.0)
+    ratio = d / (covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]])
+    k = int(np.argmin(ratio))
+    got = closest_pair(atoms.numbers, atoms.positions, atoms.cell[:])
+    assert abs(got[0] - ratio[k]) < 1e-12
+    assert abs(got[1] - d[k]) < 1e-12 and set(got[2].split("-")) == {"Na", "Cl"}
+    (judged,) = min_distance_ratios(atoms.positions[None], atoms.cell[:][None], atoms.numbers)
+    assert judged == got[:3]
+    structure = AseAtomsAdaptor.get_structure(atoms)
+    assert too_short_distances(structure, factor=ratio[k] + 0.01).startswith(f"too-short distance {got[2]} {d[k]:.2f} Å")
+    assert too_short_distances(structure, factor=ratio[k] - 0.01) == ""
