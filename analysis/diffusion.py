@@ -21,31 +21,13 @@ import numpy as np
 from ase import units
 
 from common.errors import InputError
+from common.trajectory import unwrap  # noqa: F401  (the one unwrap; analysis.diffusion.unwrap stays importable)
 
 A2_PER_FS_IN_CM2_PER_S = 0.1
 MIN_FIT_FRAMES = 20
 ERROR_BLOCKS = 6            # time blocks of the Birge-ratio check of D's error (3 at least, or none)
 OXIDATION_STATE = {"Li": 1, "Na": 1, "K": 1, "Ag": 1, "Cu": 1, "Mg": 2, "Zn": 2, "Ca": 2, "F": -1, "Cl": -1,
                    "Br": -1, "I": -1, "O": -2, "S": -2, "H": 1}
-
-
-def unwrap(wrapped: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Continuous positions [F,N,3] (Å) from wrapped frames (minimum image between frames)."""
-    wrapped = np.asarray(wrapped, dtype=float)
-    cells = np.asarray(cells, dtype=float)
-    if cells.ndim == 2:
-        cells = np.broadcast_to(cells, (len(wrapped), 3, 3))
-    same = bool(np.all(cells == cells[0]))
-    if same:                                                    # constant cell: one 2-D matmul
-        inv = np.linalg.inv(cells[0])
-        frac = wrapped @ inv
-    else:
-        inv = np.linalg.inv(cells)
-        frac = np.matmul(wrapped, inv)
-    dfrac = np.diff(frac, axis=0)
-    dfrac -= np.round(dfrac)
-    frac_unwrapped = np.concatenate([frac[:1], frac[:1] + np.cumsum(dfrac, axis=0)])
-    return frac_unwrapped @ cells[0] if same else np.matmul(frac_unwrapped, cells)
 
 
 def msd_fft(x: np.ndarray) -> np.ndarray:

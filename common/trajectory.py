@@ -59,3 +59,22 @@ class Trajectory:
     @property
     def volume_A3(self) -> float:
         return float(abs(np.linalg.det(self.cells[-1])))
+
+
+def unwrap(wrapped: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Continuous positions [F,N,3] (Å) from wrapped frames (minimum image between frames)."""
+    wrapped = np.asarray(wrapped, dtype=float)
+    cells = np.asarray(cells, dtype=float)
+    if cells.ndim == 2:
+        cells = np.broadcast_to(cells, (len(wrapped), 3, 3))
+    same = bool(np.all(cells == cells[0]))
+    if same:                                                    # constant cell: one 2-D matmul
+        inv = np.linalg.inv(cells[0])
+        frac = wrapped @ inv
+    else:
+        inv = np.linalg.inv(cells)
+        frac = np.matmul(wrapped, inv)
+    dfrac = np.diff(frac, axis=0)
+    dfrac -= np.round(dfrac)
+    frac_unwrapped = np.concatenate([frac[:1], frac[:1] + np.cumsum(dfrac, axis=0)])
+    return frac_unwrapped @ cells[0] if same else np.matmul(frac_unwrapped, cells)

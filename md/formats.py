@@ -201,22 +201,20 @@ def time_between_frames(path: str | os.PathLike, file_dt: float | None, dt_fs: f
 def read_any(path: str | os.PathLike, *, dt_fs: float | None = None, temperature_K: float | None = None,
              fmt: str | None = None, topology: str | None = None):
     """One system's trajectory from a file ASE reads (see the module docstring); an ``analysis.Trajectory``."""
-    from common.trajectory import Trajectory
+    from common.trajectory import Trajectory, unwrap
 
     frames, fmt = read_checked(path, fmt, topology)
     file_dt, file_t = file_dt_and_temperature(Path(path), fmt, frames)
     dt = time_between_frames(path, file_dt, dt_fs)
     first = frames[0]
-    cell = np.asarray(first.cell[:])
-    frac = np.stack([atoms.get_positions() for atoms in frames]) @ np.linalg.inv(cell)
-    step = np.diff(frac, axis=0)
-    step -= np.round(step)
-    unwrapped_frac = np.concatenate([frac[:1], frac[:1] + np.cumsum(step, axis=0)])
+    cell = np.asarray(first.cell[:])                     # read_checked refuses a changing cell
+    positions = np.stack([atoms.get_positions() for atoms in frames])
+    frac = positions @ np.linalg.inv(cell)
     temps = (np.array([a.get_temperature() for a in frames]) if first.has("momenta") and
              np.any(first.get_momenta()) else None)
     target = temperature_K if temperature_K is not None else file_t
     return Trajectory(numbers=np.asarray(first.numbers, dtype=np.int64), positions=(frac % 1.0) @ cell,
-                      unwrapped=unwrapped_frac @ cell, cells=np.stack([a.cell[:] for a in frames]),
+                      unwrapped=unwrap(positions, cell), cells=np.stack([a.cell[:] for a in frames]),
                       steps=np.arange(len(frames)), dt_fs=dt, temperature_K=None if target is None else float(target),
                       temperatures_K=temps, potential_energy=_energies(frames), path=str(path),
                       metadata={"source": str(path), "format": fmt, "kind": "imported"})

@@ -467,7 +467,8 @@ def write_atoms(path: str | os.PathLike, images: Iterable, *, timestep_fs: float
 
 
 def unwrap_step(previous_unwrapped: np.ndarray, wrapped: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """Continue unwrapped positions (Å) to the next frame: minimum-image displacement from the last one."""
+    """Continue unwrapped positions (Å) to the next frame: minimum-image displacement from the last one (the
+    streaming form of ``common.trajectory.unwrap``, for a writer that sees one frame at a time)."""
     delta = wrapped - previous_unwrapped
     frac = np.linalg.solve(cell.T, delta.T).T
     frac -= np.round(frac)
