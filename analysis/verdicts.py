@@ -36,6 +36,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
+import vesin
 from ase.data import atomic_masses, atomic_numbers
 
 from analysis import checks
@@ -156,7 +157,8 @@ def worst(verdicts: list[Verdict]) -> Verdict:
 
 def min_distance_ratios(positions: np.ndarray, cells: np.ndarray, numbers: np.ndarray, r_max_A: float = 3.0):
     """Per frame: smallest r_ij / (r_cov,i + r_cov,j), its distance (Å) and pair name (``common.geometry``)."""
-    return [closest_pair(numbers, pos, cell, True, r_max_A)[:3] for pos, cell in zip(positions, cells)]
+    calc = vesin.NeighborList(cutoff=r_max_A, full_list=False)             # one for every frame
+    return [closest_pair(numbers, pos, cell, True, r_max_A, calc)[:3] for pos, cell in zip(positions, cells)]
 
 
 @dataclass

@@ -51,7 +51,8 @@ def _bound_error(name: str, value: Any, meta: dict) -> str | None:
         bad = ((meta.get("gt") is not None and not v > meta["gt"]) or (meta.get("ge") is not None and not v >= meta["ge"])
                or (meta.get("lt") is not None and not v < meta["lt"]) or (meta.get("le") is not None and not v <= meta["le"]))
         if bad:
-            return f"{name}[{i}]" * many + name * (not many) + f": must be {_rule(meta)}, got {v}"
+            where = f"{name}[{i}]" if many else name
+            return f"{where}: must be {_rule(meta)}, got {v}"
     return None
 
 
@@ -155,28 +156,32 @@ def suggest(key: str, names: list[str], prefix: str) -> str:
     return f"; did you mean '{prefix}{near[0]}'?" if near else f"; valid keys here: {', '.join(names)}"
 
 
-def from_mapping(cls, data: Any, path: str, base=None, exclude: tuple[str, ...] = (), renamed: dict | None = None):
-    """``cls`` built from ``data`` (a mapping of field names, parsed YAML) over ``base`` (default: the
-    class's defaults).  Unknown keys name the closest valid one; a key in ``renamed`` (old -> new) names
-    its new name; bad values name ``path.key``."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping of keys, got {show(data)}")
-    allowed = {f.name: f for f in spec_fields(cls, exclude)}
-    tps = hints(cls)
-    values = {}
-    for key, value in data.items():
-        key = str(key)
-        if renamed and key in renamed:
-            raise InputError(f"{path}.{key}: renamed to {path}.{renamed[key]}; rename the key in your spec")
-        if key not in allowed:
-            raise InputError(f"{path}.{key}: unknown key{suggest(key, list(allowed), path + '.')}")
-        values[key] = coerce(f"{path}.{key}", value, tps[key])
+def construct(cls, values: dict, path: str, base=None):
+    """``cls(**values)`` (or ``base`` with ``values`` replaced) from checked values; the dataclass's own
+    errors name ``path`` (empty: the top level)."""
+    prefix = f"{path}." if path else ""
     try:
         return dataclasses.replace(base, **values) if base is not None else cls(**values)
     except InputError as exc:
         text = str(exc)
-        raise InputError(text if text.startswith(path + ".") else f"{path}.{text}") from None
+        raise InputError(text if text.startswith(prefix) else f"{prefix}{text}") from None
     except TypeError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"{path or 'the spec'}: {exc}") from None
+
+
+def from_mapping(cls, data: Any, path: str, base=None, exclude: tuple[str, ...] = ()):
+    """``cls`` built from ``data`` (a mapping of field names, parsed YAML) over ``base`` (default: the
+    class's defaults).  Unknown keys name the closest valid one; bad values name ``path.key``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of keys, got {show(data)}")
+    allowed = [f.name for f in spec_fields(cls, exclude)]
+    tps = hints(cls)
+    values = {}
+    for key, value in data.items():
+        key = str(key)
+        if key not in allowed:
+            raise InputError(f"{path}.{key}: unknown key{suggest(key, allowed, path + '.')}")
+        values[key] = coerce(f"{path}.{key}", value, tps[key])
+    return construct(cls, values, path, base)

@@ -10,21 +10,24 @@ import vesin
 from ase.data import chemical_symbols, covalent_radii
 
 
-def pair_ratios(numbers, positions, cell, pbc=True, r_max_A: float = 3.0):
-    """Every pair closer than ``r_max_A`` (each once): ``(i, j, d [Å], ratio to the covalent-radius sum)``."""
+def pair_ratios(numbers, positions, cell, pbc=True, r_max_A: float = 3.0, calculator=None):
+    """Every pair closer than ``r_max_A`` (each once): ``(i, j, d [Å], ratio to the covalent-radius sum)``.
+    ``calculator``: a ``vesin.NeighborList`` with that cutoff to reuse over many frames."""
     numbers = np.asarray(numbers, dtype=np.int64)
     periodic = bool(np.all(pbc))
     box = np.asarray(cell, float).reshape(3, 3) if periodic else np.zeros((3, 3))
-    i, j, d = vesin.NeighborList(cutoff=float(r_max_A), full_list=False).compute(
+    calculator = calculator or vesin.NeighborList(cutoff=float(r_max_A), full_list=False)
+    i, j, d = calculator.compute(
         points=np.asarray(positions, float).reshape(-1, 3), box=box, periodic=periodic, quantities="ijd")
     radii = np.asarray(covalent_radii)[numbers]
     return i, j, d, d / (radii[i] + radii[j])
 
 
-def closest_pair(numbers, positions, cell, pbc=True, r_max_A: float = 3.0) -> tuple[float, float, str, int, int]:
+def closest_pair(numbers, positions, cell, pbc=True, r_max_A: float = 3.0,
+                 calculator=None) -> tuple[float, float, str, int, int]:
     """The pair with the smallest ratio: ``(ratio, distance Å, "A-B", i, j)``; ``(inf, inf, "", -1, -1)`` when no
     pair is closer than ``r_max_A``."""
-    i, j, d, ratio = pair_ratios(numbers, positions, cell, pbc, r_max_A)
+    i, j, d, ratio = pair_ratios(numbers, positions, cell, pbc, r_max_A, calculator)
     if len(d) == 0:
         return np.inf, np.inf, "", -1, -1
     k = int(np.argmin(ratio))

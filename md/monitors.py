@@ -64,18 +64,14 @@ def nonfinite(state: MDState) -> torch.Tensor:
     return bad
 
 
-def edge_ratios(state: MDState, neighbors: NeighborList) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per edge: r_ij (Å) and r_ij / (r_cov,i + r_cov,j), the rule of ``common.geometry`` on the device."""
+def min_distance_ratio(state: MDState, neighbors: NeighborList) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[S] smallest r_ij / (r_cov,i + r_cov,j) of each system (the rule of ``common.geometry``, on the device),
+    and every edge's distance (Å) and ratio."""
     r = edge_vectors(state.as_batch(), neighbors).norm(dim=1)
     i, j = neighbors.edge_index
     radii = covalent_radius_table(state.device, r.dtype)
-    return r, r / (radii[state.numbers[i]] + radii[state.numbers[j]])
-
-
-def min_distance_ratio(state: MDState, neighbors: NeighborList) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """[S] smallest r_ij / (r_cov,i + r_cov,j) of each system, and every edge's distance (Å) and ratio."""
-    r, ratio = edge_ratios(state, neighbors)
-    sys = state.system_index[neighbors.edge_index[0]]
+    ratio = r / (radii[state.numbers[i]] + radii[state.numbers[j]])
+    sys = state.system_index[i]
     best = torch.full((state.n_systems,), float("inf"), dtype=r.dtype, device=r.device)
     best = best.scatter_reduce(0, sys, ratio, "amin", include_self=True)
     return best, r, ratio

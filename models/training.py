@@ -21,9 +21,7 @@ import torch
 
 from common.config import check_fields, param
 from common.errors import InputError
-from models.batch import AtomsBatch
-from models.batching import atoms_item, batch_order, collate_items, epoch_plan, graph_item, rank_world  # noqa: F401
-from models.graph import NeighborList, neighbor_list
+from models.batching import atoms_item, collate_items, epoch_plan, rank_world
 from models.base import composition, symbol
 from models.data import check_frames, check_single_oracle, frame_labels, split_frames
 from models.streaming import FrameCache, StreamedGraphs

@@ -44,7 +44,7 @@ def test_streamed_training_equals_in_memory_training(tmp_path):
 
 
 def test_atom_count_batches_mix_cell_sizes(tmp_path):
-    from models.training import batch_order
+    from models.batching import batch_order
 
     big = emt_frames(4, seed=1)
     for a in big:

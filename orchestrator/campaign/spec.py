@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from analysis.verdicts import VerdictThresholds
-from common.config import check_fields, default_of, from_mapping, hints, param, show, spec_fields, suggest
+from common.config import (check_fields, coerce, construct, default_of, from_mapping, hints, param, show, spec_fields,
+                           suggest)
 from common.errors import InputError
 from md.protocol import Protocol
 from models.ensemble_training import EnsembleConfig
@@ -326,6 +327,7 @@ def build(cls, data: Any, path: str = "", base=None):
     base = cls() if base is None else base
     renamed = RENAMED.get(path, {})
     allowed = {f.name: f for f in spec_fields(cls, EXCLUDED.get(path, ()))}
+    tps = hints(cls)
     prefix = f"{path}." if path else ""
     values = {}
     for key, value in data.items():
@@ -334,27 +336,9 @@ def build(cls, data: Any, path: str = "", base=None):
             raise InputError(f"{prefix}{key}: renamed to {renamed[key]}; rename the key in your spec")
         if key not in allowed:
             raise InputError(f"{prefix}{key}: unknown key{_suggest(key, allowed, prefix)}")
-        if allowed[key].metadata.get("section"):
-            values[key] = build(hints(cls)[key], value, prefix + key, getattr(base, key))
-        else:
-            values[key] = value
-    flat = {k: v for k, v in values.items() if not allowed[k].metadata.get("section")}
-    built = from_mapping(cls, flat, path, base=base, exclude=EXCLUDED.get(path, ())) if path else \
-        _top(cls, flat, base)
-    sections = {k: v for k, v in values.items() if allowed[k].metadata.get("section")}
-    if not sections:
-        return built
-    try:
-        return replace(built, **sections)
-    except InputError as exc:
-        raise InputError(f"{prefix}{exc}" if prefix and not str(exc).startswith(prefix) else str(exc)) from None
-
-
-def _top(cls, flat: dict, base):
-    from common.config import coerce
-
-    tps = hints(cls)
-    return replace(base, **{k: coerce(k, v, tps[k]) for k, v in flat.items()})
+        values[key] = (build(tps[key], value, prefix + key, getattr(base, key)) if allowed[key].metadata.get("section")
+                       else coerce(prefix + key, value, tps[key]))
+    return construct(cls, values, path, base)
 
 
 def _suggest(key: str, allowed: dict, prefix: str) -> str:
