@@ -1,10 +1,10 @@
 """The campaign's Ray actors: one per role, one short method per task, each calling one package function.
 
-Settings arrive as the packages' own config dataclasses (``models.TrainConfig``, ``md.protocol.Protocol``,
-``analysis.verdicts.VerdictThresholds``, ...), exactly as the spec holds them; answers are the packages'
-result dataclasses as dicts (``to_dict``), file paths into the campaign directory, and the data store's root.  Fault tolerance is set on purpose: every actor is
-created with ``max_restarts`` and ``max_task_retries``; that is safe because every method is
-idempotent (outputs go to step-specific paths written atomically; label shards have deterministic
+Each method takes one typed request (``actors.requests``) and answers with its typed result; ``handle``
+runs any request of the role by ``ROUTES``.  Settings inside a request are the packages' own config
+dataclasses exactly as the spec holds them; paths point into the campaign directory and the data store.
+Fault tolerance is set on purpose: every actor is created with ``max_restarts`` and ``max_task_retries``;
+that is safe because every method is idempotent (outputs go to step-specific paths written atomically; label shards have deterministic
 names), and the driver records each answer in the ledger before moving on.
 """
 from __future__ import annotations
@@ -13,6 +13,10 @@ import os
 import uuid
 
 import ray
+
+from actors import requests as rq
+from actors.requests import (CandidateSet, EnsembleTrainResult, ExplorationReport, LabelResult,  # noqa: F401
+                             ReferenceRun)
 
 
 def remote(cls, *, num_cpus: float = 0.0, num_gpus: float = 0.0, max_restarts: int = 3,
@@ -46,15 +50,22 @@ class _Role:
         """``pid:uuid`` of this actor incarnation (changes when Ray restarts the actor)."""
         return self._incarnation
 
+    def handle(self, request: rq.Request):
+        """Run one typed request (``actors.requests``) by this role's method for its type (``ROUTES``)."""
+        role, method = ROUTES.get(type(request), (None, None))
+        if role is None or not isinstance(self, role):
+            raise TypeError(f"{type(self).__name__} does not run {type(request).__name__}")
+        return method(self, request)
+
 
 class CandidateGenerator(_Role):
     """chemspace -> formulas -> candidate structures (``reference.candidates``)."""
 
-    def generate(self, out_dir: str, config, prototypes: list[str], space) -> dict:
-        """``config``: ``reference.candidates.CandidateConfig``, ``space``: ``SpaceSpec``."""
+    def generate(self, req: rq.GenerateCandidates) -> CandidateSet:
         from reference.candidates import generate_candidates
 
-        return generate_candidates(out_dir, prototypes=list(prototypes), space=space, **config.keywords()).to_dict()
+        return generate_candidates(req.out_dir, prototypes=list(req.prototypes), space=req.space,
+                                   **req.config.keywords())
 
 
 class ReferenceWorker(_Role):
@@ -71,57 +82,49 @@ class ReferenceWorker(_Role):
             self._oracle = self._oracle_cfg.make()
         return self._oracle
 
-    def reference_md(self, structure: str, protocol, trajectory: str, store: str, shard: str,
-                     run_id: str) -> dict:
-        """``protocol``: ``reference.reference_md.ReferenceMDProtocol``."""
+    def reference_md(self, req: rq.ReferenceMD) -> ReferenceRun:
         from reference.reference_md import run_reference_md
         from reference.store import LabelStore
         from reference.structures import read_atoms
 
-        return run_reference_md(read_atoms(structure), self.oracle, protocol, trajectory,
-                                LabelStore(store), run_id=run_id, shard=shard, raise_on_failure=False).to_dict()
+        return run_reference_md(read_atoms(req.structure), self.oracle, req.protocol, req.trajectory,
+                                LabelStore(req.store), run_id=req.run_id, shard=req.shard, raise_on_failure=False)
 
-    def import_reference(self, source, structure: str, trajectory: str, discard_fs: float, store: str,
-                         shard: str, n_labels: int, labels_oracle: str | None, run_id: str,
-                         holdout_fraction: float = 0.0) -> dict:
-        """A user's trajectory (``source``: ``reference.user_reference.UserReference``) as the reference,
-        instead of oracle MD."""
+    def import_reference(self, req: rq.ImportReference) -> ReferenceRun:
         from reference.store import LabelStore
         from reference.structures import read_atoms
         from reference.user_reference import import_reference
 
-        return import_reference(source, read_atoms(structure), trajectory, discard_fs=discard_fs,
-                                store=LabelStore(store), shard=shard, n_labels=n_labels, oracle=self.oracle,
-                                labels_oracle=labels_oracle, run_id=run_id,
-                                holdout_fraction=holdout_fraction).to_dict()
+        return import_reference(req.source, read_atoms(req.structure), req.trajectory, discard_fs=req.discard_fs,
+                                store=LabelStore(req.store), shard=req.shard, n_labels=req.n_labels,
+                                oracle=self.oracle, labels_oracle=req.labels_oracle, run_id=req.run_id,
+                                holdout_fraction=req.holdout_fraction)
 
-    def label(self, trajectories: list[str], frames: list[list[int]], temperature_K: float, store: str, shard: str,
-              run_id: str) -> dict:
-        """Oracle labels of ``frames[k]`` of ``trajectories[k]`` (replicas), one shard, replica after replica."""
+    def label(self, req: rq.Label) -> LabelResult:
+        """Replica after replica, one shard."""
         from md.trajectory import read_frames
         from reference.oracles import label_into_store
         from reference.store import LabelStore
 
-        atoms = [a for path, idx in zip(trajectories, frames) if idx for a in read_frames(path, idx)]
-        return label_into_store(self.oracle, atoms, LabelStore(store), shard, "active-learning", temperature_K,
-                                run_id).to_dict()
+        atoms = [a for path, idx in zip(req.trajectories, req.frames) if idx for a in read_frames(path, list(idx))]
+        return label_into_store(self.oracle, atoms, LabelStore(req.store), req.shard, "active-learning",
+                                req.temperature_K, req.run_id)
 
 
 class MDWorker(_Role):
     """Student-ensemble MD (exploration and production) on the device Ray assigned to this actor."""
 
-    def run(self, members: list[str], structure: str, temperatures_K: list[float], replicas: int, protocol,
-            monitor, seed: int, out_dir: str) -> list[dict]:
-        """``protocol``: ``md.protocol.Protocol``; ``monitor``: ``md.monitors.MonitorConfig``."""
+    def run(self, req: rq.RunMD) -> rq.Runs:
         from md.runner import run_temperatures
         from models import load_ensemble
         from reference.structures import read_atoms
 
         device = _device()
-        results = run_temperatures(load_ensemble(members, device), read_atoms(structure), temperatures_K, replicas,
-                                   protocol, out_dir, seed=seed, monitor=monitor,
-                                   device=device, metadata={"kind": "mlff", "members": members})
-        return [r.to_dict() for r in results]
+        members = list(req.members)
+        return rq.Runs(run_temperatures(load_ensemble(members, device), read_atoms(req.structure),
+                                        list(req.temperatures_K), req.replicas, req.protocol, req.out_dir,
+                                        seed=req.seed, monitor=req.monitor, device=device,
+                                        metadata={"kind": "mlff", "members": members}))
 
 
 def _paths(paths: list[str]) -> list[str]:
@@ -134,80 +137,73 @@ def _paths(paths: list[str]) -> list[str]:
 class StabilityJudge(_Role):
     """Verdicts and frames to label (``analysis.selection``), force errors, transport (``analysis``)."""
 
-    def judge(self, explore: list[str], reference: str, thresholds, n_label: int, min_rmsd_A: float,
-              rdf_plot: str | None = None, reference_deviation: list[float] | None = None,
-              reference_error: list[float] | None = None, audit: dict | None = None) -> dict:
-        """``explore``: the exploration run's replicas, judged as one; ``thresholds``: ``VerdictThresholds``."""
+    def judge(self, req: rq.Judge) -> ExplorationReport:
+        """The exploration run's replicas, judged as one."""
         from analysis.selection import judge_exploration
         from md.trajectory import load_trajectory
 
-        return judge_exploration([load_trajectory(p) for p in _paths(explore)], load_trajectory(reference),
-                                 thresholds, n_label, min_rmsd_A, rdf_plot,
-                                 reference_deviation, reference_error, audit).to_dict()
+        return judge_exploration([load_trajectory(p) for p in _paths(req.explore)], load_trajectory(req.reference),
+                                 req.thresholds, req.n_label, req.min_rmsd_A, req.rdf_plot,
+                                 req.reference_deviation, req.reference_error, req.audit)
 
-    def audit_frames(self, explore: list[str], n: int) -> list[list[int]]:
-        """Frames of an exploration run's replicas for the oracle to audit (``analysis.selection.audit_frames``)."""
+    def audit_frames(self, req: rq.AuditFrames) -> rq.Frames:
         from analysis.selection import audit_frames
         from md.trajectory import load_trajectory
 
-        return audit_frames([load_trajectory(p) for p in _paths(explore)], n)
+        return rq.Frames(audit_frames([load_trajectory(p) for p in _paths(req.explore)], req.n))
 
-    def judge_runs(self, runs: list[str], reference: str, thresholds) -> list[dict]:
+    def judge_runs(self, req: rq.JudgeRuns) -> rq.Verdicts:
         from analysis.verdicts import judge_runs
         from md.trajectory import load_trajectory
 
-        return [v.to_dict() for v in judge_runs([load_trajectory(p) for p in runs], load_trajectory(reference),
-                                                thresholds)]
+        groups = [[load_trajectory(p) for p in _paths(group)] for group in req.groups]
+        return rq.Verdicts(judge_runs(groups, load_trajectory(req.reference), req.thresholds))
 
-    def reference_errors(self, members: list[str], trajectory: str, th) -> dict:
-        """The ensemble's deviation and true max force error on the held-out calibration block of an oracle
-        trajectory (never trained on: ``reference.reference_md.calibration_block``), and the calibration of one
-        against the other under the trust levels this gives."""
+    def reference_errors(self, req: rq.ReferenceErrors) -> rq.Errors:
+        """On the held-out calibration block of an oracle trajectory (never trained on:
+        ``reference.reference_md.calibration_block``; every frame when it has none)."""
         from analysis.calibration import calibrate_reference
         from md.trajectory import load_trajectory, read_atoms
         from models import ensemble_errors, load_ensemble
         from reference.reference_md import calibration_block
 
-        ref = load_trajectory(trajectory)
+        ref = load_trajectory(req.trajectory)
         holdout = (ref.metadata.get("protocol") or {}).get("holdout_fraction", 0.0)
-        first = calibration_block(len(ref), ref.discard_frames, holdout) if holdout else 0   # 0: every frame
-        errors = {**ensemble_errors(load_ensemble(members), read_atoms(trajectory, slice(first, None))),
-                  "first_frame": first}
-        return {**errors, "calibration": calibrate_reference(errors["deviation_eV_A"], errors["max_error_eV_A"], th)}
+        first = calibration_block(len(ref), ref.discard_frames, holdout) if holdout else 0
+        errors = ensemble_errors(load_ensemble(list(req.members)), read_atoms(req.trajectory, slice(first, None)))
+        return rq.Errors(**errors, first_frame=first, calibration=calibrate_reference(
+            errors["deviation_eV_A"], errors["max_error_eV_A"], req.thresholds))
 
-    def force_errors(self, members: list[str], shard: str, alpha: float, reference_calibration: dict | None) -> dict:
-        """Force MAE of the ensemble on newly labelled frames and the calibration of its deviation there, against
-        the trust band, failure level and error-bound factor of the ``reference_calibration``."""
+    def force_errors(self, req: rq.ForceErrors) -> rq.Errors:
+        """Against the trust band, failure level and error-bound factor of ``reference_calibration``."""
         from analysis.calibration import calibrate
         from models import ensemble_errors, evaluate, load_ensemble, read_frames
 
-        ensemble, frames = load_ensemble(members), read_frames(shard)
+        ensemble, frames = load_ensemble(list(req.members)), read_frames(req.shard)
         errors = ensemble_errors(ensemble, frames)
-        ref = reference_calibration or {}
+        ref = req.reference_calibration or {}
         levels = (ref["trust_lo_eV_A"], ref["trust_hi_eV_A"]) if "trust_lo_eV_A" in ref else None
-        return {"force_mae_meV_A": evaluate(ensemble, frames)["force_mae_meV_A"], **errors,
-                "calibration": calibrate(errors["deviation_eV_A"], errors["max_error_eV_A"], levels, alpha,
-                                         ref.get("failure_error_eV_A"), ref.get("error_bound_factor"))}
+        return rq.Errors(**errors, force_mae_meV_A=evaluate(ensemble, frames)["force_mae_meV_A"],
+                         calibration=calibrate(errors["deviation_eV_A"], errors["max_error_eV_A"], levels, req.alpha,
+                                               ref.get("failure_error_eV_A"), ref.get("error_bound_factor")))
 
-    def transport(self, trajectories: list[str], species: str, plot_dir: str | None = None,
-                  min_msd_A2: float = 10.0) -> dict:
+    def transport(self, req: rq.TransportRequest) -> rq.Transport:
         from analysis.plots import plot_transport
         from analysis.transport import transport
         from md.trajectory import load_trajectory
 
-        result = transport([load_trajectory(p) for p in trajectories], species, min_msd_A2)
-        return {"transport": result.to_dict(), "plots": plot_transport(result, plot_dir) if plot_dir else []}
+        result = transport([load_trajectory(p) for p in _paths(req.trajectories)], req.species, req.min_msd_A2)
+        return rq.Transport(result.to_dict(), plot_transport(result, req.plot_dir) if req.plot_dir else [])
 
 
 class Trainer(_Role):
     """Trains or fine-tunes an ensemble on a recorded store selection; publishes it as files (a model version)."""
 
-    def train(self, store: str, selection: dict, ensemble, training, out_dir: str, seed: int,
-              init: list[str] | None = None, fine_tune_epochs: int | None = None, streaming: bool = False,
-              workers: int = 1) -> dict:
-        """``ensemble``: ``models.EnsembleConfig``, ``training``: ``models.TrainConfig``.  ``streaming``: the selection goes to an on-disk frame cache first (bounded memory); ``workers`` > 1
+    def train(self, req: rq.Train) -> EnsembleTrainResult:
+        """``streaming``: the selection goes to an on-disk frame cache first (bounded memory); ``workers`` > 1
         trains each member data-parallel on Ray Train (streamed); on CPUs, members train at once, one per CPU
         this actor holds."""
+        from dataclasses import replace
         from pathlib import Path
 
         from actors.distributed import data_parallel_fit
@@ -215,9 +211,35 @@ class Trainer(_Role):
         from models.streaming import FrameCache
         from reference.store import LabelStore, Selection
 
-        labels, sel = LabelStore(store), Selection.from_dict(selection)
-        frames = (FrameCache.build(Path(out_dir) / "frames.h5", labels.iter_frames(sel)) if streaming or workers > 1
-                  else labels.frames_of(sel))
-        return train_ensemble(frames, ensemble, training, out_dir, seed, init, fine_tune_epochs,
-                              fit_fn=data_parallel_fit(workers, _device() == "cuda") if workers > 1 else None,
-                              processes=self._cpus if _device() == "cpu" else 1).to_dict()
+        labels, sel = LabelStore(req.store), Selection.from_dict(req.selection)
+        frames = (FrameCache.build(Path(req.out_dir) / "frames.h5", labels.iter_frames(sel))
+                  if req.streaming or req.workers > 1 else labels.frames_of(sel))
+        gpu = _device() == "cuda"
+        result = train_ensemble(frames, req.ensemble, req.training, req.out_dir, req.seed,
+                                list(req.init) if req.init else None, req.fine_tune_epochs,
+                                fit_fn=data_parallel_fit(req.workers, gpu) if req.workers > 1 else None,
+                                processes=self._cpus if not gpu else 1)
+        return replace(result, models=[])   # the answer crosses processes: files, not modules
+
+
+# request type -> (the role that runs it, its method): the one route from a request to the code
+ROUTES = {rq.GenerateCandidates: (CandidateGenerator, CandidateGenerator.generate),
+          rq.ReferenceMD: (ReferenceWorker, ReferenceWorker.reference_md),
+          rq.ImportReference: (ReferenceWorker, ReferenceWorker.import_reference),
+          rq.Label: (ReferenceWorker, ReferenceWorker.label),
+          rq.RunMD: (MDWorker, MDWorker.run),
+          rq.Judge: (StabilityJudge, StabilityJudge.judge),
+          rq.JudgeRuns: (StabilityJudge, StabilityJudge.judge_runs),
+          rq.AuditFrames: (StabilityJudge, StabilityJudge.audit_frames),
+          rq.ReferenceErrors: (StabilityJudge, StabilityJudge.reference_errors),
+          rq.ForceErrors: (StabilityJudge, StabilityJudge.force_errors),
+          rq.TransportRequest: (StabilityJudge, StabilityJudge.transport),
+          rq.Train: (Trainer, Trainer.train)}
+
+
+def role_of(request) -> type:
+    """The role class that runs ``request``."""
+    try:
+        return ROUTES[type(request)][0]
+    except KeyError:
+        raise TypeError(f"{type(request).__name__} is not a request of actors.requests") from None

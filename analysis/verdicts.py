@@ -427,9 +427,23 @@ def _dynamics(runs: list[Trajectory], reference: Trajectory, th: VerdictThreshol
                                  th.min_msd_A2, th.framework_log10_tolerance).evidence()
 
 
-def judge_runs(runs: list[Trajectory], reference: Trajectory, thresholds: VerdictThresholds = VerdictThresholds()
+def judge_runs(runs: list, reference: Trajectory, thresholds: VerdictThresholds = VerdictThresholds()
                ) -> list[Verdict]:
-    """Judge several runs of one material: those at the reference's temperature against it (structure and
-    dynamics), the others for breakage only (an RDF at another temperature is no evidence of a wrong structure)."""
+    """Judge several runs of one material, each a trajectory or a list of replicas judged as one: those at the
+    reference's temperature against it (structure and dynamics), the others for breakage only (an RDF at
+    another temperature is no evidence of a wrong structure)."""
     ref = reference_profile(reference, thresholds)
     return [judge(run, ref, thresholds) for run in runs]
+
+
+SUMMARY_KEYS = ("rdf_mae", "rdf_noise_floor", "rdf_critical", "rdf_tolerance", "rdf_status", "student_D_cm2_s",
+                "student_D_err_cm2_s", "reference_D_cm2_s", "reference_D_err_cm2_s", "log10_ratio", "log10_ratio_err",
+                "tolerance_log10", "dynamics_status", "temperature_K", "framework_status", "own_error_eV_A",
+                "reference_error_eV_A", "error_log10_ratio", "error_log10_ratio_err", "accuracy_status")
+
+
+def check_summary(verdict: Verdict) -> dict:
+    """The checks a result shows, from one verdict: the RDF against the reference's noise, D against the
+    reference's, the force error on its own MD against the reference's (the campaign's and benchmark's rows)."""
+    ev = verdict.evidence
+    return {"verdict": verdict.status, **{k: ev[k] for k in SUMMARY_KEYS if k in ev}}

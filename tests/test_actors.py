@@ -12,6 +12,7 @@ import pytest
 from ase.build import bulk
 from ase.calculators.lj import LennardJones
 
+from actors import requests as rq
 from actors import roles
 from common import InputError
 from orchestrator.campaign.spec import validate
@@ -19,9 +20,9 @@ from reference.oracles import OracleConfig
 from reference.store import LabelStore, Selection, shard_name
 
 
-def candidates(spec) -> tuple:
-    """``CandidateGenerator.generate`` arguments of a spec, as the campaign's step passes them."""
-    return spec.candidates, list(spec.prototypes), spec.space
+def generate(out, spec) -> rq.GenerateCandidates:
+    """The campaign's candidates request of a spec, writing under ``out``."""
+    return rq.GenerateCandidates(str(out), spec.candidates, list(spec.prototypes), spec.space)
 
 
 class Flaky(LennardJones):
@@ -68,7 +69,8 @@ def test_candidates_from_files_prototypes_and_missing(tmp_path):
     cfg = validate({"candidates": {"formulas": ["Li2S", "Li10SiP2S12", "LiXyz"],
                                    "structures": {"Li2S": str(tmp_path / "li2s.cif")}, "max_candidates": 3},
                     "prototypes": ["Li10GeP2S12"]})
-    out = CandidateSet.from_dict(roles.CandidateGenerator().generate(str(tmp_path / "out"), *candidates(cfg)))
+    out = roles.CandidateGenerator().handle(generate(tmp_path / "out", cfg))
+    assert isinstance(out, CandidateSet)
     rows = {r.formula: r for r in out.rows}
     assert rows["Li2S"].structure_path and rows["Li2S"].key == "Li2S__li2s"
     from reference.structures import read_atoms
@@ -81,7 +83,7 @@ def test_candidates_from_files_prototypes_and_missing(tmp_path):
 def test_a_bad_prototype_is_an_input_error_naming_the_key(tmp_path):
     cfg = validate({"candidates": {"formulas": ["Li10SiP2S12"]}, "prototypes": ["Li10GeP2S12", "NoSuchThing"]})
     with pytest.raises(InputError, match=r"prototypes\[1\]"):
-        roles.CandidateGenerator().generate(str(tmp_path), *candidates(cfg))
+        roles.CandidateGenerator().handle(generate(tmp_path, cfg))
 
 
 def test_include_known_false_screens_only_unknown_compositions_and_counts_the_rest(tmp_path):
@@ -93,7 +95,7 @@ def test_include_known_false_screens_only_unknown_compositions_and_counts_the_re
                               "arity_min": 4, "arity_max": 4},
                     "candidates": {"include_known": False, "known": str(known), "max_candidates": 5},
                     "prototypes": ["Li10GeP2S12"]})
-    out = roles.CandidateGenerator().generate(str(tmp_path / "c"), *candidates(cfg))
+    out = roles.CandidateGenerator().handle(generate(tmp_path / "c", cfg)).to_dict()
     formulas = {r["formula"] for r in out["rows"]}
     assert "Li10GeP2S12" in out["skipped_known"] and "Li10GeP2S12" not in formulas
     assert "Li10SiP2S12" in formulas                                   # unknown in that file: screened
@@ -102,7 +104,7 @@ def test_include_known_false_screens_only_unknown_compositions_and_counts_the_re
     ledger.add_candidates(out["rows"])
     assert ledger.summary()["skipped_known"] == len(out["skipped_known"]) >= 1
     cfg = replace(cfg, candidates=replace(cfg.candidates, include_known=True))   # the default keeps them
-    both = roles.CandidateGenerator().generate(str(tmp_path / "d"), *candidates(cfg))
+    both = roles.CandidateGenerator().handle(generate(tmp_path / "d", cfg)).to_dict()
     assert "Li10GeP2S12" in {r["formula"] for r in both["rows"]} and both["skipped_known"] == []
 
 
@@ -157,38 +159,41 @@ def lj_runs(tmp_path_factory):
                            "reference_steps": 150, "reference_temperature_K": 375.0, "exploration_steps": 150},
                     "models": {"architectures": ["lj"], "size": 2}})
     store = d / "store"
-    ref = roles.ReferenceWorker(cfg.oracle).reference_md(
+    ref = roles.ReferenceWorker(cfg.oracle).handle(rq.ReferenceMD(
         str(d / "li32.extxyz"), cfg.reference_protocol(), str(d / "ref.h5"), str(store),
-        shard_name("same", "Li", 0), "same/Li/r0")
-    sel = Selection([[Path(ref["shard"]).name, list(range(ref["labelled_frames"]))]], ref["oracle"]).to_dict()
-    trained = roles.Trainer().train(str(store), sel, cfg.models, cfg.training, str(d / "models"), 3)
-    (run,) = roles.MDWorker().run(trained["members"], str(d / "li32.extxyz"), [375.0], 1,
-                                  cfg.md.run_protocol(150), cfg.monitor(), 4, str(d / "md"))
-    return {"cfg": cfg, "ref": ref, "run": run, "members": trained["members"], "dir": d}
+        shard_name("same", "Li", 0), "same/Li/r0"))
+    sel = Selection([[Path(ref.shard).name, list(range(ref.labelled_frames))]], ref.oracle).to_dict()
+    trained = roles.Trainer().handle(rq.Train(str(store), sel, cfg.models, cfg.training, str(d / "models"), 3))
+    (run,) = roles.MDWorker().handle(rq.RunMD(trained.members, str(d / "li32.extxyz"), [375.0], 1,
+                                              cfg.md.run_protocol(150), cfg.monitor(), 4, str(d / "md"))).runs
+    return {"cfg": cfg, "ref": ref, "run": run, "members": trained.members, "dir": d}
 
 
 def test_md_engine_records_the_ensemble_deviation_and_its_verdict(lj_runs):
     from md.trajectory import load_trajectory
 
-    traj = load_trajectory(lj_runs["run"]["trajectory"])
+    traj = load_trajectory(lj_runs["run"].trajectory)
     assert traj.force_deviation is not None and len(traj.force_deviation) == len(traj) == 31
     assert np.all(traj.force_deviation > 0)                            # two different fits disagree a little
-    assert traj.live_verdict["status"] == lj_runs["run"]["verdict"] == "stable"
+    assert traj.live_verdict["status"] == lj_runs["run"].verdict == "stable"
 
 
 def test_campaign_benchmark_and_analyze_give_identical_verdicts_and_D(lj_runs, capsys):
-    from orchestrator.campaign.benchmark import _Roles, _row
+    from orchestrator.campaign.benchmark import _row
+    from orchestrator.campaign.runner import Roles
     from orchestrator.cli import main
 
     cfg, ref, run = lj_runs["cfg"], lj_runs["ref"], lj_runs["run"]
     judge = roles.StabilityJudge()
     with pytest.raises(TypeError, match="list of trajectory paths"):
-        judge.judge(run["trajectory"], ref["trajectory"], cfg.stability, 4, 0.1)
-    campaign = judge.judge([run["trajectory"]], ref["trajectory"], cfg.stability, 4, 0.1)["verdict"]
-    campaign_d = judge.transport([run["trajectory"]], "Li")["transport"]
-    bench = _row(_Roles(cfg, use_ray=False), cfg, "lj", "LiAr", True, {"members": lj_runs["members"]}, [run], ref,
+        judge.handle(rq.Judge(run.trajectory, ref.trajectory, cfg.stability, 4, 0.1))
+    with pytest.raises(TypeError, match="StabilityJudge does not run RunMD"):
+        judge.handle(rq.RunMD([], "", [], 1, None, None, 0, ""))
+    campaign = judge.handle(rq.Judge([run.trajectory], ref.trajectory, cfg.stability, 4, 0.1)).verdict.to_dict()
+    campaign_d = judge.handle(rq.TransportRequest([run.trajectory], "Li")).transport
+    bench = _row(Roles(cfg, use_ray=False), cfg, "lj", "LiAr", True, lj_runs["members"], [run], ref,
                  lj_runs["dir"] / "bench")
-    assert main(["analyze", run["trajectory"], "--reference", ref["trajectory"], "--species", "Li", "--json"]) == 0
+    assert main(["analyze", run.trajectory, "--reference", ref.trajectory, "--species", "Li", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert campaign["status"] == bench["verdict"] == cli["verdict"]
     assert campaign["evidence"]["rdf_mae"] == bench["rdf_mae"] == cli["rdf_mae"]

@@ -157,7 +157,8 @@ def test_table_formatting_handles_missing_values():
     rows = [{"model": "painn", "material": "Li3PS4", "role": "transfer", "force_mae_meV_A": 51.234,
              "rdf_mae": float("nan"), "verdict": "atom_fusion", "neg_log10_sigma_300K": float("nan"), "note": ""}]
     text = format_table(rows)
-    from orchestrator.campaign.benchmark import table_csv
+    from common.tables import csv_text
+    from orchestrator.campaign.benchmark import COLUMNS
 
-    assert table_csv(rows).splitlines()[1] == "painn,Li3PS4,transfer,51.234,,,,,,,atom_fusion,,,,,,,,,,"
+    assert csv_text(rows, COLUMNS).splitlines()[1] == "painn,Li3PS4,transfer,51.234,,,,,,,atom_fusion,,,,,,,,,,"
     assert "51.2" in text and "atom_fusion" in text and text.count("| -") >= 2

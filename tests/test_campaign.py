@@ -15,6 +15,7 @@ from common import InputError
 from orchestrator.cli import main
 from orchestrator.campaign.spec import defaults, demo_spec_text, load_spec, validate
 from orchestrator.campaign.state import Ledger, ledger_path
+from reference.reference_md import ReferenceRun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -438,9 +439,10 @@ def test_screened_fingerprint_counts_own_late_labels_but_not_others(tmp_path):
     store = LabelStore(tmp_path)
     row = {"key": "A", "formula": "LiAr", "structure_path": None}
     c.ledger.add_candidates([row])
-    c.ledger.record_step("ref:A", {"oracle": "lj-argon"})
+    c.ledger.record_step("ref:A", ReferenceRun("fp/A/r0", "lj-argon", "ref.h5", 10, 3, 3, None, None, None,
+                                               None).to_dict())
     store.write_shard(c.ctx.shard("A", 0), frames(3), "fp/A/r0")
-    c.ledger.record_step("train:A:0", {"training_set": c.training_selection(row, "lj-argon")})
+    c.ledger.record_step("train:A:0", {"training_set": c.training_selection(row, "lj-argon").to_dict()})
     store.write_shard(c.ctx.shard("A", 1), frames(2), "fp/A/r1")          # its own last labels (never trained on)
     c._record_screened(row, "A")
     c.ledger.update_candidate("A", stage="done", reason="oracle_failing")

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from actors.roles import MDWorker
 import pytest
 import yaml
 
@@ -115,7 +117,7 @@ def test_killed_actor_gives_the_same_results(ray_session, structures, tmp_path):
         while ray.available_resources().get("matscreen_head", 1.0) > 0.995:
             assert time.monotonic() - t0 < 30, ray.available_resources()
             time.sleep(0.05)
-        actor = campaign.ctx.actors.md.actors[0]
+        actor = campaign.roles.pools[MDWorker].actors[0]
         killed["before"] = ray.get(actor.instance.remote())
         wait_for_step(campaign.ledger, "train:")          # exploration MD is being handed out now
         time.sleep(0.2)

@@ -97,3 +97,43 @@ def test_one_closest_pair_rule_for_the_judge_and_candidate_generation_checked_ag
     structure = AseAtomsAdaptor.get_structure(atoms)
     assert too_short_distances(structure, factor=ratio[k] + 0.01).startswith(f"too-short distance {got[2]} {d[k]:.2f} Å")
     assert too_short_distances(structure, factor=ratio[k] - 0.01) == ""
+
+
+def test_every_step_of_the_table_is_routed_to_a_role_and_round_trips_through_the_ledger():
+    """The step table names each step's request and result: every request is run by exactly one role
+    method, and every result read back from the ledger's JSON is the same value."""
+    import dataclasses
+    import inspect
+    import json
+
+    from actors import requests as rq
+    from actors.roles import ROUTES, _Role
+    from orchestrator.campaign.steps import STEPS
+
+    requests = {c for _, c in inspect.getmembers(rq, inspect.isclass)
+                if issubclass(c, rq.Request) and c is not rq.Request}
+    assert requests == set(ROUTES)                                   # no request without a role, and back
+    for req, (role, method) in ROUTES.items():
+        assert issubclass(role, _Role) and getattr(role, method.__name__) is method
+        assert list(inspect.signature(method).parameters) == ["self", "req"]     # one typed request each
+        assert hasattr(req.result, "to_dict") and hasattr(req.result, "from_dict")
+    for step in STEPS.values():
+        assert set(step.request) <= requests and hasattr(step.result, "from_dict"), step.name
+        assert step.key.split(":")[0] in ("candidates", "ref", "prod") or step.key.startswith(step.name)
+    examples = [rq.Runs([]), rq.Frames([[1, 2], []]), rq.Transport({"species": "Li"}, ["a.png"]),
+                rq.Errors([0.1], [0.2], [0.05], {"trust_lo_eV_A": 0.1}, force_mae_meV_A=12.0)]
+    for value in examples:
+        again = type(value).from_dict(json.loads(json.dumps(value.to_dict())))
+        assert dataclasses.asdict(again) == dataclasses.asdict(value)
+
+
+def test_the_driver_ends_a_candidate_in_one_place_and_calls_no_actor_by_name():
+    import ast
+
+    driver = (ROOT / "orchestrator" / "campaign" / "driver.py").read_text()
+    calls = [n for n in ast.walk(ast.parse(driver)) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute) and n.func.attr == "_finish"]
+    assert len(calls) == 1
+    for path in (ROOT / "orchestrator" / "campaign").glob("*.py"):
+        text = path.read_text()
+        assert "getattr(actor" not in text and ".call(\"" not in text, path.name    # requests, not method names

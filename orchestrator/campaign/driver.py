@@ -1,6 +1,9 @@
-"""The active-learning campaign: the driver that moves every candidate through the steps (``steps``).
+"""The active-learning campaign: the driver that moves every candidate through the step table (``steps.STEPS``).
 
-Per candidate (each step recorded in the ledger by a stable key and never redone on resume):
+Each step sends one typed request (``actors.requests``) to its role through the step runner
+(``runner.StepRunner``), which records the typed result in the ledger by the step's key and never runs it
+again on resume.  A candidate's walk returns one :class:`Outcome`, recorded in one place (``_finish``).
+Per candidate:
 
 1. ``ref:<c>``          oracle MD at ``md.reference_temperature_K``; its labels (every
                         ``reference_steps / initial_labels`` steps) are the store shard r0.  A candidate
@@ -44,19 +47,43 @@ import os
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 from common.atomic import atomic_write_text
 from common import vocabulary as V
 from common.errors import InputError
+from actors.requests import Runs
 from orchestrator.campaign import steps
-from orchestrator.campaign.pool import ActorPool
 from orchestrator.campaign.results import ranked, results_csv, results_markdown
+from orchestrator.campaign.runner import Roles, StepRunner
 from orchestrator.campaign.spec import USER_REFERENCE, Spec, store_root
 from orchestrator.campaign.state import Ledger, ledger_path
+from orchestrator.campaign.steps import STEPS
+from analysis.verdicts import check_summary
+from reference.reference_md import ReferenceRun
 from reference.store import Selection
+
+
+@dataclass
+class Outcome:
+    """How a candidate ended: its reason (``common.vocabulary.REASONS``), the last verdict, why, its numbers
+    and the plots drawn for it."""
+    reason: str
+    verdict: str
+    detail: str = ""
+    result: dict = field(default_factory=dict)
+    plots: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Usable:
+    """The active-learning loop's exit towards production: the members, the verdict that let them through
+    and the judged exploration run."""
+    members: list[str]
+    verdict: Any                 # analysis.verdicts.Verdict
+    explored: Runs
 
 
 class Campaign:
@@ -76,7 +103,10 @@ class Campaign:
         self.key = f"{self.name}:{spec.science_hash()}"
         self.on_progress = on_progress
         self.rescreened: list[str] = []
-        self.ctx = steps.Context(spec, self.root, self.store_root, None)
+        self.ctx = steps.Context(spec, self.root, self.store_root)
+        self.roles: Roles | None = None
+        self.tracker = None
+        self.steps = StepRunner(self.ledger)
         self._store_lock = threading.Lock()
         self._tracker_lock = threading.RLock()
         self._elements: dict[str, set[str]] = {}
@@ -97,39 +127,28 @@ class Campaign:
     def _actors(self) -> None:
         import ray
 
-        from actors import roles
-        from orchestrator.ops.placement import placement
+        from actors.roles import remote
         from orchestrator.campaign.tracking import Tracker
+        from orchestrator.ops.placement import placement
 
         r = self.spec.resources
-        policy = dict(max_restarts=r.max_restarts, max_task_retries=r.max_task_retries)
         gpus = r.gpus_per_md_worker
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         self.placement = placement(ray.cluster_resources(), gpus, r.cpus_per_oracle)
-        actors = SimpleNamespace(
-            generator=roles.remote(roles.CandidateGenerator, **policy).remote(),
-            judge=roles.remote(roles.StabilityJudge, **policy).remote(),
-            trainer=roles.remote(roles.Trainer, num_cpus=r.cpus_per_trainer, **policy).remote(r.cpus_per_trainer),
-            reference=ActorPool([
-                roles.remote(roles.ReferenceWorker, num_cpus=r.cpus_per_oracle, resources=self.placement["reference"],
-                             **policy).remote(self.spec.oracle, r.cpus_per_oracle)
-                for _ in range(r.reference_workers)]),
-            md=ActorPool([
-                roles.remote(roles.MDWorker, num_cpus=r.cpus_per_md_worker, num_gpus=gpus,
-                             resources=self.placement["md"], **policy).remote(r.cpus_per_md_worker)
-                for _ in range(r.md_workers)]),
-            # the single MLflow writer, on the head when the cluster marks it (MLflow listens on its 127.0.0.1)
-            tracker=roles.remote(Tracker, resources=self.placement["tracker"], **policy).remote(
-                self.tracking_uri, self.experiment))
-        self.ctx.actors = actors
+        self.roles = Roles(self.spec, use_ray=True, placement=self.placement, gpus_per_md_worker=gpus)
+        self.steps.roles = self.roles
+        # the single MLflow writer, on the head when the cluster marks it (MLflow listens on its 127.0.0.1)
+        self.tracker = remote(Tracker, resources=self.placement["tracker"], max_restarts=r.max_restarts,
+                              max_task_retries=r.max_task_retries).remote(self.tracking_uri, self.experiment)
 
-
-    def _track(self, method: str, *args) -> Any:
+    def _track(self, send: Callable[[Any], Any]) -> Any:
+        """``send(tracker)`` makes one call on the MLflow tracker actor (``tracking.Tracker``); waited for, one
+        at a time (the tracker is the single writer)."""
         import ray
 
         with self._tracker_lock:
-            return ray.get(getattr(self.ctx.actors.tracker, method).remote(*args))
+            return ray.get(send(self.tracker))
 
     # --- the run --------------------------------------------------------------------------------
     def run(self, incremental: bool = False) -> dict:
@@ -172,20 +191,19 @@ class Campaign:
         """Release this campaign's actors (their CPUs/GPUs go back to the cluster)."""
         import ray
 
-        a = self.ctx.actors
-        if a is None:
-            return
-        for h in [a.generator, a.judge, a.trainer, a.tracker, *a.reference.actors, *a.md.actors]:
+        if self.roles is not None:
+            self.roles.close()
+        if self.tracker is not None:
             try:
-                ray.kill(h, no_restart=True)
+                ray.kill(self.tracker, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
 
     def _run(self, incremental: bool) -> dict:
-        self._track("start_campaign", self.key, self.name, self.spec.to_dict(), self.spec.to_yaml())
+        self._track(lambda t: t.start_campaign.remote(self.key, self.name, self.spec.to_dict(), self.spec.to_yaml()))
         generated = self.ledger.step("candidates")
         if generated is None or incremental:
-            fresh = steps.candidates(self.ctx)
+            fresh = self.roles.call(steps.candidates(self.ctx)).to_dict()
             known = {r["key"] for r in (generated or {}).get("rows", [])}
             generated = {"rows": (generated or {}).get("rows", []) + [r for r in fresh["rows"] if r["key"] not in known],
                          "skipped_known": fresh["skipped_known"]}
@@ -199,7 +217,8 @@ class Campaign:
             list(pool.map(self._candidate_safe, rows))
         csv_path = self.write_results_csv()
         summary = self.ledger.summary()
-        self._track("finish_campaign", self.key, csv_path, summary, [], [self.write_results_table()])
+        table = self.write_results_table()
+        self._track(lambda t: t.finish_campaign.remote(self.key, csv_path, summary, [], [table]))
         self._notify()
         return summary
 
@@ -208,31 +227,35 @@ class Campaign:
             self.on_progress(self.ledger.summary())
 
     def _candidate_safe(self, row: dict) -> None:
+        """Screen one candidate and record how it ended, in this one place."""
         try:
-            self._candidate(row)
+            outcome = self._screen(row)
         except Exception as exc:  # noqa: BLE001 - record and go on with the other candidates
             detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-            self._finish(row, V.ERROR, V.ERROR, detail, {})
+            outcome = Outcome(V.ERROR, V.ERROR, detail)
             traceback.print_exc()
+        self._finish(row, outcome)
 
-    def _finish(self, row: dict, reason: str, verdict: str, detail: str, result: dict, plots: list[str] = ()) -> None:
+    def _finish(self, row: dict, outcome: Outcome) -> None:
         key = row["key"]
         gkey = self.gkey(key)
         cand = self.ledger.candidate(key)
         params = {"formula": row["formula"], "prototype": row.get("prototype") or "",
                   "model_version": cand.get("model_version") or "", "oracle": self.spec.oracle.name}
-        ref_meta = (self.ledger.step(f"ref:{key}") or {}).get("metadata") or {}
+        ref_meta = (self.ledger.step(STEPS["reference"].at(c=key)) or {}).get("metadata") or {}
         if ref_meta.get("kind") == USER_REFERENCE:     # the user's trajectory the checks compared against
             params.update(reference="user", reference_path=ref_meta["source"], reference_sha256=ref_meta["sha256"],
                           reference_labels=ref_meta["labels_by"])
-        if reason != V.ERROR:  # an errored candidate is retried on the next run, not "screened"
+        if outcome.reason != V.ERROR:  # an errored candidate is retried on the next run, not "screened"
             self._record_screened(row, gkey)
+        result = outcome.result
         if row.get("known_values"):          # measured values beside whatever was computed (or not)
             result = {**result, "known_values": row["known_values"]}
-        self.ledger.update_candidate(key, stage="done", reason=reason, verdict=verdict, detail=detail,
-                                     results=result)
-        self._track("log_candidate", self.key, gkey, params, self.ledger.rounds(gkey), result, verdict, reason,
-                    self._artifacts(gkey, plots), self.display_name(row))
+        self.ledger.update_candidate(key, stage="done", reason=outcome.reason, verdict=outcome.verdict,
+                                     detail=outcome.detail, results=result)
+        rounds, files, name = self.ledger.rounds(gkey), self._artifacts(gkey, outcome.plots), self.display_name(row)
+        self._track(lambda t: t.log_candidate.remote(self.key, gkey, params, rounds, result, outcome.verdict,
+                                                     outcome.reason, files, name))
         self._notify()
 
     def _artifacts(self, gkey: str, plots: list[str]) -> dict[str, list[str]]:
@@ -251,17 +274,19 @@ class Campaign:
         self.ledger.update_candidate(key, **fields)
         self._notify()
 
-    def _once(self, step: str, key: str, work: Callable[[], Any]) -> Any:
-        """A ledger step; MD steps add their simulated time to the candidate."""
-        done = self.ledger.step(step)
-        if done is not None:
-            return done
-        value = work()
-        self.ledger.record_step(step, value)
-        runs = value.get("runs", [value]) if isinstance(value, dict) else []
-        ps = sum(r.get("simulated_ps", 0.0) for r in runs if isinstance(r, dict))
+    def _step(self, cand: str, name: str, request=None, work: Callable[[], Any] | None = None, **ids) -> Any:
+        """Step ``name`` of the table (``steps.STEPS``) at ``ids``: its recorded result, else the answer to
+        ``request`` (or ``work()``), recorded; MD adds its simulated time to candidate ``cand``."""
+        step = STEPS[name]
+        key = step.at(**ids)
+        found = self.steps.done(key, step.result)
+        if found is not None:
+            return found
+        value = self.steps.run(key, request) if request is not None else self.steps.once(key, step.result, work)
+        runs = value.runs if isinstance(value, Runs) else [value]
+        ps = sum(getattr(r, "simulated_ps", 0.0) or 0.0 for r in runs)
         if ps:
-            self.ledger.add_simulated_ps(key, ps)
+            self.ledger.add_simulated_ps(cand, ps)
         return value
 
     # --- the data store: shared-element training sets, generations ----------------------------------
@@ -297,7 +322,7 @@ class Campaign:
         wanted = self.spec.active_learning.min_shared_elements or max(1, n - 1)
         return max(1, min(wanted, n))
 
-    def training_selection(self, row: dict, oracle: str) -> dict:
+    def training_selection(self, row: dict, oracle: str) -> Selection:
         """Store frames of ``oracle`` sharing >= :meth:`min_shared` elements with the candidate (a ``Selection``)."""
         with self._store_lock:
             return steps.training_set(self.ctx, self._candidate_elements(row), self.min_shared(row), oracle)
@@ -312,11 +337,11 @@ class Campaign:
             if cand["stage"] != "done" or cand["reason"] in (V.ERROR, V.NO_STRUCTURE):
                 continue
             g = self.generation(key)
-            then = self.ledger.step(f"screened:{self.gkey(key)}")
+            then = self.ledger.step(STEPS["screened"].at(g=self.gkey(key)))
             if not then or not then.get("fingerprint"):
                 continue
             now = self.training_selection(row, then["oracle"])
-            if now["fingerprint"] != then["fingerprint"]:
+            if now.fingerprint != then["fingerprint"]:
                 snapshot = {k: cand[k] for k in ("stage", "round", "model_version", "verdict", "reason", "detail",
                                                  "results")}
                 self.ledger.new_generation(key, g + 1, {**snapshot, "generation": g, "screened": then})
@@ -325,129 +350,133 @@ class Campaign:
 
     def _record_screened(self, row: dict, gkey: str) -> None:
         """The fingerprint of the candidate's training data in the store when it finished (for --incremental)."""
-        if self.ledger.step(f"screened:{gkey}") is not None:
+        key = STEPS["screened"].at(g=gkey)
+        if self.ledger.step(key) is not None:
             return
-        ref = self.ledger.step(f"ref:{row['key']}")
-        if not ref or ref.get("error"):
+        ref = self.steps.done(STEPS["reference"].at(c=row["key"]), ReferenceRun)
+        if ref is None or ref.failed:
             return  # nothing a new model could change (no structure, or the oracle reference itself failed)
-        sel = self.seen_selection(row, gkey, ref["oracle"])
-        self.ledger.record_step(f"screened:{gkey}", {"fingerprint": sel["fingerprint"], "n_frames": sel["n_frames"],
-                                                     "oracle": ref["oracle"], "generation": self.generation(row["key"])})
+        sel = self.seen_selection(row, gkey, ref.oracle)
+        self.steps.once(key, steps.Screened, lambda: steps.Screened(sel.fingerprint, sel.n_frames, ref.oracle,
+                                                                   self.generation(row["key"])))
 
-    def seen_selection(self, row: dict, gkey: str, oracle: str) -> dict:
+    def seen_selection(self, row: dict, gkey: str, oracle: str) -> Selection:
         """The store selection this screening accounts for: the frames its last training round used plus the
         candidate's own labels added after it (those of a final labelling round and its audits).  Frames other candidates or
         campaigns added after that training are left out, so the next ``--incremental`` run sees them as new."""
-        now = Selection.from_dict(self.training_selection(row, oracle))
+        now = self.training_selection(row, oracle)
         trains = [(int(k.rsplit(":", 1)[1]), v) for k, v in self.ledger.steps("train:").items()
                   if k.rsplit(":", 1)[0] == f"train:{gkey}" and v.get("training_set")]
         if not trains:
-            return now.to_dict()
+            return now
         used = Selection.from_dict(max(trains, key=lambda t: t[0])[1]["training_set"]).addresses()
         own = self.ctx.shard(row["key"], 0)[:-len("-r0.extxyz")]  # campaign-<name>-<c>
 
         def mine(shard: str) -> bool:
             return shard.startswith((own + "-r", own + "-audit-r", own + "@g"))
 
-        return now.keep(lambda name, i: mine(name) or (name, i) in used).to_dict()
+        return now.keep(lambda name, i: mine(name) or (name, i) in used)
 
-    # --- one candidate ------------------------------------------------------------------------------
-    def _candidate(self, row: dict) -> None:
+    # --- one candidate: the steps of ``steps.STEPS`` in order ---------------------------------------------
+    def _screen(self, row: dict) -> Outcome:
+        """Reference, active learning, production: how the candidate ended."""
         key = row["key"]
         cand = self.ledger.candidate(key)
         if cand["stage"] == "done" and cand["reason"] == V.ERROR:
             self.ledger.update_candidate(key, stage="pending", reason=None, detail=None)  # retry; steps are kept
             cand = self.ledger.candidate(key)
-        if cand["stage"] == "done":  # make sure MLflow has it (a crash may have hit between the two)
-            self._finish(row, cand["reason"], cand["verdict"] or "", cand["detail"] or "", cand["results"])
-            return
+        if cand["stage"] == "done":  # logged again: a crash may have hit between the ledger and MLflow
+            return Outcome(cand["reason"], cand["verdict"] or "", cand["detail"] or "", cand["results"])
         if not row.get("structure_path"):
-            self._finish(row, V.NO_STRUCTURE, "none", row.get("reason") or "no structure", {})
-            return
+            return Outcome(V.NO_STRUCTURE, "none", row.get("reason") or "no structure")
         gkey = self.gkey(key)  # generation 2+ (--incremental): fresh steps, the reference is shared
         self._stage(key, "reference")
-        self._track("candidate_progress", self.key, gkey, "reference", 0, self.display_name(row))
-        source = self.spec.user_reference(row)
-        ref = self._once(f"ref:{key}", key, lambda: steps.reference(self.ctx, row) if source is None
-                         else steps.user_reference(self.ctx, row, source))
-        if ref.get("error"):
-            self._finish(row, V.ORACLE_FAILING, "reference_failed", f"oracle reference MD failed: {ref['error']}", {})
-            return
+        name = self.display_name(row)
+        self._track(lambda t: t.candidate_progress.remote(self.key, gkey, "reference", 0, name))
+        ref = self._step(key, "reference", steps.reference(self.ctx, row), c=key)
+        if ref.failed:
+            return Outcome(V.ORACLE_FAILING, "reference_failed", f"oracle reference MD failed: {ref.error}")
         reached = self._active_learning(row, gkey, ref)
-        if reached is not None:
-            self._production(row, gkey, ref, *reached)
+        if isinstance(reached, Outcome):
+            return reached
+        return self._production(row, gkey, ref, reached)
 
-    def _active_learning(self, row: dict, gkey: str, ref: dict) -> tuple[list[str], dict, dict] | None:
-        """Train, explore, judge, label until the judge finds the model stable (or can say no more: inconclusive):
-        its member files, last verdict and the exploration step it judged (its replicas), or None when the candidate ended here (budget spent, oracle failing)."""
+    def _active_learning(self, row: dict, gkey: str, ref: ReferenceRun) -> Usable | Outcome:
+        """Train, explore, judge, label until the judge finds the model stable (or can say no more:
+        inconclusive), or the candidate ends here (budget spent, oracle failing)."""
         key, al = row["key"], self.spec.active_learning
-        meta = ref.get("metadata") or {}
-        can_label = meta.get("can_label", True)   # a user's labels: more only from the same level of theory
+        can_label = ref.metadata.get("can_label", True)   # a user's labels: more only from the same level of theory
         members: list[str] | None = None
         for r in range(al.max_rounds + 1):
             self._stage(key, "active_learning", r)
             init = members if al.fine_tune else None
-            sel = self._once(f"trainset:{gkey}:{r}", key, lambda: self.training_selection(row, ref["oracle"]))
-            train = self._once(f"train:{gkey}:{r}", key, lambda: {**steps.train(self.ctx, gkey, r, sel, init),
-                                                                   "training_set": sel})
-            members = train["members"]
+            ids = dict(g=gkey, r=r)
+            sel = self._step(key, "trainset", work=lambda: self.training_selection(row, ref.oracle), **ids)
+            request = steps.train(self.ctx, gkey, r, sel, init)
+            train = self._step(key, "train", work=lambda: steps.Trained(self.roles.call(request), sel.to_dict()), **ids)
+            members = train.trained.members
             self.ledger.update_candidate(key, model_version=f"{gkey}/r{r}")
             self._log_training(row, gkey, r, train, init)
-            explore = self._once(f"explore:{gkey}:{r}", key,
-                                 lambda: steps.explore(self.ctx, gkey, r, members, row["structure_path"], ref))
-            paths = steps.trajectories(explore)
-            errors = (self._once(f"calibrate:{gkey}:{r}", key,
-                                 lambda: steps.reference_errors(self.ctx, members, ref["trajectory"]))
-                      if len(members) > 1 and meta.get("calibration_forces", True) else None)
-            audit = (self._once(f"audit:{gkey}:{r}", key, lambda: steps.audit(
-                self.ctx, gkey, r, members, paths, ref, errors["calibration"]))
-                if errors and can_label and al.audit_labels and all(run["verdict"] == V.STABLE for run in explore["runs"])
-                else None)
-            report = self._once(f"judge:{gkey}:{r}", key, lambda: steps.judge(
-                self.ctx, gkey, r, paths, ref["trajectory"], errors, audit))
-            verdict = report["verdict"]
-            diag = {"round": r, "verdict": verdict["status"], **_numbers(verdict["evidence"]),
-                    "train_force_mae_meV_A": train.get("force_mae_meV_A"), "train_frames": sel["n_frames"],
-                    "train_epochs": train.get("epochs"), "train_stopped_by": train.get("stop_reasons")}
+            explored = self._step(key, "explore", steps.explore(self.ctx, gkey, r, members, row["structure_path"], ref),
+                                  **ids)
+            errors = (self._step(key, "calibrate", steps.reference_errors(self.ctx, members, ref), **ids)
+                      if len(members) > 1 and ref.metadata.get("calibration_forces", True) else None)
+            audit = (self._step(key, "audit", work=lambda: self._audit(gkey, r, members, explored, ref, errors), **ids)
+                     if errors and can_label and al.audit_labels
+                     and all(run.verdict == V.STABLE for run in explored.runs) else None)
+            report = self._step(key, "judge", steps.judge(self.ctx, gkey, r, explored, ref, errors, audit), **ids)
+            verdict = report.verdict
+            diag = {"round": r, "verdict": verdict.status, **_numbers(verdict.evidence),
+                    "train_force_mae_meV_A": train.trained.force_mae_meV_A, "train_frames": sel.n_frames,
+                    "train_epochs": train.trained.epochs, "train_stopped_by": train.trained.stop_reasons}
             if errors:
-                diag["reference_calibration"] = errors["calibration"]
+                diag["reference_calibration"] = errors.calibration
             if audit:
-                diag["audit"] = {k: audit.get(k) for k in ("n_labels", "n_failed", "force_mae_meV_A", "calibration")}
-            if verdict["status"] in V.JUDGED_USABLE:   # labels cannot settle a check that lacks length
+                diag["audit"] = {"n_labels": audit.labels.n_labels, "n_failed": audit.labels.n_failed,
+                                 "force_mae_meV_A": audit.errors.force_mae_meV_A if audit.errors else None,
+                                 "calibration": audit.errors.calibration if audit.errors else None}
+            if verdict.status in V.JUDGED_USABLE:   # labels cannot settle a check that lacks length
                 self.ledger.record_round(gkey, r, diag)
-                return members, verdict, explore
-            picked = any(report["frames"])
+                return Usable(members, verdict, explored)
+            picked = any(report.frames)
             if r == al.max_rounds or not picked or not can_label:
                 self.ledger.record_round(gkey, r, diag)
-                why = (f"no stable model after {r + 1} rounds (last verdict {verdict['status']})" if picked
+                why = (f"no stable model after {r + 1} rounds (last verdict {verdict.status})" if picked
                        else "no frame could be selected for labelling (exploration collapsed)")
                 if not can_label and picked and r < al.max_rounds:
-                    why = (f"verdict {verdict['status']}; new labels would need the reference's level of theory "
-                           f"({ref['oracle']}), and this campaign's oracle is another: labels are never mixed")
-                self._finish(row, V.BUDGET_SPENT, verdict["status"], why, {"checks": checks_summary(verdict)})
-                return None
-            lab = self._once(f"label:{gkey}:{r + 1}", key,
-                             lambda: steps.label(self.ctx, gkey, r + 1, paths, report["frames"], ref))
-            asked = lab["n_labels"] + lab["n_failed"]
-            diag.update(labels_added=lab["n_labels"], labels_failed=lab["n_failed"])
-            if lab["shard"]:
-                band = errors["calibration"] if errors else verdict["evidence"]   # configured levels, if any
-                force = self._once(f"force_errors:{gkey}:{r + 1}", key, lambda: steps.force_errors(
-                    self.ctx, members, lab["shard"], band))
-                diag.update(force_mae_meV_A=force["force_mae_meV_A"], calibration=force["calibration"])
+                    why = (f"verdict {verdict.status}; new labels would need the reference's level of theory "
+                           f"({ref.oracle}), and this campaign's oracle is another: labels are never mixed")
+                return Outcome(V.BUDGET_SPENT, verdict.status, why, {"checks": check_summary(verdict)})
+            nxt = dict(g=gkey, r=r + 1)
+            lab = self._step(key, "label", steps.label(self.ctx, gkey, r + 1, explored, report.frames, ref), **nxt)
+            asked = lab.n_labels + lab.n_failed
+            diag.update(labels_added=lab.n_labels, labels_failed=lab.n_failed)
+            if lab.shard:
+                band = errors.calibration if errors else verdict.evidence   # configured levels, if any
+                force = self._step(key, "force_errors", steps.force_errors(self.ctx, members, lab.shard, band), **nxt)
+                diag.update(force_mae_meV_A=force.force_mae_meV_A, calibration=force.calibration)
             self.ledger.record_round(gkey, r, diag)
-            if asked and lab["n_failed"] / asked > al.max_failure_fraction:
-                self._finish(row, V.ORACLE_FAILING, verdict["status"],
-                             f"oracle failed on {lab['n_failed']}/{asked} frames: {'; '.join(lab['errors'][:2])}", {})
-                return None
-        return None  # not reached: the last round always finishes above
+            if asked and lab.n_failed / asked > al.max_failure_fraction:
+                return Outcome(V.ORACLE_FAILING, verdict.status,
+                               f"oracle failed on {lab.n_failed}/{asked} frames: {'; '.join(lab.errors[:2])}")
+        raise AssertionError("not reached: the last round always returns above")
 
-    def _log_training(self, row: dict, gkey: str, r: int, train: dict, init) -> None:
-        info = {**{k: v for k, v in train.items() if k not in ("training_set", "val_metrics")}, "candidate": gkey,
+    def _audit(self, gkey: str, r: int, members: list[str], explored: Runs, ref: ReferenceRun,
+               errors: steps.Errors) -> steps.Audit:
+        """Oracle labels of ``active_learning.audit_labels`` frames spread over the exploration replicas (shard
+        ``<c>-audit`` r<r>: they train the next round) and the ensemble's errors and calibration there."""
+        frames = self.roles.call(steps.audit_frames(self.ctx, explored)).frames
+        lab = self.roles.call(steps.label(self.ctx, f"{gkey}-audit", r, explored, frames, ref))
+        found = (self.roles.call(steps.force_errors(self.ctx, members, lab.shard, errors.calibration))
+                 if lab.shard else None)
+        return steps.Audit(frames, lab, found)
+
+    def _log_training(self, row: dict, gkey: str, r: int, train: steps.Trained, init) -> None:
+        info = {**{k: v for k, v in train.trained.to_dict().items() if k != "val_metrics"}, "candidate": gkey,
                 "round": r, "init": bool(init), "architectures": ",".join(self.spec.models.architectures)}
-        self._track("log_training", self.key, f"{gkey}/r{r}", info,
-                    f"{self.experiment}-ensemble" if self.spec.tracking.register_models else None,
-                    f"{self.display_name(row)} r{r}")
+        registry = f"{self.experiment}-ensemble" if self.spec.tracking.register_models else None
+        self._track(lambda t: t.log_training.remote(self.key, f"{gkey}/r{r}", info, registry,
+                                                    f"{self.display_name(row)} r{r}"))
 
     def display_name(self, row: dict) -> str:
         """Short, distinct MLflow run name: the formula (with the prototype when two candidates share a
@@ -458,37 +487,36 @@ class Campaign:
         g = self.generation(row["key"])
         return name if g == 1 else f"{name} @g{g}"
 
-    def _production(self, row: dict, gkey: str, ref: dict, members: list[str], verdict: dict, explore: dict) -> None:
+    def _production(self, row: dict, gkey: str, ref: ReferenceRun, usable: Usable) -> Outcome:
         """Production MD at every temperature, then transport from the runs that stayed stable.
 
-        ``explore``: the judged exploration step, its replicas (these members, the reference temperature, the
-        production protocol): production runs at that temperature when it is one of ``md.temperatures_K``
-        (``CampaignSpec.production_temperatures``: production may not repeat it).
-        ``verdict``: the last exploration verdict; stable ends ``converged``, inconclusive ends ``inconclusive``
-        (its numbers are reported, flagged: a check against the reference could not be decided)."""
-        key = row["key"]
+        The judged exploration replicas (these members, the reference temperature, the production protocol)
+        are production runs at that temperature when it is one of ``md.temperatures_K``
+        (``CampaignSpec.production_temperatures``: production may not repeat it).  The verdict that let the
+        members through ends ``converged`` when stable, ``inconclusive`` otherwise (its numbers are reported,
+        flagged: a check against the reference could not be decided)."""
+        key, verdict = row["key"], usable.verdict
         self._stage(key, "production")
-        self._track("candidate_progress", self.key, gkey, "production", self.ledger.candidate(key)["round"],
-                    self.display_name(row))
-        runs = self._once(f"prod:{gkey}", key, lambda: steps.production(self.ctx, gkey, members,
-                                                                         row["structure_path"], ref))["runs"]
-        explored = explore["runs"]
-        if self.spec.is_production_temperature(explored[0]["temperature_K"]):
+        r, name = self.ledger.candidate(key)["round"], self.display_name(row)
+        self._track(lambda t: t.candidate_progress.remote(self.key, gkey, "production", r, name))
+        request = steps.production(self.ctx, gkey, usable.members, row["structure_path"], ref)
+        runs = self._step(key, "production", work=lambda: self.roles.call(request) if request else Runs([]),
+                          g=gkey).runs
+        explored = usable.explored.runs
+        if self.spec.is_production_temperature(explored[0].temperature_K):
             runs = [*explored, *runs]
-        stable = [run for run in runs if run["verdict"] == V.STABLE]
-        unstable_t = sorted({run["temperature_K"] for run in runs if run["verdict"] != V.STABLE})
+        stable = [run for run in runs if run.verdict == V.STABLE]
+        unstable_t = sorted({run.temperature_K for run in runs if run.verdict != V.STABLE})
         if not stable:
-            self._finish(row, V.BUDGET_SPENT, runs[0]["verdict"] if runs else V.EXPLODED,
-                         f"production MD unstable at every temperature {unstable_t}", {})
-            return
-        out = self._once(f"transport:{gkey}", key, lambda: steps.transport(self.ctx, gkey,
-                                                                           [run["trajectory"] for run in stable]))
+            return Outcome(V.BUDGET_SPENT, runs[0].verdict if runs else V.EXPLODED,
+                           f"production MD unstable at every temperature {unstable_t}")
+        out = self._step(key, "transport", steps.transport(self.ctx, gkey, [run.trajectory for run in stable]), g=gkey)
         notes = [f"unstable at {unstable_t} K (dropped)"] if unstable_t else []
-        if verdict["status"] == V.INCONCLUSIVE:
-            notes = [*verdict["evidence"].get("inconclusive", []), *notes]
-        result = {**out["transport"], "checks": checks_summary(verdict)}
-        reason = V.CONVERGED if verdict["status"] == V.STABLE else V.INCONCLUSIVE
-        self._finish(row, reason, verdict["status"], "; ".join(notes), result, out["plots"])
+        if verdict.status == V.INCONCLUSIVE:
+            notes = [*verdict.evidence.get("inconclusive", []), *notes]
+        result = {**out.transport, "checks": check_summary(verdict)}
+        reason = V.CONVERGED if verdict.status == V.STABLE else V.INCONCLUSIVE
+        return Outcome(reason, verdict.status, "; ".join(notes), result, out.plots)
 
     # --- results --------------------------------------------------------------------------------
     def write_results_csv(self) -> str:
@@ -510,13 +538,3 @@ def _numbers(evidence: dict) -> dict:
             "failed_fraction", "trust_lo_eV_A", "trust_hi_eV_A", "min_distance_ratio", "framework_drift_A",
             "own_error_eV_A", "reference_error_eV_A", "error_log10_ratio", "error_log10_ratio_err", "accuracy_status")
     return {k: evidence[k] for k in keep if k in evidence}
-
-
-def checks_summary(verdict: dict) -> dict:
-    """The evidence a candidate's result shows: the RDF against its noise, D against the reference's."""
-    ev = verdict["evidence"]
-    keep = ("rdf_mae", "rdf_noise_floor", "rdf_critical", "rdf_tolerance", "rdf_status", "student_D_cm2_s",
-            "student_D_err_cm2_s", "reference_D_cm2_s", "reference_D_err_cm2_s", "log10_ratio", "log10_ratio_err",
-            "tolerance_log10", "dynamics_status", "temperature_K", "framework_status", "own_error_eV_A",
-            "reference_error_eV_A", "error_log10_ratio", "error_log10_ratio_err", "accuracy_status")
-    return {"verdict": verdict["status"], **{k: ev[k] for k in keep if k in ev}}

@@ -8,11 +8,10 @@ truth: a student can only be as good as its oracle).
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 
 from common import vocabulary as V
+from common.tables import console, csv_text, markdown
 
 from orchestrator.campaign.state import Ledger
 
@@ -77,12 +76,7 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> list[dict]:
 
 
 def results_csv(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in ranked(ledger, rank_by):
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in RESULT_COLUMNS})
-    return buf.getvalue()
+    return csv_text(ranked(ledger, rank_by), RESULT_COLUMNS)
 
 
 def _pm(v, e, fmt="{:.2f}"):
@@ -115,10 +109,7 @@ def format_table(rows: list[dict]) -> str:
                      "-" if r.get("known_log10_sigma_300K") is None else f"{r['known_log10_sigma_300K']:.2f}",
                      _pm(r["activation_energy_eV"], r["activation_energy_eV_err"], "{:.3f}"), rdf, dyn, acc,
                      f"{r['simulated_ns'] * 1000:.1f}"])
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    lines = [console(head, body)]
     sources = sorted({r["known_source"] for r in rows if r.get("known_source")})
     lines += [f"known: {s}" for s in sources]
     return "\n".join(lines)
@@ -134,7 +125,7 @@ def results_markdown(rows: list[dict]) -> str:
             "± [log10 mS/cm]", "known log10 σ(300 K) [log10 mS/cm]", "Ea [eV]", "± [eV]", "too short [K]",
             "RDF MAE / noise floor (check)", "log10 D/D_ref at T_ref (check)",
             "force error own MD / reference [meV/Å] (check)", "simulated [ps]", "detail"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    body = []
     for r in rows:
         rdf, dyn, acc = _evidence(r)
         known = "" if r.get("known_log10_sigma_300K") is None else \
@@ -142,6 +133,6 @@ def results_markdown(rows: list[dict]) -> str:
         cells = [str(r["rank"] or ""), r["candidate"], r["formula"], r["reason"] or r["stage"], r["verdict"],
                  str(r["rounds"]), num(r["log10_sigma_300K"], ".2f"), num(r["log10_sigma_300K_err"], ".2f"), known,
                  num(r["activation_energy_eV"], ".3f"), num(r["activation_energy_eV_err"], ".3f"),
-                 r.get("too_short_K", ""), rdf, dyn, acc, f"{r['simulated_ns'] * 1000:.1f}", r["detail"].replace("|", "/")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+                 r.get("too_short_K", ""), rdf, dyn, acc, f"{r['simulated_ns'] * 1000:.1f}", r["detail"]]
+        body.append(cells)
+    return markdown(head, body) + "\n"

@@ -237,25 +237,25 @@ class CampaignSpec:
             label_every=max(1, labelled_steps // max(1, labels)), seed=self.seed,
             discard_fs=md.equilibration_steps * p.timestep_fs, holdout_fraction=al.calibration_holdout)
 
-    def exploration_steps(self, ref: dict | None = None) -> int:
+    def exploration_steps(self, ref=None) -> int:
         """Steps of an exploration run: ``md.exploration_steps``, by default the reference's length (a user's
         reference trajectory: its duration in the student's time steps)."""
         if self.md.exploration_steps is not None:
             return self.md.exploration_steps
-        meta = (ref or {}).get("metadata") or {}
+        meta = _metadata(ref)
         if meta.get("kind") == USER_REFERENCE:
             return max(1, round(meta["duration_fs"] / self.md.protocol.timestep_fs))
         return self.md.reference_steps
 
-    def reference_temperature(self, ref: dict | None = None) -> float:
+    def reference_temperature(self, ref=None) -> float:
         """The temperature of the candidate's reference (K): a user's trajectory's own, else the spec's."""
-        meta = (ref or {}).get("metadata") or {}
+        meta = _metadata(ref)
         return float(meta["temperature_K"]) if meta.get("kind") == USER_REFERENCE else self.md.reference_temperature_K
 
     def is_production_temperature(self, temperature_K: float) -> bool:
         return float(temperature_K) in {float(t) for t in self.md.temperatures_K}
 
-    def production_temperatures(self, ref: dict | None = None) -> list[float]:
+    def production_temperatures(self, ref=None) -> list[float]:
         """Temperatures (K) production runs ``md.replicas`` times.  The judged exploration replicas are
         production replicas at the reference temperature; when there are at least ``md.replicas`` of them,
         each at least ``md.steps`` long, production does not repeat that temperature."""
@@ -283,6 +283,13 @@ class CampaignSpec:
 
 Spec = CampaignSpec
 USER_REFERENCE = "user-reference"     # ReferenceRun.metadata["kind"] of a user's trajectory
+
+
+def _metadata(ref) -> dict:
+    """The metadata of a candidate's reference (a ``reference.reference_md.ReferenceRun``, or its dict)."""
+    if ref is None:
+        return {}
+    return (ref.get("metadata") if isinstance(ref, dict) else ref.metadata) or {}
 # sections whose change does not change the science (resume with a different value is fine)
 NON_SCIENCE_SECTIONS = ("resources", "tracking")
 # fields of a package's dataclass that the campaign sets itself (not spec keys)

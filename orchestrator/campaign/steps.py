@@ -1,28 +1,131 @@
-"""One small function per campaign step: which actor does it, with which settings, writing where.
+"""The candidate's steps, as one table: each step's name, ledger key, the role that runs it, its typed request
+and typed result.  The request builders below turn the spec into each step's request; the driver
+(``driver.Campaign``) walks the steps in this order and records each result under its key.  No science here.
 
-Each step is one actor call whose answer is a package dataclass as a dict (``to_dict``); the driver
-records it in the ledger under the step's key and never runs it again.  Paths depend only on the
-step, so a step retried after a crash overwrites its own half-finished work.  No science here.
+==============  =========================  ================  ==========================  =========================
+step            ledger key                 role              request                     result
+==============  =========================  ================  ==========================  =========================
+candidates      ``candidates``             CandidateGen.     GenerateCandidates          CandidateSet
+reference       ``ref:<c>``                ReferenceWorker   ReferenceMD/ImportReference ReferenceRun
+trainset        ``trainset:<g>:<r>``       (the driver)      -                           Selection
+train           ``train:<g>:<r>``          Trainer           Train                       Trained
+explore         ``explore:<g>:<r>``        MDWorker          RunMD                       Runs
+calibrate       ``calibrate:<g>:<r>``      StabilityJudge    ReferenceErrors             Errors
+audit           ``audit:<g>:<r>``          Judge + Reference AuditFrames, Label, Force.  Audit
+judge           ``judge:<g>:<r>``          StabilityJudge    Judge                       ExplorationReport
+label           ``label:<g>:<r+1>``        ReferenceWorker   Label                       LabelResult
+force_errors    ``force_errors:<g>:<r+1>`` StabilityJudge    ForceErrors                 Errors
+production      ``prod:<g>``               MDWorker          RunMD                       Runs
+transport       ``transport:<g>``          StabilityJudge    TransportRequest            Transport
+screened        ``screened:<g>``           (the driver)      -                           Screened
+==============  =========================  ================  ==========================  =========================
 
-``Actors`` holds the handles: pools (``ActorPool``) for oracle and MD work, single actors otherwise.
+``<c>``: the candidate's key; ``<g>``: its generation's key (``<c>``, then ``<c>@g2``...); ``<r>``: the round.
+Paths depend only on the step, so a step retried after a crash overwrites its own half-finished work.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from actors import requests as rq
+from actors.requests import Errors, Runs, Transport
+from analysis.selection import ExplorationReport
+from models.ensemble_training import EnsembleTrainResult
 from orchestrator.campaign.spec import CampaignSpec
-from reference.store import LabelStore, shard_name
+from reference.candidates import CandidateSet
+from reference.oracles import LabelResult
+from reference.reference_md import ReferenceRun
+from reference.store import LabelStore, Selection, shard_name
+
+
+# --- results the driver composes ------------------------------------------------------------------------
+@dataclass
+class Trained:
+    """A round's training: the ensemble's result and the store selection it trained on (fixed before)."""
+    trained: EnsembleTrainResult
+    training_set: dict
+
+    def to_dict(self) -> dict:
+        return {**self.trained.to_dict(), "training_set": self.training_set}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Trained":
+        d = dict(d)
+        sel = d.pop("training_set")
+        return cls(EnsembleTrainResult.from_dict(d), sel)
+
+
+@dataclass
+class Audit:
+    """The oracle's audit of an exploration run: the frames (per replica), their labels, and the ensemble's
+    errors there (None when nothing could be labelled)."""
+    frames: list[list[int]]
+    labels: LabelResult
+    errors: Errors | None = None
+
+    def to_dict(self) -> dict:
+        return {"frames": self.frames, **self.labels.to_dict(), **(self.errors.to_dict() if self.errors else {})}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Audit":
+        labels = LabelResult.from_dict({k: d[k] for k in ("n_labels", "n_failed", "errors", "shard")})
+        return cls(d["frames"], labels, Errors.from_dict(d) if "deviation_eV_A" in d else None)
+
+
+@dataclass
+class Screened:
+    """What a finished candidate's screening accounts for: the fingerprint of its training data in the store."""
+    fingerprint: str
+    n_frames: int
+    oracle: str
+    generation: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Screened":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row of the step table."""
+    name: str
+    key: str             # the ledger key, ``str.format`` with c (candidate), g (generation key), r (round)
+    role: str            # which role answers (``actors.roles``), or "driver"
+    request: tuple       # the request types it sends
+    result: type
+
+    def at(self, **ids) -> str:
+        return self.key.format(**ids)
+
+
+STEPS = {s.name: s for s in [
+    Step("candidates", "candidates", "CandidateGenerator", (rq.GenerateCandidates,), CandidateSet),
+    Step("reference", "ref:{c}", "ReferenceWorker", (rq.ReferenceMD, rq.ImportReference), ReferenceRun),
+    Step("trainset", "trainset:{g}:{r}", "driver", (), Selection),
+    Step("train", "train:{g}:{r}", "Trainer", (rq.Train,), Trained),
+    Step("explore", "explore:{g}:{r}", "MDWorker", (rq.RunMD,), Runs),
+    Step("calibrate", "calibrate:{g}:{r}", "StabilityJudge", (rq.ReferenceErrors,), Errors),
+    Step("audit", "audit:{g}:{r}", "StabilityJudge, ReferenceWorker", (rq.AuditFrames, rq.Label, rq.ForceErrors),
+         Audit),
+    Step("judge", "judge:{g}:{r}", "StabilityJudge", (rq.Judge,), ExplorationReport),
+    Step("label", "label:{g}:{r}", "ReferenceWorker", (rq.Label,), LabelResult),
+    Step("force_errors", "force_errors:{g}:{r}", "StabilityJudge", (rq.ForceErrors,), Errors),
+    Step("production", "prod:{g}", "MDWorker", (rq.RunMD,), Runs),
+    Step("transport", "transport:{g}", "StabilityJudge", (rq.TransportRequest,), Transport),
+    Step("screened", "screened:{g}", "driver", (), Screened),
+]}
 
 
 @dataclass
 class Context:
-    """What every step needs: the validated spec, the campaign directory, the store and actors."""
+    """What every request builder needs: the validated spec, the campaign directory and the store."""
     spec: CampaignSpec
     root: Path              # <store>/<campaign name>
     store: Path             # the data store root (labels in <store>/shards)
-    actors: Any             # generator, reference (pool), md (pool), judge, trainer
     _labels: LabelStore | None = field(default=None, repr=False)
 
     @property
@@ -39,131 +142,100 @@ class Context:
     def shard(self, key: str, n: int) -> str:
         return shard_name(self.name, key, n)
 
-    def call(self, actor, method: str, *args) -> Any:
-        import ray
 
-        return ray.get(getattr(actor, method).remote(*args))
-
-
-def candidates(ctx: Context) -> dict:
-    """``reference.candidates.CandidateSet`` of the spec (structures in ``candidates/<c>/``)."""
+# --- request builders: spec -> request ------------------------------------------------------------------
+def candidates(ctx: Context) -> rq.GenerateCandidates:
+    """Structures in ``candidates/<c>/``."""
     s = ctx.spec
-    return ctx.call(ctx.actors.generator, "generate", str(ctx.root / "candidates"), s.candidates, list(s.prototypes),
-                    s.space)
+    return rq.GenerateCandidates(str(ctx.root / "candidates"), s.candidates, list(s.prototypes), s.space)
 
 
-def reference(ctx: Context, row: dict) -> dict:
-    """Oracle MD at the reference temperature; its labels are the candidate's shard r0 (``ReferenceRun``)."""
-    key = row["key"]
-    return ctx.actors.reference.call("reference_md", row["structure_path"], ctx.spec.reference_protocol(),
-                                     str(ctx.root / "reference" / f"{key}.h5"), str(ctx.store), ctx.shard(key, 0),
-                                     f"{ctx.name}/{key}/r0")
-
-
-def user_reference(ctx: Context, row: dict, source) -> dict:
-    """The user's trajectory ``source`` (``reference_data.trajectories``) as the candidate's reference: the
-    service's HDF5 copy and the shard r0 (``reference.user_reference``), instead of oracle MD."""
+def reference(ctx: Context, row: dict) -> rq.Request:
+    """Oracle MD at the reference temperature (its labels are the shard r0), or the user's trajectory
+    (``reference_data.trajectories``: the service's HDF5 copy and the shard r0) instead."""
     key, s = row["key"], ctx.spec
-    return ctx.actors.reference.call("import_reference", source, row["structure_path"],
-                                     str(ctx.root / "reference" / f"{key}.h5"),
-                                     s.md.equilibration_steps * s.md.protocol.timestep_fs, str(ctx.store),
-                                     ctx.shard(key, 0), s.active_learning.initial_labels, s.reference_data.oracle,
-                                     f"{ctx.name}/{key}/r0", s.active_learning.calibration_holdout)
+    trajectory, run_id = str(ctx.root / "reference" / f"{key}.h5"), f"{ctx.name}/{key}/r0"
+    source = s.user_reference(row)
+    if source is None:
+        return rq.ReferenceMD(row["structure_path"], s.reference_protocol(), trajectory, str(ctx.store),
+                              ctx.shard(key, 0), run_id)
+    return rq.ImportReference(source, row["structure_path"], trajectory,
+                              s.md.equilibration_steps * s.md.protocol.timestep_fs, str(ctx.store), ctx.shard(key, 0),
+                              s.active_learning.initial_labels, s.reference_data.oracle, run_id,
+                              s.active_learning.calibration_holdout)
 
 
-def training_set(ctx: Context, elements: set[str], min_shared: int, oracle: str) -> dict:
-    """The store selection a round trains on (``reference.store.Selection``), fixed before training."""
-    return ctx.labels.select(elements, min_shared, oracle).to_dict()
+def training_set(ctx: Context, elements: set[str], min_shared: int, oracle: str) -> Selection:
+    """The store selection a round trains on, fixed before training."""
+    return ctx.labels.select(elements, min_shared, oracle)
 
 
-def train(ctx: Context, gkey: str, r: int, selection: dict, init: list[str] | None) -> dict:
-    """Train (round 0) or fine-tune the ensemble on exactly ``selection`` (``models.EnsembleTrainResult``)."""
+def train(ctx: Context, gkey: str, r: int, selection: Selection, init: list[str] | None) -> rq.Train:
+    """Train (round 0) or fine-tune the ensemble on exactly ``selection``."""
     s = ctx.spec
-    return ctx.call(ctx.actors.trainer, "train", str(ctx.store), selection, s.models, s.training,
+    return rq.Train(str(ctx.store), selection.to_dict(), s.models, s.training,
                     str(ctx.root / "models" / gkey / f"r{r}"), s.seed + r, init,
                     s.active_learning.fine_tune_epochs if init else None, s.resources.streaming,
                     s.resources.trainer_workers)
 
 
-def explore(ctx: Context, gkey: str, r: int, members: list[str], structure: str, ref: dict) -> dict:
+def explore(ctx: Context, gkey: str, r: int, members: list[str], structure: str, ref: ReferenceRun) -> rq.RunMD:
     """Student MD at the reference's temperature, same protocol and length as the reference, in
-    ``md.exploration_replicas`` replicas as one batch: ``{"runs": [SystemResult, ...]}``."""
+    ``md.exploration_replicas`` replicas as one batch."""
     s = ctx.spec
-    runs = ctx.actors.md.call("run", members, structure, [s.reference_temperature(ref)], s.md.exploration_replicas,
-                              s.md.run_protocol(s.exploration_steps(ref), s.md.equilibration_steps), s.monitor(),
-                              s.seed + 1000 * r, str(ctx.root / "md" / gkey / f"explore_r{r}"))
-    return {"runs": runs}
+    return rq.RunMD(members, structure, [s.reference_temperature(ref)], s.md.exploration_replicas,
+                    s.md.run_protocol(s.exploration_steps(ref), s.md.equilibration_steps), s.monitor(),
+                    s.seed + 1000 * r, str(ctx.root / "md" / gkey / f"explore_r{r}"))
 
 
-def trajectories(explored: dict) -> list[str]:
-    """The trajectory files of an exploration step's replicas."""
-    return [run["trajectory"] for run in explored["runs"]]
+def reference_errors(ctx: Context, members: list[str], ref: ReferenceRun) -> rq.ReferenceErrors:
+    """The ensemble's force deviation and true error on the reference's held-out block."""
+    return rq.ReferenceErrors(members, ref.trajectory, ctx.spec.stability)
 
 
-def reference_errors(ctx: Context, members: list[str], reference_path: str) -> dict:
-    """The ensemble's force deviation and true error on the reference's held-out block, and their calibration."""
-    return ctx.call(ctx.actors.judge, "reference_errors", members, reference_path, ctx.spec.stability)
+def audit_frames(ctx: Context, explored: Runs) -> rq.AuditFrames:
+    """``active_learning.audit_labels`` frames spread over the exploration replicas."""
+    return rq.AuditFrames(explored.trajectories, ctx.spec.active_learning.audit_labels)
 
 
-def audit(ctx: Context, gkey: str, r: int, members: list[str], explore_paths: list[str], ref: dict,
-          reference_calibration: dict) -> dict:
-    """Oracle labels of ``active_learning.audit_labels`` frames spread over the exploration replicas (shard
-    ``<c>-audit`` r<r>: they train the next round) and the ensemble's errors and calibration there:
-    {frames (per replica), n_labels, n_failed, errors, shard, force_mae_meV_A, deviation_eV_A, max_error_eV_A,
-    mean_error_eV_A, calibration}."""
-    frames = ctx.call(ctx.actors.judge, "audit_frames", explore_paths, ctx.spec.active_learning.audit_labels)
-    lab = label(ctx, f"{gkey}-audit", r, explore_paths, frames, ref)
-    out = {"frames": frames, **lab}
-    if lab["shard"]:
-        out.update(force_errors(ctx, members, lab["shard"], reference_calibration))
-    return out
-
-
-def judge(ctx: Context, gkey: str, r: int, explore_paths: list[str], reference_path: str,
-          reference_errors: dict | None, audit: dict | None) -> dict:
-    """Verdict on the exploration replicas, judged as one, and the frames to label, per replica
-    (``analysis.selection.ExplorationReport``);
-    ``reference_errors``: the ensemble's on the reference's held-out block (:func:`reference_errors`),
-    ``audit``: on audited frames of the run (:func:`audit`)."""
+def judge(ctx: Context, gkey: str, r: int, explored: Runs, ref: ReferenceRun, errors: Errors | None,
+          audit: Audit | None) -> rq.Judge:
+    """The exploration replicas judged as one; ``errors``: the ensemble's on the reference's held-out block,
+    ``audit``: on audited frames of the run."""
     al = ctx.spec.active_learning
-    ref = reference_errors or {}
-    audited = ({"frames": audit["frames"], "mean_error_eV_A": audit["mean_error_eV_A"]}
-               if audit and "mean_error_eV_A" in audit else None)
-    return ctx.call(ctx.actors.judge, "judge", explore_paths, reference_path, ctx.spec.stability,
-                    al.labels_per_round, al.min_frame_distance_A,
-                    str(ctx.root / "plots" / gkey / f"rdf_r{r}.png"), ref.get("deviation_eV_A"),
-                    ref.get("mean_error_eV_A"), audited)
+    audited = ({"frames": audit.frames, "mean_error_eV_A": audit.errors.mean_error_eV_A}
+               if audit and audit.errors else None)
+    return rq.Judge(explored.trajectories, ref.trajectory, ctx.spec.stability, al.labels_per_round,
+                    al.min_frame_distance_A, str(ctx.root / "plots" / gkey / f"rdf_r{r}.png"),
+                    errors.deviation_eV_A if errors else None, errors.mean_error_eV_A if errors else None, audited)
 
 
-def label(ctx: Context, gkey: str, n: int, explore_paths: list[str], frames: list[list[int]], ref: dict) -> dict:
-    """Oracle labels of the selected frames (one list per replica) as the shard ``r<n>``
-    (``reference.oracles.LabelResult``)."""
-    return ctx.actors.reference.call("label", explore_paths, frames, ctx.spec.reference_temperature(ref),
-                                     str(ctx.store), ctx.shard(gkey, n), f"{ctx.name}/{gkey}/r{n}")
+def label(ctx: Context, gkey: str, n: int, explored: Runs, frames: list[list[int]], ref: ReferenceRun) -> rq.Label:
+    """Oracle labels of the selected frames (one list per replica) as the shard ``r<n>``."""
+    return rq.Label(explored.trajectories, frames, ctx.spec.reference_temperature(ref), str(ctx.store),
+                    ctx.shard(gkey, n), f"{ctx.name}/{gkey}/r{n}")
 
 
-def force_errors(ctx: Context, members: list[str], shard: str, reference_calibration: dict | None) -> dict:
-    """The ensemble's force MAE on the frames just labelled (meV/Å) and its deviation's calibration there,
-    tested against the reference's (trust band, failure level, error-bound factor)."""
-    return ctx.call(ctx.actors.judge, "force_errors", members, shard, ctx.spec.stability.false_alarm_rate,
-                    reference_calibration)
+def force_errors(ctx: Context, members: list[str], shard: str, reference_calibration: dict | None) -> rq.ForceErrors:
+    """The ensemble's force MAE on the frames just labelled and its deviation's calibration there, tested
+    against the reference's (trust band, failure level, error-bound factor)."""
+    return rq.ForceErrors(members, shard, ctx.spec.stability.false_alarm_rate, reference_calibration)
 
 
-def production(ctx: Context, gkey: str, members: list[str], structure: str, ref: dict) -> dict:
-    """Every production temperature x replica as one batch: ``{"runs": [SystemResult, ...]}`` (the
-    reference temperature's run may be the exploration's: ``CampaignSpec.production_temperatures``)."""
+def production(ctx: Context, gkey: str, members: list[str], structure: str, ref: ReferenceRun) -> rq.RunMD | None:
+    """Every production temperature x replica as one batch (None when the judged exploration run is all of
+    it: ``CampaignSpec.production_temperatures``)."""
     s = ctx.spec
     temperatures = s.production_temperatures(ref)
     if not temperatures:
-        return {"runs": []}
-    runs = ctx.actors.md.call("run", members, structure, temperatures, s.md.replicas,
-                              s.md.run_protocol(s.md.steps, s.md.equilibration_steps), s.monitor(), s.seed + 77,
-                              str(ctx.root / "md" / gkey / "production"))
-    return {"runs": runs}
+        return None
+    return rq.RunMD(members, structure, temperatures, s.md.replicas,
+                    s.md.run_protocol(s.md.steps, s.md.equilibration_steps), s.monitor(), s.seed + 77,
+                    str(ctx.root / "md" / gkey / "production"))
 
 
-def transport(ctx: Context, gkey: str, trajectories: list[str]) -> dict:
-    """D(T), sigma(T), Ea, log10 sigma(300 K) of the stable runs, and their plots (``TransportResult``)."""
+def transport(ctx: Context, gkey: str, trajectories: list[str]) -> rq.TransportRequest:
+    """D(T), sigma(T), Ea, log10 sigma(300 K) of the stable runs, and their plots."""
     s = ctx.spec
-    return ctx.call(ctx.actors.judge, "transport", trajectories, s.md.species, str(ctx.root / "plots" / gkey),
-                    s.stability.min_msd_A2)
+    return rq.TransportRequest(trajectories, s.md.species, str(ctx.root / "plots" / gkey), s.stability.min_msd_A2)
+
