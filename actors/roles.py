@@ -85,28 +85,28 @@ class ReferenceWorker(_Role):
     def reference_md(self, req: rq.ReferenceMD) -> ReferenceRun:
         from reference.reference_md import run_reference_md
         from reference.store import LabelStore
-        from reference.structures import read_atoms
+        from reference.structures import structure_atoms
 
-        return run_reference_md(read_atoms(req.structure), self.oracle, req.protocol, req.trajectory,
+        return run_reference_md(structure_atoms(req.structure), self.oracle, req.protocol, req.trajectory,
                                 LabelStore(req.store), run_id=req.run_id, shard=req.shard, raise_on_failure=False)
 
     def import_reference(self, req: rq.ImportReference) -> ReferenceRun:
         from reference.store import LabelStore
-        from reference.structures import read_atoms
+        from reference.structures import structure_atoms
         from reference.user_reference import import_reference
 
-        return import_reference(req.source, read_atoms(req.structure), req.trajectory, discard_fs=req.discard_fs,
+        return import_reference(req.source, structure_atoms(req.structure), req.trajectory, discard_fs=req.discard_fs,
                                 store=LabelStore(req.store), shard=req.shard, n_labels=req.n_labels,
                                 oracle=self.oracle, labels_oracle=req.labels_oracle, run_id=req.run_id,
                                 holdout_fraction=req.holdout_fraction)
 
     def label(self, req: rq.Label) -> LabelResult:
         """Replica after replica, one shard."""
-        from md.trajectory import read_frames
+        from md.trajectory import read_atoms
         from reference.oracles import label_into_store
         from reference.store import LabelStore
 
-        atoms = [a for path, idx in zip(req.trajectories, req.frames) if idx for a in read_frames(path, list(idx))]
+        atoms = [a for path, idx in zip(req.trajectories, req.frames) if idx for a in read_atoms(path, list(idx))]
         return label_into_store(self.oracle, atoms, LabelStore(req.store), req.shard, "active-learning",
                                 req.temperature_K, req.run_id)
 
@@ -117,11 +117,11 @@ class MDWorker(_Role):
     def run(self, req: rq.RunMD) -> rq.Runs:
         from md.runner import run_temperatures
         from models import load_ensemble
-        from reference.structures import read_atoms
+        from reference.structures import structure_atoms
 
         device = _device()
         members = list(req.members)
-        return rq.Runs(run_temperatures(load_ensemble(members, device), read_atoms(req.structure),
+        return rq.Runs(run_temperatures(load_ensemble(members, device), structure_atoms(req.structure),
                                         list(req.temperatures_K), req.replicas, req.protocol, req.out_dir,
                                         seed=req.seed, monitor=req.monitor, device=device,
                                         metadata={"kind": "mlff", "members": members}))

@@ -368,7 +368,7 @@ def load_trajectory(path: str | os.PathLike, *, dt_fs: float | None = None, temp
 
     The service's HDF5: ``discard_fs`` comes from the protocol the file records (0 when none);
     ``live_verdict`` is the MD engine's own stop (``metadata['verdict']``) when it wrote one.  Any other
-    file goes through ASE (:func:`md.formats.read_any`: ``dt_fs``, ``temperature_K``, ``fmt``,
+    file goes through ASE (:func:`common.formats.read_any`: ``dt_fs``, ``temperature_K``, ``fmt``,
     ``topology`` apply there; a ``dt_fs`` that disagrees with a file's own is an error either way).
     """
     from common.trajectory import Trajectory
@@ -376,7 +376,7 @@ def load_trajectory(path: str | os.PathLike, *, dt_fs: float | None = None, temp
     if not Path(path).is_file():
         raise InputError(f"trajectory {path} not found; check the path")
     if not is_hdf5(path) and not str(path).endswith(".h5"):
-        from md.formats import read_any
+        from common.formats import read_any
 
         return read_any(path, dt_fs=dt_fs, temperature_K=temperature_K, fmt=fmt, topology=topology)
     with TrajectoryReader(path) as r:
@@ -405,14 +405,9 @@ def load_trajectory(path: str | os.PathLike, *, dt_fs: float | None = None, temp
             discard_fs=float((meta.get("protocol") or {}).get("discard_fs", 0.0)), path=str(path), metadata=meta)
 
 
-def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> list:
-    """Stored frames ``indices`` of a trajectory as ``ase.Atoms`` (with their stored energy/forces)."""
-    with TrajectoryReader(path) as reader:
-        return reader.atoms(list(indices))
-
-
-def read_atoms(path: str | os.PathLike, index: int | slice | str = ":"):
-    """Frames of a trajectory as ``ase.Atoms`` (``index`` like ``ase.io.read``: int, slice or "a:b:c")."""
+def read_atoms(path: str | os.PathLike, index: int | slice | str | Sequence[int] = ":"):
+    """Stored frames of a trajectory as ``ase.Atoms`` with their stored energy/forces (``index`` like
+    ``ase.io.read``: int, slice or "a:b:c", or a list of frame indices)."""
     if isinstance(index, str):
         parts = [int(p) if p else None for p in index.split(":")]
         index = parts[0] if len(parts) == 1 else slice(*parts)

@@ -63,46 +63,22 @@ def read_frames(source, index: str = ":", require_forces: bool = True) -> list:
 
 
 def iter_frames(paths, require_forces: bool = True):
-    """Labelled frames of data files one at a time (``ase.io.iread``: a file is never held whole)."""
-    from ase.io import iread
+    """Labelled frames of data files one at a time (``common.formats.iter_frames``: a file is never held whole)."""
+    from common import formats
 
     for p in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
         path = Path(p)
-        if not path.is_file():
-            raise InputError(f"data file {path} not found; check the --data path")
-        try:
-            for k, atoms in enumerate(iread(str(path), ":", do_not_split_by_at_sign=True)):
-                check_frames([atoms], f"{path} frame {k}", require_forces)
-                atoms.info.setdefault("source", f"file:{path.name}")
-                yield atoms
-        except InputError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files
-            raise InputError(f"cannot read {path} with ASE ({type(exc).__name__}: {exc}); "
-                             "give extxyz, ASE db, vasprun.xml or OUTCAR") from None
+        for k, atoms in enumerate(formats.iter_frames(path)):
+            check_frames([atoms], f"{path} frame {k}", require_forces)
+            atoms.info.setdefault("source", f"file:{path.name}")
+            yield atoms
 
 
 def _read_file(path: Path, index: str, require_forces: bool) -> list:
-    from ase.io import read
+    """Labelled frames of one file by the one reader (``common.formats.read_labelled``), checked for training."""
+    from common.formats import read_labelled
 
-    if not path.exists():
-        raise InputError(f"data file {path} not found; check the --data path")
-    if path.is_dir():
-        raise InputError(f"data path {path} is a directory; give a file (extxyz, .db, vasprun.xml, OUTCAR)")
-    try:
-        frames = read(str(path), index=index, do_not_split_by_at_sign=True)   # "@g2" in shard names is no index
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files
-        raise InputError(f"cannot read {path} with ASE ({type(exc).__name__}: {exc}); "
-                         "give extxyz, ASE db, vasprun.xml or OUTCAR") from None
-    if not isinstance(frames, list):
-        frames = [frames]
-    if not frames:
-        raise InputError(f"{path} contains no frames; give a file with labelled structures")
-    if not any(_has(a, "energy") or _has(a, "free_energy") for a in frames):
-        raise InputError(f"{path} has no energy/force labels (e.g. XDATCAR holds positions only); "
-                         "use vasprun.xml, OUTCAR, extxyz with energy and forces, or an ASE db")
+    frames, _ = read_labelled(path, index=index, require_forces=False)
     frames = check_frames(frames, str(path), require_forces)
     for atoms in frames:
         atoms.info.setdefault("source", f"file:{path.name}")

@@ -1,4 +1,5 @@
-"""Import existing AIMD trajectories (vasprun.xml, OUTCAR, extxyz) into the labelled data store.
+"""Import existing AIMD trajectories (vasprun.xml, OUTCAR, extxyz, any labelled format ASE reads) into the
+labelled data store.
 
 Every frame must carry an energy (eV) and forces (eV/Å); a file without them is refused with its
 name.  XDATCAR holds positions only (no energies or forces), so it is refused: convert the run's
@@ -8,6 +9,7 @@ vasprun.xml or OUTCAR instead.  Truncated VASP files (a run killed mid-write) ar
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,81 +18,36 @@ from common.errors import InputError
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"vasprun": "vasp-xml", "outcar": "vasp-out", "xdatcar": "vasp-xdatcar", "extxyz": "extxyz"}
-
-
-def detect_format(path: Path) -> str:
-    """One of vasprun, outcar, xdatcar, extxyz (from the file name)."""
-    name = path.name.lower()
-    if name.endswith(".xml") or "vasprun" in name:
-        return "vasprun"
-    if "outcar" in name:
-        return "outcar"
-    if "xdatcar" in name:
-        return "xdatcar"
-    if name.endswith((".xyz", ".extxyz")):
-        return "extxyz"
-    raise InputError(f"{path.name}: unknown AIMD file type; give vasprun.xml, OUTCAR or .extxyz (or --format)")
-
-
 def read_labelled_frames(path: str | os.PathLike, fmt: str | None = None, oracle: str | None = None,
                          temperature_K: float | None = None, run_id: str | None = None,
                          allow_truncated: bool = False, stride: int = 1) -> list:
-    """Labelled ase.Atoms from an AIMD file (see module docstring); InputError on any bad input.
-
-    ``oracle`` names the level of theory (e.g. ``vasp-pbe``); default ``vasp`` for VASP files and
-    the frames' own ``info['oracle']`` for extxyz (required there).
+    """Labelled ase.Atoms from an AIMD file, read by the one reader (``common.formats.read_labelled``: any
+    format ASE reads, ``fmt`` an ASE name or vasprun/outcar/xdatcar), tagged for the store; InputError on any
+    bad input.  ``oracle`` names the level of theory (e.g. ``vasp-pbe``); default ``vasp`` for VASP files and
+    the frames' own ``info['oracle']`` otherwise (required there).
     """
     from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.io import read
 
-    from md.formats import truncated
+    from common.formats import detect_format, labels_of, read_labelled
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"AIMD file {path} not found; check the path")
-    fmt = fmt or detect_format(path)
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if fmt == "xdatcar":
-        raise InputError(f"{path.name}: XDATCAR has positions only, no energies or forces; "
-                         "import the run's vasprun.xml or OUTCAR instead")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path.name} is empty; give a complete {fmt} file")
-    if fmt in ("vasprun", "outcar") and truncated(path, FORMATS[fmt]) and not allow_truncated:
-        raise InputError(f"{path.name} is truncated (the run stopped mid-write); re-run, or pass "
-                         "--allow-truncated to keep the complete frames only")
     if stride < 1:
         raise InputError(f"stride must be >= 1 (got {stride})")
-    try:
-        frames = list(read(path, index=f"::{stride}", format=FORMATS[fmt]))
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - every parser error is bad input
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path.name} is not a readable {fmt} file ({msg[:120]}); check or regenerate it") from None
-    if not frames:
-        raise InputError(f"{path.name} holds no frames; give a file with at least one ionic step")
-    default_oracle = oracle or ("vasp" if fmt in ("vasprun", "outcar") else None)
+    if path.is_file() and path.stat().st_size and detect_format(path, fmt) == "vasp-xdatcar":
+        raise InputError(f"{path.name}: XDATCAR has positions only, no energies or forces; "
+                         "import the run's vasprun.xml or OUTCAR instead")
+    frames, fmt = read_labelled(path, fmt, f"::{stride}", allow_truncated=allow_truncated)
+    default_oracle = oracle or ("vasp" if fmt.startswith("vasp") else None)
     out = []
-    for i, atoms in enumerate(frames):
-        res = dict(atoms.calc.results) if atoms.calc is not None else {}
-        if "energy" not in res or "forces" not in res or res.get("forces") is None:
-            missing = "energy and forces" if "energy" not in res else "forces"
-            raise InputError(f"{path.name}: frame {i * stride} has no {missing}; only labelled frames can be "
-                             "imported (XDATCAR-like data cannot train a force field)")
-        forces = np.asarray(res["forces"], dtype=float)
-        energy = float(res["energy"])
-        if forces.shape != (len(atoms), 3) or not np.isfinite(forces).all() or not np.isfinite(energy):
-            raise InputError(f"{path.name}: frame {i * stride} has non-finite or mis-shaped energy/forces; "
-                             "check the file")
+    for atoms in frames:
+        lab = labels_of(atoms)
         frame_oracle = default_oracle or atoms.info.get("oracle")
         if not frame_oracle:
             raise InputError(f"{path.name}: frames do not say which method labelled them; pass --oracle "
                              "(e.g. vasp-pbe)")
         labelled = atoms.copy()
-        kw = {"stress": np.asarray(res["stress"])} if res.get("stress") is not None else {}
-        labelled.calc = SinglePointCalculator(labelled, energy=energy, forces=forces, **kw)
+        kw = {"stress": np.asarray(lab["stress"])} if lab["stress"] is not None else {}
+        labelled.calc = SinglePointCalculator(labelled, energy=lab["energy"], forces=lab["forces"], **kw)
         info = {k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float, bool))}
         info.update(oracle=str(frame_oracle), source=f"aimd:{path.name}")
         t = temperature_K if temperature_K is not None else atoms.info.get("temperature_K")

@@ -176,7 +176,7 @@ def read_structure(path: str | os.PathLike, order: bool = True):
     return structure, choices
 
 
-def read_atoms(path: str | os.PathLike):
+def structure_atoms(path: str | os.PathLike):
     """The structure of a file as ``ase.Atoms`` (through :func:`read_structure`: ordered, checked)."""
     from pymatgen.io.ase import AseAtomsAdaptor
 
@@ -184,7 +184,7 @@ def read_atoms(path: str | os.PathLike):
 
 
 def write_structure(structure, path: str | os.PathLike) -> str:
-    """Write a pymatgen Structure (or ase.Atoms) as extended XYZ, atomically; what :func:`read_atoms` reads back."""
+    """Write a pymatgen Structure (or ase.Atoms) as extended XYZ, atomically; what :func:`structure_atoms` reads back."""
     from ase.io import write
     from pymatgen.io.ase import AseAtomsAdaptor
 

@@ -1,6 +1,6 @@
 """A user's own trajectory (their AIMD) as a candidate's reference, instead of oracle MD run by the campaign.
 
-:func:`import_reference` reads the file once (any format :mod:`md.formats` reads), checks it is the
+:func:`import_reference` reads the file once (any format :mod:`common.formats` reads), checks it is the
 candidate's material, and writes it as the service's HDF5 trajectory, so the judge, the dynamics check
 and the calibration read it like an oracle run.  The first labels of the candidate (the store shard r0)
 come from it in one of two ways, never mixed:
@@ -76,8 +76,8 @@ def import_reference(source: UserReference, structure, trajectory_path: str | os
     """
     from ase.data import chemical_symbols
 
-    from md.formats import file_dt_and_temperature, read_checked, time_between_frames
-    from md.trajectory import read_frames, write_atoms
+    from common.formats import file_dt_and_temperature, read_checked, time_between_frames
+    from md.trajectory import read_atoms, write_atoms
     from reference.oracles import label_into_store
     from reference.reference_md import ReferenceRun
 
@@ -110,7 +110,7 @@ def import_reference(source: UserReference, structure, trajectory_path: str | os
         atoms.info["step"] = k
     write_atoms(trajectory_path, frames, timestep_fs=dt, stride=1, temperature_K=source.temperature_K, metadata=meta)
     idx = label_indices(len(frames), int(np.ceil(discard_fs / dt - 1e-9)), n_labels, holdout_fraction)
-    picked = read_frames(trajectory_path, idx)
+    picked = read_atoms(trajectory_path, idx)
     if labels_oracle is not None:
         for i, atoms in zip(idx, picked):
             atoms.info = {"oracle": labels_oracle, "source": f"aimd:{path.name}", "temperature_K": source.temperature_K,

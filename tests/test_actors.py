@@ -73,9 +73,9 @@ def test_candidates_from_files_prototypes_and_missing(tmp_path):
     assert isinstance(out, CandidateSet)
     rows = {r.formula: r for r in out.rows}
     assert rows["Li2S"].structure_path and rows["Li2S"].key == "Li2S__li2s"
-    from reference.structures import read_atoms
+    from reference.structures import structure_atoms
 
-    si = read_atoms(rows["Li10SiP2S12"].structure_path)
+    si = structure_atoms(rows["Li10SiP2S12"].structure_path)
     assert si.get_chemical_formula(mode="reduce").count("Si") and len(si) == 50   # substituted LGPS cell
     assert rows["LiXyz"].structure_path is None and rows["LiXyz"].reason
 

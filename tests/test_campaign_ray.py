@@ -293,7 +293,7 @@ def users_aimd(structure: str, path: Path, temperature_K: float, steps: int, sav
     from md.trajectory import read_atoms
     from reference.oracles import Oracle
     from reference.reference_md import ReferenceMDProtocol, run_reference_md
-    from reference.structures import read_atoms as read_structure
+    from reference.structures import structure_atoms as read_structure
 
     run_reference_md(read_structure(structure), Oracle("lj"), ReferenceMDProtocol(
         temperature_K=temperature_K, steps=steps, timestep_fs=timestep_fs, stride=save_every, label_every=0, seed=11),

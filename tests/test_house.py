@@ -15,7 +15,7 @@ def _loaded(modules: list[str]) -> set[str]:
 
 
 def test_md_builds_on_the_kernel_not_on_analysis():
-    loaded = _loaded(["md.runner", "md.monitors", "md.trajectory", "md.formats", "md.protocol"])
+    loaded = _loaded(["md.runner", "md.monitors", "md.trajectory", "common.formats", "md.protocol"])
     assert not {m for m in loaded if m == "analysis" or m.startswith("analysis.")}
 
 
@@ -137,3 +137,40 @@ def test_the_driver_ends_a_candidate_in_one_place_and_calls_no_actor_by_name():
     for path in (ROOT / "orchestrator" / "campaign").glob("*.py"):
         text = path.read_text()
         assert "getattr(actor" not in text and ".call(\"" not in text, path.name    # requests, not method names
+
+
+def test_one_reader_and_one_format_vocabulary_for_every_foreign_file(tmp_path):
+    """Trajectories (analyze, a user's reference), the store's AIMD import and training data are read by
+    common.formats: the short names and ASE's names mean the same format everywhere, and the errors agree."""
+    import numpy as np
+    import pytest
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from common.errors import InputError
+    from common.formats import ALIASES, detect_format, read_checked, read_labelled
+    from models.data import read_frames as training_frames
+    from reference.aimd_import import read_labelled_frames
+
+    for short, name in ALIASES.items():
+        assert detect_format(tmp_path / "x", short) == detect_format(tmp_path / "x", short.upper()) == name
+    frames = []
+    for k in range(3):
+        a = Atoms("LiS", positions=[[0, 0, 0], [1.5 + 0.1 * k, 1.5, 1.5]], cell=np.eye(3) * 4.0, pbc=True)
+        a.calc = SinglePointCalculator(a, energy=-1.0 - k, forces=np.full((2, 3), 0.1 * k))
+        a.info["oracle"] = "lj"
+        frames.append(a)
+    write(tmp_path / "run.extxyz", frames, format="extxyz")
+    assert len(read_checked(tmp_path / "run.extxyz")[0]) == len(read_labelled(tmp_path / "run.extxyz")[0]) == 3
+    assert len(read_labelled_frames(tmp_path / "run.extxyz", fmt="extxyz")) == len(training_frames(
+        tmp_path / "run.extxyz")) == 3
+    write(tmp_path / "XDATCAR", [f.copy() for f in frames], format="vasp-xdatcar")     # positions only
+    assert len(read_checked(tmp_path / "XDATCAR", fmt="xdatcar")[0]) == 3
+    for read in (read_labelled, training_frames, read_labelled_frames):
+        with pytest.raises(InputError, match="XDATCAR|positions only|no energy"):
+            read(tmp_path / "XDATCAR")
+    (tmp_path / "empty.extxyz").write_text("")
+    for read in (read_checked, read_labelled, training_frames, read_labelled_frames):
+        with pytest.raises(InputError, match="is empty"):
+            read(tmp_path / "empty.extxyz")

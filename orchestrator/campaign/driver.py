@@ -308,9 +308,9 @@ class Campaign:
 
             path = row.get("structure_path")
             if path and Path(path).exists():
-                from reference.structures import read_atoms
+                from reference.structures import structure_atoms
 
-                self._elements[row["key"]] = elements_of(read_atoms(path))
+                self._elements[row["key"]] = elements_of(structure_atoms(path))
             else:
                 self._elements[row["key"]] = elements_of(row["formula"])
         return self._elements[row["key"]]

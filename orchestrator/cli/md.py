@@ -103,14 +103,14 @@ def load_force_field(spec: str, device: str):
 def run_md(args) -> int:
     from md.protocol import Protocol
     from md.runner import default_device, run_temperatures
-    from reference.structures import read_atoms
+    from reference.structures import structure_atoms
 
     temps = _temperatures(args.temperatures)
     if args.replicas < 1:
         raise InputError(f"--replicas must be >= 1, got {args.replicas}")
     if args.steps is not None and args.steps < 1:
         raise InputError(f"--steps must be >= 1, got {args.steps}")
-    atoms = read_atoms(args.structure)
+    atoms = structure_atoms(args.structure)
     try:
         reps = [int(x) for x in args.supercell.split(",")]
         assert len(reps) == 3 and min(reps) >= 1
@@ -163,7 +163,7 @@ def run_analyze(args) -> int:
                          f"needs at least {MIN_FIT_FRAMES}: give a longer trajectory or a smaller --discard-fs")
     reference = None
     if args.reference:
-        from md.formats import MissingTimeStep
+        from common.formats import MissingTimeStep
 
         kw = {"fmt": args.reference_format, "topology": args.topology}
         try:

@@ -163,7 +163,8 @@ def register(subparsers) -> None:
                         description="Every file is read and checked first; nothing is stored unless all are valid. "
                                     "XDATCAR is refused (no energies/forces).")
     p.add_argument("files", nargs="+", help="vasprun.xml, OUTCAR or .extxyz files")
-    p.add_argument("--format", choices=["vasprun", "outcar", "extxyz"], default=None, help="override type detection")
+    p.add_argument("--format", default=None, help="override type detection: vasprun, outcar, extxyz or any ASE "
+                                                  "format name (common.formats)")
     p.add_argument("--oracle", default=None, help="level of theory recorded with the labels (default vasp for VASP files; "
                                                    "extxyz frames must carry info oracle= or use this)")
     p.add_argument("--temperature-K", type=float, default=None, help="MD temperature of the run in K")

@@ -1,8 +1,18 @@
-"""Trajectories in any format ASE reads, as the analyses' one input (``analysis.Trajectory``).
+"""The one reader of foreign files: trajectories and labelled frames in any format ASE reads.
 
-:func:`md.trajectory.load_trajectory` sends every file that is not the service's own HDF5 here, so
-``matscreen analyze``, the campaign (a user's AIMD as the reference) and the benchmark read foreign
-trajectories the same way:
+One format vocabulary: ASE's format names (``extxyz``, ``vasp-xml``, ``vasp-out``, ``vasp-xdatcar``,
+``traj``, ``db``, ``lammps-dump-text``, ...), plus the short names ``vasprun``, ``outcar`` and ``xdatcar``
+(:data:`ALIASES`).  :func:`read_frames` is the one place a foreign file is opened: existence, emptiness,
+truncated VASP output and parser errors are checked there.  On top of it:
+
+* :func:`read_any`: one system's trajectory (``common.trajectory.Trajectory``), which
+  :func:`md.trajectory.load_trajectory` uses for every file that is not the service's own HDF5, so
+  ``matscreen analyze``, the campaign (a user's AIMD as the reference) and the benchmark read foreign
+  trajectories the same way;
+* :func:`read_labelled`: frames that carry an energy (eV) and forces (eV/Å), for the data store
+  (``reference.aimd_import``) and for training (``models.data``).
+
+Trajectories:
 
 * formats: everything ``ase.io.read`` reads, chosen from the file name or its content (``fmt``
   overrides): extxyz/xyz, VASP XDATCAR, vasprun.xml, OUTCAR, ASE ``.traj``, LAMMPS text dumps
@@ -41,6 +51,7 @@ class MissingTimeStep(InputError):
 CELL_RTOL = 1e-4          # relative change of any cell entry (of the longest lattice vector) that counts as a new cell
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 VASP_TEXT = ("vasp-xml", "vasp-out")
+ALIASES = {"vasprun": "vasp-xml", "outcar": "vasp-out", "xdatcar": "vasp-xdatcar"}   # short names, same formats
 
 
 def _open_text(path: Path):
@@ -86,14 +97,18 @@ def vasp_setting(path: Path, fmt: str, name: str) -> float | None:
 
 
 def detect_format(path: Path, fmt: str | None = None) -> str:
-    """The ASE format name of ``path`` (``fmt`` when given)."""
+    """The ASE format name of ``path`` (``fmt`` when given: an ASE name or a short name of :data:`ALIASES`)."""
     from ase.io.formats import filetype, ioformats
 
     if fmt:
+        fmt = ALIASES.get(fmt.lower(), fmt)
         if fmt not in ioformats:
             raise InputError(f"--format {fmt!r} is not an ASE format; use e.g. extxyz, vasp-xdatcar, vasp-xml, "
                              "vasp-out, traj or lammps-dump-text")
         return fmt
+    name = Path(path).name.lower()
+    if "vasprun" in name or name.endswith((".xml", ".xml.gz")):
+        return "vasp-xml"                      # by its name, so a damaged file is reported as what it should be
     try:
         return filetype(str(path))
     except Exception:  # noqa: BLE001 - ASE raises several kinds for an unknown file
@@ -101,22 +116,95 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
                          "vasprun.xml, OUTCAR, run.traj) or pass --format (an ASE format name)") from None
 
 
-def _read_frames(path: Path, fmt: str, topology: str | None) -> list:
+def read_frames(path: str | os.PathLike, fmt: str | None = None, index: str = ":", topology: str | None = None,
+                allow_truncated: bool = False) -> tuple[list, str]:
+    """The frames ``index`` (``ase.io.read`` syntax) of a foreign file as ``ase.Atoms``, and the ASE format they
+    were read as.  ``allow_truncated``: a VASP file cut off mid-write gives its complete frames (else an error);
+    ``topology``: the LAMMPS data file naming a dump's atom types."""
     from ase.io import read
 
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} not found" + ("; give a file, not a directory" if path.is_dir() else
+                                                 "; check the path"))
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty; give a complete file")
+    fmt = detect_format(path, fmt)
+    if fmt in VASP_TEXT and truncated(path, fmt) and not allow_truncated:
+        raise InputError(f"{path} is truncated (the run stopped mid-write); re-run it, or keep its complete frames "
+                         "(--allow-truncated where offered, or convert them to extxyz)")
     kwargs = {}
     if fmt.startswith("lammps-dump"):
         kwargs["order"] = True          # frames sorted by atom id: the same order in every frame
+    if fmt in ("extxyz", "xyz", "db", "json"):
+        kwargs["do_not_split_by_at_sign"] = True      # "@g2" in a store shard's name is no index
     try:
-        frames = read(str(path), index=":", format=fmt, **kwargs)
+        frames = read(str(path), index=index, format=fmt, **kwargs)
+    except InputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - every parser error is bad input
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: not a readable {fmt} file, or truncated ({msg[:120]}); check or regenerate it, "
                          "or pass --format") from None
     frames = frames if isinstance(frames, list) else [frames]
+    if not frames:
+        raise InputError(f"{path} holds no frames; give a file with at least one structure")
     if fmt.startswith("lammps-dump"):
         frames = _lammps_elements(path, frames, topology)
-    return frames
+    return frames, fmt
+
+
+def iter_frames(path: str | os.PathLike, fmt: str | None = None):
+    """The frames of a foreign file one at a time (``ase.io.iread``: the file is never held whole), with the
+    checks of :func:`read_frames`."""
+    from ase.io import iread
+
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        read_frames(path, fmt)                     # the same one-line error for a missing or empty file
+    fmt = detect_format(path, fmt)
+    if fmt in VASP_TEXT and truncated(path, fmt):
+        raise InputError(f"{path} is truncated (the run stopped mid-write); re-run it, or convert its complete "
+                         "frames to extxyz")
+    kwargs = {"do_not_split_by_at_sign": True} if fmt in ("extxyz", "xyz", "db", "json") else {}
+    try:
+        yield from iread(str(path), ":", format=fmt, **kwargs)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every parser error is bad input
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable {fmt} file, or truncated ({msg[:120]}); check or regenerate it, "
+                         "or pass --format") from None
+
+
+def labels_of(atoms) -> dict | None:
+    """The energy (eV), forces (eV/Å, or None) and stress of a frame's calculator; None without an energy."""
+    res = dict(atoms.calc.results) if atoms.calc is not None else {}
+    energy = res.get("energy", res.get("free_energy"))
+    if energy is None:
+        return None
+    forces = res.get("forces")
+    return {"energy": float(energy), "forces": None if forces is None else np.asarray(forces, dtype=float),
+            "stress": res.get("stress")}
+
+
+def read_labelled(path: str | os.PathLike, fmt: str | None = None, index: str = ":", require_forces: bool = True,
+                  allow_truncated: bool = False) -> tuple[list, str]:
+    """Frames that carry an energy and (``require_forces``) finite forces of the right shape, and their format;
+    a frame without them is an error naming it (XDATCAR holds positions only)."""
+    frames, fmt = read_frames(path, fmt, index, allow_truncated=allow_truncated)
+    name = Path(path).name
+    for i, atoms in enumerate(frames):
+        lab = labels_of(atoms)
+        if lab is None or (require_forces and lab["forces"] is None):
+            missing = "energy and forces" if lab is None else "forces"
+            raise InputError(f"{name}: frame {i} has no {missing}; only labelled frames can train a force field "
+                             "(give vasprun.xml, OUTCAR, extxyz with energy and forces, or an ASE db; XDATCAR "
+                             "holds positions only)")
+        if not np.isfinite(lab["energy"]) or (lab["forces"] is not None and (
+                lab["forces"].shape != (len(atoms), 3) or not np.isfinite(lab["forces"]).all())):
+            raise InputError(f"{name}: frame {i} has non-finite or mis-shaped energy/forces; check the file")
+    return frames, fmt
 
 
 def _lammps_elements(path: Path, frames: list, topology: str | None) -> list:
@@ -153,15 +241,7 @@ def _frame_times(frames: list) -> np.ndarray | None:
 def read_checked(path: str | os.PathLike, fmt: str | None = None, topology: str | None = None) -> tuple[list, str]:
     """The frames of ``path`` as ``ase.Atoms`` (one system, constant cell) and the ASE format they were read as."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"trajectory {path} not found; check the path")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path} is empty; give a complete trajectory file")
-    fmt = detect_format(path, fmt)
-    if fmt in VASP_TEXT and truncated(path, fmt):
-        raise InputError(f"{path} is truncated (the run stopped mid-write); re-run it, or convert its complete "
-                         "frames to extxyz")
-    frames = _read_frames(path, fmt, topology)
+    frames, fmt = read_frames(path, fmt, topology=topology)
     if len(frames) < 2:
         raise InputError(f"{path} holds {len(frames)} frame(s); a trajectory needs at least 2 (give the whole run)")
     first = frames[0]
