@@ -123,14 +123,16 @@ class GenerateCandidates(Request):
 
 @dataclass(frozen=True)
 class ReferenceMD(Request):
-    """Oracle MD of ``structure`` under ``protocol`` (``reference.reference_md.ReferenceMDProtocol``); its labels
-    become the store shard ``shard``."""
+    """Oracle MD of ``structure`` under ``plan`` (``reference.reference_md.ReferencePlan``) in the students'
+    engine, stopped by ``monitor`` (``md.monitors.MonitorConfig``) if it breaks; its labels become the store
+    shard ``shard``."""
     structure: str
-    protocol: Any
+    plan: Any
     trajectory: str
     store: str
     shard: str
     run_id: str
+    monitor: Any = None
     result: ClassVar[type] = ReferenceRun
 
 
@@ -174,6 +176,7 @@ class RunMD(Request):
     monitor: Any                      # md.monitors.MonitorConfig
     seed: int
     out_dir: str
+    device: str | None = None         # None: the device the worker was given (its GPU, else the CPU)
     result: ClassVar[type] = Runs
 
 

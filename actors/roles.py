@@ -87,8 +87,9 @@ class ReferenceWorker(_Role):
         from reference.store import LabelStore
         from reference.structures import structure_atoms
 
-        return run_reference_md(structure_atoms(req.structure), self.oracle, req.protocol, req.trajectory,
-                                LabelStore(req.store), run_id=req.run_id, shard=req.shard, raise_on_failure=False)
+        return run_reference_md(structure_atoms(req.structure), self.oracle, req.plan, req.trajectory,
+                                LabelStore(req.store), run_id=req.run_id, shard=req.shard, raise_on_failure=False,
+                                monitor=req.monitor)
 
     def import_reference(self, req: rq.ImportReference) -> ReferenceRun:
         from reference.store import LabelStore
@@ -119,7 +120,7 @@ class MDWorker(_Role):
         from models import load_ensemble
         from reference.structures import structure_atoms
 
-        device = _device()
+        device = req.device or _device()
         members = list(req.members)
         return rq.Runs(run_temperatures(load_ensemble(members, device), structure_atoms(req.structure),
                                         list(req.temperatures_K), req.replicas, req.protocol, req.out_dir,
@@ -168,7 +169,8 @@ class StabilityJudge(_Role):
         from reference.reference_md import calibration_block
 
         ref = load_trajectory(req.trajectory)
-        holdout = (ref.metadata.get("protocol") or {}).get("holdout_fraction", 0.0)
+        plan = ref.metadata.get("reference_plan") or ref.metadata.get("protocol") or {}   # oracle MD, or a user's
+        holdout = plan.get("holdout_fraction", 0.0)
         first = calibration_block(len(ref), ref.discard_frames, holdout) if holdout else 0
         errors = ensemble_errors(load_ensemble(list(req.members)), read_atoms(req.trajectory, slice(first, None)))
         return rq.Errors(**errors, first_frame=first, calibration=calibrate_reference(

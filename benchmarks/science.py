@@ -26,10 +26,11 @@ when it is significant and outside, ``undecided`` when the runs are too short to
         [--device cpu|cuda] [--jobs N] [--supercell 1,1,1]
 
 ``--student``: a folder of ensemble member checkpoints (``member*.pt``, e.g. the demo's last round).
-Oracle runs already in ``--out`` (``oracle/<T>K.h5``, replicas ``oracle/<T>K_r<k>.h5``, e.g. the CPU paper benchmark's
-``reference/Li10GeP2S12_<T>K.h5``) are reused, so a second student can be compared cheaply; the
-oracle's cost per step is then timed on 100 steps.  Student runs already in ``--out`` are reused too
-(their cost is then timed on 200 steps of the same batch of temperatures x replicas).
+Both sides run on the campaign's roles and step runner (``orchestrator.campaign.runner``): oracle MD
+(``oracle/<ps>ps/<T>K_r<k>.h5``) in the students' engine, student MD, transport by the judge role, every
+run recorded in ``<out>/ledger.sqlite``.  A rerun with the same ``--out`` reuses the recorded runs, so a
+second student can be compared cheaply; the oracle's cost per step is then timed on 100 steps, the
+student's on 200 steps of the same batch of temperatures x replicas.
 
 ``--cost-only`` runs no science: it times 100 oracle steps and 200 student steps (the batch of temperatures x
 replicas, after 20 warm-up steps) in turn, ``--rounds`` times, and prints each round's ratio and their median.  Interleaving matters on
@@ -37,7 +38,7 @@ a shared machine, whose load moves either figure by ±30 % within minutes.
 
 ``--device cuda`` runs both sides on the GPU (the oracle through CHGNet's own device option, the student's
 batch through the MD engine).  ``--jobs N`` runs the missing oracle runs N at a time, each in its own
-process with one torch thread (a 50-atom CHGNet step leaves most of a GPU or a core idle); the oracle's
+Ray actor (a private local Ray) with one torch thread (a 50-atom CHGNet step leaves most of a GPU or a core idle); the oracle's
 cost is then each run's own wall time per step, so the aggregate throughput is about N / that.
 ``--supercell a,b,c`` repeats the 50-atom cell on both sides: more Li per step at a cost per step that
 grows less than the atom count on a GPU.
@@ -83,16 +84,18 @@ def main(argv=None) -> int:
     import torch
     from pymatgen.io.ase import AseAtomsAdaptor
 
+    from actors import requests as rq
     from analysis.checks import INCONCLUSIVE, MISMATCH, PASS, decide, log10_ratio
-    from analysis.transport import transport
     from analysis.verdicts import VerdictThresholds
+    from md.monitors import MonitorConfig
     from md.protocol import Protocol
-    from md.runner import run_temperatures
-    from md.trajectory import load_trajectory
     from models import load_ensemble
+    from orchestrator.campaign.runner import Roles, StepRunner
+    from orchestrator.campaign.spec import validate
+    from orchestrator.campaign.state import Ledger
     from reference.oracles import Oracle
-    from reference.reference_md import ReferenceMDProtocol, run_reference_md
-    from reference.structures import known_values, library_structure
+    from reference.reference_md import ReferencePlan, ReferenceRun
+    from reference.structures import known_values, library_structure, write_structure
 
     torch.set_num_threads(1)
     temps = [float(t) for t in args.temperatures.split(",")]
@@ -129,44 +132,65 @@ def main(argv=None) -> int:
         return Protocol(timestep_fs=dt, total_fs=steps * dt, ramp_fs=0.0, discard_fs=discard, thermostat="langevin",
                         stride=stride)
 
-    oracle = Oracle(ORACLE, device=args.device)
     if args.cost_only:
-        return cost_only(args, atoms, oracle, ensemble, temps, protocol)
-    plan = {out / "oracle" / (f"{t:g}K.h5" if k == 0 else f"{t:g}K_r{k}.h5"):     # path -> protocol of each run
-            ReferenceMDProtocol(temperature_K=t, steps=steps, timestep_fs=dt, stride=stride, label_every=0,
-                                seed=args.seed + i + 1000 * k, discard_fs=discard)
-            for i, (t, steps) in enumerate(zip(temps, n_steps)) for k in range(args.replicas)}
-    oracle_s = run_oracle(atoms, oracle, {path: pr for path, pr in plan.items() if not path.exists()}, args.jobs,
-                          args.device)
-    oracle_runs = []
-    for path, pr in plan.items():
-        run = load_trajectory(path)
-        if len(run) != pr.steps // stride + 1:          # never compare runs of different lengths silently
-            print(f"{path} holds {(len(run) - 1) * run.dt_fs / 1000:g} ps, --ps asks for {pr.steps * dt / 1000:g} ps "
-                  f"at {pr.temperature_K:g} K: move it away or choose another --out", file=sys.stderr)
-            return 2
-        oracle_runs.append(run)
-    if not oracle_s:      # every oracle run reused: time 100 oracle steps for the cost column
-        oracle_s.append(oracle_seconds_per_step(atoms, oracle, temps[0], args.seed, out / "oracle_timing.h5"))
-    groups = {steps: [t for t, n in zip(temps, n_steps) if n == steps] for steps in sorted(set(n_steps))}
-    folder = {steps: out / "student" / f"{steps * dt / 1000:g}ps" for steps in groups}   # one batch per length
-    reused = all((folder[n] / f"{t:g}K_r{k}.h5").exists() for n, ts in groups.items() for t in ts
-                 for k in range(args.replicas))
-    t0 = time.perf_counter()
-    results = []
-    for steps, group in groups.items():
-        results += run_temperatures(ensemble, atoms, group, args.replicas, protocol(steps), folder[steps],
-                                    seed=args.seed, device=args.device)
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-    system_steps = sum(n * len(ts) * args.replicas for n, ts in groups.items())
-    student_s = (time.perf_counter() - t0) / system_steps                # per system-step
-    if reused:     # every student run reused: time 200 steps of the same batch
-        student_s = student_seconds_per_system_step(ensemble, atoms, temps, args.replicas, protocol, args.seed,
-                                                    device=args.device)
-    student_runs = [load_trajectory(r.trajectory) for r in results if r.verdict == "stable"]
-    sides = {"oracle": transport(oracle_runs, "Li").to_dict(), "student": transport(student_runs, "Li").to_dict()}
-    o, s = sides["oracle"], sides["student"]
+        return cost_only(args, atoms, Oracle(ORACLE, device=args.device), ensemble, temps, protocol)
+    # the science runs on the campaign's roles and step runner: requests answered by the ReferenceWorker
+    # (oracle MD, --jobs at a time as Ray actors), the MDWorker and the StabilityJudge; resumed from the ledger
+    spec = validate({"name": "science", "oracle": {"name": ORACLE, "device": args.device},
+                     "resources": {"reference_workers": args.jobs, "cpus_per_oracle": 1, "md_workers": 1,
+                                   "cpus_per_md_worker": 1, "cpus_per_trainer": 1}})
+    if args.jobs > 1:
+        from orchestrator.ops.ray_runtime import ray_init
+
+        ray_init(num_cpus=Roles.cpus(spec))
+    roles = Roles(spec, use_ray=args.jobs > 1)
+    steps = StepRunner(Ledger(out / "ledger.sqlite"), roles)
+    structure = write_structure(atoms, out / "structure.extxyz")
+    try:
+        keyed = {}
+        for i, (t, n, ps) in enumerate(zip(temps, n_steps, lengths_ps)):
+            for k in range(args.replicas):
+                name = f"{ps:g}ps/{t:g}K_r{k}"
+                keyed[name] = (f"oracle:{name}", rq.ReferenceMD(
+                    structure, ReferencePlan.nvt(temperature_K=t, steps=n, timestep_fs=dt, stride=stride, label_every=0,
+                                                 seed=args.seed + i + 1000 * k, discard_fs=discard),
+                    str(out / "oracle" / f"{name}.h5"), str(out / "store"), f"science-{t:g}K-r{k}", f"science/{name}",
+                    MonitorConfig()))
+        todo = [k for k, (key, _) in keyed.items() if steps.done(key, ReferenceRun) is None]
+        t0 = time.perf_counter()
+        refs = steps.map(keyed)
+        failed = {k: r.error for k, r in refs.items() if r.error}
+        if failed:
+            print(f"oracle MD failed: {failed}", file=sys.stderr)
+            return 1
+        wall = time.perf_counter() - t0       # runs go --jobs at a time: each run's own seconds per step
+        oracle_s = [wall * min(args.jobs, len(todo)) / sum(keyed[k][1].plan.steps for k in todo)] if todo else []
+        if not oracle_s:      # every oracle run reused: time 100 oracle steps for the cost column
+            oracle_s.append(oracle_seconds_per_step(atoms, Oracle(ORACLE, device=args.device), temps[0], args.seed,
+                                                    out / "oracle_timing.h5"))
+        groups = {n: [t for t, m in zip(temps, n_steps) if m == n] for n in sorted(set(n_steps))}
+        batches = {n: (f"student:{n * dt / 1000:g}ps", rq.RunMD(members, structure, ts, args.replicas, protocol(n),
+                                                                MonitorConfig(), args.seed,
+                                                                str(out / "student" / f"{n * dt / 1000:g}ps"),
+                                                                device=args.device))
+                   for n, ts in groups.items()}
+        reused = all(steps.done(key, rq.Runs) is not None for key, _ in batches.values())
+        t0 = time.perf_counter()
+        results = [r for runs in steps.map(batches).values() for r in runs.runs]
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        system_steps = sum(n * len(ts) * args.replicas for n, ts in groups.items())
+        student_s = (time.perf_counter() - t0) / system_steps                # per system-step
+        if reused:     # every student run reused: time 200 steps of the same batch
+            student_s = student_seconds_per_system_step(ensemble, atoms, temps, args.replicas, protocol, args.seed,
+                                                        device=args.device)
+        oracle_side = roles.call(rq.TransportRequest([r.trajectory for r in refs.values()], "Li")).transport
+        student_side = roles.call(rq.TransportRequest([r.trajectory for r in results if r.verdict == "stable"],
+                                                      "Li")).transport
+    finally:
+        roles.close()
+        steps.ledger.close()
+    o, s = oracle_side, student_side
     figures = {"temperatures_K": temps, "ps_per_run": lengths_ps, "replicas": args.replicas, "atoms": len(atoms),
                "device": args.device, "oracle_jobs": args.jobs, "oracle": o, "student": s,
                "oracle_s_per_step": sum(oracle_s) / len(oracle_s) if oracle_s else None,
@@ -203,7 +227,7 @@ def main(argv=None) -> int:
         print(json.dumps(figures, default=float))
         return 0
     print(f"Li10GeP2S12 ({len(atoms)} atoms), {args.replicas} x {'/'.join(f'{x:g}' for x in lengths_ps)} ps per "
-          f"temperature, Langevin NVT, on {args.device} (oracle: {oracle.name}, {args.jobs} at a time; "
+          f"temperature, Langevin NVT, on {args.device} (oracle: {refs[next(iter(refs))].oracle}, {args.jobs} at a time; "
           f"student: {args.student})")
     print(f"{'T (K)':>8} {'D oracle (cm2/s)':>24} {'D student (cm2/s)':>24} {'log10 ratio (check)':>26}")
     for i, t in enumerate(temps):
@@ -238,47 +262,12 @@ def main(argv=None) -> int:
 
 def oracle_seconds_per_step(atoms, oracle, temperature_K: float, seed: int, path, steps: int = 100) -> float:
     """Wall seconds per step of ``steps`` steps of direct oracle MD (Langevin, 2 fs), written to ``path``."""
-    from reference.reference_md import ReferenceMDProtocol, run_reference_md
+    from reference.reference_md import ReferencePlan, run_reference_md
 
     t0 = time.perf_counter()
-    run_reference_md(atoms, oracle, ReferenceMDProtocol(temperature_K=temperature_K, steps=steps, timestep_fs=2.0,
+    run_reference_md(atoms, oracle, ReferencePlan.nvt(temperature_K=temperature_K, steps=steps, timestep_fs=2.0,
                                                         stride=10, label_every=0, seed=seed), path)
     return (time.perf_counter() - t0) / steps
-
-
-def run_oracle(atoms, oracle, todo: dict, jobs: int, device: str) -> list[float]:
-    """Run the oracle MD ``todo`` ({path: ReferenceMDProtocol}), ``jobs`` at a time; each run's wall seconds per step.
-
-    With ``jobs`` > 1 each run goes to its own process (spawned: CUDA cannot fork), which loads its own oracle
-    and uses one torch thread.
-    """
-    from reference.reference_md import run_reference_md
-
-    if jobs == 1 or len(todo) <= 1:
-        seconds = []
-        for path, proto in todo.items():
-            t0 = time.perf_counter()
-            run_reference_md(atoms, oracle, proto, path)
-            seconds.append((time.perf_counter() - t0) / proto.steps)
-        return seconds
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        work = [pool.submit(_oracle_job, atoms, ORACLE, device, proto, str(path)) for path, proto in todo.items()]
-        return [w.result() for w in work]
-
-
-def _oracle_job(atoms, spec: str, device: str, proto, path: str) -> float:
-    import torch
-
-    from reference.oracles import Oracle
-    from reference.reference_md import run_reference_md
-
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    run_reference_md(atoms, Oracle(spec, device=device), proto, Path(path))
-    return (time.perf_counter() - t0) / proto.steps
 
 
 def student_seconds_per_system_step(ensemble, atoms, temps, replicas: int, protocol, seed: int,

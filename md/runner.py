@@ -118,7 +118,8 @@ class BatchedMD:
 
     def __init__(self, force_field, systems: Sequence[SystemSpec], protocol: Protocol, out_dir, *,
                  monitor: MonitorConfig = MonitorConfig(), device: str | None = None, dtype=torch.float64,
-                 write_velocities: bool = False, write_stress: bool = False, metadata: dict | None = None):
+                 write_velocities: bool = False, write_stress: bool = False, write_forces: bool = False,
+                 metadata: dict | None = None):
         if not systems:
             raise InputError("no systems to simulate; give at least one structure and temperature")
         names = [s.name for s in systems]
@@ -135,6 +136,7 @@ class BatchedMD:
         self.ff_dtype = model_dtype(force_field)
         self.write_velocities = write_velocities
         self.write_stress = write_stress
+        self.write_forces = write_forces
         self.metadata = dict(metadata or {})
         self.params = ThermostatParams(friction_per_fs=protocol.langevin_friction_per_fs,
                                        nh_tau_fs=protocol.nh_tau_fs, rescale_every=protocol.rescale_every)
@@ -204,7 +206,7 @@ class BatchedMD:
                                                timestep_fs=p.timestep_fs, stride=p.stride,
                                                temperature_K=spec.temperature_K, pbc=spec.atoms.pbc, metadata=meta,
                                                velocities=self.write_velocities, stress=self.write_stress,
-                                               force_deviation=self.deviation is not None)
+                                               forces=self.write_forces, force_deviation=self.deviation is not None)
         self._unwrapped_offsets = None
         self._check_initial()
         self._write_frames()
@@ -265,6 +267,7 @@ class BatchedMD:
         ke = st.kinetic_energy().cpu().numpy()
         temp = st.temperature_K().cpu().numpy()
         vel = st.velocities.cpu().numpy() if self.write_velocities else None
+        forces = st.forces.detach().cpu().numpy() if self.write_forces else None
         stress = st.stress.cpu().numpy() if self.write_stress and st.stress is not None else None
         deviation = self.deviation.cpu().numpy() if self.deviation is not None else None
         counts = st.atoms_per_system.cpu().numpy()
@@ -274,6 +277,8 @@ class BatchedMD:
             extra = {}
             if vel is not None:
                 extra["velocities"] = vel[a:b]
+            if forces is not None:
+                extra["forces"] = forces[a:b]
             if self.write_stress:
                 extra["stress"] = stress[row] if stress is not None else np.full((3, 3), np.nan)
             if deviation is not None:

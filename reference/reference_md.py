@@ -1,48 +1,65 @@
-"""Reference MD with an oracle through ASE: reference trajectories (for the RDF check) and labels.
+"""Oracle MD: reference trajectories (for the structure and dynamics checks) and the first labels.
 
-Protocol (scaled-down and configurable): Maxwell-Boltzmann velocities at ``temperature_K``,
-Langevin NVT (``friction_per_fs``) or NVE (``ensemble='nve'``) with ``timestep_fs``; every
-``stride`` steps a trajectory frame (md.trajectory file: wrapped + unwrapped positions, cell,
-energies, T, forces); every ``label_every`` steps a labelled frame (oracle forces, energy, stress)
-appended to the data store, except in the final ``holdout_fraction`` of the run after the equilibration:
-that block is never trained on, so the ensemble's deviation there is out of sample (it calibrates the trust
-levels: :func:`calibration_block`).
+The oracle runs in the students' engine (``md.runner.BatchedMD``) under the students' protocol type
+(``md.protocol.Protocol``): its ASE calculator enters as a force field (``models.ase_field``), so the
+dynamics check compares D from one integrator with D from the same integrator.  Every ``stride`` steps
+a trajectory frame (md.trajectory file: wrapped + unwrapped positions, cell, energies, T, oracle forces;
+no stress, which would double an oracle step's cost); the stored frames nearest every ``label_every``-th step are labels appended to
+the data store, except in the final ``holdout_fraction`` of the run after the equilibration: that block is
+never trained on, so the ensemble's deviation there is out of sample (it calibrates the trust levels:
+:func:`calibration_block`).  The engine's live monitors (``md.monitors``) stop a run that breaks.
 """
 from __future__ import annotations
 
+import shutil
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
 from common.errors import InputError
+from md.protocol import Protocol
 from reference.oracles import OracleError
 
 
-@dataclass
-class ReferenceMDProtocol:
+@dataclass(frozen=True)
+class ReferencePlan:
+    """One oracle MD run: the MD ``protocol`` (its length, time step, thermostat, stride, equilibration), the
+    target ``temperature_K`` (K), the velocities' and thermostat's ``seed``, and its labelling: the stored frame
+    nearest every ``label_every``-th step (0: none) before the held-out final
+    ``holdout_fraction`` of the run after the equilibration."""
+    protocol: Protocol
     temperature_K: float = 600.0
-    steps: int = 1000
-    timestep_fs: float = 2.0
-    ensemble: str = "nvt"            # nvt (Langevin) | nve (velocity Verlet)
-    friction_per_fs: float = 0.01
-    stride: int = 10                 # steps between trajectory frames
-    label_every: int = 50            # steps between labelled frames (0: none)
     seed: int = 0
-    discard_fs: float = 0.0          # equilibration every analysis of the trajectory drops (fs)
-    holdout_fraction: float = 0.0    # final fraction after the equilibration never labelled (calibration block)
+    label_every: int = 50
+    holdout_fraction: float = 0.0
 
-    def validate(self) -> "ReferenceMDProtocol":
-        if self.steps < 1 or self.timestep_fs <= 0 or self.stride < 1 or self.label_every < 0:
-            raise InputError("reference MD needs steps >= 1, timestep_fs > 0, stride >= 1, label_every >= 0; "
-                             "fix the protocol")
+    @classmethod
+    def nvt(cls, temperature_K: float = 600.0, steps: int = 1000, timestep_fs: float = 2.0, stride: int = 10,
+            friction_per_fs: float = 0.01, thermostat: str = "langevin", discard_fs: float = 0.0,
+            **plan) -> "ReferencePlan":
+        """Straight MD at the target (no ramp): Langevin NVT by default, ``thermostat='nve'`` for NVE."""
+        protocol = Protocol.nvt(timestep_fs=timestep_fs, total_fs=steps * timestep_fs, stride=stride,
+                                thermostat=thermostat, langevin_friction_per_fs=friction_per_fs,
+                                discard_fs=discard_fs, checkpoint_every=max(stride, 50))
+        return cls(protocol, temperature_K=temperature_K, **plan)
+
+    @property
+    def steps(self) -> int:
+        return self.protocol.n_steps
+
+    def validate(self) -> "ReferencePlan":
+        if self.label_every < 0:
+            raise InputError(f"label_every must be >= 0 (0: no labels), got {self.label_every}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise InputError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if self.temperature_K <= 0:
             raise InputError(f"temperature_K must be > 0 (got {self.temperature_K})")
-        if self.ensemble not in ("nvt", "nve"):
-            raise InputError(f"ensemble {self.ensemble!r} unknown; use nvt or nve")
         return self
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "steps": self.steps}
 
 
 @dataclass
@@ -83,104 +100,108 @@ def calibration_block(n: int, discard: int, holdout_fraction: float) -> int:
     return n - int(round(holdout_fraction * post))
 
 
-def run_reference_md(atoms, oracle, protocol: ReferenceMDProtocol, trajectory_path, store=None,
+def run_reference_md(atoms, oracle, plan: ReferencePlan, trajectory_path, store=None,
                      run_id: str | None = None, metadata: dict | None = None, shard: str | None = None,
-                     raise_on_failure: bool = True) -> ReferenceRun:
-    """Run oracle MD on a copy of ``atoms``: a trajectory file, labels in ``store``, and a :class:`ReferenceRun`.
+                     raise_on_failure: bool = True, monitor=None, device: str = "cpu") -> ReferenceRun:
+    """Run oracle MD of a copy of ``atoms``: a trajectory file, labels in ``store``, and a :class:`ReferenceRun`.
 
     ``shard``: store the labels as that deterministic shard (``LabelStore.write_shard``: a rerun rewrites
-    it) instead of a new one.  An oracle failure mid-run keeps the labels made so far and raises
-    :class:`OracleError`, or with ``raise_on_failure=False`` returns the run with ``error`` set.
+    it) instead of a new one.  ``monitor``: the engine's breakage rules (``md.monitors.MonitorConfig``).
+    A run the oracle fails in, or that breaks, keeps the labels of its stored frames and raises
+    :class:`OracleError`, or with ``raise_on_failure=False`` returns the run with ``error`` set.  The engine
+    works in ``<trajectory>.run/`` (a checkpoint there resumes an interrupted run) and moves the
+    trajectory to ``trajectory_path`` when it ends.
     """
-    from ase import units
-    from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
-    from ase.md.verlet import VelocityVerlet
+    from md.monitors import MonitorConfig
+    from md.runner import BatchedMD, SystemSpec
+    from md.trajectory import TrajectoryReader
+    from models.ase_field import CalculatorForceField
 
-    from md.trajectory import TrajectoryWriter, unwrap_step
-
-    p = protocol.validate()
+    p = plan.validate()
     run_id = run_id or f"refmd-{uuid.uuid4().hex[:8]}"
-    label_before = calibration_block(p.steps + 1, int(np.ceil(p.discard_fs / p.timestep_fs - 1e-9)),
-                                     p.holdout_fraction)
-    work = atoms.copy()
-    work.calc = oracle.calculator
-    rng = np.random.default_rng(p.seed)
-    MaxwellBoltzmannDistribution(work, temperature_K=p.temperature_K, rng=rng)
-    Stationary(work)
-    if p.ensemble == "nvt":
-        dyn = Langevin(work, timestep=p.timestep_fs * units.fs, temperature_K=p.temperature_K,
-                       friction=p.friction_per_fs / units.fs, rng=rng)
-    else:
-        dyn = VelocityVerlet(work, timestep=p.timestep_fs * units.fs)
-    meta = {"kind": "oracle-reference", "oracle": oracle.name, "run_id": run_id, "protocol": asdict(p),
+    path = Path(trajectory_path)
+    work = path.with_name(path.name + ".run")
+    if work.exists() and not (work / "checkpoint.pt").exists():
+        shutil.rmtree(work)                      # a run that never got going: start over
+    meta = {"kind": "oracle-reference", "oracle": oracle.name, "run_id": run_id, "reference_plan": p.to_dict(),
             **(metadata or {})}
-    labels: list = []
-    temps: list[float] = []
-    energies: list[float] = []
-    state = {"unwrapped": None}
-
-    with TrajectoryWriter(trajectory_path, work.numbers, timestep_fs=p.timestep_fs, stride=p.stride,
-                          temperature_K=p.temperature_K, pbc=work.pbc, metadata=meta, forces=True) as writer:
-
-        def observe():
-            step = dyn.nsteps
-            epot = float(work.get_potential_energy())
-            forces = work.get_forces()
-            if not np.isfinite(epot) or not np.isfinite(forces).all():
-                raise RuntimeError(f"oracle {oracle.name} returned non-finite energy/forces at step {step}")
-            if step % p.stride == 0:
-                wrapped = work.get_positions(wrap=True)
-                prev = state["unwrapped"]
-                unwrapped = work.get_positions() if prev is None else unwrap_step(prev, wrapped, work.cell[:])
-                state["unwrapped"] = unwrapped
-                t = float(work.get_temperature())
-                temps.append(t)
-                energies.append(epot)
-                writer.append(step=step, positions=wrapped, unwrapped_positions=unwrapped, cell=work.cell[:],
-                              potential_energy=epot, kinetic_energy=float(work.get_kinetic_energy()),
-                              temperature_K=t, forces=forces)
-            if p.label_every and step % p.label_every == 0 and step < label_before:
-                frame = work.copy()
-                kw = {}
-                if "stress" in (oracle.calculator.results or {}):
-                    kw["stress"] = np.array(oracle.calculator.results["stress"])
-                frame.calc = SinglePointCalculator(frame, energy=epot, forces=np.array(forces), **kw)
-                frame.info = {"oracle": oracle.name, "source": "oracle-md", "temperature_K": p.temperature_K,
-                              "run_id": run_id, "md_step": int(step)}
-                labels.append(frame)
-
-        def keep_labels() -> str | None:
-            if store is None or not labels:
-                return None
-            return str(store.write_shard(shard, labels) if shard else store.append(labels))
-
-        dyn.attach(observe, interval=1)
-        try:
-            dyn.run(p.steps)  # ASE calls the observer at step 0 too
-        except Exception as exc:  # noqa: BLE001 - oracle failure mid-run: keep what was labelled
-            kept = keep_labels()
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            error = OracleError(f"oracle {oracle.name} failed at MD step {dyn.nsteps} ({type(exc).__name__}: "
-                                f"{msg[:200]}); {len(labels)} labelled frames were stored, the trajectory is "
-                                f"left as {trajectory_path}.part")
-            if raise_on_failure:
-                raise error from exc
-            writer.close(finalize=False)
-            return _summary(run_id, oracle, trajectory_path, dyn.nsteps, p, temps, energies, labels, work, kept,
-                            str(error), meta)
-    return _summary(run_id, oracle, trajectory_path, p.steps, p, temps, energies, labels, work, keep_labels(), None,
-                    meta)
+    engine = BatchedMD(CalculatorForceField(oracle.calculator, name=f"oracle {oracle.name}"),
+                       [SystemSpec("reference", atoms.copy(), p.temperature_K, p.seed)], p.protocol, work,
+                       monitor=monitor or MonitorConfig(), device=device, write_forces=True,
+                       metadata=meta)
+    error = None
+    try:
+        (result,) = engine.run()
+        if result.verdict != "stable":
+            error = (f"oracle {oracle.name} MD broke at step {result.failure_step} ({result.verdict}: "
+                     f"{_evidence(result.evidence)})")
+        steps = result.steps_done
+    except Exception as exc:  # noqa: BLE001 - the oracle failed mid-run: keep what it labelled
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        error = f"oracle {oracle.name} failed at MD step {getattr(engine, 'global_step', 0)} ({type(exc).__name__}: {msg[:200]})"
+        steps = getattr(engine, "global_step", 0)
+    written = engine.trajectory_path("reference")
+    if not written.exists():                     # interrupted mid-run: the engine left its .part file
+        written = written.with_name(written.name + ".part")
+    final = path if written.suffix == ".h5" else path.with_name(path.name + ".part")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if written.exists():
+        written.replace(final)
+    labels = _labels(final, oracle.name, p, run_id) if final.exists() else []
+    kept = None
+    if store is not None and labels:
+        kept = str(store.write_shard(shard, labels) if shard else store.append(labels))
+    if error is not None:
+        error = f"{error}; {len(labels)} labelled frames were stored, the trajectory is left as {final}"
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    frames = []
+    if final.exists():
+        with TrajectoryReader(final) as reader:
+            frames = reader.atoms(slice(None))
+    out = _summary(run_id, oracle, final, steps, p, frames, labels, kept, error, meta)
+    if error is not None and raise_on_failure:
+        raise OracleError(error)
+    return out
 
 
-def _summary(run_id, oracle, path, steps, p, temps, energies, labels, work, shard, error, meta) -> ReferenceRun:
-    return ReferenceRun(run_id=run_id, oracle=oracle.name, trajectory=str(path), steps=int(steps), frames=len(temps),
+def _evidence(evidence: dict) -> str:
+    return ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in evidence.items()) or "-"
+
+
+def _labels(path: Path, oracle: str, plan: ReferencePlan, run_id: str) -> list:
+    """The stored frames that are labels: the frame nearest every ``plan.label_every``-th step, before the
+    held-out block."""
+    from md.trajectory import TrajectoryReader
+
+    if not plan.label_every:
+        return []
+    stride = plan.protocol.stride
+    with TrajectoryReader(path) as reader:
+        n = len(reader)
+        discard = int(np.ceil(plan.protocol.discard_fs / (plan.protocol.timestep_fs * stride) - 1e-9))
+        before = calibration_block(n, discard, plan.holdout_fraction)
+        picked = sorted({int(step / stride + 0.5) for step in range(0, (before - 1) * stride + 1, plan.label_every)}
+                        & set(range(before))) if before else []
+        frames = reader.atoms(picked) if picked else []
+    for frame in frames:
+        step = frame.info.get("step")
+        frame.info = {"oracle": oracle, "source": "oracle-md", "temperature_K": plan.temperature_K,
+                      "run_id": run_id, **({"md_step": int(step)} if step is not None else {})}
+    return frames
+
+
+def _summary(run_id, oracle, path, steps, p: ReferencePlan, frames, labels, shard, error, meta) -> ReferenceRun:
+    temps = [float(f.info.get("temperature_K")) for f in frames if f.info.get("temperature_K") is not None]
+    energies = [float(f.calc.results["energy"]) for f in frames if f.calc is not None and "energy" in f.calc.results]
+    last = frames[-1] if frames else None
+    return ReferenceRun(run_id=run_id, oracle=oracle.name, trajectory=str(path), steps=int(steps), frames=len(frames),
                         labelled_frames=len(labels), mean_temperature_K=float(np.mean(temps)) if temps else None,
                         max_temperature_K=float(np.max(temps)) if temps else None,
                         potential_energy_eV=[energies[0], energies[-1]] if energies else None,
-                        min_distance_A=_min_distance(work), simulated_ps=steps * p.timestep_fs / 1000.0,
-                        shard=shard, error=error, metadata=meta)
+                        min_distance_A=_min_distance(last) if last is not None else None,
+                        simulated_ps=steps * p.protocol.timestep_fs / 1000.0, shard=shard, error=error,
+                        metadata=meta)
 
 
 def _min_distance(atoms) -> float | None:

@@ -160,7 +160,7 @@ def lj_runs(tmp_path_factory):
                     "models": {"architectures": ["lj"], "size": 2}})
     store = d / "store"
     ref = roles.ReferenceWorker(cfg.oracle).handle(rq.ReferenceMD(
-        str(d / "li32.extxyz"), cfg.reference_protocol(), str(d / "ref.h5"), str(store),
+        str(d / "li32.extxyz"), cfg.reference_plan(), str(d / "ref.h5"), str(store),
         shard_name("same", "Li", 0), "same/Li/r0"))
     sel = Selection([[Path(ref.shard).name, list(range(ref.labelled_frames))]], ref.oracle).to_dict()
     trained = roles.Trainer().handle(rq.Train(str(store), sel, cfg.models, cfg.training, str(d / "models"), 3))

@@ -292,10 +292,10 @@ def users_aimd(structure: str, path: Path, temperature_K: float, steps: int, sav
 
     from md.trajectory import read_atoms
     from reference.oracles import Oracle
-    from reference.reference_md import ReferenceMDProtocol, run_reference_md
+    from reference.reference_md import ReferencePlan, run_reference_md
     from reference.structures import structure_atoms as read_structure
 
-    run_reference_md(read_structure(structure), Oracle("lj"), ReferenceMDProtocol(
+    run_reference_md(read_structure(structure), Oracle("lj"), ReferencePlan.nvt(
         temperature_K=temperature_K, steps=steps, timestep_fs=timestep_fs, stride=save_every, label_every=0, seed=11),
         path.with_suffix(".h5"))
     frames = read_atoms(path.with_suffix(".h5"))

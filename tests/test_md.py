@@ -322,3 +322,31 @@ def test_ensemble_members_run_at_once_with_the_same_numbers(tmp_path):
     assert torch.equal(finals[0][0], finals[1][0]) and torch.equal(finals[0][1], finals[1][1])
     assert any(name.startswith("member") for name in seen)         # the 2-thread run used the pool
     assert threading.current_thread().name in seen                  # the 1-thread run did not
+
+
+def test_an_ase_calculator_in_the_engine_gives_the_force_fields_own_trajectory(tmp_path):
+    """Oracle MD runs in the students' engine: a force field wrapped as an ASE calculator and brought back by
+    the adapter (models.ase_field) integrates to the same trajectory as the force field itself."""
+    from models.ase_field import CalculatorForceField
+
+    protocol = Protocol.nvt(timestep_fs=5.0, total_fs=200.0, thermostat="langevin", stride=5, checkpoint_every=100)
+    spec = SystemSpec("a_120K", argon(), 120.0, 5)
+    direct = BatchedMD(LJ, [spec], protocol, tmp_path / "direct", device="cpu").run()
+    adapted = CalculatorForceField(LJCalculator(), cutoff_A=LJ.cutoff)
+    wrapped = BatchedMD(adapted, [spec], protocol, tmp_path / "adapted", device="cpu", write_forces=True).run()
+    assert direct[0].verdict == wrapped[0].verdict == "stable"
+    a, b = _read_all(tmp_path / "direct" / "a_120K.h5"), _read_all(tmp_path / "adapted" / "a_120K.h5")
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-9, atol=1e-9, err_msg=key)
+    with TrajectoryReader(tmp_path / "adapted" / "a_120K.h5") as r:
+        assert r.read("forces").shape == (len(a["step"]), len(spec.atoms), 3)
+
+
+def test_the_oracle_reference_and_the_students_exploration_share_one_protocol():
+    from orchestrator.campaign.spec import validate
+
+    spec = validate({"md": {"protocol": {"thermostat": "langevin", "timestep_fs": 2.0, "stride": 5},
+                            "reference_steps": 400, "equilibration_steps": 100}})
+    plan = spec.reference_plan()
+    assert plan.protocol == spec.md.run_protocol(spec.exploration_steps(), spec.md.equilibration_steps)
+    assert plan.temperature_K == spec.reference_temperature() and plan.steps == 400

@@ -23,11 +23,11 @@ def chgnet_oracle():
 @pytest.fixture(scope="session")
 def lgps_md(chgnet_oracle, lgps_atoms, tmp_path_factory):
     """100 Langevin steps of CHGNet MD on the 50-atom LGPS cell at 600 K (run once)."""
-    from reference.reference_md import ReferenceMDProtocol, run_reference_md
+    from reference.reference_md import ReferencePlan, run_reference_md
 
     root = tmp_path_factory.mktemp("refmd")
     store = LabelStore(root / "store")
-    protocol = ReferenceMDProtocol(temperature_K=600, steps=100, timestep_fs=2.0, stride=10, label_every=25, seed=1)
+    protocol = ReferencePlan.nvt(temperature_K=600, steps=100, timestep_fs=2.0, stride=10, label_every=25, seed=1)
     summary = run_reference_md(lgps_atoms, chgnet_oracle, protocol, root / "lgps_600K.h5", store=store,
                                run_id="t600").to_dict()
     return summary, store, root / "lgps_600K.h5"
@@ -176,7 +176,7 @@ def test_cli_reference_md_with_configured_oracle(tmp_path, capsys):
 
 
 def test_oracle_failure_mid_md_keeps_labels(tmp_path):
-    from reference.reference_md import ReferenceMDProtocol, run_reference_md
+    from reference.reference_md import ReferencePlan, run_reference_md
 
     class FailsLater(FlakyCalculator):
         def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
@@ -190,22 +190,22 @@ def test_oracle_failure_mid_md_keeps_labels(tmp_path):
     oracle = Oracle(calculator=FailsLater(), label="late-fail", retries=0)
     atoms = bulk("Ar", "fcc", a=5.26, cubic=True)
     with pytest.raises(OracleError, match="failed at MD step"):
-        run_reference_md(atoms, oracle, ReferenceMDProtocol(steps=30, stride=5, label_every=5, temperature_K=50),
+        run_reference_md(atoms, oracle, ReferencePlan.nvt(steps=30, stride=5, label_every=5, temperature_K=50),
                          tmp_path / "ar.h5", store=store)
     assert len(store) == 3                      # steps 0, 5, 10 were labelled before the failure
 
 
 def test_reference_md_never_labels_its_calibration_block(tmp_path):
     """Oracle MD labels every label_every steps, but never in the held-out final part after the equilibration."""
-    from reference.reference_md import ReferenceMDProtocol, calibration_block, run_reference_md
+    from reference.reference_md import ReferencePlan, calibration_block, run_reference_md
 
     store = LabelStore(tmp_path / "store")
-    protocol = ReferenceMDProtocol(steps=100, timestep_fs=2.0, stride=5, label_every=5, temperature_K=50,
-                                   discard_fs=40.0, holdout_fraction=0.25)
+    protocol = ReferencePlan.nvt(steps=100, timestep_fs=2.0, stride=5, label_every=5, temperature_K=50,
+                                 discard_fs=40.0, holdout_fraction=0.25)
     run = run_reference_md(bulk("Ar", "fcc", a=5.26, cubic=True), Oracle("lj"), protocol, tmp_path / "ar.h5",
                            store=store)
     first = calibration_block(101, 20, 0.25)            # steps 0..100, 20 of them equilibration
     assert first == 81
     steps = sorted(a.info["md_step"] for a in store.frames())
     assert steps == list(range(0, first, 5)) and run.labelled_frames == len(steps)
-    assert run.metadata["protocol"]["holdout_fraction"] == 0.25
+    assert run.metadata["reference_plan"]["holdout_fraction"] == 0.25

@@ -220,22 +220,21 @@ class CampaignSpec:
         return MonitorConfig(**{f.name: getattr(self.stability, f.name) for f in fields(BreakageRules)},
                              check_every=max(1, min(10, self.md.protocol.stride)))
 
-    def reference_protocol(self, temperature_K: float | None = None, steps: int | None = None,
-                           labels: int | None = None):
-        """``reference.reference_md.ReferenceMDProtocol``: oracle MD with the students' stride, time step and
-        friction, labelling ``labels`` evenly spaced frames (default ``active_learning.initial_labels``) before
-        the held-out calibration block."""
-        from reference.reference_md import ReferenceMDProtocol, calibration_block
+    def reference_plan(self, temperature_K: float | None = None, steps: int | None = None,
+                       labels: int | None = None):
+        """``reference.reference_md.ReferencePlan``: oracle MD under the students' run protocol
+        (:meth:`MDPlan.run_protocol`: the same engine, thermostat, time step and stride), labelling ``labels``
+        evenly spaced frames (default ``active_learning.initial_labels``) before the held-out calibration block."""
+        from reference.reference_md import ReferencePlan, calibration_block
 
-        md, al, p = self.md, self.active_learning, self.md.protocol
+        md, al = self.md, self.active_learning
         steps = md.reference_steps if steps is None else steps
         labels = al.initial_labels if labels is None else labels
         labelled_steps = calibration_block(steps + 1, md.equilibration_steps, al.calibration_holdout)
-        return ReferenceMDProtocol(
-            temperature_K=md.reference_temperature_K if temperature_K is None else temperature_K, steps=steps,
-            timestep_fs=p.timestep_fs, friction_per_fs=p.langevin_friction_per_fs, stride=p.stride,
-            label_every=max(1, labelled_steps // max(1, labels)), seed=self.seed,
-            discard_fs=md.equilibration_steps * p.timestep_fs, holdout_fraction=al.calibration_holdout)
+        return ReferencePlan(md.run_protocol(steps, md.equilibration_steps),
+                             temperature_K=md.reference_temperature_K if temperature_K is None else temperature_K,
+                             seed=self.seed, label_every=max(1, labelled_steps // max(1, labels)),
+                             holdout_fraction=al.calibration_holdout)
 
     def exploration_steps(self, ref=None) -> int:
         """Steps of an exploration run: ``md.exploration_steps``, by default the reference's length (a user's

@@ -157,8 +157,8 @@ def reference(ctx: Context, row: dict) -> rq.Request:
     trajectory, run_id = str(ctx.root / "reference" / f"{key}.h5"), f"{ctx.name}/{key}/r0"
     source = s.user_reference(row)
     if source is None:
-        return rq.ReferenceMD(row["structure_path"], s.reference_protocol(), trajectory, str(ctx.store),
-                              ctx.shard(key, 0), run_id)
+        return rq.ReferenceMD(row["structure_path"], s.reference_plan(), trajectory, str(ctx.store),
+                              ctx.shard(key, 0), run_id, s.monitor())
     return rq.ImportReference(source, row["structure_path"], trajectory,
                               s.md.equilibration_steps * s.md.protocol.timestep_fs, str(ctx.store), ctx.shard(key, 0),
                               s.active_learning.initial_labels, s.reference_data.oracle, run_id,

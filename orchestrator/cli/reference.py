@@ -138,7 +138,8 @@ def register(subparsers) -> None:
     p.add_argument("--temperature-K", type=float, default=600.0, help="target temperature in K (default 600)")
     p.add_argument("--steps", type=int, default=1000, help="MD steps (default 1000)")
     p.add_argument("--timestep-fs", type=float, default=2.0, help="time step in fs (default 2)")
-    p.add_argument("--ensemble", choices=["nvt", "nve"], default="nvt", help="Langevin NVT (default) or NVE")
+    p.add_argument("--ensemble", choices=["nvt", "nve"], default="nvt",
+                   help="Langevin NVT (default) or NVE, in the students' MD engine")
     p.add_argument("--friction-per-fs", type=float, default=0.01, help="Langevin friction in 1/fs (default 0.01)")
     p.add_argument("--stride", type=int, default=10, help="steps between trajectory frames (default 10)")
     p.add_argument("--label-every", type=int, default=50, help="steps between labelled frames (0: none; default 50)")
@@ -268,13 +269,16 @@ def cmd_reference_md(args) -> int:
 
     from common.atomic import check_writable
     from common.errors import InputError
-    from reference.reference_md import ReferenceMDProtocol, run_reference_md
+    from reference.reference_md import ReferencePlan, run_reference_md
     from reference.store import LabelStore
     from reference.structures import get_structure
 
-    protocol = ReferenceMDProtocol(temperature_K=args.temperature_K, steps=args.steps, timestep_fs=args.timestep_fs,
-                                   ensemble=args.ensemble, friction_per_fs=args.friction_per_fs, stride=args.stride,
-                                   label_every=args.label_every, seed=args.seed).validate()
+    if args.steps < 1:
+        raise InputError(f"--steps must be >= 1 (reference MD needs steps >= 1), got {args.steps}")
+    protocol = ReferencePlan.nvt(temperature_K=args.temperature_K, steps=args.steps, timestep_fs=args.timestep_fs,
+                                 thermostat="nve" if args.ensemble == "nve" else "langevin",
+                                 friction_per_fs=args.friction_per_fs, stride=args.stride,
+                                 label_every=args.label_every, seed=args.seed).validate()
     check_writable(args.out)
     structure, prov = get_structure(args.structure)
     atoms = AseAtomsAdaptor.get_atoms(structure)

@@ -3,9 +3,9 @@
     .venv/bin/python reference/data/make_lgps_1000K.py [--md]       # ~4 min; with --md ~20 min more (2 cores)
 
 1. Oracle MD (``--md``; otherwise the positions come from ``tests/data/lgps_chgnet_md.npz``, run ``t1000``, which
-   is this same run): CHGNet 0.3.0 Langevin NVT of the library's 50-atom Li10GeP2S12 cell (Kamaya 2011), 1000 K,
-   friction 0.01/fs, 2 fs step, 6000 steps (12 ps), a frame every 10 steps (20 fs), seed 1
-   (``reference.reference_md.run_reference_md``).
+   is the shipped run, made by ASE's Langevin): CHGNet 0.3.0 Langevin NVT of the library's 50-atom Li10GeP2S12 cell
+   (Kamaya 2011), 1000 K, friction 0.01/fs, 2 fs step, 6000 steps (12 ps), a frame every 10 steps (20 fs), seed 1
+   (``reference.reference_md.run_reference_md``; with ``--md`` in the students' engine, so a new realisation).
 2. Every stored frame (601) labelled by a CHGNet 0.3.0 single point (``reference.oracles.Oracle("chgnet")``):
    energy (eV), forces (eV/Å), stress; written as extended XYZ with ``time_fs`` (fs since the start) and
    ``oracle=chgnet-0.3.0`` per frame, gzip-compressed.
@@ -34,12 +34,12 @@ def positions(run_md: bool, work: Path):
 
     from md.trajectory import load_trajectory
     from reference.oracles import Oracle
-    from reference.reference_md import ReferenceMDProtocol, run_reference_md
+    from reference.reference_md import ReferencePlan, run_reference_md
     from reference.structures import library_structure
 
     atoms = AseAtomsAdaptor.get_atoms(library_structure("Li10GeP2S12").structure)
     path = work / "lgps_1000K.h5"
-    run_reference_md(atoms, Oracle("chgnet"), ReferenceMDProtocol(temperature_K=TEMPERATURE_K, steps=STEPS,
+    run_reference_md(atoms, Oracle("chgnet"), ReferencePlan.nvt(temperature_K=TEMPERATURE_K, steps=STEPS,
                      timestep_fs=DT_FS, stride=STRIDE, label_every=0, seed=SEED), path)
     traj = load_trajectory(path)
     return traj.positions, traj.cells[0], traj.numbers
