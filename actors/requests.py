@@ -124,8 +124,9 @@ class GenerateCandidates(Request):
 @dataclass(frozen=True)
 class ReferenceMD(Request):
     """Oracle MD of ``structure`` under ``plan`` (``reference.reference_md.ReferencePlan``) in the students'
-    engine, stopped by ``monitor`` (``md.monitors.MonitorConfig``) if it breaks; its labels become the store
-    shard ``shard``."""
+    engine, stopped if it breaks by ``monitor`` (``md.monitors.MonitorConfig``; None: the default breakage
+    rules, not a campaign's stability settings, which judge students); its labels become the store shard
+    ``shard``."""
     structure: str
     plan: Any
     trajectory: str

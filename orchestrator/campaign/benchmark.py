@@ -180,7 +180,7 @@ def run_benchmark(spec_path: str | os.PathLike, out_dir: str | os.PathLike | Non
                          else (max(md.reference_steps, bench["test_frames"] * stride), bench["test_frames"]))
             return rq.ReferenceMD(structures[m], spec.reference_plan(t, n, labels),
                                   str(out / "reference" / f"{m}_{t:g}K.h5"), str(store),
-                                  shard_name(name, f"{m}_{t:g}K", 0), f"{name}/{m}_{t:g}K", spec.monitor())
+                                  shard_name(name, f"{m}_{t:g}K", 0), f"{name}/{m}_{t:g}K")
 
         refs = steps.map({(m, t): (f"oracle:{m}:{t:g}K", oracle_md(m, t)) for m in materials for t in temps})
         for (m, t), ref in refs.items():

@@ -158,7 +158,7 @@ def reference(ctx: Context, row: dict) -> rq.Request:
     source = s.user_reference(row)
     if source is None:
         return rq.ReferenceMD(row["structure_path"], s.reference_plan(), trajectory, str(ctx.store),
-                              ctx.shard(key, 0), run_id, s.monitor())
+                              ctx.shard(key, 0), run_id)
     return rq.ImportReference(source, row["structure_path"], trajectory,
                               s.md.equilibration_steps * s.md.protocol.timestep_fs, str(ctx.store), ctx.shard(key, 0),
                               s.active_learning.initial_labels, s.reference_data.oracle, run_id,
