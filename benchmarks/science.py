@@ -84,18 +84,12 @@ def main(argv=None) -> int:
     import torch
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from actors import requests as rq
     from analysis.checks import INCONCLUSIVE, MISMATCH, PASS, decide, log10_ratio
     from analysis.verdicts import VerdictThresholds
-    from md.monitors import MonitorConfig
     from md.protocol import Protocol
     from models import load_ensemble
-    from orchestrator.campaign.runner import Roles, StepRunner
-    from orchestrator.campaign.spec import validate
-    from orchestrator.campaign.state import Ledger
     from reference.oracles import Oracle
-    from reference.reference_md import ReferencePlan, ReferenceRun
-    from reference.structures import known_values, library_structure, write_structure
+    from reference.structures import known_values, library_structure
 
     torch.set_num_threads(1)
     temps = [float(t) for t in args.temperatures.split(",")]
@@ -134,6 +128,94 @@ def main(argv=None) -> int:
 
     if args.cost_only:
         return cost_only(args, atoms, Oracle(ORACLE, device=args.device), ensemble, temps, protocol)
+    ran = run_both(args, atoms, members, ensemble, temps, n_steps, lengths_ps, protocol, dt, stride, discard)
+    if isinstance(ran, int):
+        return ran
+    o, s, oracle_s, student_s, results, oracle_name = ran
+    figures = {"temperatures_K": temps, "ps_per_run": lengths_ps, "replicas": args.replicas, "atoms": len(atoms),
+               "device": args.device, "oracle_jobs": args.jobs, "oracle": o, "student": s,
+               "oracle_s_per_step": sum(oracle_s) / len(oracle_s) if oracle_s else None,
+               "student_s_per_system_step": student_s,
+               "student_unstable_K": [r.temperature_K for r in results if r.verdict != "stable"],
+               "known": known_values("Li10GeP2S12")}
+    if "log10_sigma_300K" in o and "log10_sigma_300K" in s:
+        # a target is met only when the difference's 90 % interval lies inside it, missed when the difference
+        # is significant and outside it, and undecided otherwise (analysis.checks.decide, as the judge does)
+        for key, value, tolerance in (("log10_sigma_300K", "log10_sigma_300K", 0.5),
+                                      ("Ea_eV", "activation_energy_eV", 0.05)):
+            delta = s[value] - o[value]
+            err = (s[f"{value}_err"] ** 2 + o[f"{value}_err"] ** 2) ** 0.5
+            figures[f"delta_{key}"], figures[f"delta_{key}_err"] = delta, err
+            figures[f"target_{key}"] = {PASS: "met", MISMATCH: "missed", INCONCLUSIVE: "undecided"}[
+                decide(delta, err, tolerance, 0.05)]
+    # the dynamics check's question at every temperature: is the student's D within a factor 2 of the oracle's?
+    rules = VerdictThresholds()
+    figures["log10_D_ratio"], figures["log10_D_ratio_err"], figures["D_check"] = [], [], []
+    for t in temps:
+        if t in o.get("temperatures_K", []) and t in s.get("temperatures_K", []):
+            i, j = o["temperatures_K"].index(t), s["temperatures_K"].index(t)
+            ratio, err = log10_ratio(s["diffusivity_cm2_s"][j], s["diffusivity_cm2_s_err"][j],
+                                     o["diffusivity_cm2_s"][i], o["diffusivity_cm2_s_err"][i])
+            status = decide(ratio, err, rules.dynamics_log10_tolerance, rules.false_alarm_rate)
+        else:
+            ratio, err, status = float("nan"), float("nan"), INCONCLUSIVE
+        figures["log10_D_ratio"].append(ratio)
+        figures["log10_D_ratio_err"].append(err)
+        figures["D_check"].append(status)
+    if figures["oracle_s_per_step"]:
+        figures["speedup"] = figures["oracle_s_per_step"] / student_s
+    if args.json:
+        print(json.dumps(figures, default=float))
+        return 0
+    print(f"Li10GeP2S12 ({len(atoms)} atoms), {args.replicas} x {'/'.join(f'{x:g}' for x in lengths_ps)} ps per "
+          f"temperature, Langevin NVT, on {args.device} (oracle: {oracle_name}, {args.jobs} at a time; "
+          f"student: {args.student})")
+    print(f"{'T (K)':>8} {'D oracle (cm2/s)':>24} {'D student (cm2/s)':>24} {'log10 ratio (check)':>26}")
+    for i, t in enumerate(temps):
+        def cell(side):
+            if t not in side.get("temperatures_K", []):
+                return "-"
+            k = side["temperatures_K"].index(t)
+            flag = "" if side["converged"][k] else " too_short"
+            return f"{side['diffusivity_cm2_s'][k]:.2e} ± {side['diffusivity_cm2_s_err'][k]:.1e}{flag}"
+        check = f"{figures['log10_D_ratio'][i]:+.2f} ± {figures['log10_D_ratio_err'][i]:.2f} ({figures['D_check'][i]})"
+        print(f"{t:8g} {cell(o):>24} {cell(s):>24} {check:>26}")
+    for name, side in (("oracle", o), ("student", s)):
+        if "log10_sigma_300K" in side:
+            print(f"{name:8}: Ea {side['activation_energy_eV']:.3f} ± {side['activation_energy_eV_err']:.3f} eV, "
+                  f"log10 σ300K {side['log10_sigma_300K']:.2f} ± {side['log10_sigma_300K_err']:.2f} (mS/cm), "
+                  f"extrapolation {side['extrapolation_ratio']:.1f}x the fitted 1/T range")
+        else:
+            print(f"{name:8}: no Arrhenius fit ({'; '.join(side['notes'])})")
+    if "delta_log10_sigma_300K" in figures:
+        print(f"student - oracle: Δlog10 σ300K {figures['delta_log10_sigma_300K']:+.2f} ± "
+              f"{figures['delta_log10_sigma_300K_err']:.2f} (target |Δ| <= 0.5: {figures['target_log10_sigma_300K']}), "
+              f"ΔEa {figures['delta_Ea_eV']:+.3f} ± {figures['delta_Ea_eV_err']:.3f} eV (target |Δ| <= 0.05: "
+              f"{figures['target_Ea_eV']})")
+    if "speedup" in figures:
+        print(f"cost per step: oracle {figures['oracle_s_per_step'] * 1e3:.0f} ms (each of {args.jobs} at a time), student ({len(members)} members, "
+              f"{len(temps) * args.replicas} systems batched) {student_s * 1e3:.1f} ms per system-step: "
+              f"{figures['speedup']:.1f}x (target >= 10x)")
+    for v in figures["known"]:
+        print(f"known: {v['quantity']} = {v['value']} ({v['method']}; {v['source']})")
+    return 0
+
+
+def run_both(args, atoms, members, ensemble, temps, n_steps, lengths_ps, protocol, dt, stride, discard):
+    """Oracle and student MD of every temperature on the campaign's roles and step runner; returns (oracle
+    transport record, student transport record, oracle seconds per step list, student seconds per
+    system-step, student SystemResults, oracle name), or an int exit status when the oracle failed."""
+    from actors import requests as rq
+    from common.vocabulary import STABLE
+    from md.monitors import MonitorConfig
+    from orchestrator.campaign.runner import Roles, StepRunner
+    from orchestrator.campaign.spec import validate
+    from orchestrator.campaign.state import Ledger
+    from reference.oracles import Oracle
+    from reference.reference_md import ReferencePlan, ReferenceRun
+    from reference.structures import write_structure
+
+    out = Path(args.out)
     # the science runs on the campaign's roles and step runner: requests answered by the ReferenceWorker
     # (oracle MD, --jobs at a time as Ray actors), the MDWorker and the StabilityJudge; resumed from the ledger
     spec = validate({"name": "science", "oracle": {"name": ORACLE, "device": args.device},
@@ -185,79 +267,12 @@ def main(argv=None) -> int:
             student_s = student_seconds_per_system_step(ensemble, atoms, temps, args.replicas, protocol, args.seed,
                                                         device=args.device)
         oracle_side = roles.call(rq.TransportRequest([r.trajectory for r in refs.values()], "Li")).transport
-        student_side = roles.call(rq.TransportRequest([r.trajectory for r in results if r.verdict == "stable"],
+        student_side = roles.call(rq.TransportRequest([r.trajectory for r in results if r.verdict == STABLE],
                                                       "Li")).transport
     finally:
         roles.close()
         steps.ledger.close()
-    o, s = oracle_side, student_side
-    figures = {"temperatures_K": temps, "ps_per_run": lengths_ps, "replicas": args.replicas, "atoms": len(atoms),
-               "device": args.device, "oracle_jobs": args.jobs, "oracle": o, "student": s,
-               "oracle_s_per_step": sum(oracle_s) / len(oracle_s) if oracle_s else None,
-               "student_s_per_system_step": student_s,
-               "student_unstable_K": [r.temperature_K for r in results if r.verdict != "stable"],
-               "known": known_values("Li10GeP2S12")}
-    if "log10_sigma_300K" in o and "log10_sigma_300K" in s:
-        # a target is met only when the difference's 90 % interval lies inside it, missed when the difference
-        # is significant and outside it, and undecided otherwise (analysis.checks.decide, as the judge does)
-        for key, value, tolerance in (("log10_sigma_300K", "log10_sigma_300K", 0.5),
-                                      ("Ea_eV", "activation_energy_eV", 0.05)):
-            delta = s[value] - o[value]
-            err = (s[f"{value}_err"] ** 2 + o[f"{value}_err"] ** 2) ** 0.5
-            figures[f"delta_{key}"], figures[f"delta_{key}_err"] = delta, err
-            figures[f"target_{key}"] = {PASS: "met", MISMATCH: "missed", INCONCLUSIVE: "undecided"}[
-                decide(delta, err, tolerance, 0.05)]
-    # the dynamics check's question at every temperature: is the student's D within a factor 2 of the oracle's?
-    rules = VerdictThresholds()
-    figures["log10_D_ratio"], figures["log10_D_ratio_err"], figures["D_check"] = [], [], []
-    for t in temps:
-        if t in o.get("temperatures_K", []) and t in s.get("temperatures_K", []):
-            i, j = o["temperatures_K"].index(t), s["temperatures_K"].index(t)
-            ratio, err = log10_ratio(s["diffusivity_cm2_s"][j], s["diffusivity_cm2_s_err"][j],
-                                     o["diffusivity_cm2_s"][i], o["diffusivity_cm2_s_err"][i])
-            status = decide(ratio, err, rules.dynamics_log10_tolerance, rules.false_alarm_rate)
-        else:
-            ratio, err, status = float("nan"), float("nan"), INCONCLUSIVE
-        figures["log10_D_ratio"].append(ratio)
-        figures["log10_D_ratio_err"].append(err)
-        figures["D_check"].append(status)
-    if figures["oracle_s_per_step"]:
-        figures["speedup"] = figures["oracle_s_per_step"] / student_s
-    if args.json:
-        print(json.dumps(figures, default=float))
-        return 0
-    print(f"Li10GeP2S12 ({len(atoms)} atoms), {args.replicas} x {'/'.join(f'{x:g}' for x in lengths_ps)} ps per "
-          f"temperature, Langevin NVT, on {args.device} (oracle: {refs[next(iter(refs))].oracle}, {args.jobs} at a time; "
-          f"student: {args.student})")
-    print(f"{'T (K)':>8} {'D oracle (cm2/s)':>24} {'D student (cm2/s)':>24} {'log10 ratio (check)':>26}")
-    for i, t in enumerate(temps):
-        def cell(side):
-            if t not in side.get("temperatures_K", []):
-                return "-"
-            k = side["temperatures_K"].index(t)
-            flag = "" if side["converged"][k] else " too_short"
-            return f"{side['diffusivity_cm2_s'][k]:.2e} ± {side['diffusivity_cm2_s_err'][k]:.1e}{flag}"
-        check = f"{figures['log10_D_ratio'][i]:+.2f} ± {figures['log10_D_ratio_err'][i]:.2f} ({figures['D_check'][i]})"
-        print(f"{t:8g} {cell(o):>24} {cell(s):>24} {check:>26}")
-    for name, side in (("oracle", o), ("student", s)):
-        if "log10_sigma_300K" in side:
-            print(f"{name:8}: Ea {side['activation_energy_eV']:.3f} ± {side['activation_energy_eV_err']:.3f} eV, "
-                  f"log10 σ300K {side['log10_sigma_300K']:.2f} ± {side['log10_sigma_300K_err']:.2f} (mS/cm), "
-                  f"extrapolation {side['extrapolation_ratio']:.1f}x the fitted 1/T range")
-        else:
-            print(f"{name:8}: no Arrhenius fit ({'; '.join(side['notes'])})")
-    if "delta_log10_sigma_300K" in figures:
-        print(f"student - oracle: Δlog10 σ300K {figures['delta_log10_sigma_300K']:+.2f} ± "
-              f"{figures['delta_log10_sigma_300K_err']:.2f} (target |Δ| <= 0.5: {figures['target_log10_sigma_300K']}), "
-              f"ΔEa {figures['delta_Ea_eV']:+.3f} ± {figures['delta_Ea_eV_err']:.3f} eV (target |Δ| <= 0.05: "
-              f"{figures['target_Ea_eV']})")
-    if "speedup" in figures:
-        print(f"cost per step: oracle {figures['oracle_s_per_step'] * 1e3:.0f} ms (each of {args.jobs} at a time), student ({len(members)} members, "
-              f"{len(temps) * args.replicas} systems batched) {student_s * 1e3:.1f} ms per system-step: "
-              f"{figures['speedup']:.1f}x (target >= 10x)")
-    for v in figures["known"]:
-        print(f"known: {v['quantity']} = {v['value']} ({v['method']}; {v['source']})")
-    return 0
+    return oracle_side, student_side, oracle_s, student_s, results, refs[next(iter(refs))].oracle
 
 
 def oracle_seconds_per_step(atoms, oracle, temperature_K: float, seed: int, path, steps: int = 100) -> float:

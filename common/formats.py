@@ -116,14 +116,9 @@ def detect_format(path: Path, fmt: str | None = None) -> str:
                          "vasprun.xml, OUTCAR, run.traj) or pass --format (an ASE format name)") from None
 
 
-def read_frames(path: str | os.PathLike, fmt: str | None = None, index: str = ":", topology: str | None = None,
-                allow_truncated: bool = False) -> tuple[list, str]:
-    """The frames ``index`` (``ase.io.read`` syntax) of a foreign file as ``ase.Atoms``, and the ASE format they
-    were read as.  ``allow_truncated``: a VASP file cut off mid-write gives its complete frames (else an error);
-    ``topology``: the LAMMPS data file naming a dump's atom types."""
-    from ase.io import read
-
-    path = Path(path)
+def _opened(path: Path, fmt: str | None, allow_truncated: bool) -> tuple[str, dict]:
+    """The checks before any parser sees ``path`` (there, not empty, not a truncated VASP file), its ASE format
+    and the reader's keywords for it."""
     if not path.is_file():
         raise InputError(f"{path} not found" + ("; give a file, not a directory" if path.is_dir() else
                                                  "; check the path"))
@@ -138,14 +133,30 @@ def read_frames(path: str | os.PathLike, fmt: str | None = None, index: str = ":
         kwargs["order"] = True          # frames sorted by atom id: the same order in every frame
     if fmt in ("extxyz", "xyz", "db", "json"):
         kwargs["do_not_split_by_at_sign"] = True      # "@g2" in a store shard's name is no index
+    return fmt, kwargs
+
+
+def _unreadable(path: Path, fmt: str, exc: Exception) -> InputError:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputError(f"{path}: not a readable {fmt} file, or truncated ({msg[:120]}); check or regenerate it, "
+                      "or pass --format")
+
+
+def read_frames(path: str | os.PathLike, fmt: str | None = None, index: str = ":", topology: str | None = None,
+                allow_truncated: bool = False) -> tuple[list, str]:
+    """The frames ``index`` (``ase.io.read`` syntax) of a foreign file as ``ase.Atoms``, and the ASE format they
+    were read as.  ``allow_truncated``: a VASP file cut off mid-write gives its complete frames (else an error);
+    ``topology``: the LAMMPS data file naming a dump's atom types."""
+    from ase.io import read
+
+    path = Path(path)
+    fmt, kwargs = _opened(path, fmt, allow_truncated)
     try:
         frames = read(str(path), index=index, format=fmt, **kwargs)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - every parser error is bad input
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable {fmt} file, or truncated ({msg[:120]}); check or regenerate it, "
-                         "or pass --format") from None
+        raise _unreadable(path, fmt, exc) from None
     frames = frames if isinstance(frames, list) else [frames]
     if not frames:
         raise InputError(f"{path} holds no frames; give a file with at least one structure")
@@ -160,21 +171,13 @@ def iter_frames(path: str | os.PathLike, fmt: str | None = None):
     from ase.io import iread
 
     path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        read_frames(path, fmt)                     # the same one-line error for a missing or empty file
-    fmt = detect_format(path, fmt)
-    if fmt in VASP_TEXT and truncated(path, fmt):
-        raise InputError(f"{path} is truncated (the run stopped mid-write); re-run it, or convert its complete "
-                         "frames to extxyz")
-    kwargs = {"do_not_split_by_at_sign": True} if fmt in ("extxyz", "xyz", "db", "json") else {}
+    fmt, kwargs = _opened(path, fmt, allow_truncated=False)
     try:
         yield from iread(str(path), ":", format=fmt, **kwargs)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - every parser error is bad input
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable {fmt} file, or truncated ({msg[:120]}); check or regenerate it, "
-                         "or pass --format") from None
+        raise _unreadable(path, fmt, exc) from None
 
 
 def labels_of(atoms) -> dict | None:

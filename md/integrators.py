@@ -1,4 +1,5 @@
-"""Stateless integrators: functions of (state, forces, dt_fs, params) -> state.
+"""Stateless integrators: functions of (state, forces, dt_fs, params) -> state; ``params`` is the run's
+``md.protocol.Protocol`` (Langevin friction, Nosé-Hoover period, rescaling interval).
 
 Every integrator is a pair of half steps around the one force evaluation per step::
 
@@ -11,11 +12,11 @@ state, so one call advances every system in the batch.  Units: Å, fs, eV, amu, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
 
+from md.protocol import Protocol
 from md.random import atom_normals, lanewise
 from md.state import AMU_A2_FS2_IN_EV, KB_EV_PER_K, MDState
 
@@ -23,18 +24,10 @@ STREAM_INIT = 1
 STREAM_LANGEVIN = 2
 
 
-@dataclass(frozen=True)
-class ThermostatParams:
-    """friction_per_fs: Langevin γ (1/fs); nh_tau_fs: Nosé–Hoover period (fs); rescale_every: steps."""
-    friction_per_fs: float = 0.01
-    nh_tau_fs: float = 100.0
-    rescale_every: int = 1
-
-
 class Integrator(NamedTuple):
     name: str
-    first_half: Callable[[MDState, float, ThermostatParams], MDState]
-    second_half: Callable[[MDState, float, ThermostatParams], MDState]
+    first_half: Callable[[MDState, float, Protocol], MDState]
+    second_half: Callable[[MDState, float, Protocol], MDState]
 
 
 # ---- building blocks ---------------------------------------------------------------------------
@@ -91,10 +84,10 @@ VELOCITY_VERLET = Integrator("nve", verlet_first, verlet_second)
 
 
 # ---- Langevin NVT, BAOAB splitting ------------------------------------------------------------------
-def langevin_first(state, dt_fs, params: ThermostatParams):
+def langevin_first(state, dt_fs, params: Protocol):
     """B A O A: half kick, half drift, exact Ornstein–Uhlenbeck step (own stream), half drift."""
     state = drift(kick(state, 0.5 * dt_fs), 0.5 * dt_fs)
-    c1 = torch.exp(torch.tensor(-params.friction_per_fs * dt_fs, dtype=state.positions.dtype))
+    c1 = torch.exp(torch.tensor(-params.langevin_friction_per_fs * dt_fs, dtype=state.positions.dtype))
     kT = (KB_EV_PER_K * state.target_temperature_K)[state.system_index]
     sigma = torch.sqrt((1 - c1 ** 2) * kT / (state.masses * AMU_A2_FS2_IN_EV))
     z = atom_normals(state.seed, state.step, state.atom_in_system, state.system_index, STREAM_LANGEVIN,
@@ -117,7 +110,7 @@ def nose_hoover_masses(state: MDState, tau_fs: float) -> torch.Tensor:
     return q
 
 
-def nose_hoover_half(state: MDState, dt_fs: float, params: ThermostatParams) -> MDState:
+def nose_hoover_half(state: MDState, dt_fs: float, params: Protocol) -> MDState:
     """Propagate every system's chain by dt/2 and scale its velocities (loop over chain links only)."""
     q = nose_hoover_masses(state, params.nh_tau_fs)
     kT = KB_EV_PER_K * state.target_temperature_K
@@ -149,11 +142,11 @@ def nose_hoover_half(state: MDState, dt_fs: float, params: ThermostatParams) -> 
                          nh_veta=torch.stack(v, 1), nh_eta=torch.stack(eta, 1))
 
 
-def nose_hoover_first(state, dt_fs, params: ThermostatParams):
+def nose_hoover_first(state, dt_fs, params: Protocol):
     return verlet_first(nose_hoover_half(state, dt_fs, params), dt_fs)
 
 
-def nose_hoover_second(state, dt_fs, params: ThermostatParams):
+def nose_hoover_second(state, dt_fs, params: Protocol):
     return nose_hoover_half(verlet_second(state, dt_fs), dt_fs, params)
 
 
@@ -170,7 +163,7 @@ def nose_hoover_energy(state: MDState, tau_fs: float) -> torch.Tensor:
 
 
 # ---- velocity-scaling ramp -------------------------------------------------------------------------
-def rescale_second(state, dt_fs, params: ThermostatParams):
+def rescale_second(state, dt_fs, params: Protocol):
     """Verlet second half, then rescale to the (possibly ramped) target every ``rescale_every`` steps."""
     state = verlet_second(state, dt_fs)
     due = (state.step % max(1, params.rescale_every) == 0)

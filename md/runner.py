@@ -24,7 +24,7 @@ import torch
 from common.atomic import atomic_path, atomic_write_text, check_writable
 from common.errors import InputError
 from md.integrators import (INTEGRATORS, LANGEVIN, NOSE_HOOVER, VELOCITY_SCALING, VELOCITY_VERLET,
-                            ThermostatParams, maxwell_boltzmann, ramp_temperature_K)
+                            maxwell_boltzmann, ramp_temperature_K)
 from md.monitors import OK, VERDICT_NAMES, MonitorConfig, check, framework_com, nonfinite
 from md.neighbors import VerletList
 from md.protocol import Protocol
@@ -138,8 +138,7 @@ class BatchedMD:
         self.write_stress = write_stress
         self.write_forces = write_forces
         self.metadata = dict(metadata or {})
-        self.params = ThermostatParams(friction_per_fs=protocol.langevin_friction_per_fs,
-                                       nh_tau_fs=protocol.nh_tau_fs, rescale_every=protocol.rescale_every)
+        self.params = protocol          # the integrators read their thermostat settings from the protocol
         self.force_calls = 0
         self.deviation: torch.Tensor | None = None      # [S] eV/Å of the current state (ensembles only)
         self.verlet = VerletList(force_field.cutoff, protocol.skin_A)
@@ -413,7 +412,7 @@ def run_temperatures(force_field, atoms, temperatures_K: Sequence[float], replic
 
 
 def integrate(force_field, state: MDState, integrator, n_steps: int, dt_fs: float,
-              params: ThermostatParams = ThermostatParams(), skin_A: float = 1.0, callback=None) -> MDState:
+              params: Protocol = Protocol(), skin_A: float = 1.0, callback=None) -> MDState:
     """Plain in-memory integration (no files, no monitors): ``n_steps`` of ``integrator``.
 
     ``integrator`` is an :class:`md.integrators.Integrator` or its name; ``callback(state)`` runs

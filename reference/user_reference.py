@@ -28,6 +28,7 @@ from common.config import check_fields, param
 from common.errors import InputError
 
 KEYS = ("path", "temperature_K", "dt_fs", "format", "topology")
+KIND = "user-reference"     # ReferenceRun.metadata["kind"] of a user's trajectory, and its label source
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def import_reference(source: UserReference, structure, trajectory_path: str | os
     if labels_oracle is not None and not has_forces:
         raise InputError(f"{path.name} has no forces, so it cannot supply labels of {labels_oracle}; remove "
                          "reference_data.oracle to have the campaign's oracle label its frames")
-    meta = {"kind": "user-reference", "source": str(path.resolve()), "sha256": sha, "format": fmt, "dt_fs": dt,
+    meta = {"kind": KIND, "source": str(path.resolve()), "sha256": sha, "format": fmt, "dt_fs": dt,
             "temperature_K": source.temperature_K, "duration_fs": dt * (len(frames) - 1),
             "protocol": {"temperature_K": source.temperature_K, "discard_fs": float(discard_fs),
                          "holdout_fraction": float(holdout_fraction)},
@@ -120,7 +121,7 @@ def import_reference(source: UserReference, structure, trajectory_path: str | os
     else:
         for atoms in picked:
             atoms.calc = None
-        result = label_into_store(oracle, picked, store, shard, "user-reference", source.temperature_K, run_id)
+        result = label_into_store(oracle, picked, store, shard, KIND, source.temperature_K, run_id)
         stored, n_labelled, name, can_label = result.shard, result.n_labels, oracle.name, True
     energies = [a.calc.results["energy"] for a in (frames[0], frames[-1])] if first.calc is not None and \
         frames[-1].calc is not None and "energy" in first.calc.results else None

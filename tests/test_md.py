@@ -10,7 +10,7 @@ from ase import units
 from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 
-from md.integrators import ThermostatParams, maxwell_boltzmann, nose_hoover_energy
+from md.integrators import maxwell_boltzmann, nose_hoover_energy
 from md.monitors import MonitorConfig
 from md.protocol import Protocol
 from md.random import atom_normals
@@ -95,7 +95,7 @@ def test_nvt_temperature_and_kinetic_energy_distribution(thermostat):
     target = 120.0
     state = maxwell_boltzmann(MDState.from_atoms([argon()] * 16, [target] * 16, list(range(16))))
     temps = []
-    params = ThermostatParams(friction_per_fs=0.02, nh_tau_fs=25.0)
+    params = Protocol(langevin_friction_per_fs=0.02, nh_tau_fs=25.0)
     integrate(LJ, state, thermostat, 500, 5.0, params, callback=lambda s: temps.append(s.temperature_K()))
     t = torch.stack(temps)[100::5].flatten().numpy()
     nf = 3 * 32 - 3
@@ -106,7 +106,7 @@ def test_nvt_temperature_and_kinetic_energy_distribution(thermostat):
 def test_nose_hoover_conserves_extended_energy():
     state = maxwell_boltzmann(MDState.from_atoms([argon(a=5.26)], [60.0], [3]))
     energies = []
-    integrate(LJ, state, "nose-hoover", 300, 5.0, ThermostatParams(nh_tau_fs=50.0),
+    integrate(LJ, state, "nose-hoover", 300, 5.0, Protocol(nh_tau_fs=50.0),
               callback=lambda s: energies.append(float(s.potential_energy + s.kinetic_energy()
                                                        + nose_hoover_energy(s, 50.0))))
     assert np.ptp(energies) / 32 < 5e-5

@@ -27,7 +27,7 @@ from models.ensemble_training import EnsembleConfig
 from models.training import TrainConfig
 from reference.candidates import CandidateConfig, SpaceSpec
 from reference.oracles import OracleConfig
-from reference.user_reference import UserReference
+from reference.user_reference import KIND as USER_REFERENCE, UserReference
 
 RANK_KEYS = ("log10_sigma_300K", "activation_energy_eV", "conductivity_mS_cm")
 
@@ -281,7 +281,6 @@ class CampaignSpec:
 
 
 Spec = CampaignSpec
-USER_REFERENCE = "user-reference"     # ReferenceRun.metadata["kind"] of a user's trajectory
 
 
 def _metadata(ref) -> dict:
