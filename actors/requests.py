@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+from analysis.planning import Chunk  # noqa: F401  (the result of PlanChunk)
 from analysis.selection import ExplorationReport
 from analysis.verdicts import Verdict
 from md.runner import SystemResult
@@ -178,6 +179,7 @@ class RunMD(Request):
     seed: int
     out_dir: str
     device: str | None = None         # None: the device the worker was given (its GPU, else the CPU)
+    supercell: tuple[int, int, int] = (1, 1, 1)   # repeats of the structure's cell
     result: ClassVar[type] = Runs
 
 
@@ -243,7 +245,28 @@ class TransportRequest(Request):
     species: str
     plot_dir: str | None = None
     min_msd_A2: float = 10.0
+    checks: list = field(default_factory=list)    # analysis.planning.ModelCheck dicts: the budget's model term
+    alpha: float = 0.05                           # the curvature test's false-alarm rate
     result: ClassVar[type] = Transport
+
+
+@dataclass(frozen=True)
+class PlanChunk(Request):
+    """Where the next chunk of production goes, or why production stops (``analysis.planning.next_chunk``),
+    from the runs so far: ``runs`` [[T, [stable trajectory paths]], ...] and ``ps`` [[T, ps per replica], ...]
+    for every planned temperature; ``failed``: temperatures out of the plan."""
+    runs: list
+    ps: list
+    failed: list
+    plan: Any                         # analysis.planning.PrecisionPlan
+    chunk_ps: float
+    replicas: int
+    spent_ps: float
+    species: str
+    discard_ps: float
+    min_msd_A2: float
+    checks: list = field(default_factory=list)    # analysis.planning.ModelCheck dicts
+    result: ClassVar[type] = Chunk
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import uuid
 import ray
 
 from actors import requests as rq
-from actors.requests import (CandidateSet, EnsembleTrainResult, ExplorationReport, LabelResult,  # noqa: F401
+from actors.requests import (Chunk, CandidateSet, EnsembleTrainResult, ExplorationReport, LabelResult,  # noqa: F401
                              ReferenceRun)
 
 
@@ -122,7 +122,8 @@ class MDWorker(_Role):
 
         device = req.device or _device()
         members = list(req.members)
-        return rq.Runs(run_temperatures(load_ensemble(members, device), structure_atoms(req.structure),
+        atoms = structure_atoms(req.structure).repeat(tuple(req.supercell))
+        return rq.Runs(run_temperatures(load_ensemble(members, device), atoms,
                                         list(req.temperatures_K), req.replicas, req.protocol, req.out_dir,
                                         seed=req.seed, monitor=req.monitor, device=device,
                                         metadata={"kind": "mlff", "members": members}))
@@ -194,8 +195,23 @@ class StabilityJudge(_Role):
         from analysis.transport import transport
         from md.trajectory import load_trajectory
 
+        from analysis.planning import ModelCheck, error_budget
+
         result = transport([load_trajectory(p) for p in _paths(req.trajectories)], req.species, req.min_msd_A2)
-        return rq.Transport(result.to_dict(), plot_transport(result, req.plot_dir) if req.plot_dir else [])
+        record = result.to_dict()
+        budget = error_budget(record, [ModelCheck(**c) for c in req.checks], req.alpha)
+        if budget is not None:
+            record.update(budget.to_dict())
+        return rq.Transport(record, plot_transport(result, req.plot_dir) if req.plot_dir else [])
+
+    def plan_chunk(self, req: rq.PlanChunk) -> Chunk:
+        from analysis.planning import ModelCheck, plan_from_runs
+        from md.trajectory import load_trajectory
+
+        runs = {float(t): [load_trajectory(p) for p in _paths(paths)] for t, paths in req.runs}
+        return plan_from_runs(runs, {float(t): float(p) for t, p in req.ps}, req.failed, req.plan, req.chunk_ps,
+                              req.replicas, req.spent_ps, req.species, req.discard_ps, req.min_msd_A2,
+                              [ModelCheck(**c) for c in req.checks])
 
 
 class Trainer(_Role):
@@ -236,6 +252,7 @@ ROUTES = {rq.GenerateCandidates: (CandidateGenerator, CandidateGenerator.generat
           rq.ReferenceErrors: (StabilityJudge, StabilityJudge.reference_errors),
           rq.ForceErrors: (StabilityJudge, StabilityJudge.force_errors),
           rq.TransportRequest: (StabilityJudge, StabilityJudge.transport),
+          rq.PlanChunk: (StabilityJudge, StabilityJudge.plan_chunk),
           rq.Train: (Trainer, Trainer.train)}
 
 

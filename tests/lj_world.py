@@ -52,7 +52,26 @@ def lj_spec(name: str, structures: dict, **over) -> dict:
             spec.setdefault(section, {}).update(values)
         else:
             spec[section] = values
+    md = spec["md"]
+    if "budget_ps" not in spec.get("precision", {}):     # one chunk at each temperature but the reference's
+        chunk_ps = md["steps"] * md["protocol"]["timestep_fs"] / 1000.0
+        spec.setdefault("precision", {})["budget_ps"] = chunk_ps * max(1, len(md["temperatures_K"]) - 1)
     return spec
+
+
+def cold_lj():
+    """Oracle factory: LJ argon whose forces are 1.5x on frames read back from MD colder than 1000 K
+    (instantaneous): the truth below 1000 K is not what students trained at the reference temperature learned,
+    i.e. a student wrong at low temperature only.  Oracle MD itself (no frame temperature) is plain LJ."""
+    from ase.calculators.lj import LennardJones
+
+    class ColdLJ(LennardJones):
+        def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+            super().calculate(atoms, properties, system_changes or ["positions", "numbers", "cell", "pbc"])
+            if atoms is not None and atoms.info.get("temperature_K", float("inf")) < 1000.0:
+                self.results["forces"] = 1.5 * self.results["forces"]
+
+    return ColdLJ(epsilon=0.0104, sigma=3.40, rc=8.5, smooth=True)
 
 
 def flaky_lj():

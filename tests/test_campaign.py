@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_empty_spec_gets_every_default():
     spec = validate({})
     assert spec.to_dict() == defaults()
-    assert spec.md.temperatures_K == (600.0, 800.0, 1000.0)
+    assert spec.md.temperatures_K == () and spec.precision.target_log10_err == 0.3   # planned production
     assert spec.stability.trust_lo_eV_A is None and spec.stability.trust_hi_eV_A is None   # derived per round
     assert spec.stability.rdf_mae == 0.09 and spec.stability.false_alarm_rate == 0.05
 
@@ -42,7 +42,7 @@ def test_empty_spec_gets_every_default():
     ({"stability": {"trust_lo_eV_A": 0.2, "trust_hi_eV_A": 0.1}}, r"stability\.trust_hi_eV_A: must exceed"),
     ({"stability": {"trust_lo_eV_A": 0.2}}, r"stability\.trust_hi_eV_A: give both trust levels or neither"),
     ({"stability": {"false_alarm_rate": 0.7}}, r"stability\.false_alarm_rate: must be in \(0, 0\.5\)"),
-    ({"md": {"equilibration_steps": 500}}, r"md\.equilibration_steps: must be smaller than md\.steps"),
+    ({"md": {"equilibration_steps": 500, "steps": 400}}, r"md\.equilibration_steps: must be smaller than md\.steps"),
     ({"md": {"equilibration_steps": 3000, "steps": 4000}}, r"smaller than md\.reference_steps"),
     ({"md": {"steps": 0}}, r"md\.steps: must be > 0"),
     ({"active_learning": {"labels_per_roun": 3}}, r"did you mean 'active_learning\.labels_per_round'"),
@@ -322,7 +322,7 @@ def test_changed_science_spec_is_refused_on_resume(tmp_path):
     Campaign(validate({"name": "c"}), store=tmp_path, tracking_uri="sqlite:///x.db")
     Campaign(validate({"name": "c", "resources": {"md_workers": 3}}), store=tmp_path, tracking_uri="sqlite:///x.db")
     with pytest.raises(InputError, match="different spec"):
-        Campaign(validate({"name": "c", "md": {"steps": 99}}), store=tmp_path, tracking_uri="sqlite:///x.db")
+        Campaign(validate({"name": "c", "md": {"steps": 2499}}), store=tmp_path, tracking_uri="sqlite:///x.db")
 
 
 # --- data store location, shared-element selection, generations, placement -----------------------------
@@ -451,13 +451,15 @@ def test_screened_fingerprint_counts_own_late_labels_but_not_others(tmp_path):
     assert c._new_generations([row]) == ["A"] and c.gkey("A") == "A@g2"
 
 
-def test_production_repeats_the_reference_temperature_only_when_the_exploration_cannot_stand_in():
+def test_production_temperatures_are_the_users_or_planned_from_the_reference_down_with_the_slope_check():
     md = {"temperatures_K": [600, 800, 1000], "reference_temperature_K": 800, "steps": 400, "reference_steps": 500}
-    assert validate({"md": md}).production_temperatures() == [600.0, 1000.0]
-    assert validate({"md": {**md, "replicas": 4}}).production_temperatures() == [600.0, 1000.0]
-    assert validate({"md": {**md, "replicas": 5}}).production_temperatures() == [600.0, 800.0, 1000.0]
-    assert validate({"md": {**md, "replicas": 2, "exploration_replicas": 1}}).production_temperatures() == [
-        600.0, 800.0, 1000.0]
-    assert validate({"md": {**md, "exploration_steps": 300}}).production_temperatures() == [600.0, 800.0, 1000.0]
+    assert validate({"md": md}).production_temperatures() == [1000.0, 800.0, 600.0]
     user = {"metadata": {"kind": "user-reference", "temperature_K": 1000.0, "duration_fs": 2000.0}}
-    assert validate({"md": md}).production_temperatures(user) == [600.0, 800.0]   # 1000 steps of 2 fs
+    planned = validate({"md": {**md, "temperatures_K": []}, "precision": {"lowest_temperature_K": 500}})
+    temps = planned.production_temperatures(user)            # from the user's reference temperature down
+    assert len(temps) == 5 and temps[0] == 1000.0 and temps[-1] == 500.0
+    slope = validate({"md": md, "precision": {"slope_check_temperature_K": 700}})
+    assert slope.production_temperatures() == [1000.0, 800.0, 700.0, 600.0]
+    with pytest.raises(InputError, match="second temperature"):
+        validate({"md": md, "precision": {"slope_check_temperature_K": 800}})
+    assert not validate({"md": {**md, "supercell": [2, 2, 1]}}).exploration_is_production()

@@ -100,7 +100,7 @@ def test_killed_actor_gives_the_same_results(ray_session, structures, tmp_path):
     assert all(d > 0 for d in res["diffusivity_cm2_s"]) and "log10_sigma_300K" in res
     assert all(e > 0 for e in res["diffusivity_cm2_s_err"]) and res["activation_energy_eV_err"] > 0
     assert res["extrapolation_ratio"] > 1.0
-    produced = {p.name for p in (tmp_path / "a" / "store").glob("calm/md/*/production/*.h5")}
+    produced = {p.name for p in (tmp_path / "a" / "store").glob("calm/md/*/production/*/*.h5")}
     assert produced == {"1200K_r0.h5", "1800K_r0.h5"}  # the judged exploration run is the one at T_ref 1500 K
     assert 1500.0 in res["temperatures_K"]
     rounds = calm.ledger.rounds()
@@ -204,6 +204,30 @@ def _hash(spec: dict) -> str:
     from orchestrator.campaign.spec import validate
 
     return validate(spec).science_hash()
+
+
+def test_a_student_wrong_at_low_temperature_only_is_caught_by_the_audits_there(ray_session, structures, tmp_path):
+    """Production certified at every temperature: the oracle's audits of the 600 K run find the student's forces
+    wrong there (this oracle's truth changes below 1000 K) and leave 600 K out of the fit with the reason; 1800 K
+    passes; the answer comes with its error budget and the plan's account."""
+    md = {**CONCLUSIVE_MD, "temperatures_K": [600.0, 1500.0, 1800.0], "steps": 400}
+    spec = lj_spec("cold", structures, md=md, oracle={"name": f"{lj_world.__file__}:cold_lj"},
+                   precision={"audit_labels": 6})
+    campaign, summary = run(spec, tmp_path)
+    (reason, res), = results_of(campaign).values()
+    assert res["certification_by_T"]["600"] == "uncertain"           # the accuracy check failed there
+    assert res["certification_by_T"]["1800"] in ("stable", "inconclusive")
+    assert res["left_out_K"] == [600.0] and 600.0 not in res["temperatures_K"]
+    assert "certification at 600 K: uncertain" in campaign.ledger.candidates()[0]["detail"]
+    assert res["stopped_by"] in ("target reached", "budget spent")
+    parts = [res[f"log10_sigma_300K_err_{k}"] for k in ("stat", "lack_of_fit", "model")]
+    assert abs(res["log10_sigma_300K_err_total"] - sum(p * p for p in parts) ** 0.5) < 1e-12
+    assert "slope unchecked" in res["model_bound"] and res["slope_checked"] is False
+
+    # the same student where the truth does not change: 600 K passes its certification and stays in the fit
+    plain, _ = run(lj_spec("warm", structures, md=md, precision={"audit_labels": 6}), tmp_path / "plain")
+    (_, res), = results_of(plain).values()
+    assert res["certification_by_T"]["600"] in ("stable", "inconclusive") and res["left_out_K"] == []
 
 
 def test_failures_are_recorded_with_reasons(ray_session, structures, tmp_path):

@@ -84,6 +84,7 @@ class Usable:
     members: list[str]
     verdict: Any                 # analysis.verdicts.Verdict
     explored: Runs
+    errors: Any = None           # actors.requests.Errors: the ensemble's on the reference's held-out block
 
 
 class Campaign:
@@ -93,6 +94,7 @@ class Campaign:
                  on_progress: Callable[[dict], None] | None = None):
         from orchestrator.campaign.tracking import experiment_name, resolve_tracking_uri
 
+        spec.check_production_budget()     # before anything is written
         self.spec = spec
         self.name = spec.name
         self.store_root = store_root(store, spec)
@@ -274,9 +276,11 @@ class Campaign:
         self.ledger.update_candidate(key, **fields)
         self._notify()
 
-    def _step(self, cand: str, name: str, request=None, work: Callable[[], Any] | None = None, **ids) -> Any:
+    def _step(self, cand: str, name: str, request=None, work: Callable[[], Any] | None = None,
+              simulated_ps: float | None = None, **ids) -> Any:
         """Step ``name`` of the table (``steps.STEPS``) at ``ids``: its recorded result, else the answer to
-        ``request`` (or ``work()``), recorded; MD adds its simulated time to candidate ``cand``."""
+        ``request`` (or ``work()``), recorded; MD adds its simulated time to candidate ``cand`` (``simulated_ps``
+        when given: a chunk that extends runs)."""
         step = STEPS[name]
         key = step.at(**ids)
         found = self.steps.done(key, step.result)
@@ -284,7 +288,7 @@ class Campaign:
             return found
         value = self.steps.run(key, request) if request is not None else self.steps.once(key, step.result, work)
         runs = value.runs if isinstance(value, Runs) else [value]
-        ps = sum(getattr(r, "simulated_ps", 0.0) or 0.0 for r in runs)
+        ps = simulated_ps if simulated_ps is not None else sum(getattr(r, "simulated_ps", 0.0) or 0.0 for r in runs)
         if ps:
             self.ledger.add_simulated_ps(cand, ps)
         return value
@@ -437,7 +441,7 @@ class Campaign:
                                  "calibration": audit.errors.calibration if audit.errors else None}
             if verdict.status in V.JUDGED_USABLE:   # labels cannot settle a check that lacks length
                 self.ledger.record_round(gkey, r, diag)
-                return Usable(members, verdict, explored)
+                return Usable(members, verdict, explored, errors)
             picked = any(report.frames)
             if r == al.max_rounds or not picked or not can_label:
                 self.ledger.record_round(gkey, r, diag)
@@ -462,11 +466,12 @@ class Campaign:
         raise AssertionError("not reached: the last round always returns above")
 
     def _audit(self, gkey: str, r: int, members: list[str], explored: Runs, ref: ReferenceRun,
-               errors: steps.Errors) -> steps.Audit:
-        """Oracle labels of ``active_learning.audit_labels`` frames spread over the exploration replicas (shard
-        ``<c>-audit`` r<r>: they train the next round) and the ensemble's errors and calibration there."""
-        frames = self.roles.call(steps.audit_frames(self.ctx, explored)).frames
-        lab = self.roles.call(steps.label(self.ctx, f"{gkey}-audit", r, explored, frames, ref))
+               errors: steps.Errors, n: int | None = None, temperature_K: float | None = None) -> steps.Audit:
+        """Oracle labels of ``n`` (default ``active_learning.audit_labels``) frames spread over the replicas of
+        ``explored`` (shard ``<gkey>-audit`` r<r>: they train later rounds) and the ensemble's errors and
+        calibration there."""
+        frames = self.roles.call(steps.audit_frames(self.ctx, explored, n)).frames
+        lab = self.roles.call(steps.label(self.ctx, f"{gkey}-audit", r, explored, frames, ref, temperature_K))
         found = (self.roles.call(steps.force_errors(self.ctx, members, lab.shard, errors.calibration))
                  if lab.shard else None)
         return steps.Audit(frames, lab, found)
@@ -488,35 +493,101 @@ class Campaign:
         return name if g == 1 else f"{name} @g{g}"
 
     def _production(self, row: dict, gkey: str, ref: ReferenceRun, usable: Usable) -> Outcome:
-        """Production MD at every temperature, then transport from the runs that stayed stable.
+        """Production planned from the precision target, each temperature certified, then transport.
 
-        The judged exploration replicas (these members, the reference temperature, the production protocol)
-        are production runs at that temperature when it is one of ``md.temperatures_K``
-        (``CampaignSpec.production_temperatures``: production may not repeat it).  The verdict that let the
-        members through ends ``converged`` when stable, ``inconclusive`` otherwise (its numbers are reported,
-        flagged: a check against the reference could not be decided)."""
-        key, verdict = row["key"], usable.verdict
+        The planner (``plan:<g>:<k>``, ``analysis.planning``) sends each chunk of ``md.steps`` to the temperature
+        that shrinks the error of log10 sigma(300 K) most, until the target is reached or the budget spent.
+        The judged exploration replicas are production at the reference temperature.  After its first chunk
+        every other temperature is certified (``certify:<g>:<T>K``): the oracle audits frames of it and the
+        judge rules on breakage, accuracy and deviation there (and structure and dynamics against the slope
+        check's oracle MD); a temperature that fails, or whose runs break, is left out of the fit with its
+        reason.  The verdict that let the members through ends ``converged`` when stable, ``inconclusive``
+        otherwise."""
+        key, verdict, s = row["key"], usable.verdict, self.spec
         self._stage(key, "production")
         r, name = self.ledger.candidate(key)["round"], self.display_name(row)
         self._track(lambda t: t.candidate_progress.remote(self.key, gkey, "production", r, name))
-        request = steps.production(self.ctx, gkey, usable.members, row["structure_path"], ref)
-        runs = self._step(key, "production", work=lambda: self.roles.call(request) if request else Runs([]),
-                          g=gkey).runs
         explored = usable.explored.runs
-        if self.spec.is_production_temperature(explored[0].temperature_K):
-            runs = [*explored, *runs]
-        stable = [run for run in runs if run.verdict == V.STABLE]
-        unstable_t = sorted({run.temperature_K for run in runs if run.verdict != V.STABLE})
-        if not stable:
-            return Outcome(V.BUDGET_SPENT, runs[0].verdict if runs else V.EXPLODED,
-                           f"production MD unstable at every temperature {unstable_t}")
-        out = self._step(key, "transport", steps.transport(self.ctx, gkey, [run.trajectory for run in stable]), g=gkey)
-        notes = [f"unstable at {unstable_t} K (dropped)"] if unstable_t else []
+        t_ref = float(explored[0].temperature_K)
+        temps = s.production_temperatures(ref, verdict.evidence.get("reference_D_cm2_s"))
+        runs = {t: [] for t in temps}
+        ps = {t: 0.0 for t in temps}
+        if s.exploration_is_production() and t_ref in runs:
+            runs[t_ref] = [run.trajectory for run in explored if run.verdict == V.STABLE]
+            ps[t_ref] = sum(run.simulated_ps for run in explored if run.verdict == V.STABLE) / s.md.replicas
+        left_out: dict[float, str] = {}
+        certified: dict[float, str] = {t_ref: verdict.status} if t_ref in runs else {}
+        checks = [_model_check(t_ref, verdict.evidence)]
+        slope = self._slope_reference(row, key)
+        if isinstance(slope, str):
+            return Outcome(V.ORACLE_FAILING, verdict.status, slope)
+        chunks = {t: 0 for t in temps}
+        spent, stop, k = 0.0, None, 0
+        while True:
+            chunk = self._step(key, "plan", steps.plan_chunk(self.ctx, runs, ps, left_out, spent,
+                                                               [c for c in checks if c]), g=gkey, k=k)
+            if chunk.temperature_K is None:
+                stop = chunk
+                break
+            t = float(chunk.temperature_K)
+            chunks[t] += 1
+            cost = s.chunk_ps() * s.md.replicas
+            done = self._step(key, "production", steps.production(self.ctx, gkey, usable.members, row["structure_path"],
+                                                                   t, chunks[t], temps.index(t)),
+                              simulated_ps=cost, g=gkey, k=k)
+            spent, ps[t] = spent + cost, ps[t] + s.chunk_ps()
+            mine = [run.trajectory for run in done.runs if run.verdict == V.STABLE]
+            runs[t] = [p for p in runs[t] if p not in mine] + mine      # a chunk extends the same files
+            broken = [run for run in done.runs if run.verdict != V.STABLE]
+            if broken:
+                left_out[t] = f"production {broken[0].verdict} at {t:g} K"
+            elif chunks[t] == 1 and t not in certified:
+                cert = self._step(key, "certify", work=lambda: self._certify(gkey, t, usable, done, ref, slope),
+                                  g=gkey, t=t)
+                status = cert.report.verdict.status
+                certified[t] = status
+                if status not in V.JUDGED_USABLE:
+                    left_out[t] = f"certification at {t:g} K: {status}"
+                if slope is not None and t == float(s.precision.slope_check_temperature_K):
+                    checks.append(_model_check(t, cert.report.verdict.evidence))
+            k += 1
+        kept = [p for t, paths in runs.items() if t not in left_out for p in paths]
+        if not kept:
+            return Outcome(V.BUDGET_SPENT, verdict.status, "no production temperature left: " +
+                           "; ".join(left_out.values()))
+        out = self._step(key, "transport", steps.transport(self.ctx, gkey, kept, [c for c in checks if c]), g=gkey)
+        notes = [f"left out of the fit: {why}" for why in left_out.values()]
         if verdict.status == V.INCONCLUSIVE:
             notes = [*verdict.evidence.get("inconclusive", []), *notes]
-        result = {**out.transport, "checks": check_summary(verdict)}
+        plan = {"stopped_by": stop.stop, "target_log10_err": s.precision.target_log10_err,
+                "target_reached": stop.stop == "target reached", "student_ps_by_T": {f"{t:g}": ps[t] for t in temps},
+                "certification_by_T": {f"{t:g}": certified.get(t, "uncertified") for t in temps},
+                "left_out_K": sorted(left_out), "production_budget_ps": s.precision.budget_ps,
+                "production_spent_ps": spent}
+        result = {**out.transport, **plan, "checks": check_summary(verdict)}
         reason = V.CONVERGED if verdict.status == V.STABLE else V.INCONCLUSIVE
         return Outcome(reason, verdict.status, "; ".join(notes), result, out.plots)
+
+    def _slope_reference(self, row: dict, key: str) -> ReferenceRun | str | None:
+        """The slope check's oracle MD (``precision.slope_check_temperature_K``), a reason when it failed, or
+        None when not asked for."""
+        t = self.spec.precision.slope_check_temperature_K
+        if t is None:
+            return None
+        ref = self._step(key, "slope_reference", steps.slope_reference(self.ctx, row, float(t)), c=key, t=float(t))
+        return f"oracle MD for the slope check at {t:g} K failed: {ref.error}" if ref.failed else ref
+
+    def _certify(self, gkey: str, t: float, usable: Usable, done: Runs, ref: ReferenceRun,
+                 slope: ReferenceRun | None) -> steps.Certified:
+        """The oracle's audit of the first chunk at ``t`` and the judge's verdict on it (against the slope
+        check's reference at its temperature, else the candidate's reference)."""
+        n, errors = self.spec.precision.audit_labels, usable.errors
+        can_label = ref.metadata.get("can_label", True)
+        audit = (self._audit(f"{gkey}-{t:g}K", 0, usable.members, done, ref, errors, n, t)
+                 if n and errors and can_label else None)
+        against = slope if slope is not None and float(self.spec.precision.slope_check_temperature_K) == t else ref
+        report = self.roles.call(steps.certify_judge(self.ctx, done, against.trajectory, errors, audit))
+        return steps.Certified(t, report, audit)
 
     # --- results --------------------------------------------------------------------------------
     def write_results_csv(self) -> str:
@@ -529,6 +600,15 @@ class Campaign:
         path = self.root / "results.md"
         atomic_write_text(path, results_markdown(ranked(self.ledger, self.spec.candidates.rank_by)))
         return str(path)
+
+
+def _model_check(temperature_K: float, evidence: dict):
+    """The dynamics check's log10(D_student / D_oracle) as an ``analysis.planning.ModelCheck`` (None without one)."""
+    from analysis.planning import ModelCheck
+
+    if evidence.get("log10_ratio") is None or evidence.get("log10_ratio_err") is None:
+        return None
+    return ModelCheck(float(temperature_K), float(evidence["log10_ratio"]), float(evidence["log10_ratio_err"]))
 
 
 def _numbers(evidence: dict) -> dict:

@@ -17,11 +17,18 @@ from orchestrator.campaign.state import Ledger
 
 
 RESULT_COLUMNS = ["rank", "candidate", "formula", "prototype", "reason", "verdict", "rounds",
-                  "log10_sigma_300K", "log10_sigma_300K_err", "activation_energy_eV", "activation_energy_eV_err",
+                  "log10_sigma_300K", "log10_sigma_300K_err_total", "log10_sigma_300K_err_stat",
+                  "log10_sigma_300K_err_lack_of_fit", "log10_sigma_300K_err_model", "model_bound", "non_arrhenius",
+                  "target_log10_err", "stopped_by", "certified_K", "left_out_K", "student_ps_by_T",
+                  "log10_sigma_300K_err", "activation_energy_eV", "activation_energy_eV_err",
                   "too_short_K", "extrapolation_ratio", "rdf_mae", "rdf_noise_floor", "rdf_status",
                   "student_D_cm2_s", "reference_D_cm2_s", "log10_D_ratio", "log10_D_ratio_err", "dynamics_status",
                   "force_error_eV_A", "reference_force_error_eV_A", "log10_force_error_ratio",
                   "log10_force_error_ratio_err", "accuracy_status", "known_log10_sigma_300K", "known_source", "simulated_ns", "detail"]
+
+
+BUDGET_KEYS = ("log10_sigma_300K_err_total", "log10_sigma_300K_err_stat", "log10_sigma_300K_err_lack_of_fit",
+               "log10_sigma_300K_err_model", "model_bound", "non_arrhenius", "target_log10_err", "stopped_by")
 
 
 def known_sigma(values: list[dict]) -> tuple[float | None, str]:
@@ -48,6 +55,10 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> list[dict]:
                      "temperatures_K": res.get("temperatures_K"),
                      "too_short_K": " ".join(f"{t:g}" for t in res.get("too_short_K", [])),
                      "extrapolation_ratio": res.get("extrapolation_ratio"),
+                     **{k: res.get(k) for k in BUDGET_KEYS},
+                     "certified_K": " ".join(f"{t}:{v}" for t, v in (res.get("certification_by_T") or {}).items()),
+                     "left_out_K": " ".join(f"{t:g}" for t in res.get("left_out_K", [])),
+                     "student_ps_by_T": " ".join(f"{t}:{v:g}" for t, v in (res.get("student_ps_by_T") or {}).items()),
                      "simulated_ns": round(c["simulated_ps"] / 1000.0, 6), "detail": c["detail"] or ""})
         chk = res.get("checks", {})
         rows[-1].update(rdf_mae=chk.get("rdf_mae"), rdf_noise_floor=chk.get("rdf_noise_floor"),
@@ -85,6 +96,19 @@ def _pm(v, e, fmt="{:.2f}"):
     return fmt.format(v) + (" ± " + fmt.format(e) if e is not None else "")
 
 
+def _total(r: dict):
+    """The error the row ranks on: the budget's total when there is one, else the fit's."""
+    total = r.get("log10_sigma_300K_err_total")
+    return total if total is not None else r.get("log10_sigma_300K_err")
+
+
+def _parts(r: dict) -> str:
+    parts = [r.get(f"log10_sigma_300K_err_{k}") for k in ("stat", "lack_of_fit", "model")]
+    if parts[0] is None:
+        return "-"
+    return "/".join("?" if p is None else f"{p:.2f}" for p in parts)
+
+
 def _evidence(r: dict) -> tuple[str, str, str]:
     """'MAE / noise (status)', 'log10 Ds/Dref ± err (status)' and 'own / reference force error (status)' cells."""
     rdf = "-" if r.get("rdf_mae") is None else \
@@ -99,19 +123,26 @@ def _evidence(r: dict) -> tuple[str, str, str]:
 
 def format_table(rows: list[dict]) -> str:
     """The ranked table for the console, with each candidate's evidence and known values."""
-    head = ["rank", "candidate", "reason", "rounds", "log10 σ300K (mS/cm)", "known", "Ea (eV)",
+    head = ["rank", "candidate", "reason", "rounds", "log10 σ300K (mS/cm)", "stat/fit/model", "known", "Ea (eV)",
             "RDF MAE / noise", "log10 D/D_ref", "F err own/ref (meV/Å)", "sim ps"]
     body = []
     for r in rows:
         rdf, dyn, acc = _evidence(r)
         body.append([str(r["rank"] or "-"), r["candidate"], r["reason"] or r["stage"], str(r["rounds"]),
-                     _pm(r["log10_sigma_300K"], r["log10_sigma_300K_err"]),
+                     _pm(r["log10_sigma_300K"], _total(r)), _parts(r),
                      "-" if r.get("known_log10_sigma_300K") is None else f"{r['known_log10_sigma_300K']:.2f}",
                      _pm(r["activation_energy_eV"], r["activation_energy_eV_err"], "{:.3f}"), rdf, dyn, acc,
                      f"{r['simulated_ns'] * 1000:.1f}"])
     lines = [console(head, body)]
     sources = sorted({r["known_source"] for r in rows if r.get("known_source")})
     lines += [f"known: {s}" for s in sources]
+    for r in rows:
+        if r.get("stopped_by"):
+            reached = "reached" if r["stopped_by"] == "target reached" else f"not reached ({r['stopped_by']})"
+            lines.append(f"{r['candidate']}: target ±{r['target_log10_err']:g} {reached}; certified {r['certified_K']}"
+                         f"{'; left out ' + r['left_out_K'] + ' K' if r['left_out_K'] else ''}; student ps "
+                         f"{r['student_ps_by_T']}; model term: {r['model_bound']}"
+                         f"{'; non-Arrhenius (curvature significant)' if r.get('non_arrhenius') else ''}")
     return "\n".join(lines)
 
 
@@ -122,7 +153,8 @@ def results_markdown(rows: list[dict]) -> str:
         return "" if v is None else format(v, fmt)
 
     head = ["rank", "candidate", "formula", "reason", "verdict", "rounds", "log10 σ(300 K) [log10 mS/cm]",
-            "± [log10 mS/cm]", "known log10 σ(300 K) [log10 mS/cm]", "Ea [eV]", "± [eV]", "too short [K]",
+            "± total [log10 mS/cm]", "stat / lack of fit / model", "target", "certified [K]",
+            "known log10 σ(300 K) [log10 mS/cm]", "Ea [eV]", "± [eV]", "too short [K]",
             "RDF MAE / noise floor (check)", "log10 D/D_ref at T_ref (check)",
             "force error own MD / reference [meV/Å] (check)", "simulated [ps]", "detail"]
     body = []
@@ -131,7 +163,9 @@ def results_markdown(rows: list[dict]) -> str:
         known = "" if r.get("known_log10_sigma_300K") is None else \
             f"{r['known_log10_sigma_300K']:.2f} ({r['known_source']})"
         cells = [str(r["rank"] or ""), r["candidate"], r["formula"], r["reason"] or r["stage"], r["verdict"],
-                 str(r["rounds"]), num(r["log10_sigma_300K"], ".2f"), num(r["log10_sigma_300K_err"], ".2f"), known,
+                 str(r["rounds"]), num(r["log10_sigma_300K"], ".2f"), num(_total(r), ".2f"), _parts(r),
+                 "" if not r.get("stopped_by") else f"±{r['target_log10_err']:g}: {r['stopped_by']}",
+                 r.get("certified_K", ""), known,
                  num(r["activation_energy_eV"], ".3f"), num(r["activation_energy_eV_err"], ".3f"),
                  r.get("too_short_K", ""), rdf, dyn, acc, f"{r['simulated_ns'] * 1000:.1f}", r["detail"]]
         body.append(cells)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from analysis.planning import PrecisionPlan, planned_temperatures
 from analysis.verdicts import VerdictThresholds
 from common.config import (check_fields, coerce, construct, default_of, from_mapping, hints, param, show, spec_fields,
                            suggest)
@@ -29,6 +30,7 @@ from reference.candidates import CandidateConfig, SpaceSpec
 from reference.oracles import OracleConfig
 from reference.user_reference import KIND as USER_REFERENCE, UserReference
 
+MAX_CHUNKS = 400      # production chunks one budget may buy (each is a planner call, an MD call, a ledger row)
 RANK_KEYS = ("log10_sigma_300K", "activation_energy_eV", "conductivity_mS_cm")
 
 
@@ -47,11 +49,16 @@ class CandidatesSpec(CandidateConfig):
 @dataclass(frozen=True)
 class MDPlan:
     """The campaign's MD budget: where and how long students and the oracle run.  Steps of ``protocol``."""
-    temperatures_K: tuple[float, ...] = param((600.0, 800.0, 1000.0), "production temperatures for D(T), "
-                                              "sigma(T), Arrhenius; at the reference temperature the judged "
-                                              "exploration replicas are production replicas", unit="K", gt=0)
-    replicas: int = param(1, "independent replicas per temperature", gt=0)
-    steps: int = param(400, "production steps per replica", gt=0)
+    temperatures_K: tuple[float, ...] = param((), "production temperatures for D(T), sigma(T), Arrhenius; empty = "
+                                              "planned (precision.n_temperatures from the reference temperature "
+                                              "down); at the reference temperature the judged exploration replicas "
+                                              "are production replicas", unit="K", gt=0)
+    replicas: int = param(1, "independent replicas per production temperature (one batch)", gt=0)
+    steps: int = param(2500, "steps per replica of one production chunk (precision.budget_ps decides how many "
+                       "chunks each temperature gets)", gt=0)
+    supercell: tuple[int, int, int] = param((1, 1, 1), "repeats of the candidate's cell in production runs (the "
+                                            "reference and exploration keep the cell; with a supercell the "
+                                            "exploration runs are not production runs)", gt=0)
     equilibration_steps: int = param(50, "steps discarded before analysis (production, reference and exploration "
                                      "runs)", ge=0)
     reference_temperature_K: float = param(800.0, "temperature of the oracle reference trajectory", unit="K", gt=0)
@@ -68,8 +75,8 @@ class MDPlan:
         from ase.data import atomic_numbers
 
         check_fields(self)
-        if not self.temperatures_K:
-            raise InputError("temperatures_K: give at least one temperature (K)")
+        if len(self.supercell) != 3:
+            raise InputError(f"supercell: give three repeats like [2, 2, 1], got {list(self.supercell)}")
         for key in ("steps", "reference_steps", "exploration_steps"):
             value = getattr(self, key)
             if value is not None and self.equilibration_steps >= value:
@@ -179,6 +186,7 @@ class CampaignSpec:
     models: EnsembleConfig = section(EnsembleConfig)
     training: TrainConfig = section(TrainConfig)
     md: MDPlan = section(MDPlan)
+    precision: PrecisionPlan = section(PrecisionPlan)
     stability: VerdictThresholds = section(VerdictThresholds)
     active_learning: ActiveLearning = section(ActiveLearning)
     reference_data: ReferenceData = section(ReferenceData)
@@ -191,6 +199,10 @@ class CampaignSpec:
             raise InputError("name: 'shards' is the data store's label directory; choose another campaign name")
         if not self.name or any(c in self.name for c in "/\\ "):
             raise InputError(f"name: {self.name!r} must be non-empty without slashes or spaces")
+        slope = self.precision.slope_check_temperature_K
+        if slope is not None and float(slope) == float(self.md.reference_temperature_K):
+            raise InputError("precision.slope_check_temperature_K: the slope check needs a second temperature; give "
+                             f"one other than md.reference_temperature_K ({self.md.reference_temperature_K:g} K)")
         # the judge's mobile species is the plan's: one value
         if self.stability.mobile_species != (self.md.species,):
             object.__setattr__(self, "stability", replace(self.stability, mobile_species=(self.md.species,)))
@@ -251,17 +263,36 @@ class CampaignSpec:
         meta = _metadata(ref)
         return float(meta["temperature_K"]) if meta.get("kind") == USER_REFERENCE else self.md.reference_temperature_K
 
-    def is_production_temperature(self, temperature_K: float) -> bool:
-        return float(temperature_K) in {float(t) for t in self.md.temperatures_K}
+    def chunk_ps(self) -> float:
+        """Simulated time of one production chunk per replica (ps)."""
+        return self.md.steps * self.md.protocol.timestep_fs / 1000.0
 
-    def production_temperatures(self, ref=None) -> list[float]:
-        """Temperatures (K) production runs ``md.replicas`` times.  The judged exploration replicas are
-        production replicas at the reference temperature; when there are at least ``md.replicas`` of them,
-        each at least ``md.steps`` long, production does not repeat that temperature."""
-        md = self.md
+    def check_production_budget(self) -> None:
+        """A campaign's production budget must buy at most ``MAX_CHUNKS`` chunks (the benchmark's fixed design
+        does not plan, so this is checked when a campaign starts)."""
+        chunks = self.precision.budget_ps / (self.chunk_ps() * self.md.replicas)
+        if chunks > MAX_CHUNKS:
+            raise InputError(f"precision.budget_ps: {self.precision.budget_ps:g} ps is {chunks:.0f} production chunks "
+                             f"of md.steps ({self.chunk_ps():g} ps x {self.md.replicas} replicas); at most "
+                             f"{MAX_CHUNKS}: raise md.steps or lower the budget")
+
+    def production_temperatures(self, ref=None, reference_D_cm2_s: float | None = None) -> list[float]:
+        """Production temperatures (K, hottest first): ``md.temperatures_K``, else planned from the reference
+        temperature down (``analysis.planning.planned_temperatures``, placed with the reference's D); the
+        slope check's temperature is always one of them."""
         t_ref = self.reference_temperature(ref)
-        covered = md.exploration_replicas >= md.replicas and self.exploration_steps(ref) >= md.steps
-        return [float(t) for t in md.temperatures_K if not (covered and float(t) == t_ref)]
+        if self.md.temperatures_K:
+            temps = {float(t) for t in self.md.temperatures_K}
+        else:
+            temps = set(planned_temperatures(t_ref, reference_D_cm2_s, self.precision, self.stability.min_msd_A2,
+                                             self.chunk_ps()))
+        if self.precision.slope_check_temperature_K is not None:
+            temps.add(float(self.precision.slope_check_temperature_K))
+        return sorted(temps, reverse=True)
+
+    def exploration_is_production(self) -> bool:
+        """The judged exploration replicas count as production at the reference temperature (same cell)."""
+        return tuple(self.md.supercell) == (1, 1, 1)
 
     def user_reference(self, row: dict) -> UserReference | None:
         """The candidate's entry in ``reference_data.trajectories`` (by candidate key, else by reduced formula)."""

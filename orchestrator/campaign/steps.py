@@ -15,12 +15,17 @@ audit           ``audit:<g>:<r>``          Judge + Reference AuditFrames, Label,
 judge           ``judge:<g>:<r>``          StabilityJudge    Judge                       ExplorationReport
 label           ``label:<g>:<r+1>``        ReferenceWorker   Label                       LabelResult
 force_errors    ``force_errors:<g>:<r+1>`` StabilityJudge    ForceErrors                 Errors
-production      ``prod:<g>``               MDWorker          RunMD                       Runs
+slope_reference ``ref:<c>:<T>K``           ReferenceWorker   ReferenceMD                 ReferenceRun
+plan            ``plan:<g>:<k>``           StabilityJudge    PlanChunk                   Chunk
+production      ``prod:<g>:<k>``           MDWorker          RunMD                       Runs
+certify         ``certify:<g>:<T>K``       Judge + Reference AuditFrames, Label, Force., Certified
+                                                             Judge
 transport       ``transport:<g>``          StabilityJudge    TransportRequest            Transport
 screened        ``screened:<g>``           (the driver)      -                           Screened
 ==============  =========================  ================  ==========================  =========================
 
-``<c>``: the candidate's key; ``<g>``: its generation's key (``<c>``, then ``<c>@g2``...); ``<r>``: the round.
+``<c>``: the candidate's key; ``<g>``: its generation's key (``<c>``, then ``<c>@g2``...); ``<r>``: the round;
+``<k>``: the production chunk; ``<T>``: a production temperature.
 Paths depend only on the step, so a step retried after a crash overwrites its own half-finished work.
 """
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 
 from actors import requests as rq
 from actors.requests import Errors, Runs, Transport
+from analysis.planning import Chunk, ModelCheck
 from analysis.selection import ExplorationReport
 from models.ensemble_training import EnsembleTrainResult
 from orchestrator.campaign.spec import CampaignSpec
@@ -89,6 +95,25 @@ class Screened:
         return cls(**d)
 
 
+@dataclass
+class Certified:
+    """The student certified at a production temperature: the oracle's audit of its first chunk there (None
+    with ``precision.audit_labels`` 0) and the judge's verdict on it (breakage, accuracy, deviation; against
+    the slope-check reference also structure and dynamics)."""
+    temperature_K: float
+    report: ExplorationReport
+    audit: Audit | None = None
+
+    def to_dict(self) -> dict:
+        return {"temperature_K": self.temperature_K, "report": self.report.to_dict(),
+                "audit": self.audit.to_dict() if self.audit else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Certified":
+        return cls(d["temperature_K"], ExplorationReport.from_dict(d["report"]),
+                   Audit.from_dict(d["audit"]) if d.get("audit") else None)
+
+
 @dataclass(frozen=True)
 class Step:
     """One row of the step table."""
@@ -114,7 +139,11 @@ STEPS = {s.name: s for s in [
     Step("judge", "judge:{g}:{r}", "StabilityJudge", (rq.Judge,), ExplorationReport),
     Step("label", "label:{g}:{r}", "ReferenceWorker", (rq.Label,), LabelResult),
     Step("force_errors", "force_errors:{g}:{r}", "StabilityJudge", (rq.ForceErrors,), Errors),
-    Step("production", "prod:{g}", "MDWorker", (rq.RunMD,), Runs),
+    Step("slope_reference", "ref:{c}:{t:g}K", "ReferenceWorker", (rq.ReferenceMD,), ReferenceRun),
+    Step("plan", "plan:{g}:{k}", "StabilityJudge", (rq.PlanChunk,), Chunk),
+    Step("production", "prod:{g}:{k}", "MDWorker", (rq.RunMD,), Runs),
+    Step("certify", "certify:{g}:{t:g}K", "StabilityJudge, ReferenceWorker",
+         (rq.AuditFrames, rq.Label, rq.ForceErrors, rq.Judge), Certified),
     Step("transport", "transport:{g}", "StabilityJudge", (rq.TransportRequest,), Transport),
     Step("screened", "screened:{g}", "driver", (), Screened),
 ]}
@@ -193,9 +222,9 @@ def reference_errors(ctx: Context, members: list[str], ref: ReferenceRun) -> rq.
     return rq.ReferenceErrors(members, ref.trajectory, ctx.spec.stability)
 
 
-def audit_frames(ctx: Context, explored: Runs) -> rq.AuditFrames:
-    """``active_learning.audit_labels`` frames spread over the exploration replicas."""
-    return rq.AuditFrames(explored.trajectories, ctx.spec.active_learning.audit_labels)
+def audit_frames(ctx: Context, explored: Runs, n: int | None = None) -> rq.AuditFrames:
+    """``n`` frames (default ``active_learning.audit_labels``) spread over the replicas of ``explored``."""
+    return rq.AuditFrames(explored.trajectories, ctx.spec.active_learning.audit_labels if n is None else n)
 
 
 def judge(ctx: Context, gkey: str, r: int, explored: Runs, ref: ReferenceRun, errors: Errors | None,
@@ -210,9 +239,12 @@ def judge(ctx: Context, gkey: str, r: int, explored: Runs, ref: ReferenceRun, er
                     errors.deviation_eV_A if errors else None, errors.mean_error_eV_A if errors else None, audited)
 
 
-def label(ctx: Context, gkey: str, n: int, explored: Runs, frames: list[list[int]], ref: ReferenceRun) -> rq.Label:
-    """Oracle labels of the selected frames (one list per replica) as the shard ``r<n>``."""
-    return rq.Label(explored.trajectories, frames, ctx.spec.reference_temperature(ref), str(ctx.store),
+def label(ctx: Context, gkey: str, n: int, explored: Runs, frames: list[list[int]], ref: ReferenceRun,
+          temperature_K: float | None = None) -> rq.Label:
+    """Oracle labels of the selected frames (one list per replica) as the shard ``r<n>``; the runs'
+    temperature (default the reference's) is recorded with them."""
+    t = ctx.spec.reference_temperature(ref) if temperature_K is None else temperature_K
+    return rq.Label(explored.trajectories, frames, t, str(ctx.store),
                     ctx.shard(gkey, n), f"{ctx.name}/{gkey}/r{n}")
 
 
@@ -222,20 +254,51 @@ def force_errors(ctx: Context, members: list[str], shard: str, reference_calibra
     return rq.ForceErrors(members, shard, ctx.spec.stability.false_alarm_rate, reference_calibration)
 
 
-def production(ctx: Context, gkey: str, members: list[str], structure: str, ref: ReferenceRun) -> rq.RunMD | None:
-    """Every production temperature x replica as one batch (None when the judged exploration run is all of
-    it: ``CampaignSpec.production_temperatures``)."""
-    s = ctx.spec
-    temperatures = s.production_temperatures(ref)
-    if not temperatures:
-        return None
-    return rq.RunMD(members, structure, temperatures, s.md.replicas,
-                    s.md.run_protocol(s.md.steps, s.md.equilibration_steps), s.monitor(), s.seed + 77,
-                    str(ctx.root / "md" / gkey / "production"))
+def slope_reference(ctx: Context, row: dict, temperature_K: float) -> rq.ReferenceMD:
+    """Oracle MD of ``md.reference_steps`` at ``precision.slope_check_temperature_K`` (its labels are the shard
+    ``<c>-<T>K`` r0): the dynamics check there bounds the slope of the student's error."""
+    key = row["key"]
+    return rq.ReferenceMD(row["structure_path"], ctx.spec.reference_plan(temperature_K=temperature_K),
+                          str(ctx.root / "reference" / f"{key}_{temperature_K:g}K.h5"), str(ctx.store),
+                          ctx.shard(f"{key}-{temperature_K:g}K", 0), f"{ctx.name}/{key}/{temperature_K:g}K")
 
 
-def transport(ctx: Context, gkey: str, trajectories: list[str]) -> rq.TransportRequest:
-    """D(T), sigma(T), Ea, log10 sigma(300 K) of the stable runs, and their plots."""
+def plan_chunk(ctx: Context, runs: dict, ps: dict, failed: dict, spent_ps: float,
+               checks: list[ModelCheck]) -> rq.PlanChunk:
+    """The planner's next chunk from the stable runs per temperature so far."""
     s = ctx.spec
-    return rq.TransportRequest(trajectories, s.md.species, str(ctx.root / "plots" / gkey), s.stability.min_msd_A2)
+    return rq.PlanChunk([[t, list(p)] for t, p in runs.items()], [[t, v] for t, v in ps.items()], sorted(failed),
+                        s.precision, s.chunk_ps(), s.md.replicas, spent_ps, s.md.species,
+                        s.md.equilibration_steps * s.md.protocol.timestep_fs / 1000.0, s.stability.min_msd_A2,
+                        [c.__dict__ for c in checks])
+
+
+def production(ctx: Context, gkey: str, members: list[str], structure: str, temperature_K: float, chunks: int,
+               index: int) -> rq.RunMD:
+    """The production runs at ``temperature_K`` (``md.replicas`` in one batch, ``md.supercell``) extended to
+    ``chunks`` chunks of ``md.steps``: the run in ``production/<T>K`` resumes from its checkpoint."""
+    s = ctx.spec
+    return rq.RunMD(members, structure, [temperature_K], s.md.replicas,
+                    s.md.run_protocol(chunks * s.md.steps, s.md.equilibration_steps), s.monitor(),
+                    s.seed + 77 + 1000 * index, str(ctx.root / "md" / gkey / "production" / f"{temperature_K:g}K"),
+                    supercell=tuple(s.md.supercell))
+
+
+def certify_judge(ctx: Context, runs: Runs, reference: str, errors: Errors | None, audit: Audit | None) -> rq.Judge:
+    """The verdict on a temperature's first production chunk: judged against ``reference`` (structure and
+    dynamics only when at its temperature), with the ensemble's errors on the reference and the audit."""
+    al = ctx.spec.active_learning
+    audited = ({"frames": audit.frames, "mean_error_eV_A": audit.errors.mean_error_eV_A}
+               if audit and audit.errors else None)
+    return rq.Judge(runs.trajectories, reference, ctx.spec.stability, al.labels_per_round, al.min_frame_distance_A,
+                    None, errors.deviation_eV_A if errors else None, errors.mean_error_eV_A if errors else None,
+                    audited)
+
+
+def transport(ctx: Context, gkey: str, trajectories: list[str], checks: list[ModelCheck]) -> rq.TransportRequest:
+    """D(T), sigma(T), Ea, log10 sigma(300 K) of the certified stable runs with its error budget
+    (``checks``: the dynamics checks against the oracle), and their plots."""
+    s = ctx.spec
+    return rq.TransportRequest(trajectories, s.md.species, str(ctx.root / "plots" / gkey), s.stability.min_msd_A2,
+                               [c.__dict__ for c in checks], s.stability.false_alarm_rate)
 

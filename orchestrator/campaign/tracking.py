@@ -187,9 +187,13 @@ class Tracker:
             if name in result:
                 metrics.append((name, result[name], 0))
                 metrics.append((f"{name}_err", result.get(f"{name}_err", float("nan")), 0))
-        for name in ("extrapolation_ratio", "arrhenius_reduced_chi2"):
-            if isinstance(result.get(name), (int, float)):
+        for name in ("extrapolation_ratio", "arrhenius_reduced_chi2", "log10_sigma_300K_err_stat",
+                     "log10_sigma_300K_err_lack_of_fit", "log10_sigma_300K_err_model", "log10_sigma_300K_err_total",
+                     "curvature_z", "production_spent_ps", "production_budget_ps", "target_log10_err"):
+            if isinstance(result.get(name), (int, float)) and not isinstance(result.get(name), bool):
                 metrics.append((name, result[name], 0))
+        for t, value in (result.get("student_ps_by_T") or {}).items():
+            metrics.append((f"student_ps_{t}K", value, 0))
         for name, value in (result.get("checks") or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics.append((f"check_{name}", value, 0))
@@ -206,6 +210,11 @@ class Tracker:
         for k, v in (result.get("checks") or {}).items():
             if isinstance(v, str):
                 self.client.set_tag(run_id, f"check.{k}", v)
+        for t, status in (result.get("certification_by_T") or {}).items():
+            self.client.set_tag(run_id, f"certification.{t}K", status)
+        for k in ("stopped_by", "model_bound", "target_reached", "slope_checked", "non_arrhenius"):
+            if k in result:
+                self.client.set_tag(run_id, f"precision.{k}", str(result[k]))
         known = [f"{v['quantity']}={v['value']} ({v.get('method', '')}; {v.get('source', '')})"
                  for v in result.get("known_values") or []]
         if known:
