@@ -498,7 +498,8 @@ def check_accuracy(own_error, reference_error, reference_block_frames: int, tole
     student's run (far enough apart to be independent: their scatter gives the mean's error);
     ``reference_error``: the same on the reference's held-out frames, consecutive and correlated: the
     error of their mean comes from blocks of ``reference_block_frames``.  :func:`decide` on
-    log10(own / reference); only a student *less* accurate on its own MD is a mismatch.
+    log10(own / reference), one-sided: only a student *less* accurate on its own MD is a mismatch, and one
+    more accurate passes once the ratio's upper bound is inside ``tolerance_log10``.
     """
     own = np.asarray(own_error, float)
     own = own[np.isfinite(own)]
@@ -513,9 +514,16 @@ def check_accuracy(own_error, reference_error, reference_block_frames: int, tole
     o, o_err = float(own.mean()), float(own.std(ddof=1) / math.sqrt(len(own)))
     r, r_err = float(blocks.mean()), float(blocks.std(ddof=1) / math.sqrt(n_blocks))
     ratio, ratio_err = log10_ratio(o, o_err, r, r_err)
-    status = decide(ratio, ratio_err, tolerance_log10, alpha)
-    if status == MISMATCH and ratio < 0:
-        status = PASS                           # more accurate on its own MD: no failure
+    # one-sided: only a student less accurate on its own MD fails; one as accurate or more passes once the
+    # upper bound of its ratio is inside the tolerance (the false-alarm side is decide's, unchanged)
+    if not (math.isfinite(ratio) and math.isfinite(ratio_err)):
+        status = INCONCLUSIVE
+    elif ratio + z_one_sided(alpha) * ratio_err <= tolerance_log10:
+        status = PASS
+    elif ratio > z_two_sided(alpha) * ratio_err and ratio > tolerance_log10:
+        status = MISMATCH
+    else:
+        status = INCONCLUSIVE
     reason = ""
     if status == MISMATCH:
         reason = (f"force error on its own MD {1000 * o:.0f} meV/Å against {1000 * r:.0f} on the reference's held-out "
