@@ -159,7 +159,7 @@ def next_chunk(points: list[PointState], plan: PrecisionPlan, chunk_ps: float, r
     ``model_err``, which more MD does not shrink, adds in quadrature.  ``arrhenius``:
     (intercept, slope of ln D in 1/T) of the current fit, for the D of temperatures without a measurement.
     Stops when the total error is at most ``plan.target_log10_err`` (never while ``bounded`` is False: the
-    model term is unknown), when the budget has no room for another chunk, or when ``model_err`` alone reaches
+    model term is unknown, or its slope unchecked), when the budget has no room for another chunk, or when ``model_err`` alone reaches
     the target."""
     usable = [p for p in points if p.usable]
     cost = chunk_ps * replicas
@@ -316,8 +316,8 @@ def plan_from_runs(runs: dict, ps: dict, failed, plan: PrecisionPlan, chunk_ps: 
     budget = error_budget(record, checks) if record else None
     model, bounded = 0.0, True
     chi2 = (record or {}).get("arrhenius_reduced_chi2")
-    if budget is not None:
-        bounded, model = budget.model is not None, budget.model or 0.0
+    if budget is not None:     # an unchecked slope bounds no Ea error: the target cannot be claimed
+        bounded, model = budget.model is not None and budget.slope_checked, budget.model or 0.0
     fit = (record["arrhenius_intercept"], record["arrhenius_slope_K"]) if record and "arrhenius_slope_K" in record \
         else None
     n_ions = int(sum(1 for z in kept[0].numbers if z == _number(species))) if kept else 1
