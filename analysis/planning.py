@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from ase import units
+from ase.data import atomic_numbers
 
 from common.config import check_fields, param
 from common.errors import InputError
@@ -320,12 +321,6 @@ def plan_from_runs(runs: dict, ps: dict, failed, plan: PrecisionPlan, chunk_ps: 
         bounded, model = budget.model is not None and budget.slope_checked, budget.model or 0.0
     fit = (record["arrhenius_intercept"], record["arrhenius_slope_K"]) if record and "arrhenius_slope_K" in record \
         else None
-    n_ions = int(sum(1 for z in kept[0].numbers if z == _number(species))) if kept else 1
+    n_ions = int((np.asarray(kept[0].numbers) == atomic_numbers[species]).sum()) if kept else 1
     return next_chunk(points, plan, chunk_ps, replicas, spent_ps, n_ions, discard_ps, min_msd_A2, model,
                       chi2 if chi2 is not None and math.isfinite(chi2) else 1.0, fit, bounded)
-
-
-def _number(symbol: str) -> int:
-    from ase.data import atomic_numbers
-
-    return atomic_numbers[symbol]

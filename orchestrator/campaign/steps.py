@@ -231,12 +231,8 @@ def judge(ctx: Context, gkey: str, r: int, explored: Runs, ref: ReferenceRun, er
           audit: Audit | None) -> rq.Judge:
     """The exploration replicas judged as one; ``errors``: the ensemble's on the reference's held-out block,
     ``audit``: on audited frames of the run."""
-    al = ctx.spec.active_learning
-    audited = ({"frames": audit.frames, "mean_error_eV_A": audit.errors.mean_error_eV_A}
-               if audit and audit.errors else None)
-    return rq.Judge(explored.trajectories, ref.trajectory, ctx.spec.stability, al.labels_per_round,
-                    al.min_frame_distance_A, str(ctx.root / "plots" / gkey / f"rdf_r{r}.png"),
-                    errors.deviation_eV_A if errors else None, errors.mean_error_eV_A if errors else None, audited)
+    plot = str(ctx.root / "plots" / gkey / f"rdf_r{r}.png")
+    return certify_judge(ctx, explored, ref.trajectory, errors, audit, plot)
 
 
 def label(ctx: Context, gkey: str, n: int, explored: Runs, frames: list[list[int]], ref: ReferenceRun,
@@ -284,14 +280,16 @@ def production(ctx: Context, gkey: str, members: list[str], structure: str, temp
                     supercell=tuple(s.md.supercell))
 
 
-def certify_judge(ctx: Context, runs: Runs, reference: str, errors: Errors | None, audit: Audit | None) -> rq.Judge:
-    """The verdict on a temperature's first production chunk: judged against ``reference`` (structure and
-    dynamics only when at its temperature), with the ensemble's errors on the reference and the audit."""
+def certify_judge(ctx: Context, runs: Runs, reference: str, errors: Errors | None, audit: Audit | None,
+                  rdf_plot: str | None = None) -> rq.Judge:
+    """The verdict on ``runs`` (an exploration run, or a temperature's first production chunk) judged against
+    ``reference`` (structure and dynamics only when at its temperature), with the ensemble's errors on the
+    reference and the audit; the RDF plot drawn to ``rdf_plot`` when given."""
     al = ctx.spec.active_learning
     audited = ({"frames": audit.frames, "mean_error_eV_A": audit.errors.mean_error_eV_A}
                if audit and audit.errors else None)
     return rq.Judge(runs.trajectories, reference, ctx.spec.stability, al.labels_per_round, al.min_frame_distance_A,
-                    None, errors.deviation_eV_A if errors else None, errors.mean_error_eV_A if errors else None,
+                    rdf_plot, errors.deviation_eV_A if errors else None, errors.mean_error_eV_A if errors else None,
                     audited)
 
 
