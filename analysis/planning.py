@@ -29,9 +29,11 @@ from ase.data import atomic_numbers
 from common.config import check_fields, param
 from common.errors import InputError
 
+AUTO = "auto"
 HOP_LENGTH_A = 7.0          # relative error of D ~ HOP_LENGTH_A / sqrt(sum over mobile ions of their MSD)
-TARGET, BUDGET, MODEL_LIMITED, NO_TEMPERATURE = ("target reached", "budget spent", "model error alone above the target",
-                                                 "no certified temperature left")
+TARGET, BUDGET, MODEL_LIMITED, NO_TEMPERATURE, NO_GAIN = (
+    "target reached", "budget spent", "model error alone above the target", "no certified temperature left",
+    "no chunk shrinks the error")
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,34 @@ class PrecisionPlan:
     audit_labels: int = param(8, "oracle single points on frames of the student's MD at each production "
                               "temperature: the accuracy check there (a temperature that fails it is left out "
                               "of the fit); 0 = none (its runs are then uncertified)", ge=0)
-    slope_check_temperature_K: float | None = param(None, "a second oracle MD (md.reference_steps) at this "
-                                                    "temperature: the dynamics check there bounds the slope of the "
-                                                    "student's error; null = slope unchecked", unit="K", gt=0)
+    slope_check_temperature_K: float | str | None = param(
+        AUTO, "the slope check: oracle MD (md.reference_steps) at a second temperature, whose dynamics check bounds "
+        "the slope of the student's error in 1/T (force audits alone do not: docs/checks.md); 'auto' = the "
+        "second-coldest production temperature below the reference's (the coldest when only one is), or the "
+        "temperature of the candidate's reference_data.slope_trajectories entry; null = off (the model term's "
+        "slope is then unchecked and the target is never claimed)", unit="K", gt=0)
+    min_gain: float = param(0.02, "production stops (after every temperature's first chunk) when the rest of the budget, "
+                            "spent at the best temperature, is predicted to shrink the total error by less than "
+                            "this fraction of it", ge=0, lt=1)
+    slope_labels: int | None = param(None, "frames of the slope check's reference the oracle labels (they train the "
+                                     "student); null = active_learning.initial_labels", gt=0)
 
     def __post_init__(self):
         check_fields(self)
         if self.audit_labels == 1:
             raise InputError("precision.audit_labels: 1 frame has no scatter to judge; give 0 (off) or at least 2")
+        if isinstance(self.slope_check_temperature_K, str) and self.slope_check_temperature_K != AUTO:
+            raise InputError(f"precision.slope_check_temperature_K: {self.slope_check_temperature_K!r} is not a "
+                             f"temperature; give a number (K), '{AUTO}' or null (off)")
+
+    def slope_temperature(self, production_K, reference_K: float) -> float | None:
+        """The slope check's temperature (K) among ``production_K``, or None (off, or no production temperature
+        below ``reference_K``): a number as given, 'auto' the second-coldest below the reference's."""
+        t = self.slope_check_temperature_K
+        if t is None or not isinstance(t, str):
+            return None if t is None else float(t)
+        below = sorted(x for x in production_K if x < reference_K)
+        return None if not below else (below[1] if len(below) > 1 else below[0])
 
 
 # --- where ---------------------------------------------------------------------------------------------
@@ -151,17 +173,21 @@ def predicted_rel_err(p: PointState, ps: float, d_cm2_s: float | None, n_ions: i
 
 def next_chunk(points: list[PointState], plan: PrecisionPlan, chunk_ps: float, replicas: int, spent_ps: float,
                n_ions: int, discard_ps: float, min_msd_A2: float, model_err: float = 0.0, inflation: float = 1.0,
-               arrhenius: tuple[float, float] | None = None, bounded: bool = True) -> Chunk:
+               arrhenius: tuple[float, float] | None = None, bounded: bool = True,
+               model_after=None, model_floor: float | None = None) -> Chunk:
     """The next chunk (``chunk_ps`` per replica at one temperature) or why production stops.
 
     Every usable temperature gets a first chunk (hottest first: each is certified after it); then the
     temperature whose chunk lowers the predicted fit error of log10 D(300 K) most.  The fit error is the
     statistical one times sqrt(``inflation``) (the reduced chi^2 when > 1: the lack of fit shrinks with it);
-    ``model_err``, which more MD does not shrink, adds in quadrature.  ``arrhenius``:
+    ``model_err`` adds in quadrature; ``model_after(point, n)``, when given, is the model term after n chunks at
+    ``point`` (None: now; the student's side of a dynamics check shrinks with its runs there) and
+    ``model_floor`` what it would be with the student's side exact.  ``arrhenius``:
     (intercept, slope of ln D in 1/T) of the current fit, for the D of temperatures without a measurement.
     Stops when the total error is at most ``plan.target_log10_err`` (never while ``bounded`` is False: the
-    model term is unknown, or its slope unchecked), when the budget has no room for another chunk, or when ``model_err`` alone reaches
-    the target."""
+    model term is unknown, or its slope unchecked), when the budget has no room for another chunk, when the
+    model term alone (its floor when known) reaches the target, or when the rest of the budget spent at the best
+    temperature would shrink the total by less than ``plan.min_gain`` of it."""
     usable = [p for p in points if p.usable]
     cost = chunk_ps * replicas
 
@@ -170,11 +196,12 @@ def next_chunk(points: list[PointState], plan: PrecisionPlan, chunk_ps: float, r
             return p.diffusivity_cm2_s
         return math.exp(arrhenius[0] + arrhenius[1] / p.temperature_K) if arrhenius else None
 
-    def stat(with_chunk: PointState | None = None) -> float:
+    def stat(with_chunk: PointState | None = None, n: int = 1) -> float:
         temps, errs = [], []
         for p in usable:
             if p is with_chunk:
-                errs.append(predicted_rel_err(p, p.ps + chunk_ps, d_at(p), n_ions, replicas, discard_ps, min_msd_A2))
+                errs.append(predicted_rel_err(p, p.ps + n * chunk_ps, d_at(p), n_ions, replicas, discard_ps,
+                                              min_msd_A2))
             elif p.rel_err is not None:
                 errs.append(p.rel_err)
             else:
@@ -182,35 +209,70 @@ def next_chunk(points: list[PointState], plan: PrecisionPlan, chunk_ps: float, r
             temps.append(p.temperature_K)
         return extrapolated_error(temps, errs) * math.sqrt(max(1.0, inflation))
 
+    if model_after is None:
+        def model_after(_p, _n=1):
+            return model_err
+    model_err = model_after(None)
+    floor = model_err if model_floor is None else model_floor
     now = stat()
     total = math.hypot(now, model_err)
     if not usable:
         return Chunk(None, NO_TEMPERATURE, total, total, "every production temperature failed its certification")
     if bounded and total <= plan.target_log10_err:
         return Chunk(None, TARGET, total, total, f"error {total:.2f} <= target {plan.target_log10_err:g}")
-    if model_err >= plan.target_log10_err:
-        return Chunk(None, MODEL_LIMITED, total, total, f"the model term {model_err:.2f} alone is >= the target "
-                     f"{plan.target_log10_err:g}")
+    if floor >= plan.target_log10_err:
+        return Chunk(None, MODEL_LIMITED, total, total, f"the model term {model_err:.2f} (at best {floor:.2f}) alone "
+                     f"is >= the target {plan.target_log10_err:g}")
     if spent_ps + cost > plan.budget_ps + 1e-9:
         return Chunk(None, BUDGET, total, total, f"{spent_ps:g} of {plan.budget_ps:g} ps spent; a chunk costs "
                      f"{cost:g} ps")
     first = [p for p in usable if p.ps == 0.0]
     if first:
         p = max(first, key=lambda q: q.temperature_K)
-        after = stat(p)
-        return Chunk(p.temperature_K, "", now, after, "first chunk at this temperature")
-    scored = [(stat(p), -p.temperature_K, p) for p in usable]
+        return Chunk(p.temperature_K, "", total, math.hypot(stat(p), model_after(p)), "first chunk at this temperature")
+    scored = [(math.hypot(stat(p), model_after(p)), -p.temperature_K, p) for p in usable]
     after, _, best = min(scored, key=lambda s: (s[0], s[1]))
-    return Chunk(best.temperature_K, "", now, after, f"predicted error {math.hypot(after, model_err):.2f}")
+    left = int((plan.budget_ps - spent_ps + 1e-9) // cost)        # chunks the budget still buys
+    best_left = min(math.hypot(stat(p, left), model_after(p, left)) for p in usable)
+    if math.isfinite(total) and total - best_left < plan.min_gain * total:
+        return Chunk(None, NO_GAIN, total, after, f"the rest of the budget ({left} chunks) would shrink the error "
+                     f"{total:.2f} by {total - best_left:.3f} at best, less than {plan.min_gain:g} of it")
+    return Chunk(best.temperature_K, "", total, after, f"predicted error {after:.2f}")
 
 
 # --- the error budget --------------------------------------------------------------------------------------
 @dataclass
 class ModelCheck:
-    """One dynamics check of the student against the oracle: log10(D_student / D_oracle) ± err at T (K)."""
+    """One dynamics check of the student against the oracle: log10(D_student / D_oracle) ± err at T (K), and the
+    oracle's D ± err there (cm^2/s) when known, so that the student's side can be remeasured
+    (:meth:`with_student`) as its production runs at T grow."""
     temperature_K: float
     log10_ratio: float
     log10_ratio_err: float
+    oracle_D_cm2_s: float | None = None
+    oracle_D_err_cm2_s: float | None = None
+
+    def with_student(self, d_cm2_s: float | None, rel_err: float | None) -> "ModelCheck":
+        """The check with the student's D and relative error replaced (itself without the oracle's D or a
+        positive student D): errors add in quadrature as relative errors."""
+        if not self.oracle_D_cm2_s or self.oracle_D_err_cm2_s is None or not d_cm2_s or d_cm2_s <= 0 \
+                or rel_err is None or not math.isfinite(rel_err):
+            return self
+        err = math.hypot(rel_err, self.oracle_D_err_cm2_s / self.oracle_D_cm2_s) / math.log(10)
+        return ModelCheck(self.temperature_K, math.log10(d_cm2_s / self.oracle_D_cm2_s), err, self.oracle_D_cm2_s,
+                          self.oracle_D_err_cm2_s)
+
+
+def remeasured(checks: list[ModelCheck], transport: dict | None) -> list[ModelCheck]:
+    """``checks`` with the student's side taken from ``transport`` (``TransportResult.to_dict()``: all its
+    stable runs) at each check's temperature where D was fitted there."""
+    if not transport:
+        return list(checks)
+    found = {float(t): (d, e / d) for t, d, e, ok in zip(transport["temperatures_K"], transport["diffusivity_cm2_s"],
+                                                         transport["diffusivity_cm2_s_err"], transport["converged"])
+             if ok and d > 0}
+    return [c.with_student(*found[float(c.temperature_K)]) if float(c.temperature_K) in found else c
+            for c in checks]
 
 
 @dataclass
@@ -288,7 +350,7 @@ def error_budget(transport: dict, checks: list[ModelCheck], alpha: float = 0.05)
                                                transport["diffusivity_cm2_s_err"], transport["converged"])
               if ok and d > 0]
     z = curvature(*zip(*fitted)) if len(fitted) >= 4 else None
-    model, bound, slope = model_term(checks)
+    model, bound, slope = model_term(remeasured(checks, transport))
     parts = [stat, lack] + ([model] if model is not None else [])
     total = math.sqrt(sum(p * p for p in parts)) if model is not None else math.inf
     temps = [t for t, _, _ in fitted]
@@ -322,5 +384,25 @@ def plan_from_runs(runs: dict, ps: dict, failed, plan: PrecisionPlan, chunk_ps: 
     fit = (record["arrhenius_intercept"], record["arrhenius_slope_K"]) if record and "arrhenius_slope_K" in record \
         else None
     n_ions = int((np.asarray(kept[0].numbers) == atomic_numbers[species]).sum()) if kept else 1
+    model_after, floor = None, None
+    if budget is not None and budget.model is not None:
+        now = remeasured(checks, record)
+        at = {p.temperature_K: p for p in points}
+
+        def student(c: ModelCheck, rel_err) -> ModelCheck:
+            p = at.get(float(c.temperature_K))
+            return c.with_student(p.diffusivity_cm2_s, rel_err(p)) if p is not None and p.rel_err is not None else c
+
+        def model_after(chunk: PointState | None, n: int = 1) -> float:
+            def err(p):
+                return (predicted_rel_err(p, p.ps + n * chunk_ps, p.diffusivity_cm2_s, n_ions, replicas, discard_ps,
+                                          min_msd_A2) if p is chunk else p.rel_err)
+            return model_term([student(c, err) for c in now])[0]
+
+        # at best: the student's side exact and no offset (the measured one may be its noise); the oracle's
+        # error stays
+        floor = model_term([ModelCheck(c.temperature_K, 0.0, c.oracle_D_err_cm2_s / c.oracle_D_cm2_s / math.log(10))
+                            if c.oracle_D_cm2_s and c.oracle_D_err_cm2_s is not None and float(c.temperature_K) in at
+                            else c for c in now])[0]
     return next_chunk(points, plan, chunk_ps, replicas, spent_ps, n_ions, discard_ps, min_msd_A2, model,
-                      chi2 if chi2 is not None and math.isfinite(chi2) else 1.0, fit, bounded)
+                      chi2 if chi2 is not None and math.isfinite(chi2) else 1.0, fit, bounded, model_after, floor)

@@ -11,7 +11,7 @@ and their frames are picked in turn (:func:`interleave`), one list of frame indi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -129,6 +129,11 @@ def judge_exploration(explore, reference: Trajectory, thresholds: VerdictThresho
 
     runs = replicas_of(explore)
     ref = reference_profile(reference, thresholds, reference_deviation, reference_error)
+    span_fs = max(len(t) * t.dt_fs for t in runs)
+    if span_fs < 0.9 * len(reference) * reference.dt_fs:
+        # a run shorter than the reference (a production chunk) is compared with the reference's structure
+        # over the same time since the start: like with like, whatever the start's relaxation does
+        ref = replace(ref, rdf=structure_rdf(reference.until(int(np.ceil(span_fs / reference.dt_fs))), thresholds))
     verdict = judge(runs, ref, thresholds, audit and audit["mean_error_eV_A"])
     nearest = min(d for _, d, _ in min_distance_ratios(reference.positions, reference.cells, reference.numbers, 4.0))
     closest = 0.8 * nearest if np.isfinite(nearest) else 0.0

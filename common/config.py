@@ -95,7 +95,7 @@ def type_word(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (types.UnionType, typing.Union):
         inner = [a for a in args if a is not type(None)]
-        return type_word(inner[0]) + "?"
+        return "|".join(type_word(a) for a in inner) + ("?" if type(None) in args else "")
     if origin in (list, tuple):
         return f"list[{type_word(args[0])}]"
     if origin is dict or tp is dict:
@@ -125,7 +125,18 @@ def coerce(path: str, value: Any, tp: Any) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return coerce(path, value, inner[0])
+        for a in inner[:-1]:              # the first type that takes the value (float | str: 600 or "auto")
+            try:
+                return coerce(path, value, a)
+            except InputError:
+                continue
+        try:
+            return coerce(path, value, inner[-1])
+        except InputError:
+            if len(inner) == 1:
+                raise
+            raise InputError(f"{path}: expected {' or '.join(_WORDS.get(a.__name__, a.__name__) for a in inner)}, "
+                             f"got {show(value)}") from None
     if origin in (list, tuple):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = [value]                       # a scalar where a list is expected: a one-element list

@@ -52,6 +52,13 @@ class Trajectory:
                        potential_energy=cut(self.potential_energy), force_deviation=cut(self.force_deviation),
                        discard_fs=0.0)
 
+    def until(self, n: int) -> "Trajectory":
+        """The first ``n`` stored frames (per-frame arrays sliced; the equilibration kept)."""
+        cut = lambda a: None if a is None else a[:n]  # noqa: E731
+        return replace(self, positions=self.positions[:n], unwrapped=self.unwrapped[:n], cells=self.cells[:n],
+                       steps=self.steps[:n], temperatures_K=cut(self.temperatures_K),
+                       potential_energy=cut(self.potential_energy), force_deviation=cut(self.force_deviation))
+
     def production(self) -> "Trajectory":
         """The frames after the equilibration (``discard_fs``)."""
         return self.frames(min(self.discard_frames, len(self) - 1))

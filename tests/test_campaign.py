@@ -463,3 +463,17 @@ def test_production_temperatures_are_the_users_or_planned_from_the_reference_dow
     with pytest.raises(InputError, match="second temperature"):
         validate({"md": md, "precision": {"slope_check_temperature_K": 800}})
     assert not validate({"md": {**md, "supercell": [2, 2, 1]}}).exploration_is_production()
+    # the slope check is on by default: the second-coldest production temperature below the reference's
+    auto = validate({"md": {**md, "temperatures_K": []}, "precision": {"lowest_temperature_K": 500}})
+    assert auto.precision.slope_check_temperature_K == "auto"
+    temps = auto.production_temperatures()
+    assert auto.precision.slope_temperature(temps, 800.0) == sorted(temps)[1]
+    assert auto.precision.slope_temperature([1000.0, 800.0], 800.0) is None          # nothing below: unchecked
+    # a given temperature (a user's slope trajectory) replaces the planned one nearest to it in 1/T
+    temps = auto.production_temperatures(slope_K=650.0)
+    assert 650.0 in temps and len(temps) == len(auto.production_temperatures())
+    with pytest.raises(InputError, match="precision.slope_check_temperature_K: 'sometimes' is not a temperature"):
+        validate({"precision": {"slope_check_temperature_K": "sometimes"}})
+    with pytest.raises(InputError, match="slope_check_temperature_K: must be > 0"):
+        validate({"precision": {"slope_check_temperature_K": -5}})
+    assert validate({"precision": {"slope_check_temperature_K": None}}).precision.slope_check_temperature_K is None

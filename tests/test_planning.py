@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ase import units
 
-from analysis.planning import (BUDGET, MODEL_LIMITED, TARGET, ModelCheck, PointState, PrecisionPlan, error_budget,
+from analysis.planning import (BUDGET, MODEL_LIMITED, NO_GAIN, TARGET, ModelCheck, PointState, PrecisionPlan, error_budget,
                                extrapolated_error, model_term, next_chunk, plan_from_runs, planned_temperatures)
 from analysis.transport import transport
 from common.errors import InputError
@@ -79,6 +79,15 @@ def test_the_allocation_prefers_the_temperature_that_shrinks_the_300K_error_most
             assert chosen.error_after <= extrapolated_error([q.temperature_K for q in points], errs) + 1e-12
     fresh = even + [PointState(700.0)]       # a temperature never run gets its first chunk before any second
     assert next_chunk(fresh, plan, 10.0, 1, 30.0, 24, 0.0, 10.0).temperature_K == 700.0
+    # production stops when the rest of the budget would hardly change the error: one chunk left here
+    best = next_chunk(even, plan, 10.0, 1, 990.0, 24, 0.0, 10.0)
+    gain = (best.error_before - best.error_after) / best.error_before
+    assert 0.02 < gain < 0.5
+    stingy = PrecisionPlan(target_log10_err=0.01, budget_ps=1000.0, min_gain=gain + 0.01)
+    stop = next_chunk(even, stingy, 10.0, 1, 990.0, 24, 0.0, 10.0)
+    assert stop.temperature_K is None and stop.stop == NO_GAIN
+    assert next_chunk(even, stingy, 10.0, 1, 30.0, 24, 0.0, 10.0).temperature_K is not None  # 97 chunks left
+    assert next_chunk(fresh, stingy, 10.0, 1, 30.0, 24, 0.0, 10.0).temperature_K == 700.0   # first chunks run
 
 
 def test_the_planner_reaches_the_target_on_a_world_with_known_d_and_stops_at_the_budget_when_it_cannot():
@@ -112,6 +121,35 @@ def test_the_error_budget_parts_add_up_and_say_how_the_model_term_was_bounded():
     assert value == pytest.approx(0.1 + 0.1 * (1 / 300 - 1 / 1000) / (1 / 500 - 1 / 1000))
     none = error_budget(record, [])
     assert none.model is None and none.total == math.inf and "unbounded" in none.model_bound
+
+
+def test_the_slope_checks_student_side_is_remeasured_and_more_md_there_shrinks_the_model_term():
+    """The model term's student side is the production runs' D at the check's temperature (remeasured as they
+    grow); the planner sends chunks to the slope check's temperature when that shrinks the total most, and
+    stops as model-limited only when the term's floor (the student's side exact) is above the target."""
+    temps = [1000.0, 850.0, 740.0, 650.0]
+    oracle = {t: (d_true(t), 0.1 * d_true(t)) for t in (1000.0, 650.0)}     # the oracle's D with a 10 % error
+    checks = [ModelCheck(t, 0.0, 1.0, *oracle[t]) for t in (1000.0, 650.0)]  # the judge's first, loose checks
+    runs = [walk(t, 40.0, k) for k, t in enumerate(temps)]
+    record = transport(runs, "Li", 10.0).to_dict()
+    now = error_budget(record, checks)
+    assert now.slope_checked and now.model < 1.0                      # remeasured from the 40 ps runs, not 1.0
+    rel = {t: e / d for t, d, e in zip(record["temperatures_K"], record["diffusivity_cm2_s"],
+                                       record["diffusivity_cm2_s_err"])}
+    c650 = checks[1].with_student(d_true(650.0), rel[650.0])
+    assert c650.log10_ratio == pytest.approx(0.0, abs=1e-12)
+    assert c650.log10_ratio_err == pytest.approx(math.hypot(rel[650.0], 0.1) / math.log(10))
+    assert ModelCheck(650.0, 0.1, 0.2).with_student(1e-5, 0.1) == ModelCheck(650.0, 0.1, 0.2)  # no oracle D: as is
+
+    # the student's side dominates the model term: the next chunks go to 650 K
+    plan = PrecisionPlan(target_log10_err=0.3, budget_ps=400.0)
+    stop, ps, _ = campaign(plan, temps, 10.0, checks)
+    assert ps[650.0] == max(ps.values()) and ps[650.0] > 10.0
+    assert stop.stop in (TARGET, BUDGET, NO_GAIN)
+    # an oracle D too uncertain for the target at any student precision: model-limited from the floor
+    loose = [ModelCheck(t, 0.0, 1.0, d, 0.6 * d) for t, (d, _) in oracle.items()]
+    stop, ps, _ = campaign(plan, temps, 10.0, loose)
+    assert stop.stop == MODEL_LIMITED and "at best" in stop.reason and sum(ps.values()) < 100.0
 
 
 def test_curvature_is_flagged_on_a_non_arrhenius_world_and_not_on_an_arrhenius_one():

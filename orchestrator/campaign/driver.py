@@ -85,6 +85,21 @@ class Usable:
     verdict: Any                 # analysis.verdicts.Verdict
     explored: Runs
     errors: Any = None           # actors.requests.Errors: the ensemble's on the reference's held-out block
+    round: int = 0               # the active-learning round that trained the members
+
+
+@dataclass
+class Repair:
+    """Production stopped at a temperature whose certification failed: the model of ``round`` goes back to
+    active learning (round + 1 trains on the oracle's labels there, then production starts again)."""
+    round: int
+    temperature_K: float
+    status: str
+    passed: tuple = ()           # the temperatures this model's production had certified before (K)
+
+    def to_dict(self) -> dict:
+        return {"round": self.round, "temperature_K": self.temperature_K, "status": self.status,
+                "passed_K": sorted(self.passed)}
 
 
 class Campaign:
@@ -400,18 +415,57 @@ class Campaign:
         ref = self._step(key, "reference", steps.reference(self.ctx, row), c=key)
         if ref.failed:
             return Outcome(V.ORACLE_FAILING, "reference_failed", f"oracle reference MD failed: {ref.error}")
-        reached = self._active_learning(row, gkey, ref)
-        if isinstance(reached, Outcome):
-            return reached
-        return self._production(row, gkey, ref, reached)
+        user_slope = self.spec.user_reference(row, slope=True)
+        if user_slope is not None:           # its labels train the student from the first round
+            slope = self._slope_reference(row, key, float(user_slope.temperature_K))
+            if isinstance(slope, str):
+                return Outcome(V.ORACLE_FAILING, "reference_failed", slope)
+        start, repairs, usable = 0, [], {}
+        while True:
+            reached = self._active_learning(row, gkey, ref, start, repairs[-1] if repairs else None)
+            if isinstance(reached, Outcome):
+                if not repairs:
+                    return reached
+                # the repair gave no usable model: the repaired one's production, the failing temperature left
+                # out of its fit (its steps are in the ledger up to there)
+                return self._unrepaired(row, gkey, ref, usable[repairs[-1].round], repairs,
+                                        f"repair at {repairs[-1].temperature_K:g} K failed: {reached.detail}")
+            usable[reached.round] = reached
+            out = self._production(row, gkey, ref, reached, repairs)
+            if not isinstance(out, Repair):
+                return out
+            repairs.append(out)
+            earlier = repairs[:-1]
+            again = any(p.temperature_K == out.temperature_K for p in earlier)
+            if again or any(out.temperature_K in p.passed for p in earlier):
+                # the repaired model fails where a repair was tried, or where an earlier model passed: the
+                # repairs did not help, and the model before them is kept
+                why = "failed there again" if again else "an earlier model passed there"
+                return self._unrepaired(row, gkey, ref, usable[repairs[0].round], repairs,
+                                        f"the repair did not help: round {out.round}'s model failed its "
+                                        f"certification at {out.temperature_K:g} K ({out.status}; {why})")
+            start = out.round + 1
 
-    def _active_learning(self, row: dict, gkey: str, ref: ReferenceRun) -> Usable | Outcome:
+    def _unrepaired(self, row: dict, gkey: str, ref: ReferenceRun, model: Usable, repairs: list[Repair],
+                    why: str) -> Outcome:
+        """The production of ``model`` (a model a repair started from) finished without repairs: the temperature
+        it failed at left out of the fit, ``why`` added to the detail."""
+        out = self._production(row, gkey, ref, model, repairs, allow_repair=False)
+        out.detail = "; ".join(x for x in (out.detail, why) if x)
+        return out
+
+    def _active_learning(self, row: dict, gkey: str, ref: ReferenceRun, start: int = 0,
+                         repair: Repair | None = None) -> Usable | Outcome:
         """Train, explore, judge, label until the judge finds the model stable (or can say no more:
-        inconclusive), or the candidate ends here (budget spent, oracle failing)."""
+        inconclusive), or the candidate ends here (budget spent, oracle failing).  ``start`` > 0: a repair of
+        round ``start - 1``'s model, whose production failed a certification (``repair``): the oracle's labels
+        there are in the store, so round ``start`` fine-tunes on them."""
         key, al = row["key"], self.spec.active_learning
         can_label = ref.metadata.get("can_label", True)   # a user's labels: more only from the same level of theory
         members: list[str] | None = None
-        for r in range(al.max_rounds + 1):
+        if start:
+            members = self.steps.done(STEPS["train"].at(g=gkey, r=start - 1), steps.Trained).trained.members
+        for r in range(start, al.max_rounds + 1):
             self._stage(key, "active_learning", r)
             init = members if al.fine_tune else None
             ids = dict(g=gkey, r=r)
@@ -433,6 +487,8 @@ class Campaign:
             diag = {"round": r, "verdict": verdict.status, **_numbers(verdict.evidence),
                     "train_force_mae_meV_A": train.trained.force_mae_meV_A, "train_frames": sel.n_frames,
                     "train_epochs": train.trained.epochs, "train_stopped_by": train.trained.stop_reasons}
+            if repair is not None and r == start:
+                diag["repair_of"] = repair.to_dict()
             if errors:
                 diag["reference_calibration"] = errors.calibration
             if audit:
@@ -441,7 +497,7 @@ class Campaign:
                                  "calibration": audit.errors.calibration if audit.errors else None}
             if verdict.status in V.JUDGED_USABLE:   # labels cannot settle a check that lacks length
                 self.ledger.record_round(gkey, r, diag)
-                return Usable(members, verdict, explored, errors)
+                return Usable(members, verdict, explored, errors, r)
             picked = any(report.frames)
             if r == al.max_rounds or not picked or not can_label:
                 self.ledger.record_round(gkey, r, diag)
@@ -492,24 +548,30 @@ class Campaign:
         g = self.generation(row["key"])
         return name if g == 1 else f"{name} @g{g}"
 
-    def _production(self, row: dict, gkey: str, ref: ReferenceRun, usable: Usable) -> Outcome:
+    def _production(self, row: dict, gkey: str, ref: ReferenceRun, usable: Usable,
+                    repairs: list[Repair] = (), allow_repair: bool = True) -> Outcome | Repair:
         """Production planned from the precision target, each temperature certified, then transport.
 
-        The planner (``plan:<g>:<k>``, ``analysis.planning``) sends each chunk of ``md.steps`` to the temperature
-        that shrinks the error of log10 sigma(300 K) most, until the target is reached or the budget spent.
-        The judged exploration replicas are production at the reference temperature.  After its first chunk
-        every other temperature is certified (``certify:<g>:<T>K``): the oracle audits frames of it and the
-        judge rules on breakage, accuracy and deviation there (and structure and dynamics against the slope
-        check's oracle MD); a temperature that fails, or whose runs break, is left out of the fit with its
-        reason.  The verdict that let the members through ends ``converged`` when stable, ``inconclusive``
-        otherwise."""
+        The planner (``plan:<g>:<r>:<k>``, ``analysis.planning``) sends each chunk of ``md.steps`` to the
+        temperature that shrinks the error of log10 sigma(300 K) most, until the target is reached or the budget
+        spent.  The judged exploration replicas are production at the reference temperature.  The slope check's
+        reference (``precision.slope_check_temperature_K``: the user's trajectory, else oracle MD) is at one of
+        the temperatures.  After its first chunk every other temperature is certified (``certify:<g>:<r>:<T>K``):
+        the oracle audits frames of it and the judge rules on breakage, accuracy and deviation there (and
+        structure and dynamics at the slope check's temperature).  A temperature that fails goes back to active
+        learning while rounds are left (a :class:`Repair`: round r + 1 trains on the oracle's labels there and
+        production starts again), else it is left out of the fit with its reason, as is one whose runs break.
+        The verdict that let the members through ends ``converged`` when stable, ``inconclusive`` otherwise."""
         key, verdict, s = row["key"], usable.verdict, self.spec
         self._stage(key, "production")
-        r, name = self.ledger.candidate(key)["round"], self.display_name(row)
+        r, name = usable.round, self.display_name(row)
         self._track(lambda t: t.candidate_progress.remote(self.key, gkey, "production", r, name))
         explored = usable.explored.runs
         t_ref = float(explored[0].temperature_K)
-        temps = s.production_temperatures(ref, verdict.evidence.get("reference_D_cm2_s"))
+        user_slope = s.user_reference(row, slope=True)
+        slope_K = float(user_slope.temperature_K) if user_slope is not None else None
+        temps = s.production_temperatures(ref, verdict.evidence.get("reference_D_cm2_s"), slope_K)
+        slope_K = slope_K if slope_K is not None else s.precision.slope_temperature(temps, t_ref)
         runs = {t: [] for t in temps}
         ps = {t: 0.0 for t in temps}
         if s.exploration_is_production() and t_ref in runs:
@@ -518,23 +580,25 @@ class Campaign:
         left_out: dict[float, str] = {}
         certified: dict[float, str] = {t_ref: verdict.status} if t_ref in runs else {}
         checks = [_model_check(t_ref, verdict.evidence)]
-        slope = self._slope_reference(row, key)
+        slope = self._slope_reference(row, key, slope_K)
         if isinstance(slope, str):
             return Outcome(V.ORACLE_FAILING, verdict.status, slope)
+        can_repair = allow_repair and r < s.active_learning.max_rounds and ref.metadata.get("can_label", True)
         chunks = {t: 0 for t in temps}
         spent, stop, k = 0.0, None, 0
         while True:
             chunk = self._step(key, "plan", steps.plan_chunk(self.ctx, runs, ps, left_out, spent,
-                                                               [c for c in checks if c]), g=gkey, k=k)
+                                                               [c for c in checks if c]), g=gkey, r=r, k=k)
             if chunk.temperature_K is None:
                 stop = chunk
                 break
             t = float(chunk.temperature_K)
             chunks[t] += 1
             cost = s.chunk_ps() * s.md.replicas
-            done = self._step(key, "production", steps.production(self.ctx, gkey, usable.members, row["structure_path"],
-                                                                   t, chunks[t], temps.index(t)),
-                              simulated_ps=cost, g=gkey, k=k)
+            done = self._step(key, "production", steps.production(self.ctx, gkey, r, usable.members,
+                                                                   row["structure_path"], t, chunks[t],
+                                                                   temps.index(t)),
+                              simulated_ps=cost, g=gkey, r=r, k=k)
             spent, ps[t] = spent + cost, ps[t] + s.chunk_ps()
             mine = [run.trajectory for run in done.runs if run.verdict == V.STABLE]
             runs[t] = [p for p in runs[t] if p not in mine] + mine      # a chunk extends the same files
@@ -542,50 +606,61 @@ class Campaign:
             if broken:
                 left_out[t] = f"production {broken[0].verdict} at {t:g} K"
             elif chunks[t] == 1 and t not in certified:
-                cert = self._step(key, "certify", work=lambda: self._certify(gkey, t, usable, done, ref, slope),
-                                  g=gkey, t=t)
+                cert = self._step(key, "certify", work=lambda: self._certify(gkey, r, t, usable, done, ref,
+                                                                            slope if t == slope_K else None),
+                                  g=gkey, r=r, t=t)
                 status = cert.report.verdict.status
                 certified[t] = status
-                if status not in V.JUDGED_USABLE:
-                    left_out[t] = f"certification at {t:g} K: {status}"
-                if slope is not None and t == float(s.precision.slope_check_temperature_K):
+                if t == slope_K:
                     checks.append(_model_check(t, cert.report.verdict.evidence))
+                if status not in V.JUDGED_USABLE:
+                    if can_repair and (cert.audit is not None and cert.audit.labels.shard or t == slope_K):
+                        return Repair(r, t, status, tuple(x for x, v in certified.items() if v in V.JUDGED_USABLE))
+                    left_out[t] = f"certification at {t:g} K: {status}"
             k += 1
         kept = [p for t, paths in runs.items() if t not in left_out for p in paths]
         if not kept:
             return Outcome(V.BUDGET_SPENT, verdict.status, "no production temperature left: " +
                            "; ".join(left_out.values()))
         out = self._step(key, "transport", steps.transport(self.ctx, gkey, kept, [c for c in checks if c]), g=gkey)
-        notes = [f"left out of the fit: {why}" for why in left_out.values()]
+        notes = [f"repaired: round {p.round}'s model failed its certification at {p.temperature_K:g} K "
+                 f"({p.status})" for p in repairs]
+        notes += [f"left out of the fit: {why}" for why in left_out.values()]
+        if slope_K is None:
+            notes.append("slope unchecked: " + ("precision.slope_check_temperature_K is null"
+                                                if s.precision.slope_check_temperature_K is None
+                                                else f"no production temperature below {t_ref:g} K"))
         if verdict.status == V.INCONCLUSIVE:
             notes = [*verdict.evidence.get("inconclusive", []), *notes]
         plan = {"stopped_by": stop.stop, "target_log10_err": s.precision.target_log10_err,
                 "target_reached": stop.stop == "target reached", "student_ps_by_T": {f"{t:g}": ps[t] for t in temps},
                 "certification_by_T": {f"{t:g}": certified.get(t, "uncertified") for t in temps},
                 "left_out_K": sorted(left_out), "production_budget_ps": s.precision.budget_ps,
-                "production_spent_ps": spent}
+                "production_spent_ps": spent, "slope_check_K": slope_K,
+                "repairs": [p.to_dict() for p in repairs]}
         result = {**out.transport, **plan, "checks": check_summary(verdict)}
         reason = V.CONVERGED if verdict.status == V.STABLE else V.INCONCLUSIVE
         return Outcome(reason, verdict.status, "; ".join(notes), result, out.plots)
 
-    def _slope_reference(self, row: dict, key: str) -> ReferenceRun | str | None:
-        """The slope check's oracle MD (``precision.slope_check_temperature_K``), a reason when it failed, or
-        None when not asked for."""
-        t = self.spec.precision.slope_check_temperature_K
-        if t is None:
+    def _slope_reference(self, row: dict, key: str, temperature_K: float | None) -> ReferenceRun | str | None:
+        """The slope check's reference at ``temperature_K`` (``steps.slope_reference``), a reason when it failed,
+        or None when there is no slope check."""
+        if temperature_K is None:
             return None
-        ref = self._step(key, "slope_reference", steps.slope_reference(self.ctx, row, float(t)), c=key, t=float(t))
-        return f"oracle MD for the slope check at {t:g} K failed: {ref.error}" if ref.failed else ref
+        t = float(temperature_K)
+        ref = self._step(key, "slope_reference", steps.slope_reference(self.ctx, row, t), c=key, t=t)
+        return f"the slope check's reference at {t:g} K failed: {ref.error}" if ref.failed else ref
 
-    def _certify(self, gkey: str, t: float, usable: Usable, done: Runs, ref: ReferenceRun,
+    def _certify(self, gkey: str, r: int, t: float, usable: Usable, done: Runs, ref: ReferenceRun,
                  slope: ReferenceRun | None) -> steps.Certified:
-        """The oracle's audit of the first chunk at ``t`` and the judge's verdict on it (against the slope
-        check's reference at its temperature, else the candidate's reference)."""
+        """The oracle's audit of the first chunk at ``t`` (shard ``<g>-<T>K-audit`` r<r>) and the judge's verdict
+        on it, against ``slope`` (the slope check's reference, at ``t``) when given, else the candidate's
+        reference (breakage, accuracy and deviation only: another temperature)."""
         n, errors = self.spec.precision.audit_labels, usable.errors
         can_label = ref.metadata.get("can_label", True)
-        audit = (self._audit(f"{gkey}-{t:g}K", 0, usable.members, done, ref, errors, n, t)
+        audit = (self._audit(f"{gkey}-{t:g}K", r, usable.members, done, ref, errors, n, t)
                  if n and errors and can_label else None)
-        against = slope if slope is not None and float(self.spec.precision.slope_check_temperature_K) == t else ref
+        against = slope if slope is not None else ref
         report = self.roles.call(steps.certify_judge(self.ctx, done, against.trajectory, errors, audit))
         return steps.Certified(t, report, audit)
 
@@ -608,7 +683,9 @@ def _model_check(temperature_K: float, evidence: dict):
 
     if evidence.get("log10_ratio") is None or evidence.get("log10_ratio_err") is None:
         return None
-    return ModelCheck(float(temperature_K), float(evidence["log10_ratio"]), float(evidence["log10_ratio_err"]))
+    d, e = evidence.get("reference_D_cm2_s"), evidence.get("reference_D_err_cm2_s")
+    return ModelCheck(float(temperature_K), float(evidence["log10_ratio"]), float(evidence["log10_ratio_err"]),
+                      float(d) if d else None, float(e) if e is not None else None)
 
 
 def _numbers(evidence: dict) -> dict:

@@ -19,8 +19,8 @@ from orchestrator.campaign.state import Ledger
 RESULT_COLUMNS = ["rank", "candidate", "formula", "prototype", "reason", "verdict", "rounds",
                   "log10_sigma_300K", "log10_sigma_300K_err_total", "log10_sigma_300K_err_stat",
                   "log10_sigma_300K_err_lack_of_fit", "log10_sigma_300K_err_model", "model_bound", "non_arrhenius",
-                  "target_log10_err", "stopped_by", "certified_K", "left_out_K", "student_ps_by_T",
-                  "log10_sigma_300K_err", "activation_energy_eV", "activation_energy_eV_err",
+                  "target_log10_err", "stopped_by", "certified_K", "left_out_K", "slope_check_K",
+                  "repaired_K", "student_ps_by_T", "log10_sigma_300K_err", "activation_energy_eV", "activation_energy_eV_err",
                   "too_short_K", "extrapolation_ratio", "rdf_mae", "rdf_noise_floor", "rdf_status",
                   "student_D_cm2_s", "reference_D_cm2_s", "log10_D_ratio", "log10_D_ratio_err", "dynamics_status",
                   "force_error_eV_A", "reference_force_error_eV_A", "log10_force_error_ratio",
@@ -58,6 +58,8 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> list[dict]:
                      **{k: res.get(k) for k in BUDGET_KEYS},
                      "certified_K": " ".join(f"{t}:{v}" for t, v in (res.get("certification_by_T") or {}).items()),
                      "left_out_K": " ".join(f"{t:g}" for t in res.get("left_out_K", [])),
+                     "slope_check_K": res.get("slope_check_K"),
+                     "repaired_K": " ".join(f"{p['temperature_K']:g}" for p in res.get("repairs", [])),
                      "student_ps_by_T": " ".join(f"{t}:{v:g}" for t, v in (res.get("student_ps_by_T") or {}).items()),
                      "simulated_ns": round(c["simulated_ps"] / 1000.0, 6), "detail": c["detail"] or ""})
         chk = res.get("checks", {})
@@ -140,7 +142,10 @@ def format_table(rows: list[dict]) -> str:
         if r.get("stopped_by"):
             reached = "reached" if r["stopped_by"] == "target reached" else f"not reached ({r['stopped_by']})"
             lines.append(f"{r['candidate']}: target ±{r['target_log10_err']:g} {reached}; certified {r['certified_K']}"
-                         f"{'; left out ' + r['left_out_K'] + ' K' if r['left_out_K'] else ''}; student ps "
+                         f"{'; left out ' + r['left_out_K'] + ' K' if r['left_out_K'] else ''}"
+                         f"{'; repaired at ' + r['repaired_K'] + ' K' if r.get('repaired_K') else ''}"
+                         f"; {'slope check at %g K' % r['slope_check_K'] if r.get('slope_check_K') else 'slope unchecked'}"
+                         f"; student ps "
                          f"{r['student_ps_by_T']}; model term: {r['model_bound']}"
                          f"{'; non-Arrhenius (curvature significant)' if r.get('non_arrhenius') else ''}")
     return "\n".join(lines)

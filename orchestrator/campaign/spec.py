@@ -127,12 +127,18 @@ class ReferenceData:
                                "(reference.user_reference.UserReference); path: any format `matscreen analyze` "
                                "reads, relative to the working directory, or `package:<path>` inside matscreen's "
                                "installed packages", factory=dict)
+    slope_trajectories: dict = param(help="candidate key or formula -> the same fields, at a second (lower) "
+                                     "temperature: the slope check's reference instead of oracle MD "
+                                     "(precision.slope_check_temperature_K); its labels train the student from the "
+                                     "first round", factory=dict)
     oracle: str | None = param(None, "level of theory of those files' energies and forces (e.g. vasp-pbe): their "
                                "frames become the candidate's labels under this name; null = the campaign's oracle "
                                "labels frames of the trajectory")
 
     def __post_init__(self):
         object.__setattr__(self, "trajectories", _check_references("reference_data.trajectories", self.trajectories))
+        object.__setattr__(self, "slope_trajectories",
+                           _check_references("reference_data.slope_trajectories", self.slope_trajectories))
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,7 @@ class CampaignSpec:
         if not self.name or any(c in self.name for c in "/\\ "):
             raise InputError(f"name: {self.name!r} must be non-empty without slashes or spaces")
         slope = self.precision.slope_check_temperature_K
-        if slope is not None and float(slope) == float(self.md.reference_temperature_K):
+        if isinstance(slope, float) and slope == float(self.md.reference_temperature_K):
             raise InputError("precision.slope_check_temperature_K: the slope check needs a second temperature; give "
                              f"one other than md.reference_temperature_K ({self.md.reference_temperature_K:g} K)")
         # the judge's mobile species is the plan's: one value
@@ -276,29 +282,38 @@ class CampaignSpec:
                              f"of md.steps ({self.chunk_ps():g} ps x {self.md.replicas} replicas); at most "
                              f"{MAX_CHUNKS}: raise md.steps or lower the budget")
 
-    def production_temperatures(self, ref=None, reference_D_cm2_s: float | None = None) -> list[float]:
+    def production_temperatures(self, ref=None, reference_D_cm2_s: float | None = None,
+                                slope_K: float | None = None) -> list[float]:
         """Production temperatures (K, hottest first): ``md.temperatures_K``, else planned from the reference
-        temperature down (``analysis.planning.planned_temperatures``, placed with the reference's D); the
-        slope check's temperature is always one of them."""
+        temperature down (``analysis.planning.planned_temperatures``, placed with the reference's D).  The slope
+        check's temperature (``slope_K``, else a number in ``precision.slope_check_temperature_K``) is always one
+        of them: it replaces the planned temperature nearest to it in 1/T (is added to a listed set)."""
         t_ref = self.reference_temperature(ref)
-        if self.md.temperatures_K:
+        listed = bool(self.md.temperatures_K)
+        if listed:
             temps = {float(t) for t in self.md.temperatures_K}
         else:
             temps = set(planned_temperatures(t_ref, reference_D_cm2_s, self.precision, self.stability.min_msd_A2,
                                              self.chunk_ps()))
-        if self.precision.slope_check_temperature_K is not None:
-            temps.add(float(self.precision.slope_check_temperature_K))
+        given = self.precision.slope_check_temperature_K
+        slope_K = slope_K if slope_K is not None else (given if isinstance(given, float) else None)
+        if slope_K is not None and slope_K not in temps:
+            if not listed:
+                others = [t for t in temps if t != t_ref]
+                temps.discard(min(others, key=lambda t: abs(1.0 / t - 1.0 / slope_K)))
+            temps.add(float(slope_K))
         return sorted(temps, reverse=True)
 
     def exploration_is_production(self) -> bool:
         """The judged exploration replicas count as production at the reference temperature (same cell)."""
         return tuple(self.md.supercell) == (1, 1, 1)
 
-    def user_reference(self, row: dict) -> UserReference | None:
-        """The candidate's entry in ``reference_data.trajectories`` (by candidate key, else by reduced formula)."""
+    def user_reference(self, row: dict, slope: bool = False) -> UserReference | None:
+        """The candidate's entry in ``reference_data.trajectories`` (``slope``: in ``slope_trajectories``), by
+        candidate key, else by reduced formula."""
         from pymatgen.core import Composition
 
-        entries = self.reference_data.trajectories
+        entries = self.reference_data.slope_trajectories if slope else self.reference_data.trajectories
         if row["key"] in entries:
             return UserReference(**entries[row["key"]])
         reduced = Composition(row["formula"]).reduced_formula

@@ -15,17 +15,18 @@ audit           ``audit:<g>:<r>``          Judge + Reference AuditFrames, Label,
 judge           ``judge:<g>:<r>``          StabilityJudge    Judge                       ExplorationReport
 label           ``label:<g>:<r+1>``        ReferenceWorker   Label                       LabelResult
 force_errors    ``force_errors:<g>:<r+1>`` StabilityJudge    ForceErrors                 Errors
-slope_reference ``ref:<c>:<T>K``           ReferenceWorker   ReferenceMD                 ReferenceRun
-plan            ``plan:<g>:<k>``           StabilityJudge    PlanChunk                   Chunk
-production      ``prod:<g>:<k>``           MDWorker          RunMD                       Runs
-certify         ``certify:<g>:<T>K``       Judge + Reference AuditFrames, Label, Force., Certified
+slope_reference ``ref:<c>:<T>K``           ReferenceWorker   ReferenceMD/ImportReference ReferenceRun
+plan            ``plan:<g>:<r>:<k>``       StabilityJudge    PlanChunk                   Chunk
+production      ``prod:<g>:<r>:<k>``       MDWorker          RunMD                       Runs
+certify         ``certify:<g>:<r>:<T>K``   Judge + Reference AuditFrames, Label, Force., Certified
                                                              Judge
 transport       ``transport:<g>``          StabilityJudge    TransportRequest            Transport
 screened        ``screened:<g>``           (the driver)      -                           Screened
 ==============  =========================  ================  ==========================  =========================
 
-``<c>``: the candidate's key; ``<g>``: its generation's key (``<c>``, then ``<c>@g2``...); ``<r>``: the round;
-``<k>``: the production chunk; ``<T>``: a production temperature.
+``<c>``: the candidate's key; ``<g>``: its generation's key (``<c>``, then ``<c>@g2``...); ``<r>``: the round
+(production: the round of the model it runs; a repaired model's production starts again); ``<k>``: the
+production chunk; ``<T>``: a production temperature.
 Paths depend only on the step, so a step retried after a crash overwrites its own half-finished work.
 """
 from __future__ import annotations
@@ -139,10 +140,10 @@ STEPS = {s.name: s for s in [
     Step("judge", "judge:{g}:{r}", "StabilityJudge", (rq.Judge,), ExplorationReport),
     Step("label", "label:{g}:{r}", "ReferenceWorker", (rq.Label,), LabelResult),
     Step("force_errors", "force_errors:{g}:{r}", "StabilityJudge", (rq.ForceErrors,), Errors),
-    Step("slope_reference", "ref:{c}:{t:g}K", "ReferenceWorker", (rq.ReferenceMD,), ReferenceRun),
-    Step("plan", "plan:{g}:{k}", "StabilityJudge", (rq.PlanChunk,), Chunk),
-    Step("production", "prod:{g}:{k}", "MDWorker", (rq.RunMD,), Runs),
-    Step("certify", "certify:{g}:{t:g}K", "StabilityJudge, ReferenceWorker",
+    Step("slope_reference", "ref:{c}:{t:g}K", "ReferenceWorker", (rq.ReferenceMD, rq.ImportReference), ReferenceRun),
+    Step("plan", "plan:{g}:{r}:{k}", "StabilityJudge", (rq.PlanChunk,), Chunk),
+    Step("production", "prod:{g}:{r}:{k}", "MDWorker", (rq.RunMD,), Runs),
+    Step("certify", "certify:{g}:{r}:{t:g}K", "StabilityJudge, ReferenceWorker",
          (rq.AuditFrames, rq.Label, rq.ForceErrors, rq.Judge), Certified),
     Step("transport", "transport:{g}", "StabilityJudge", (rq.TransportRequest,), Transport),
     Step("screened", "screened:{g}", "driver", (), Screened),
@@ -188,10 +189,15 @@ def reference(ctx: Context, row: dict) -> rq.Request:
     if source is None:
         return rq.ReferenceMD(row["structure_path"], s.reference_plan(), trajectory, str(ctx.store),
                               ctx.shard(key, 0), run_id)
+    return _import(ctx, source, row, trajectory, ctx.shard(key, 0), run_id, s.active_learning.initial_labels)
+
+
+def _import(ctx: Context, source, row: dict, trajectory: str, shard: str, run_id: str,
+            labels: int) -> rq.ImportReference:
+    s = ctx.spec
     return rq.ImportReference(source, row["structure_path"], trajectory,
-                              s.md.equilibration_steps * s.md.protocol.timestep_fs, str(ctx.store), ctx.shard(key, 0),
-                              s.active_learning.initial_labels, s.reference_data.oracle, run_id,
-                              s.active_learning.calibration_holdout)
+                              s.md.equilibration_steps * s.md.protocol.timestep_fs, str(ctx.store), shard,
+                              labels, s.reference_data.oracle, run_id, s.active_learning.calibration_holdout)
 
 
 def training_set(ctx: Context, elements: set[str], min_shared: int, oracle: str) -> Selection:
@@ -250,13 +256,18 @@ def force_errors(ctx: Context, members: list[str], shard: str, reference_calibra
     return rq.ForceErrors(members, shard, ctx.spec.stability.false_alarm_rate, reference_calibration)
 
 
-def slope_reference(ctx: Context, row: dict, temperature_K: float) -> rq.ReferenceMD:
-    """Oracle MD of ``md.reference_steps`` at ``precision.slope_check_temperature_K`` (its labels are the shard
-    ``<c>-<T>K`` r0): the dynamics check there bounds the slope of the student's error."""
-    key = row["key"]
-    return rq.ReferenceMD(row["structure_path"], ctx.spec.reference_plan(temperature_K=temperature_K),
-                          str(ctx.root / "reference" / f"{key}_{temperature_K:g}K.h5"), str(ctx.store),
-                          ctx.shard(f"{key}-{temperature_K:g}K", 0), f"{ctx.name}/{key}/{temperature_K:g}K")
+def slope_reference(ctx: Context, row: dict, temperature_K: float) -> rq.Request:
+    """The slope check's reference at ``temperature_K`` (its labels are the shard ``<c>-<T>K`` r0): the user's
+    trajectory (``reference_data.slope_trajectories``), else oracle MD of ``md.reference_steps``."""
+    key, s = row["key"], ctx.spec
+    trajectory, run_id = str(ctx.root / "reference" / f"{key}_{temperature_K:g}K.h5"), f"{ctx.name}/{key}/{temperature_K:g}K"
+    shard = ctx.shard(f"{key}-{temperature_K:g}K", 0)
+    labels = s.precision.slope_labels or s.active_learning.initial_labels
+    source = s.user_reference(row, slope=True)
+    if source is not None:
+        return _import(ctx, source, row, trajectory, shard, run_id, labels)
+    return rq.ReferenceMD(row["structure_path"], s.reference_plan(temperature_K=temperature_K, labels=labels),
+                          trajectory, str(ctx.store), shard, run_id)
 
 
 def plan_chunk(ctx: Context, runs: dict, ps: dict, failed: dict, spent_ps: float,
@@ -269,14 +280,16 @@ def plan_chunk(ctx: Context, runs: dict, ps: dict, failed: dict, spent_ps: float
                         [c.__dict__ for c in checks])
 
 
-def production(ctx: Context, gkey: str, members: list[str], structure: str, temperature_K: float, chunks: int,
-               index: int) -> rq.RunMD:
-    """The production runs at ``temperature_K`` (``md.replicas`` in one batch, ``md.supercell``) extended to
-    ``chunks`` chunks of ``md.steps``: the run in ``production/<T>K`` resumes from its checkpoint."""
+def production(ctx: Context, gkey: str, r: int, members: list[str], structure: str, temperature_K: float,
+               chunks: int, index: int) -> rq.RunMD:
+    """The production runs at ``temperature_K`` (``md.replicas`` in one batch, ``md.supercell``) of round
+    ``r``'s model extended to ``chunks`` chunks of ``md.steps``: the run in ``production_r<r>/<T>K`` resumes
+    from its checkpoint."""
     s = ctx.spec
     return rq.RunMD(members, structure, [temperature_K], s.md.replicas,
                     s.md.run_protocol(chunks * s.md.steps, s.md.equilibration_steps), s.monitor(),
-                    s.seed + 77 + 1000 * index, str(ctx.root / "md" / gkey / "production" / f"{temperature_K:g}K"),
+                    s.seed + 77 + 1000 * index + 7919 * r,
+                    str(ctx.root / "md" / gkey / f"production_r{r}" / f"{temperature_K:g}K"),
                     supercell=tuple(s.md.supercell))
 
 

@@ -212,7 +212,9 @@ class Tracker:
                 self.client.set_tag(run_id, f"check.{k}", v)
         for t, status in (result.get("certification_by_T") or {}).items():
             self.client.set_tag(run_id, f"certification.{t}K", status)
-        for k in ("stopped_by", "model_bound", "target_reached", "slope_checked", "non_arrhenius"):
+        for p in result.get("repairs") or []:
+            self.client.set_tag(run_id, f"repair.r{p['round']}", f"{p['temperature_K']:g} K: {p['status']}")
+        for k in ("stopped_by", "model_bound", "target_reached", "slope_checked", "slope_check_K", "non_arrhenius"):
             if k in result:
                 self.client.set_tag(run_id, f"precision.{k}", str(result[k]))
         known = [f"{v['quantity']}={v['value']} ({v.get('method', '')}; {v.get('source', '')})"
