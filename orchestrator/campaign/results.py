@@ -146,7 +146,8 @@ def format_table(rows: list[dict]) -> str:
                          f"{'; repaired at ' + r['repaired_K'] + ' K' if r.get('repaired_K') else ''}"
                          f"; {'slope check at %g K' % r['slope_check_K'] if r.get('slope_check_K') else 'slope unchecked'}"
                          f"; student ps "
-                         f"{r['student_ps_by_T']}; model term: {r['model_bound']}"
+                         f"{r['student_ps_by_T']}; "
+                         f"{'model term: ' + r['model_bound'] if r.get('model_bound') else 'no Arrhenius fit (see too_short_K)'}"
                          f"{'; non-Arrhenius (curvature significant)' if r.get('non_arrhenius') else ''}")
     return "\n".join(lines)
 
