@@ -386,8 +386,7 @@ def plan_from_runs(runs: dict, ps: dict, failed, plan: PrecisionPlan, chunk_ps: 
     n_ions = int((np.asarray(kept[0].numbers) == atomic_numbers[species]).sum()) if kept else 1
     model_after, floor = None, None
     if budget is not None and budget.model is not None:
-        now = remeasured(checks, record)
-        at = {p.temperature_K: p for p in points}
+        at = {p.temperature_K: p for p in points}      # a fitted point's D and error: the student's side
 
         def student(c: ModelCheck, rel_err) -> ModelCheck:
             p = at.get(float(c.temperature_K))
@@ -397,12 +396,12 @@ def plan_from_runs(runs: dict, ps: dict, failed, plan: PrecisionPlan, chunk_ps: 
             def err(p):
                 return (predicted_rel_err(p, p.ps + n * chunk_ps, p.diffusivity_cm2_s, n_ions, replicas, discard_ps,
                                           min_msd_A2) if p is chunk else p.rel_err)
-            return model_term([student(c, err) for c in now])[0]
+            return model_term([student(c, err) for c in checks])[0]
 
         # at best: the student's side exact and no offset (the measured one may be its noise); the oracle's
         # error stays
         floor = model_term([ModelCheck(c.temperature_K, 0.0, c.oracle_D_err_cm2_s / c.oracle_D_cm2_s / math.log(10))
                             if c.oracle_D_cm2_s and c.oracle_D_err_cm2_s is not None and float(c.temperature_K) in at
-                            else c for c in now])[0]
+                            else c for c in checks])[0]
     return next_chunk(points, plan, chunk_ps, replicas, spent_ps, n_ions, discard_ps, min_msd_A2, model,
                       chi2 if chi2 is not None and math.isfinite(chi2) else 1.0, fit, bounded, model_after, floor)

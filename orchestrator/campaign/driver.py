@@ -426,8 +426,8 @@ class Campaign:
             if isinstance(reached, Outcome):
                 if not repairs:
                     return reached
-                # the repair gave no usable model: the repaired one's production, the failing temperature left
-                # out of its fit (its steps are in the ledger up to there)
+                # the repair gave no usable model: the production of the model it started from, the failing
+                # temperature left out of its fit (its steps are in the ledger up to there)
                 return self._unrepaired(row, gkey, ref, usable[repairs[-1].round], repairs,
                                         f"repair at {repairs[-1].temperature_K:g} K failed: {reached.detail}")
             usable[reached.round] = reached
