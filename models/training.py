@@ -481,6 +481,7 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
             if cfg.checkpoint_every_batches and (b + 1) % cfg.checkpoint_every_batches == 0:
                 write(epoch, b + 1)
         if not losses and out_of_time and best_state is not None:
+            stop_reason = "time budget"
             break
         if world > 1:
             refit.gather()

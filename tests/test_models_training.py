@@ -158,6 +158,16 @@ def test_time_budget_stops_training():
     assert result.stop_reason == "time budget" and result.epochs_run < 10_000
 
 
+def test_time_budget_spent_before_an_epoch_starts_says_so(tmp_path):
+    """A budget that runs out between epochs (here: spent by the run being resumed) stops on 'time budget'."""
+    data = emt_frames(10, seed=5)
+    model = build_model("schnet", [29], seed=1, cutoff=4.0, **TINY_SCHNET)
+    fit(model, data, config=config(epochs=2), out=tmp_path / "t.pt")
+    result = fit(None, data, config=config(epochs=10, max_time_s=1e-6), out=tmp_path / "t.pt",
+                 resume=tmp_path / "t.pt")
+    assert result.stop_reason == "time budget" and result.epochs_run == 2
+
+
 def test_nan_labels_raise_training_diverged():
     data = emt_frames(6, seed=6)
     for atoms in data:
