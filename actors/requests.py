@@ -82,6 +82,7 @@ class Errors:
     calibration: dict
     force_mae_meV_A: float | None = None
     first_frame: int | None = None
+    transit_error_eV_A: list[float] | None = None    # per frame, on its ions in transit (NaN: none)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -157,13 +158,15 @@ class ImportReference(Request):
 
 @dataclass(frozen=True)
 class Label(Request):
-    """Oracle labels of ``frames[k]`` of ``trajectories[k]`` (replicas) as one store shard."""
+    """Oracle labels of ``frames[k]`` of ``trajectories[k]`` (replicas) as one store shard; each frame carries
+    its ions of ``species`` in transit (the per-atom array ``in_transit``, ``analysis.transit``)."""
     trajectories: list[str]
     frames: list[list[int]]
     temperature_K: float
     store: str
     shard: str
     run_id: str
+    species: tuple = ("Li",)
     result: ClassVar[type] = LabelResult
 
 
@@ -187,7 +190,8 @@ class RunMD(Request):
 class Judge(Request):
     """The verdict on an exploration run's replicas against the reference, judged as one, and up to ``n_label``
     frames to label; ``reference_deviation``/``reference_error``: the ensemble's on the reference's held-out
-    block; ``audit``: {frames, mean_error_eV_A} of the oracle's audit of the run."""
+    block (``reference_transit``: on its ions in transit); ``audit``: {frames, mean_error_eV_A,
+    transit_error_eV_A} of the oracle's audit of the run."""
     explore: list[str]
     reference: str
     thresholds: Any                   # analysis.verdicts.VerdictThresholds
@@ -197,6 +201,7 @@ class Judge(Request):
     reference_deviation: list[float] | None = None
     reference_error: list[float] | None = None
     audit: dict | None = None
+    reference_transit: list[float] | None = None
     result: ClassVar[type] = ExplorationReport
 
 
@@ -212,9 +217,12 @@ class JudgeRuns(Request):
 
 @dataclass(frozen=True)
 class AuditFrames(Request):
-    """``n`` frames spread over an exploration run's replicas for the oracle to audit."""
+    """``n`` frames spread over an exploration run's replicas for the oracle to audit, and ``n_transit`` with the
+    most ions of ``species`` in transit."""
     explore: list[str]
     n: int
+    n_transit: int = 0
+    species: tuple = ("Li",)
     result: ClassVar[type] = Frames
 
 

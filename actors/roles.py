@@ -107,7 +107,16 @@ class ReferenceWorker(_Role):
         from reference.oracles import label_into_store
         from reference.store import LabelStore
 
-        atoms = [a for path, idx in zip(req.trajectories, req.frames) if idx for a in read_atoms(path, list(idx))]
+        from analysis.transit import transit_mask
+        from md.trajectory import load_trajectory
+
+        atoms = []
+        for path, idx in zip(req.trajectories, req.frames):
+            if idx:
+                moving = transit_mask(load_trajectory(path), req.species)
+                for i, a in zip(idx, read_atoms(path, list(idx))):
+                    a.arrays["in_transit"] = moving[i]
+                    atoms.append(a)
         return label_into_store(self.oracle, atoms, LabelStore(req.store), req.shard, "active-learning",
                                 req.temperature_K, req.run_id)
 
@@ -146,13 +155,14 @@ class StabilityJudge(_Role):
 
         return judge_exploration([load_trajectory(p) for p in _paths(req.explore)], load_trajectory(req.reference),
                                  req.thresholds, req.n_label, req.min_rmsd_A, req.rdf_plot,
-                                 req.reference_deviation, req.reference_error, req.audit)
+                                 req.reference_deviation, req.reference_error, req.audit, req.reference_transit)
 
     def audit_frames(self, req: rq.AuditFrames) -> rq.Frames:
         from analysis.selection import audit_frames
         from md.trajectory import load_trajectory
 
-        return rq.Frames(audit_frames([load_trajectory(p) for p in _paths(req.explore)], req.n))
+        return rq.Frames(audit_frames([load_trajectory(p) for p in _paths(req.explore)], req.n, req.n_transit,
+                                      req.species))
 
     def judge_runs(self, req: rq.JudgeRuns) -> rq.Verdicts:
         from analysis.verdicts import judge_runs
@@ -169,11 +179,16 @@ class StabilityJudge(_Role):
         from models import ensemble_errors, load_ensemble
         from reference.reference_md import calibration_block
 
+        from analysis.transit import transit_mask
+
         ref = load_trajectory(req.trajectory)
         plan = ref.metadata.get("reference_plan") or ref.metadata.get("protocol") or {}   # oracle MD, or a user's
         holdout = plan.get("holdout_fraction", 0.0)
         first = calibration_block(len(ref), ref.discard_frames, holdout) if holdout else 0
-        errors = ensemble_errors(load_ensemble(list(req.members)), read_atoms(req.trajectory, slice(first, None)))
+        frames = read_atoms(req.trajectory, slice(first, None))
+        for a, moving in zip(frames, transit_mask(ref, req.thresholds.mobile_species)[first:]):
+            a.arrays["in_transit"] = moving
+        errors = ensemble_errors(load_ensemble(list(req.members)), frames)
         return rq.Errors(**errors, first_frame=first, calibration=calibrate_reference(
             errors["deviation_eV_A"], errors["max_error_eV_A"], req.thresholds))
 

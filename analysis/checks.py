@@ -26,7 +26,7 @@ Units: Å, fs, cm^2/s; ``alpha`` is the false-alarm rate of one check.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
@@ -480,6 +480,7 @@ class AccuracyCheck:
     tolerance_log10: float
     alpha: float
     reason: str = ""
+    transit: dict | None = None       # the ions in transit (:func:`check_transit`), None when not asked
 
     def evidence(self) -> dict:
         d = asdict(self)
@@ -487,11 +488,12 @@ class AccuracyCheck:
         d["accuracy_reason"] = d.pop("reason")
         d["accuracy_tolerance_log10"] = d.pop("tolerance_log10")
         d.pop("alpha")
+        d.update(d.pop("transit") or {})
         return d
 
 
 def check_accuracy(own_error, reference_error, reference_block_frames: int, tolerance_log10: float = 0.1,
-                   alpha: float = 0.05) -> AccuracyCheck:
+                   alpha: float = 0.05, own_transit=None, reference_transit=None) -> AccuracyCheck:
     """Is the student as accurate on its own MD as on the oracle's?
 
     ``own_error``: per-frame mean atomic force error (eV/Å, against oracle labels) on frames spread over the
@@ -500,7 +502,25 @@ def check_accuracy(own_error, reference_error, reference_block_frames: int, tole
     error of their mean comes from blocks of ``reference_block_frames``.  :func:`decide` on
     log10(own / reference), one-sided: only a student *less* accurate on its own MD is a mismatch, and one
     more accurate passes once the ratio's upper bound is inside ``tolerance_log10``.
+
+    ``own_transit`` / ``reference_transit``: per frame, the mean force error on the mobile ions in transit
+    (:mod:`analysis.transit`; NaN where none is), on the same frames.  When given, the transit comparison
+    (:func:`check_transit`) joins the check and each comparison's mismatch is decided at ``alpha / 2``
+    (Bonferroni: the check's false-alarm rate stays at most ``alpha``); a transit mismatch makes the check
+    a mismatch, a transit comparison that cannot be placed is evidence only (the frame mean decides the
+    rest).
     """
+    if own_transit is not None and reference_transit is not None:
+        half = alpha / 2.0
+        frames = check_accuracy(own_error, reference_error, reference_block_frames, tolerance_log10, half)
+        transit = check_transit(own_transit, reference_transit, reference_block_frames, tolerance_log10, half)
+        mismatches = [c for c, bad in ((frames.reason, frames.status == MISMATCH),
+                                       (transit["transit_reason"], transit["transit_status"] == MISMATCH)) if bad]
+        if mismatches:
+            return replace(frames, status=MISMATCH, reason="; ".join(mismatches), alpha=alpha, transit=transit)
+        # no mismatch at alpha / 2: the pass side is the frame mean's one-sided bound at alpha, as without transit
+        alone = check_accuracy(own_error, reference_error, reference_block_frames, tolerance_log10, alpha)
+        return replace(alone if alone.status != MISMATCH else frames, alpha=alpha, transit=transit)
     own = np.asarray(own_error, float)
     own = own[np.isfinite(own)]
     ref = np.asarray(reference_error, float)
@@ -533,3 +553,37 @@ def check_accuracy(own_error, reference_error, reference_block_frames: int, tole
                   f"+{tolerance_log10}: audit more frames")
     return AccuracyCheck(status, o, o_err, r, r_err, ratio, ratio_err, len(own), n_blocks, tolerance_log10, alpha,
                          reason)
+
+
+def check_transit(own_transit, reference_transit, reference_block_frames: int, tolerance_log10: float = 0.1,
+                  alpha: float = 0.05) -> dict:
+    """The accuracy comparison restricted to mobile ions in transit (hop barriers set Ea): per frame, the mean
+    force error on the ions in transit, NaN where none is.  Own frames count where an ion is in transit; the
+    reference's frames keep their time order and blocks of ``reference_block_frames`` average their finite
+    values (a block without one is dropped).  Evidence keys ``transit_*``; ``transit_status`` pass | mismatch |
+    inconclusive with the same rule as :func:`check_accuracy`."""
+    own = np.asarray(own_transit, float)
+    own = own[np.isfinite(own)]
+    ref = np.asarray(reference_transit, float)
+    b = max(1, reference_block_frames)
+    blocks = [np.nanmean(blk) for blk in (ref[k:k + b] for k in range(0, len(ref) - b + 1, b)) if np.isfinite(blk).any()]
+    out = {"transit_own_error_eV_A": float("nan"), "transit_reference_error_eV_A": float("nan"),
+           "transit_log10_ratio": float("nan"), "transit_log10_ratio_err": float("nan"),
+           "n_transit_frames": int(len(own)), "transit_reference_blocks": len(blocks)}
+    if len(own) < 2 or len(blocks) < 2:
+        return {**out, "transit_status": INCONCLUSIVE,
+                "transit_reason": f"{len(own)} audited frames and {len(blocks)} reference blocks with an ion in transit: "
+                                  "at least 2 of each needed"}
+    # the frame-mean rule on the ions in transit: the same one-sided decision
+    c = check_accuracy(own, np.asarray(blocks), 1, tolerance_log10, alpha)
+    out.update(transit_own_error_eV_A=c.own_error_eV_A, transit_reference_error_eV_A=c.reference_error_eV_A,
+               transit_log10_ratio=c.error_log10_ratio, transit_log10_ratio_err=c.error_log10_ratio_err)
+    reason = ""
+    if c.status == MISMATCH:
+        reason = (f"force error on its ions in transit {1000 * c.own_error_eV_A:.0f} meV/Å against "
+                  f"{1000 * c.reference_error_eV_A:.0f} on the reference's ({10 ** c.error_log10_ratio:.2f}x): its hop "
+                  "barriers are not the oracle's; label its own frames and retrain")
+    elif c.status == INCONCLUSIVE:
+        reason = (f"ions in transit: log10 force-error ratio {c.error_log10_ratio:+.2f} ± {c.error_log10_ratio_err:.2f} "
+                  f"cannot be placed inside or outside +{tolerance_log10}: audit more frames (precision.transit_labels)")
+    return {**out, "transit_status": c.status, "transit_reason": reason}

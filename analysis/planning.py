@@ -53,6 +53,10 @@ class PrecisionPlan:
     audit_labels: int = param(8, "oracle single points on frames of the student's MD at each production "
                               "temperature: the accuracy check there (a temperature that fails it is left out "
                               "of the fit); 0 = none (its runs are then uncertified)", ge=0)
+    transit_labels: int = param(4, "more oracle single points at each production temperature, on the frames with the "
+                                "most mobile ions in transit between sites (hop barriers set Ea): the accuracy "
+                                "check compares the student's error on ions in transit with its error on the "
+                                "reference's; 0 = none (ions in transit among the spread frames still count)", ge=0)
     slope_check_temperature_K: float | str | None = param(
         AUTO, "the slope check: oracle MD (md.reference_steps) at a second temperature, whose dynamics check bounds "
         "the slope of the student's error in 1/T (force audits alone do not: docs/checks.md); 'auto' = the "

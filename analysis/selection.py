@@ -60,15 +60,43 @@ def _distinct(traj: Trajectory, sane: list[int], n_max: int, min_rmsd_A: float) 
     return picked
 
 
-def audit_frames(runs, n: int) -> list[list[int]]:
+def audit_frames(runs, n: int, n_transit: int = 0, species=("Li",)) -> list[list[int]]:
     """``n`` stored frame indices spread evenly over the production parts of ``runs`` (a trajectory or its
     replicas; per replica, after its equilibration, ending at its last frame), whatever their deviation: the
     oracle labels them to measure the student's true error on its own MD
-    (:func:`analysis.checks.check_accuracy`).  One list per replica: the first ``n % replicas`` replicas get
-    one frame more; fewer when a run has fewer frames."""
+    (:func:`analysis.checks.check_accuracy`).  ``n_transit`` more: the frames with the most ions of
+    ``species`` in transit (:func:`analysis.transit.transit_mask`; hop barriers set Ea), at least a transit
+    window from every frame taken.  One sorted list per replica: the first ``n % replicas`` replicas get one
+    spread frame more (the same for ``n_transit``); fewer when a run has fewer frames."""
     runs = replicas_of(runs)
-    shares = [n // len(runs) + (1 if k < n % len(runs) else 0) for k in range(len(runs))]
-    return [_spread(traj, m) for traj, m in zip(runs, shares)]
+
+    def shares(m):
+        return [m // len(runs) + (1 if k < m % len(runs) else 0) for k in range(len(runs))]
+
+    spread = [_spread(traj, m) for traj, m in zip(runs, shares(n))]
+    if n_transit < 1:
+        return spread
+    return [sorted(f + _in_transit(traj, m, f, species)) for traj, m, f in zip(runs, shares(n_transit), spread)]
+
+
+def _in_transit(traj: Trajectory, n: int, taken: list[int], species) -> list[int]:
+    """At most ``n`` production frames with the most ions in transit (ties: the earlier), none within a
+    transit window of a frame in ``taken`` or of one another; frames without an ion in transit never."""
+    from analysis.transit import TRANSIT_WINDOW_FS, transit_mask
+
+    if n < 1:
+        return []
+    count = transit_mask(traj, species).sum(1)
+    gap = max(1, int(round(TRANSIT_WINDOW_FS / traj.dt_fs)))
+    first = min(traj.discard_frames, len(traj) - 1)
+    kept, near = [], list(taken)
+    for i in np.argsort(-count[first:], kind="stable") + first:
+        if len(kept) >= n or count[i] == 0:
+            break
+        if all(abs(int(i) - j) >= gap for j in near):
+            kept.append(int(i))
+            near.append(int(i))
+    return kept
 
 
 def _spread(traj: Trajectory, n: int) -> list[int]:
@@ -114,27 +142,28 @@ def interleave(per_run: list[list[int]], n_max: int) -> list[list[int]]:
 
 def judge_exploration(explore, reference: Trajectory, thresholds: VerdictThresholds, n_label: int,
                       min_rmsd_A: float, rdf_plot: str | None = None, reference_deviation=None,
-                      reference_error=None, audit: dict | None = None) -> ExplorationReport:
+                      reference_error=None, audit: dict | None = None, reference_transit=None) -> ExplorationReport:
     """Judge an exploration run, or its replicas as one (:func:`analysis.verdicts.judge`), against the
     reference run, and pick at most ``n_label`` frames over the replicas (:func:`interleave`).
 
     ``reference_deviation`` / ``reference_error``: the same ensemble's force deviation / mean atomic force
     error on the reference's held-out frames (derived trust levels / the accuracy check).  ``audit``:
     ``{"frames": per replica, stored frame indices already labelled by the oracle (:func:`audit_frames`),
-    "mean_error_eV_A": the ensemble's error on them, replica after replica}``; those frames are not picked
-    again.  Frames to label must keep every pair at least 80 % of the closest pair the reference run ever had.
+    "mean_error_eV_A": the ensemble's error on them, replica after replica, "transit_error_eV_A": on their ions
+    in transit}``; those frames are not picked again.  ``reference_transit``: the ensemble's error on the ions
+    in transit of the reference's held-out frames (the accuracy check's transit comparison).  Frames to label must keep every pair at least 80 % of the closest pair the reference run ever had.
     ``rdf_plot``: also draw the student's pooled RDF window and the reference's there (PNG).
     """
     from analysis.checks import pool_blocks
 
     runs = replicas_of(explore)
-    ref = reference_profile(reference, thresholds, reference_deviation, reference_error)
+    ref = reference_profile(reference, thresholds, reference_deviation, reference_error, reference_transit)
     span_fs = max(len(t) * t.dt_fs for t in runs)
     if span_fs < 0.9 * len(reference) * reference.dt_fs:
         # a run shorter than the reference (a production chunk) is compared with the reference's structure
         # over the same time since the start: like with like, whatever the start's relaxation does
         ref = replace(ref, rdf=structure_rdf(reference.until(int(np.ceil(span_fs / reference.dt_fs))), thresholds))
-    verdict = judge(runs, ref, thresholds, audit and audit["mean_error_eV_A"])
+    verdict = judge(runs, ref, thresholds, audit and audit["mean_error_eV_A"], audit and audit.get("transit_error_eV_A"))
     nearest = min(d for _, d, _ in min_distance_ratios(reference.positions, reference.cells, reference.numbers, 4.0))
     closest = 0.8 * nearest if np.isfinite(nearest) else 0.0
     levels = thresholds.trust_levels(ref.deviation)

@@ -170,6 +170,7 @@ class Reference:
     rdf: BlockRDF
     deviation: np.ndarray | None = None
     error: np.ndarray | None = None
+    transit_error: np.ndarray | None = None    # per held-out frame, on its ions in transit (NaN: none)
 
 
 def block_frames(traj: Trajectory, thresholds: VerdictThresholds) -> int:
@@ -177,10 +178,12 @@ def block_frames(traj: Trajectory, thresholds: VerdictThresholds) -> int:
 
 
 def reference_profile(traj: Trajectory, thresholds: VerdictThresholds = VerdictThresholds(),
-                      deviation=None, error=None) -> Reference:
+                      deviation=None, error=None, transit_error=None) -> Reference:
     """:class:`Reference` of a reference trajectory (RDF blocks after ``rdf_skip_frames``)."""
-    return Reference(traj, structure_rdf(traj, thresholds), None if deviation is None else np.asarray(deviation, float),
-                     None if error is None else np.asarray(error, float))
+    def array(x):
+        return None if x is None else np.asarray(x, float)
+
+    return Reference(traj, structure_rdf(traj, thresholds), array(deviation), array(error), array(transit_error))
 
 
 def structure_rdf(traj: Trajectory, thresholds: VerdictThresholds = VerdictThresholds()) -> BlockRDF:
@@ -338,7 +341,7 @@ def _broken_replica(runs: list[Trajectory], th: VerdictThresholds, ev: dict) -> 
 
 
 def judge(traj, reference: Reference | None = None,
-          thresholds: VerdictThresholds = VerdictThresholds(), audit_error=None) -> Verdict:
+          thresholds: VerdictThresholds = VerdictThresholds(), audit_error=None, audit_transit=None) -> Verdict:
     """Judge a run, or several replicas of one run (same system, temperature and protocol), as one: the
     first failing check of :data:`STATUSES` wins.
 
@@ -352,7 +355,9 @@ def judge(traj, reference: Reference | None = None,
     trust levels are known.  ``audit_error``: the student's mean atomic force error (eV/Å, against oracle
     labels) on frames spread over the runs; with the reference's (``reference.error``) it is the accuracy
     check (:func:`analysis.checks.check_accuracy`): a student significantly less accurate on its own MD is
-    ``uncertain`` whatever its deviation says.
+    ``uncertain`` whatever its deviation says.  ``audit_transit``: per audited frame, the error on its ions in
+    transit (:mod:`analysis.transit`); with the reference's (``reference.transit_error``) it joins the
+    accuracy check.
     """
     th = thresholds
     runs = checks.replicas_of(traj)
@@ -375,8 +380,11 @@ def judge(traj, reference: Reference | None = None,
         ev.update(structure.evidence())
     accuracy = None
     if audit_error is not None and reference is not None and reference.error is not None:   # evidence for any verdict
+        transit = audit_transit is not None and reference.transit_error is not None
         accuracy = checks.check_accuracy(audit_error, reference.error, block_frames(reference.traj, th),
-                                         th.accuracy_log10_tolerance, th.false_alarm_rate)
+                                         th.accuracy_log10_tolerance, th.false_alarm_rate,
+                                         audit_transit if transit else None,
+                                         reference.transit_error if transit else None)
         ev.update(accuracy.evidence())
     broken = _broken_replica(runs, th, ev)
     if broken is not None:

@@ -129,13 +129,15 @@ def ensemble_errors(ensemble: Ensemble, frames, batch_size: int = 16) -> dict:
     """Per frame: the ensemble's max atomic force deviation and, where the frame carries reference forces,
     its max and mean atomic force error (norm of the error vector; all eV/Å), for calibrating the deviation
     against the truth and comparing the accuracy on two sets of frames (the deviation is NaN for a single
-    member).
+    member).  ``transit_error_eV_A``: the mean error on the atoms a frame's ``in_transit`` array marks
+    (``analysis.transit``; NaN where it marks none), None when no frame carries the array.
 
     ``frames``: ``ase.Atoms`` (with a calculator holding forces for the error; NaN otherwise).
     """
     import numpy as np
 
-    dev, err, mean_err = [], [], []
+    dev, err, mean_err, transit = [], [], [], []
+    marked = any("in_transit" in a.arrays for a in frames)
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
         pred = ensemble.predict_atoms(chunk)
@@ -153,5 +155,8 @@ def ensemble_errors(ensemble: Ensemble, frames, batch_size: int = 16) -> dict:
                         else np.full(n, np.nan))
             err.append(float(atom_err.max()))
             mean_err.append(float(atom_err.mean()))
+            moving = np.asarray(atoms.arrays.get("in_transit", np.zeros(n)), bool)
+            transit.append(float(atom_err[moving].mean()) if moving.any() else float("nan"))
             offset += n
-    return {"deviation_eV_A": dev, "max_error_eV_A": err, "mean_error_eV_A": mean_err}
+    return {"deviation_eV_A": dev, "max_error_eV_A": err, "mean_error_eV_A": mean_err,
+            "transit_error_eV_A": transit if marked else None}

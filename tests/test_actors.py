@@ -234,3 +234,27 @@ def test_library_calls_leave_the_global_torch_rng_alone():
     torch.manual_seed(123)
     build_model("schnet", [3, 16], seed=7, hidden_channels=8, num_filters=8, num_interactions=1)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_labels_carry_ions_in_transit_and_the_errors_on_them_reach_the_judge(lj_runs):
+    """The audit's transit frames are labelled with their ``in_transit`` atoms (from the run they came from), the
+    ensemble's error on those atoms is reported per frame, and the same on the reference's held-out block."""
+    from analysis.transit import transit_mask
+    from md.trajectory import load_trajectory
+    from models import read_frames
+
+    d, cfg, run = lj_runs["dir"], lj_runs["cfg"], lj_runs["run"]
+    judge, worker = roles.StabilityJudge(), roles.ReferenceWorker(cfg.oracle)
+    th = replace(cfg.stability, mobile_species=("Li",))
+    frames = judge.handle(rq.AuditFrames([run.trajectory], 4, 2, ("Li",))).frames
+    assert len(frames[0]) >= 4
+    lab = worker.handle(rq.Label([run.trajectory], frames, 375.0, str(d / "store"),
+                                 shard_name("same", "Li-audit", 1), "same/Li/audit", ("Li",)))
+    labelled = read_frames(lab.shard)
+    moving = transit_mask(load_trajectory(run.trajectory))
+    assert [a.arrays["in_transit"].tolist() for a in labelled] == [moving[i].tolist() for i in frames[0]]
+    errors = judge.handle(rq.ForceErrors(lj_runs["members"], lab.shard, 0.05, None))
+    assert errors.transit_error_eV_A is not None and len(errors.transit_error_eV_A) == len(labelled)
+    assert all(np.isnan(e) == (not m.any()) for e, m in zip(errors.transit_error_eV_A, (moving[i] for i in frames[0])))
+    ref = judge.handle(rq.ReferenceErrors(lj_runs["members"], lj_runs["ref"].trajectory, th))
+    assert ref.transit_error_eV_A is not None and len(ref.transit_error_eV_A) == len(ref.mean_error_eV_A)

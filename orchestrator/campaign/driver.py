@@ -522,11 +522,12 @@ class Campaign:
         raise AssertionError("not reached: the last round always returns above")
 
     def _audit(self, gkey: str, r: int, members: list[str], explored: Runs, ref: ReferenceRun,
-               errors: steps.Errors, n: int | None = None, temperature_K: float | None = None) -> steps.Audit:
+               errors: steps.Errors, n: int | None = None, temperature_K: float | None = None,
+               n_transit: int = 0) -> steps.Audit:
         """Oracle labels of ``n`` (default ``active_learning.audit_labels``) frames spread over the replicas of
-        ``explored`` (shard ``<gkey>-audit`` r<r>: they train later rounds) and the ensemble's errors and
-        calibration there."""
-        frames = self.roles.call(steps.audit_frames(self.ctx, explored, n)).frames
+        ``explored`` and ``n_transit`` with the most ions in transit (shard ``<gkey>-audit`` r<r>: they train
+        later rounds), and the ensemble's errors and calibration there."""
+        frames = self.roles.call(steps.audit_frames(self.ctx, explored, n, n_transit)).frames
         lab = self.roles.call(steps.label(self.ctx, f"{gkey}-audit", r, explored, frames, ref, temperature_K))
         found = (self.roles.call(steps.force_errors(self.ctx, members, lab.shard, errors.calibration))
                  if lab.shard else None)
@@ -658,8 +659,8 @@ class Campaign:
         reference (breakage, accuracy and deviation only: another temperature)."""
         n, errors = self.spec.precision.audit_labels, usable.errors
         can_label = ref.metadata.get("can_label", True)
-        audit = (self._audit(f"{gkey}-{t:g}K", r, usable.members, done, ref, errors, n, t)
-                 if n and errors and can_label else None)
+        audit = (self._audit(f"{gkey}-{t:g}K", r, usable.members, done, ref, errors, n, t,
+                             self.spec.precision.transit_labels) if n and errors and can_label else None)
         against = slope if slope is not None else ref
         report = self.roles.call(steps.certify_judge(self.ctx, done, against.trajectory, errors, audit))
         return steps.Certified(t, report, audit)
@@ -693,5 +694,6 @@ def _numbers(evidence: dict) -> dict:
     keep = ("rdf_mae", "rdf_noise_floor", "rdf_critical", "rdf_status", "student_D_cm2_s", "reference_D_cm2_s",
             "log10_ratio", "log10_ratio_err", "dynamics_status", "accurate_fraction", "selected_fraction",
             "failed_fraction", "trust_lo_eV_A", "trust_hi_eV_A", "min_distance_ratio", "framework_drift_A",
-            "own_error_eV_A", "reference_error_eV_A", "error_log10_ratio", "error_log10_ratio_err", "accuracy_status")
+            "own_error_eV_A", "reference_error_eV_A", "error_log10_ratio", "error_log10_ratio_err", "accuracy_status",
+            "transit_own_error_eV_A", "transit_reference_error_eV_A", "transit_log10_ratio", "transit_status")
     return {k: evidence[k] for k in keep if k in evidence}

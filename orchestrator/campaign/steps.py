@@ -228,9 +228,11 @@ def reference_errors(ctx: Context, members: list[str], ref: ReferenceRun) -> rq.
     return rq.ReferenceErrors(members, ref.trajectory, ctx.spec.stability)
 
 
-def audit_frames(ctx: Context, explored: Runs, n: int | None = None) -> rq.AuditFrames:
-    """``n`` frames (default ``active_learning.audit_labels``) spread over the replicas of ``explored``."""
-    return rq.AuditFrames(explored.trajectories, ctx.spec.active_learning.audit_labels if n is None else n)
+def audit_frames(ctx: Context, explored: Runs, n: int | None = None, n_transit: int = 0) -> rq.AuditFrames:
+    """``n`` frames (default ``active_learning.audit_labels``) spread over the replicas of ``explored``, and
+    ``n_transit`` with the most mobile ions in transit."""
+    return rq.AuditFrames(explored.trajectories, ctx.spec.active_learning.audit_labels if n is None else n,
+                          n_transit, tuple(ctx.spec.stability.mobile_species))
 
 
 def judge(ctx: Context, gkey: str, r: int, explored: Runs, ref: ReferenceRun, errors: Errors | None,
@@ -247,7 +249,7 @@ def label(ctx: Context, gkey: str, n: int, explored: Runs, frames: list[list[int
     temperature (default the reference's) is recorded with them."""
     t = ctx.spec.reference_temperature(ref) if temperature_K is None else temperature_K
     return rq.Label(explored.trajectories, frames, t, str(ctx.store),
-                    ctx.shard(gkey, n), f"{ctx.name}/{gkey}/r{n}")
+                    ctx.shard(gkey, n), f"{ctx.name}/{gkey}/r{n}", tuple(ctx.spec.stability.mobile_species))
 
 
 def force_errors(ctx: Context, members: list[str], shard: str, reference_calibration: dict | None) -> rq.ForceErrors:
@@ -299,11 +301,11 @@ def certify_judge(ctx: Context, runs: Runs, reference: str, errors: Errors | Non
     ``reference`` (structure and dynamics only when at its temperature), with the ensemble's errors on the
     reference and the audit; the RDF plot drawn to ``rdf_plot`` when given."""
     al = ctx.spec.active_learning
-    audited = ({"frames": audit.frames, "mean_error_eV_A": audit.errors.mean_error_eV_A}
-               if audit and audit.errors else None)
+    audited = ({"frames": audit.frames, "mean_error_eV_A": audit.errors.mean_error_eV_A,
+                "transit_error_eV_A": audit.errors.transit_error_eV_A} if audit and audit.errors else None)
     return rq.Judge(runs.trajectories, reference, ctx.spec.stability, al.labels_per_round, al.min_frame_distance_A,
                     rdf_plot, errors.deviation_eV_A if errors else None, errors.mean_error_eV_A if errors else None,
-                    audited)
+                    audited, errors.transit_error_eV_A if errors else None)
 
 
 def transport(ctx: Context, gkey: str, trajectories: list[str], checks: list[ModelCheck]) -> rq.TransportRequest:
