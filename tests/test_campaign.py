@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -238,6 +239,34 @@ def test_ranked_results_and_table(tmp_path):
     table = format_table(rows)
     assert "0.70 ± 0.10" in table and "no_structure" in table
     assert results_csv(led).splitlines()[1].startswith("1,B,")
+    # how sure each place is: B (5 mS/cm ± 0.1 log10) beats 1 mS/cm surely, A (0.1) does not; with k = 1,
+    # P(B first) = Phi(1.7 / sqrt(0.1^2 + 0.2^2)) ~ 1; unranked rows get none
+    assert rows[0]["p_above_threshold"] == 1.0 and rows[1]["p_above_threshold"] == 0.0
+    assert (rows[0]["p_top_k"], rows[1]["p_top_k"]) == (1.0, 1.0)      # 2 candidates, top 3: both
+    one = ranked(led, threshold_mS_cm=5.0, top_k=1)
+    assert one[0]["p_above_threshold"] == pytest.approx(0.5, abs=0.01) and one[0]["p_top_k"] == 1.0
+    assert one[2]["p_top_k"] is None and one[2]["p_above_threshold"] is None
+    assert "P(σ300K>5 mS/cm)" in format_table(one) and "P(top 1)" in format_table(one)
+
+
+def test_rank_probabilities_match_the_exact_answer():
+    """P(top 1) of two normal candidates is Phi(dv / sqrt(e1^2 + e2^2)); the places of k among n sum to k;
+    P(above) is the normal tail; bad input is refused."""
+    from scipy.stats import norm
+
+    from analysis.ranking import p_above, p_top_k
+    from common import InputError
+
+    top = p_top_k([0.5, 0.2], [0.2, 0.3], 1)
+    assert top[0] == pytest.approx(norm.cdf(0.3 / math.hypot(0.2, 0.3)), abs=0.01) and top.sum() == pytest.approx(1)
+    five = p_top_k([1.0, 0.9, 0.5, 0.4, -1.0], [0.3, 0.5, 0.1, 0.4, 0.2], 3)
+    assert five.sum() == pytest.approx(3.0) and five[-1] < 0.01 and (five == p_top_k([1.0, 0.9, 0.5, 0.4, -1.0],
+                                                                                    [0.3, 0.5, 0.1, 0.4, 0.2], 3)).all()
+    assert p_above(0.2, 0.3, 0.0) == pytest.approx(norm.sf(0.0, 0.2, 0.3)) and p_above(1.0, 0.0, 0.0) == 1.0
+    with pytest.raises(InputError, match="non-negative"):
+        p_top_k([0.1, float("nan")], [0.1, 0.1], 1)
+    with pytest.raises(InputError, match="at least 1"):
+        p_top_k([0.1, 0.2], [0.1, 0.1], 0)
 
 
 # --- tracker (real MLflow, sqlite in tmp_path) ----------------------------------------------------
@@ -269,6 +298,10 @@ def test_tracker_is_idempotent_and_nests_runs(tmp_path):
     assert training.data.tags["mlflow.parentRunId"] == cand and training.info.run_name == "Li2S r0"  # nested
     assert run.data.metrics["sigma_mS_cm_800K"] == 20.0 and run.data.metrics["D_cm2_s_600K_err"] == 1e-7
     assert run.data.metrics["log10_sigma_300K_mS_cm"] == 0.4 and "mS/cm" in run.data.tags["mlflow.note.content"]
+    tr2.finish_campaign("t:1", None, {"done": 1}, ranks=[{"candidate": "Li2S__x", "rank": 1, "p_above_threshold": 0.9,
+                                                          "p_top_k": 1.0}, {"candidate": "gone", "rank": None}])
+    placed = tr2.client.get_run(cand).data.metrics       # each candidate's run says how sure its place is
+    assert (placed["rank"], placed["p_above_threshold"], placed["p_top_k"]) == (1.0, 0.9, 1.0)
     assert run.data.tags["verdict"] == "reliable"
     assert run.data.params["MP_API_KEY"] == "***"  # never log secrets
     hist = tr2.client.get_metric_history(cand, "conductivity_mS_cm")

@@ -235,7 +235,9 @@ class Campaign:
         csv_path = self.write_results_csv()
         summary = self.ledger.summary()
         table = self.write_results_table()
-        self._track(lambda t: t.finish_campaign.remote(self.key, csv_path, summary, [], [table]))
+        ranks = [{k: r[k] for k in ("candidate", "rank", "p_above_threshold", "p_top_k")}
+                 for r in ranked(self.ledger, **self.spec.candidates.ranking())]
+        self._track(lambda t: t.finish_campaign.remote(self.key, csv_path, summary, [], [table], ranks))
         self._notify()
         return summary
 
@@ -668,13 +670,13 @@ class Campaign:
     # --- results --------------------------------------------------------------------------------
     def write_results_csv(self) -> str:
         path = self.root / "results.csv"
-        atomic_write_text(path, results_csv(self.ledger, self.spec.candidates.rank_by))
+        atomic_write_text(path, results_csv(self.ledger, **self.spec.candidates.ranking()))
         return str(path)
 
     def write_results_table(self) -> str:
         """``results.md``: the ranked table with units in its headers (an artifact of the campaign's run)."""
         path = self.root / "results.md"
-        atomic_write_text(path, results_markdown(ranked(self.ledger, self.spec.candidates.rank_by)))
+        atomic_write_text(path, results_markdown(ranked(self.ledger, **self.spec.candidates.ranking())))
         return str(path)
 
 

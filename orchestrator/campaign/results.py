@@ -17,7 +17,8 @@ from orchestrator.campaign.state import Ledger
 
 
 RESULT_COLUMNS = ["rank", "candidate", "formula", "prototype", "reason", "verdict", "rounds",
-                  "log10_sigma_300K", "log10_sigma_300K_err_total", "log10_sigma_300K_err_stat",
+                  "log10_sigma_300K", "log10_sigma_300K_err_total", "p_above_threshold", "threshold_mS_cm", "p_top_k",
+                  "top_k", "log10_sigma_300K_err_stat",
                   "log10_sigma_300K_err_lack_of_fit", "log10_sigma_300K_err_model", "model_bound", "non_arrhenius",
                   "target_log10_err", "stopped_by", "certified_K", "left_out_K", "slope_check_K",
                   "repaired_K", "student_ps_by_T", "log10_sigma_300K_err", "activation_energy_eV", "activation_energy_eV_err",
@@ -39,8 +40,10 @@ def known_sigma(values: list[dict]) -> tuple[float | None, str]:
     return (value, source) if value is not None else known_log10_sigma(values)
 
 
-def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> list[dict]:
-    """Candidates as result rows: converged ones ranked by ``rank_by`` (Ea: lower is better), then the rest."""
+def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: float = 1.0, top_k: int = 3) -> list[dict]:
+    """Candidates as result rows: converged ones ranked by ``rank_by`` (Ea: lower is better), then the rest.
+    Each ranked row with log10 sigma(300 K) and its total error gets ``p_above_threshold`` (P(sigma(300 K) >
+    ``threshold_mS_cm``)) and ``p_top_k`` (P(among the ``top_k`` highest of them); ``analysis.ranking``)."""
     rows = []
     for c in ledger.candidates():
         res = c["results"] or {}
@@ -85,11 +88,28 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> list[dict]:
     rows.sort(key=score)
     for i, row in enumerate(rows, 1):
         row["rank"] = i if row["reason"] == V.CONVERGED and score(row)[0] == 0 else None
+    _sureness(rows, threshold_mS_cm, top_k)
     return rows
 
 
-def results_csv(ledger: Ledger, rank_by: str = "log10_sigma_300K") -> str:
-    return csv_text(ranked(ledger, rank_by), RESULT_COLUMNS)
+def _sureness(rows: list[dict], threshold_mS_cm: float, top_k: int) -> None:
+    """``p_above_threshold`` and ``p_top_k`` of the ranked rows with a value and a total error (None otherwise)."""
+    from analysis.ranking import p_above, p_top_k
+
+    sure = [r for r in rows if r["rank"] is not None and r.get("log10_sigma_300K") is not None
+            and _total(r) is not None and math.isfinite(r["log10_sigma_300K"]) and math.isfinite(_total(r))]
+    for r in rows:
+        r.update(p_above_threshold=None, p_top_k=None, threshold_mS_cm=threshold_mS_cm, top_k=top_k)
+    if not sure:
+        return
+    tops = p_top_k([r["log10_sigma_300K"] for r in sure], [_total(r) for r in sure], top_k)
+    for r, top in zip(sure, tops):
+        r["p_above_threshold"] = round(p_above(r["log10_sigma_300K"], _total(r), math.log10(threshold_mS_cm)), 3)
+        r["p_top_k"] = round(float(top), 3)
+
+
+def results_csv(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: float = 1.0, top_k: int = 3) -> str:
+    return csv_text(ranked(ledger, rank_by, threshold_mS_cm, top_k), RESULT_COLUMNS)
 
 
 def _pm(v, e, fmt="{:.2f}"):
@@ -123,15 +143,28 @@ def _evidence(r: dict) -> tuple[str, str, str]:
     return rdf, dyn, acc
 
 
+def _p(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _sure_heads(rows: list[dict]) -> tuple[str, str]:
+    """The probability columns' headers, naming the threshold and k."""
+    t = rows[0].get("threshold_mS_cm", 1.0) if rows else 1.0
+    k = rows[0].get("top_k", 3) if rows else 3
+    return f"P(σ300K>{t:g} mS/cm)", f"P(top {k})"
+
+
 def format_table(rows: list[dict]) -> str:
     """The ranked table for the console, with each candidate's evidence and known values."""
-    head = ["rank", "candidate", "reason", "rounds", "log10 σ300K (mS/cm)", "stat/fit/model", "known", "Ea (eV)",
-            "RDF MAE / noise", "log10 D/D_ref", "F err own/ref (meV/Å)", "sim ps"]
+    t, k = _sure_heads(rows)
+    head = ["rank", "candidate", "reason", "rounds", "log10 σ300K (mS/cm)", "stat/fit/model", t, k, "known",
+            "Ea (eV)", "RDF MAE / noise", "log10 D/D_ref", "F err own/ref (meV/Å)", "sim ps"]
     body = []
     for r in rows:
         rdf, dyn, acc = _evidence(r)
         body.append([str(r["rank"] or "-"), r["candidate"], r["reason"] or r["stage"], str(r["rounds"]),
-                     _pm(r["log10_sigma_300K"], _total(r)), _parts(r),
+                     _pm(r["log10_sigma_300K"], _total(r)), _parts(r), _p(r.get("p_above_threshold")),
+                     _p(r.get("p_top_k")),
                      "-" if r.get("known_log10_sigma_300K") is None else f"{r['known_log10_sigma_300K']:.2f}",
                      _pm(r["activation_energy_eV"], r["activation_energy_eV_err"], "{:.3f}"), rdf, dyn, acc,
                      f"{r['simulated_ns'] * 1000:.1f}"])
@@ -158,8 +191,9 @@ def results_markdown(rows: list[dict]) -> str:
     def num(v, fmt):
         return "" if v is None else format(v, fmt)
 
+    t, k = _sure_heads(rows)
     head = ["rank", "candidate", "formula", "reason", "verdict", "rounds", "log10 σ(300 K) [log10 mS/cm]",
-            "± total [log10 mS/cm]", "stat / lack of fit / model", "target", "certified [K]",
+            "± total [log10 mS/cm]", "stat / lack of fit / model", t, k, "target", "certified [K]",
             "known log10 σ(300 K) [log10 mS/cm]", "Ea [eV]", "± [eV]", "too short [K]",
             "RDF MAE / noise floor (check)", "log10 D/D_ref at T_ref (check)",
             "force error own MD / reference [meV/Å] (check)", "simulated [ps]", "detail"]
@@ -170,6 +204,7 @@ def results_markdown(rows: list[dict]) -> str:
             f"{r['known_log10_sigma_300K']:.2f} ({r['known_source']})"
         cells = [str(r["rank"] or ""), r["candidate"], r["formula"], r["reason"] or r["stage"], r["verdict"],
                  str(r["rounds"]), num(r["log10_sigma_300K"], ".2f"), num(_total(r), ".2f"), _parts(r),
+                 num(r.get("p_above_threshold"), ".2f"), num(r.get("p_top_k"), ".2f"),
                  "" if not r.get("stopped_by") else f"±{r['target_log10_err']:g}: {r['stopped_by']}",
                  r.get("certified_K", ""), known,
                  num(r["activation_energy_eV"], ".3f"), num(r["activation_energy_eV_err"], ".3f"),

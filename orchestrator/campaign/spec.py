@@ -44,6 +44,14 @@ class CandidatesSpec(CandidateConfig):
     """``reference.candidates.CandidateConfig`` and how the results table ranks them."""
     rank_by: str = param("log10_sigma_300K", "metric that ranks converged candidates (higher is better; Ea: lower)",
                          choices=RANK_KEYS)
+    threshold_mS_cm: float = param(1.0, "the table gives each ranked candidate's probability that sigma(300 K) "
+                                   "exceeds this (its log10 value normal with the total error)", unit="mS/cm", gt=0)
+    top_k: int = param(3, "the table gives each ranked candidate's probability of being among the k highest "
+                       "log10 sigma(300 K)", gt=0)
+
+    def ranking(self) -> dict:
+        """The keyword arguments of ``orchestrator.campaign.results.ranked``."""
+        return {"rank_by": self.rank_by, "threshold_mS_cm": self.threshold_mS_cm, "top_k": self.top_k}
 
 
 @dataclass(frozen=True)

@@ -269,10 +269,17 @@ class Tracker:
 
     # --- the parent run at the end ----------------------------------------------------------------
     def finish_campaign(self, key: str, results_csv: str | None, summary: dict, plots: list[str] = (),
-                        tables: list[str] = ()) -> None:
-        """Summary counts, ``results/results.csv`` and the results tables (units in their headers)."""
+                        tables: list[str] = (), ranks: list[dict] = ()) -> None:
+        """Summary counts, ``results/results.csv`` and the results tables (units in their headers); each ranked
+        candidate's run gets its place: metrics ``rank``, ``p_above_threshold``, ``p_top_k`` (``ranks``: the
+        result rows, ``orchestrator.campaign.results.ranked``)."""
         run_id = self.run_id(key, "campaign", key)
         self._metrics(run_id, [(f"candidates_{k}", v, 0) for k, v in summary.items() if _metric_ok(v)])
+        for row in ranks:
+            found = self.find_run(f"{key}/{row['candidate']}")
+            if found is not None and row.get("rank") is not None:
+                self._metrics(found.info.run_id, [(m, row[m], 0) for m in ("rank", "p_above_threshold", "p_top_k")
+                                                  if _metric_ok(row.get(m))])
         for f in [results_csv, *tables]:
             if f and Path(f).exists():
                 self.client.log_artifact(run_id, f, "results")

@@ -128,7 +128,7 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
             ray.shutdown()
     if campaign.rescreened:
         print(f"re-screened (training data in the store changed): {', '.join(campaign.rescreened)}", file=out)
-    rows = ranked(campaign.ledger, spec.candidates.rank_by)
+    rows = ranked(campaign.ledger, **spec.candidates.ranking())
     print(format_table(rows), file=out)
     skipped = f"; {summary['skipped_known']} known compositions skipped (include_known: false)" \
         if summary.get("skipped_known") else ""
@@ -205,7 +205,8 @@ def _results(args) -> int:
 
     ledger, _ = _ledger(args)
     spec = ledger.get_meta("spec") or {}
-    rows = ranked(ledger, spec.get("candidates", {}).get("rank_by") or CandidatesSpec().rank_by)
+    known = {k: v for k, v in (spec.get("candidates") or {}).items() if k in ("rank_by", "threshold_mS_cm", "top_k")}
+    rows = ranked(ledger, **{**CandidatesSpec().ranking(), **known})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
