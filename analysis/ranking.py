@@ -14,6 +14,9 @@ import numpy as np
 
 from common.errors import InputError
 
+THRESHOLD_MS_CM = 1.0     # default threshold of P(sigma(300 K) > threshold), mS/cm
+TOP_K = 3                 # default k of P(among the top k)
+
 
 def p_above(value: float, error: float, threshold_log10: float) -> float:
     """P(log10 sigma > ``threshold_log10``) for a normal value; a zero error gives 0 or 1."""

@@ -151,7 +151,8 @@ def judge_exploration(explore, reference: Trajectory, thresholds: VerdictThresho
     ``{"frames": per replica, stored frame indices already labelled by the oracle (:func:`audit_frames`),
     "mean_error_eV_A": the ensemble's error on them, replica after replica, "transit_error_eV_A": on their ions
     in transit}``; those frames are not picked again.  ``reference_transit``: the ensemble's error on the ions
-    in transit of the reference's held-out frames (the accuracy check's transit comparison).  Frames to label must keep every pair at least 80 % of the closest pair the reference run ever had.
+    in transit of the reference's held-out frames (the accuracy check's transit comparison).  Frames to label
+    must keep every pair at least 80 % of the closest pair the reference run ever had.
     ``rdf_plot``: also draw the student's pooled RDF window and the reference's there (PNG).
     """
     from analysis.checks import pool_blocks

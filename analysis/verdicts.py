@@ -380,11 +380,9 @@ def judge(traj, reference: Reference | None = None,
         ev.update(structure.evidence())
     accuracy = None
     if audit_error is not None and reference is not None and reference.error is not None:   # evidence for any verdict
-        transit = audit_transit is not None and reference.transit_error is not None
         accuracy = checks.check_accuracy(audit_error, reference.error, block_frames(reference.traj, th),
-                                         th.accuracy_log10_tolerance, th.false_alarm_rate,
-                                         audit_transit if transit else None,
-                                         reference.transit_error if transit else None)
+                                         th.accuracy_log10_tolerance, th.false_alarm_rate, audit_transit,
+                                         reference.transit_error)
         ev.update(accuracy.evidence())
     broken = _broken_replica(runs, th, ev)
     if broken is not None:

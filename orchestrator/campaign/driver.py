@@ -56,7 +56,7 @@ from common import vocabulary as V
 from common.errors import InputError
 from actors.requests import Runs
 from orchestrator.campaign import steps
-from orchestrator.campaign.results import ranked, results_csv, results_markdown
+from orchestrator.campaign.results import ranked, results_markdown, rows_csv
 from orchestrator.campaign.runner import Roles, StepRunner
 from orchestrator.campaign.spec import USER_REFERENCE, Spec, store_root
 from orchestrator.campaign.state import Ledger, ledger_path
@@ -232,11 +232,11 @@ class Campaign:
         self._notify()
         with ThreadPoolExecutor(max_workers=self.spec.resources.queue_size) as pool:
             list(pool.map(self._candidate_safe, rows))
-        csv_path = self.write_results_csv()
+        rows = ranked(self.ledger, **self.spec.candidates.ranking())
+        csv_path = self.write_results_csv(rows)
         summary = self.ledger.summary()
-        table = self.write_results_table()
-        ranks = [{k: r[k] for k in ("candidate", "rank", "p_above_threshold", "p_top_k")}
-                 for r in ranked(self.ledger, **self.spec.candidates.ranking())]
+        table = self.write_results_table(rows)
+        ranks = [{k: r[k] for k in ("candidate", "rank", "p_above_threshold", "p_top_k")} for r in rows]
         self._track(lambda t: t.finish_campaign.remote(self.key, csv_path, summary, [], [table], ranks))
         self._notify()
         return summary
@@ -668,15 +668,16 @@ class Campaign:
         return steps.Certified(t, report, audit)
 
     # --- results --------------------------------------------------------------------------------
-    def write_results_csv(self) -> str:
+    def write_results_csv(self, rows: list[dict]) -> str:
+        """``results.csv`` of the ranked rows (``orchestrator.campaign.results.ranked``)."""
         path = self.root / "results.csv"
-        atomic_write_text(path, results_csv(self.ledger, **self.spec.candidates.ranking()))
+        atomic_write_text(path, rows_csv(rows))
         return str(path)
 
-    def write_results_table(self) -> str:
+    def write_results_table(self, rows: list[dict]) -> str:
         """``results.md``: the ranked table with units in its headers (an artifact of the campaign's run)."""
         path = self.root / "results.md"
-        atomic_write_text(path, results_markdown(ranked(self.ledger, **self.spec.candidates.ranking())))
+        atomic_write_text(path, results_markdown(rows))
         return str(path)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from analysis.ranking import THRESHOLD_MS_CM, TOP_K
 from common import vocabulary as V
 from common.tables import console, csv_text, markdown
 
@@ -40,7 +41,8 @@ def known_sigma(values: list[dict]) -> tuple[float | None, str]:
     return (value, source) if value is not None else known_log10_sigma(values)
 
 
-def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: float = 1.0, top_k: int = 3) -> list[dict]:
+def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: float = THRESHOLD_MS_CM,
+           top_k: int = TOP_K) -> list[dict]:
     """Candidates as result rows: converged ones ranked by ``rank_by`` (Ea: lower is better), then the rest.
     Each ranked row with log10 sigma(300 K) and its total error gets ``p_above_threshold`` (P(sigma(300 K) >
     ``threshold_mS_cm``)) and ``p_top_k`` (P(among the ``top_k`` highest of them); ``analysis.ranking``)."""
@@ -108,8 +110,14 @@ def _sureness(rows: list[dict], threshold_mS_cm: float, top_k: int) -> None:
         r["p_top_k"] = round(float(top), 3)
 
 
-def results_csv(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: float = 1.0, top_k: int = 3) -> str:
-    return csv_text(ranked(ledger, rank_by, threshold_mS_cm, top_k), RESULT_COLUMNS)
+def results_csv(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: float = THRESHOLD_MS_CM,
+                top_k: int = TOP_K) -> str:
+    return rows_csv(ranked(ledger, rank_by, threshold_mS_cm, top_k))
+
+
+def rows_csv(rows: list[dict]) -> str:
+    """``results.csv`` of :func:`ranked` rows."""
+    return csv_text(rows, RESULT_COLUMNS)
 
 
 def _pm(v, e, fmt="{:.2f}"):
@@ -149,8 +157,8 @@ def _p(v) -> str:
 
 def _sure_heads(rows: list[dict]) -> tuple[str, str]:
     """The probability columns' headers, naming the threshold and k."""
-    t = rows[0].get("threshold_mS_cm", 1.0) if rows else 1.0
-    k = rows[0].get("top_k", 3) if rows else 3
+    t = rows[0].get("threshold_mS_cm", THRESHOLD_MS_CM) if rows else THRESHOLD_MS_CM
+    k = rows[0].get("top_k", TOP_K) if rows else TOP_K
     return f"P(σ300K>{t:g} mS/cm)", f"P(top {k})"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.planning import PrecisionPlan, planned_temperatures
+from analysis.ranking import THRESHOLD_MS_CM, TOP_K
 from analysis.verdicts import VerdictThresholds
 from common.config import (check_fields, coerce, construct, default_of, from_mapping, hints, param, show, spec_fields,
                            suggest)
@@ -44,9 +45,9 @@ class CandidatesSpec(CandidateConfig):
     """``reference.candidates.CandidateConfig`` and how the results table ranks them."""
     rank_by: str = param("log10_sigma_300K", "metric that ranks converged candidates (higher is better; Ea: lower)",
                          choices=RANK_KEYS)
-    threshold_mS_cm: float = param(1.0, "the table gives each ranked candidate's probability that sigma(300 K) "
+    threshold_mS_cm: float = param(THRESHOLD_MS_CM, "the table gives each ranked candidate's probability that sigma(300 K) "
                                    "exceeds this (its log10 value normal with the total error)", unit="mS/cm", gt=0)
-    top_k: int = param(3, "the table gives each ranked candidate's probability of being among the k highest "
+    top_k: int = param(TOP_K, "the table gives each ranked candidate's probability of being among the k highest "
                        "log10 sigma(300 K)", gt=0)
 
     def ranking(self) -> dict:
