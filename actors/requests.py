@@ -171,6 +171,20 @@ class Label(Request):
 
 
 @dataclass(frozen=True)
+class SeedLabels(Request):
+    """Oracle labels of a structure and ``n - 1`` rattled copies (``reference.seeding.seed_frames``) as one
+    store shard: a tier-1 candidate's first labels."""
+    structure: str
+    n: int
+    rattle_A: float
+    seed: int
+    store: str
+    shard: str
+    run_id: str
+    result: ClassVar[type] = LabelResult
+
+
+@dataclass(frozen=True)
 class RunMD(Request):
     """Student MD: every temperature (K) x ``replicas`` as one batch, written under ``out_dir``."""
     members: list[str]
@@ -202,6 +216,7 @@ class Judge(Request):
     reference_error: list[float] | None = None
     audit: dict | None = None
     reference_transit: list[float] | None = None
+    same_material: bool = True        # False: the reference is another material's (tier 1): no structure/dynamics
     result: ClassVar[type] = ExplorationReport
 
 
@@ -255,6 +270,7 @@ class TransportRequest(Request):
     min_msd_A2: float = 10.0
     checks: list = field(default_factory=list)    # analysis.planning.ModelCheck dicts: the budget's model term
     alpha: float = 0.05                           # the curvature test's false-alarm rate
+    model_prior: float | None = None              # a tier-1 candidate's model term (log10; no oracle dynamics)
     result: ClassVar[type] = Transport
 
 
@@ -274,6 +290,7 @@ class PlanChunk(Request):
     discard_ps: float
     min_msd_A2: float
     checks: list = field(default_factory=list)    # analysis.planning.ModelCheck dicts
+    model_prior: float | None = None              # a tier-1 candidate's model term (log10; no oracle dynamics)
     result: ClassVar[type] = Chunk
 
 

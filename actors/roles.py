@@ -101,6 +101,15 @@ class ReferenceWorker(_Role):
                                 oracle=self.oracle, labels_oracle=req.labels_oracle, run_id=req.run_id,
                                 holdout_fraction=req.holdout_fraction)
 
+    def seed_labels(self, req: rq.SeedLabels) -> LabelResult:
+        from reference.oracles import label_into_store
+        from reference.seeding import seed_frames
+        from reference.store import LabelStore
+        from reference.structures import structure_atoms
+
+        frames = seed_frames(structure_atoms(req.structure), req.n, req.rattle_A, req.seed)
+        return label_into_store(self.oracle, frames, LabelStore(req.store), req.shard, "seed", None, req.run_id)
+
     def label(self, req: rq.Label) -> LabelResult:
         """Replica after replica, one shard."""
         from md.trajectory import read_atoms
@@ -155,7 +164,8 @@ class StabilityJudge(_Role):
 
         return judge_exploration([load_trajectory(p) for p in _paths(req.explore)], load_trajectory(req.reference),
                                  req.thresholds, req.n_label, req.min_rmsd_A, req.rdf_plot,
-                                 req.reference_deviation, req.reference_error, req.audit, req.reference_transit)
+                                 req.reference_deviation, req.reference_error, req.audit, req.reference_transit,
+                                 req.same_material)
 
     def audit_frames(self, req: rq.AuditFrames) -> rq.Frames:
         from analysis.selection import audit_frames
@@ -214,7 +224,7 @@ class StabilityJudge(_Role):
 
         result = transport([load_trajectory(p) for p in _paths(req.trajectories)], req.species, req.min_msd_A2)
         record = result.to_dict()
-        budget = error_budget(record, [ModelCheck(**c) for c in req.checks], req.alpha)
+        budget = error_budget(record, [ModelCheck(**c) for c in req.checks], req.alpha, req.model_prior)
         if budget is not None:
             record.update(budget.to_dict())
         return rq.Transport(record, plot_transport(result, req.plot_dir) if req.plot_dir else [])
@@ -226,7 +236,7 @@ class StabilityJudge(_Role):
         runs = {float(t): [load_trajectory(p) for p in _paths(paths)] for t, paths in req.runs}
         return plan_from_runs(runs, {float(t): float(p) for t, p in req.ps}, req.failed, req.plan, req.chunk_ps,
                               req.replicas, req.spent_ps, req.species, req.discard_ps, req.min_msd_A2,
-                              [ModelCheck(**c) for c in req.checks])
+                              [ModelCheck(**c) for c in req.checks], req.model_prior)
 
 
 class Trainer(_Role):
@@ -260,6 +270,7 @@ ROUTES = {rq.GenerateCandidates: (CandidateGenerator, CandidateGenerator.generat
           rq.ReferenceMD: (ReferenceWorker, ReferenceWorker.reference_md),
           rq.ImportReference: (ReferenceWorker, ReferenceWorker.import_reference),
           rq.Label: (ReferenceWorker, ReferenceWorker.label),
+          rq.SeedLabels: (ReferenceWorker, ReferenceWorker.seed_labels),
           rq.RunMD: (MDWorker, MDWorker.run),
           rq.Judge: (StabilityJudge, StabilityJudge.judge),
           rq.JudgeRuns: (StabilityJudge, StabilityJudge.judge_runs),

@@ -190,7 +190,7 @@ def next_chunk(points: list[PointState], plan: PrecisionPlan, chunk_ps: float, r
     (intercept, slope of ln D in 1/T) of the current fit, for the D of temperatures without a measurement.
     Stops when the total error is at most ``plan.target_log10_err`` (never while ``bounded`` is False: the
     model term is unknown, or its slope unchecked), when the budget has no room for another chunk, when the
-    model term alone (its floor when known) reaches the target, or when the rest of the budget spent at the best
+    model term alone (its floor when known) reaches the target once every temperature had a chunk, or when the rest of the budget spent at the best
     temperature would shrink the total by less than ``plan.min_gain`` of it."""
     usable = [p for p in points if p.usable]
     cost = chunk_ps * replicas
@@ -224,13 +224,13 @@ def next_chunk(points: list[PointState], plan: PrecisionPlan, chunk_ps: float, r
         return Chunk(None, NO_TEMPERATURE, total, total, "every production temperature failed its certification")
     if bounded and total <= plan.target_log10_err:
         return Chunk(None, TARGET, total, total, f"error {total:.2f} <= target {plan.target_log10_err:g}")
-    if floor >= plan.target_log10_err:
+    first = [p for p in usable if p.ps == 0.0]
+    if floor >= plan.target_log10_err and not first:     # every temperature gets its first chunk: a value
         return Chunk(None, MODEL_LIMITED, total, total, f"the model term {model_err:.2f} (at best {floor:.2f}) alone "
                      f"is >= the target {plan.target_log10_err:g}")
     if spent_ps + cost > plan.budget_ps + 1e-9:
         return Chunk(None, BUDGET, total, total, f"{spent_ps:g} of {plan.budget_ps:g} ps spent; a chunk costs "
                      f"{cost:g} ps")
-    first = [p for p in usable if p.ps == 0.0]
     if first:
         p = max(first, key=lambda q: q.temperature_K)
         return Chunk(p.temperature_K, "", total, math.hypot(stat(p), model_after(p)), "first chunk at this temperature")
@@ -303,10 +303,13 @@ class ErrorBudget:
                 "extrapolation_ratio": self.extrapolation_ratio}
 
 
-def model_term(checks: list[ModelCheck], at_K: float = 300.0) -> tuple[float | None, str, bool]:
-    """The model term of log10 σ(``at_K``): (value, how it was bounded, slope checked)."""
+def model_term(checks: list[ModelCheck], at_K: float = 300.0, prior: float | None = None) -> tuple[float | None, str, bool]:
+    """The model term of log10 σ(``at_K``): (value, how it was bounded, slope checked).  ``prior``: a tier-1
+    candidate's (no oracle dynamics of its own: ``checks`` empty), the value as given."""
     usable = [c for c in checks if c is not None and math.isfinite(c.log10_ratio) and math.isfinite(c.log10_ratio_err)]
     temps = sorted({c.temperature_K for c in usable})
+    if prior is not None and not usable:
+        return float(prior), f"tier 1: no oracle dynamics of this candidate, the transfer prior ±{prior:.2f}", False
     if not usable:
         return None, "no dynamics check against the oracle gave a number: model term unbounded", False
     if len(temps) == 1:
@@ -338,9 +341,10 @@ def curvature(temperatures_K, diffusivity, diffusivity_err) -> float | None:
     return float(beta[2] / math.sqrt(cov[2, 2]))
 
 
-def error_budget(transport: dict, checks: list[ModelCheck], alpha: float = 0.05) -> ErrorBudget | None:
+def error_budget(transport: dict, checks: list[ModelCheck], alpha: float = 0.05,
+                 prior: float | None = None) -> ErrorBudget | None:
     """The budget of ``transport`` (``analysis.transport.TransportResult.to_dict()``; None without an
-    Arrhenius fit) with the model term of ``checks``."""
+    Arrhenius fit) with the model term of ``checks`` (``prior``: a tier-1 candidate's, :func:`model_term`)."""
     from analysis.checks import z_two_sided
 
     if transport.get("log10_sigma_300K_err") is None:
@@ -354,7 +358,7 @@ def error_budget(transport: dict, checks: list[ModelCheck], alpha: float = 0.05)
                                                transport["diffusivity_cm2_s_err"], transport["converged"])
               if ok and d > 0]
     z = curvature(*zip(*fitted)) if len(fitted) >= 4 else None
-    model, bound, slope = model_term(remeasured(checks, transport))
+    model, bound, slope = model_term(remeasured(checks, transport), prior=prior)
     parts = [stat, lack] + ([model] if model is not None else [])
     total = math.sqrt(sum(p * p for p in parts)) if model is not None else math.inf
     temps = [t for t, _, _ in fitted]
@@ -364,9 +368,11 @@ def error_budget(transport: dict, checks: list[ModelCheck], alpha: float = 0.05)
 
 
 def plan_from_runs(runs: dict, ps: dict, failed, plan: PrecisionPlan, chunk_ps: float, replicas: int, spent_ps: float,
-                   species: str, discard_ps: float, min_msd_A2: float, checks: list[ModelCheck]) -> Chunk:
+                   species: str, discard_ps: float, min_msd_A2: float, checks: list[ModelCheck],
+                   prior: float | None = None) -> Chunk:
     """:func:`next_chunk` from trajectories: ``runs`` {T: [Trajectory]} of the stable runs so far and ``ps``
-    {T: ps per replica} for every planned temperature; ``failed``: temperatures out of the plan."""
+    {T: ps per replica} for every planned temperature; ``failed``: temperatures out of the plan; ``prior``: a
+    tier-1 candidate's model term (fixed: more MD does not shrink it)."""
     from analysis.transport import transport
 
     failed = {float(t) for t in failed}
@@ -380,16 +386,19 @@ def plan_from_runs(runs: dict, ps: dict, failed, plan: PrecisionPlan, chunk_ps: 
                 measured[float(T)] = (d, e / d if ok else None)
     points = [PointState(float(T), float(p), *measured.get(float(T), (None, None)), usable=float(T) not in failed)
               for T, p in ps.items()]
-    budget = error_budget(record, checks) if record else None
+    budget = error_budget(record, checks, prior=prior) if record else None
     model, bounded = 0.0, True
     chi2 = (record or {}).get("arrhenius_reduced_chi2")
     if budget is not None:     # an unchecked slope bounds no Ea error: the target cannot be claimed
-        bounded, model = budget.model is not None and budget.slope_checked, budget.model or 0.0
+        bounded = budget.model is not None and (budget.slope_checked or prior is not None)
+        model = budget.model or 0.0
     fit = (record["arrhenius_intercept"], record["arrhenius_slope_K"]) if record and "arrhenius_slope_K" in record \
         else None
     n_ions = int((np.asarray(kept[0].numbers) == atomic_numbers[species]).sum()) if kept else 1
     model_after, floor = None, None
-    if budget is not None and budget.model is not None:
+    if prior is not None and not checks:
+        floor = float(prior)
+    elif budget is not None and budget.model is not None:
         at = {p.temperature_K: p for p in points}      # a fitted point's D and error: the student's side
 
         def student(c: ModelCheck, rel_err) -> ModelCheck:

@@ -41,3 +41,21 @@ def p_top_k(values, errors, k: int, draws: int = 20000, seed: int = 0) -> np.nda
     x = v[None, :] + e[None, :] * rng.standard_normal((draws, len(v)))
     place = np.argsort(np.argsort(-x, axis=1, kind="stable"), axis=1)    # 0 = highest in that draw
     return (place < k).mean(axis=0)
+
+
+def could_be_top_k(values, errors, k: int, z: float = 1.645) -> np.ndarray:
+    """Per candidate, whether its upper end (value + ``z`` x error) reaches the ``k``-th highest lower end (value -
+    ``z`` x error) among all of them: it could be in the top k.  A candidate without a value or with an
+    infinite error (None, nan, inf) is uncertain, never dropped for it: its upper end is +inf and its lower end
+    -inf.  With at most k candidates every one could be."""
+    if k < 1:
+        raise InputError(f"top k must be at least 1, got {k}")
+    v = np.array([np.nan if x is None else float(x) for x in values])
+    e = np.array([np.inf if x is None else float(x) for x in errors])
+    known = np.isfinite(v) & np.isfinite(e)
+    upper = np.where(known, v + z * np.where(known, e, 0.0), np.inf)
+    lower = np.where(known, v - z * np.where(known, e, 0.0), -np.inf)
+    if len(v) <= k:
+        return np.ones(len(v), bool)
+    kth = np.sort(lower)[::-1][k - 1]
+    return upper >= kth

@@ -142,7 +142,8 @@ def interleave(per_run: list[list[int]], n_max: int) -> list[list[int]]:
 
 def judge_exploration(explore, reference: Trajectory, thresholds: VerdictThresholds, n_label: int,
                       min_rmsd_A: float, rdf_plot: str | None = None, reference_deviation=None,
-                      reference_error=None, audit: dict | None = None, reference_transit=None) -> ExplorationReport:
+                      reference_error=None, audit: dict | None = None, reference_transit=None,
+                      same_material: bool = True) -> ExplorationReport:
     """Judge an exploration run, or its replicas as one (:func:`analysis.verdicts.judge`), against the
     reference run, and pick at most ``n_label`` frames over the replicas (:func:`interleave`).
 
@@ -152,7 +153,9 @@ def judge_exploration(explore, reference: Trajectory, thresholds: VerdictThresho
     "mean_error_eV_A": the ensemble's error on them, replica after replica, "transit_error_eV_A": on their ions
     in transit}``; those frames are not picked again.  ``reference_transit``: the ensemble's error on the ions
     in transit of the reference's held-out frames (the accuracy check's transit comparison).  Frames to label
-    must keep every pair at least 80 % of the closest pair the reference run ever had.
+    must keep every pair at least 80 % of the closest pair the reference run ever had.  ``same_material`` False:
+    the reference is another material's (a tier-1 candidate's accuracy baseline): structure and dynamics are not
+    compared with it (:func:`analysis.verdicts.judge`).
     ``rdf_plot``: also draw the student's pooled RDF window and the reference's there (PNG).
     """
     from analysis.checks import pool_blocks
@@ -164,7 +167,8 @@ def judge_exploration(explore, reference: Trajectory, thresholds: VerdictThresho
         # a run shorter than the reference (a production chunk) is compared with the reference's structure
         # over the same time since the start: like with like, whatever the start's relaxation does
         ref = replace(ref, rdf=structure_rdf(reference.until(int(np.ceil(span_fs / reference.dt_fs))), thresholds))
-    verdict = judge(runs, ref, thresholds, audit and audit["mean_error_eV_A"], audit and audit.get("transit_error_eV_A"))
+    verdict = judge(runs, ref, thresholds, audit and audit["mean_error_eV_A"], audit and audit.get("transit_error_eV_A"),
+                    same_material)
     nearest = min(d for _, d, _ in min_distance_ratios(reference.positions, reference.cells, reference.numbers, 4.0))
     closest = 0.8 * nearest if np.isfinite(nearest) else 0.0
     levels = thresholds.trust_levels(ref.deviation)

@@ -341,7 +341,8 @@ def _broken_replica(runs: list[Trajectory], th: VerdictThresholds, ev: dict) -> 
 
 
 def judge(traj, reference: Reference | None = None,
-          thresholds: VerdictThresholds = VerdictThresholds(), audit_error=None, audit_transit=None) -> Verdict:
+          thresholds: VerdictThresholds = VerdictThresholds(), audit_error=None, audit_transit=None,
+          same_material: bool = True) -> Verdict:
     """Judge a run, or several replicas of one run (same system, temperature and protocol), as one: the
     first failing check of :data:`STATUSES` wins.
 
@@ -357,7 +358,9 @@ def judge(traj, reference: Reference | None = None,
     check (:func:`analysis.checks.check_accuracy`): a student significantly less accurate on its own MD is
     ``uncertain`` whatever its deviation says.  ``audit_transit``: per audited frame, the error on its ions in
     transit (:mod:`analysis.transit`); with the reference's (``reference.transit_error``) it joins the
-    accuracy check.
+    accuracy check.  ``same_material`` False: the reference is another material's (a tier-1 candidate has no
+    oracle MD of its own): its errors are the accuracy check's baseline, and structure and dynamics are not
+    compared (the evidence's ``not_compared`` says so).
     """
     th = thresholds
     runs = checks.replicas_of(traj)
@@ -372,7 +375,9 @@ def judge(traj, reference: Reference | None = None,
     deviation = np.concatenate([np.asarray(t.force_deviation, float) for t in runs]) if with_deviation else None
     if deviation is not None and levels is not None:
         ev.update(deviation_fractions(deviation, *levels))
-    compare = reference is not None and same_temperature(runs[0], reference.traj)
+    compare = same_material and reference is not None and same_temperature(runs[0], reference.traj)
+    if not same_material:
+        ev["not_compared"] = ["structure and dynamics: no oracle MD of this material (tier 1)"]
     structure = None
     if compare and all(np.isfinite(t.positions).all() for t in runs):   # evidence even for a broken run
         window = checks.pool_blocks([structure_rdf(t, th) for t in runs])

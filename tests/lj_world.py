@@ -89,3 +89,16 @@ def flaky_lj():
             return super().calculate(atoms, properties, system_changes or ["positions", "numbers", "cell", "pbc"])
 
     return FlakyLJ(epsilon=0.0104, sigma=3.40, rc=8.5, smooth=True)
+
+
+def stiff27_lj():
+    """Oracle factory: LJ argon twice as deep (epsilon x 2) in 27-atom cells: a material whose truth differs from
+    the 32-atom cells' though it shares their elements (a family student trained on those is wrong for it)."""
+    from ase.calculators.lj import LennardJones
+
+    class Stiff27(LennardJones):
+        def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+            self.parameters.epsilon = 0.0208 if atoms is not None and len(atoms) == 27 else 0.0104
+            super().calculate(atoms, properties, system_changes or ["positions", "numbers", "cell", "pbc"])
+
+    return Stiff27(epsilon=0.0104, sigma=3.40, rc=8.5, smooth=True)

@@ -43,6 +43,7 @@ message) for anything unexpected, so one broken candidate never stops the campai
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import traceback
@@ -61,9 +62,11 @@ from orchestrator.campaign.runner import Roles, StepRunner
 from orchestrator.campaign.spec import USER_REFERENCE, Spec, store_root
 from orchestrator.campaign.state import Ledger, ledger_path
 from orchestrator.campaign.steps import STEPS
-from analysis.verdicts import check_summary
+from analysis.verdicts import Verdict, check_summary
 from reference.reference_md import ReferenceRun
 from reference.store import Selection
+
+TIER1 = "@t1"          # a tier-1 screening's step/MLflow key: <c>@t1 (tier 2 keeps <c>)
 
 
 @dataclass
@@ -121,6 +124,9 @@ class Campaign:
         self.on_progress = on_progress
         self.rescreened: list[str] = []
         self.ctx = steps.Context(spec, self.root, self.store_root)
+        # tier 1's view: the funnel's precision target and budget, no slope check (the same store and directory)
+        self.ctx1 = steps.Context(dataclasses.replace(spec, precision=spec.funnel.tier1_precision(spec.precision)),
+                                  self.root, self.store_root)
         self.roles: Roles | None = None
         self.tracker = None
         self.steps = StepRunner(self.ledger)
@@ -230,8 +236,11 @@ class Campaign:
         if incremental:
             self.rescreened = self._new_generations(rows)
         self._notify()
-        with ThreadPoolExecutor(max_workers=self.spec.resources.queue_size) as pool:
-            list(pool.map(self._candidate_safe, rows))
+        if self.spec.funnel.enabled:
+            self._funnel(rows)
+        else:
+            with ThreadPoolExecutor(max_workers=self.spec.resources.queue_size) as pool:
+                list(pool.map(self._candidate_safe, rows))
         rows = ranked(self.ledger, **self.spec.candidates.ranking())
         csv_path = self.write_results_csv(rows)
         summary = self.ledger.summary()
@@ -245,19 +254,21 @@ class Campaign:
         if self.on_progress:
             self.on_progress(self.ledger.summary())
 
-    def _candidate_safe(self, row: dict) -> None:
-        """Screen one candidate and record how it ended, in this one place."""
+    def _candidate_safe(self, row: dict, tier: int = 2) -> None:
+        """Screen one candidate (``tier`` 1: the funnel's first tier) and record how it ended, in this one place."""
         try:
-            outcome = self._screen(row)
+            outcome = self._tier1(row) if tier == 1 else self._screen(row)
         except Exception as exc:  # noqa: BLE001 - record and go on with the other candidates
             detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
             outcome = Outcome(V.ERROR, V.ERROR, detail)
             traceback.print_exc()
-        self._finish(row, outcome)
+        self._finish(row, outcome, tier)
+        if self.spec.funnel.enabled:
+            self._record_family(row, outcome, tier)
 
-    def _finish(self, row: dict, outcome: Outcome) -> None:
+    def _finish(self, row: dict, outcome: Outcome, tier: int = 2) -> None:
         key = row["key"]
-        gkey = self.gkey(key)
+        gkey = self.gkey(key) + (TIER1 if tier == 1 else "")
         cand = self.ledger.candidate(key)
         params = {"formula": row["formula"], "prototype": row.get("prototype") or "",
                   "model_version": cand.get("model_version") or "", "oracle": self.spec.oracle.name}
@@ -267,12 +278,19 @@ class Campaign:
                           reference_labels=ref_meta["labels_by"])
         if outcome.reason != V.ERROR:  # an errored candidate is retried on the next run, not "screened"
             self._record_screened(row, gkey)
-        result = outcome.result
+        result = {**outcome.result, "tier": tier}
         if row.get("known_values"):          # measured values beside whatever was computed (or not)
             result = {**result, "known_values": row["known_values"]}
+        first = self.ledger.step(f"tier1:{key}")
+        if tier == 1:
+            self.ledger.record_step(f"tier1:{key}", {"reason": outcome.reason, **{
+                k: result.get(k) for k in ("log10_sigma_300K", "log10_sigma_300K_err_total", "activation_energy_eV",
+                                           "activation_energy_eV_err")}})
+        elif first is not None:              # tier 2 supersedes tier 1; the table shows both
+            result["tier1"] = first
         self.ledger.update_candidate(key, stage="done", reason=outcome.reason, verdict=outcome.verdict,
                                      detail=outcome.detail, results=result)
-        rounds, files, name = self.ledger.rounds(gkey), self._artifacts(gkey, outcome.plots), self.display_name(row)
+        rounds, files, name = self.ledger.rounds(gkey), self._artifacts(gkey, outcome.plots), self.run_name(row, gkey)
         self._track(lambda t: t.log_candidate.remote(self.key, gkey, params, rounds, result, outcome.verdict,
                                                      outcome.reason, files, name))
         self._notify()
@@ -406,7 +424,8 @@ class Campaign:
         if cand["stage"] == "done" and cand["reason"] == V.ERROR:
             self.ledger.update_candidate(key, stage="pending", reason=None, detail=None)  # retry; steps are kept
             cand = self.ledger.candidate(key)
-        if cand["stage"] == "done":  # logged again: a crash may have hit between the ledger and MLflow
+        if cand["stage"] == "done" and (cand["results"] or {}).get("tier", 2) == 2:
+            # logged again: a crash may have hit between the ledger and MLflow
             return Outcome(cand["reason"], cand["verdict"] or "", cand["detail"] or "", cand["results"])
         if not row.get("structure_path"):
             return Outcome(V.NO_STRUCTURE, "none", row.get("reason") or "no structure")
@@ -422,18 +441,27 @@ class Campaign:
             slope = self._slope_reference(row, key, float(user_slope.temperature_K))
             if isinstance(slope, str):
                 return Outcome(V.ORACLE_FAILING, "reference_failed", slope)
+        return self._repairing(row, gkey, ref, lambda start, repair: self._active_learning(row, gkey, ref, start,
+                                                                                             repair))
+
+    def _repairing(self, row: dict, gkey: str, ref: ReferenceRun, learn: Callable[[int, Any], Any],
+                   tier1: "Family | None" = None) -> Outcome:
+        """Models from ``learn(start round, the repair it answers or None)`` (a :class:`Usable`, or the
+        :class:`Outcome` that ends the candidate) go to production until one finishes it; a model whose
+        certification fails is repaired (``learn`` again from the next round), and when the repairs do not
+        help the model before them is kept.  ``tier1``: a tier-1 candidate's production (from that family)."""
         start, repairs, usable = 0, [], {}
         while True:
-            reached = self._active_learning(row, gkey, ref, start, repairs[-1] if repairs else None)
+            reached = learn(start, repairs[-1] if repairs else None)
             if isinstance(reached, Outcome):
                 if not repairs:
                     return reached
                 # the repair gave no usable model: the production of the model it started from, the failing
                 # temperature left out of its fit (its steps are in the ledger up to there)
                 return self._unrepaired(row, gkey, ref, usable[repairs[-1].round], repairs,
-                                        f"repair at {repairs[-1].temperature_K:g} K failed: {reached.detail}")
+                                        f"repair at {repairs[-1].temperature_K:g} K failed: {reached.detail}", tier1)
             usable[reached.round] = reached
-            out = self._production(row, gkey, ref, reached, repairs)
+            out = self._production(row, gkey, ref, reached, repairs, tier1=tier1)
             if not isinstance(out, Repair):
                 return out
             repairs.append(out)
@@ -445,14 +473,14 @@ class Campaign:
                 why = "failed there again" if again else "an earlier model passed there"
                 return self._unrepaired(row, gkey, ref, usable[repairs[0].round], repairs,
                                         f"the repair did not help: round {out.round}'s model failed its "
-                                        f"certification at {out.temperature_K:g} K ({out.status}; {why})")
+                                        f"certification at {out.temperature_K:g} K ({out.status}; {why})", tier1)
             start = out.round + 1
 
     def _unrepaired(self, row: dict, gkey: str, ref: ReferenceRun, model: Usable, repairs: list[Repair],
-                    why: str) -> Outcome:
+                    why: str, tier1: "Family | None" = None) -> Outcome:
         """The production of ``model`` (a model a repair started from) finished without repairs: the temperature
         it failed at left out of the fit, ``why`` added to the detail."""
-        out = self._production(row, gkey, ref, model, repairs, allow_repair=False)
+        out = self._production(row, gkey, ref, model, repairs, allow_repair=False, tier1=tier1)
         out.detail = "; ".join(x for x in (out.detail, why) if x)
         return out
 
@@ -540,7 +568,11 @@ class Campaign:
                 "round": r, "init": bool(init), "architectures": ",".join(self.spec.models.architectures)}
         registry = f"{self.experiment}-ensemble" if self.spec.tracking.register_models else None
         self._track(lambda t: t.log_training.remote(self.key, f"{gkey}/r{r}", info, registry,
-                                                    f"{self.display_name(row)} r{r}"))
+                                                    f"{self.run_name(row, gkey)} r{r}"))
+
+    def run_name(self, row: dict, gkey: str) -> str:
+        """:meth:`display_name`, with " · tier 1" for a tier-1 screening's runs."""
+        return self.display_name(row) + (" · tier 1" if gkey.endswith(TIER1) else "")
 
     def display_name(self, row: dict) -> str:
         """Short, distinct MLflow run name: the formula (with the prototype when two candidates share a
@@ -552,7 +584,8 @@ class Campaign:
         return name if g == 1 else f"{name} @g{g}"
 
     def _production(self, row: dict, gkey: str, ref: ReferenceRun, usable: Usable,
-                    repairs: list[Repair] = (), allow_repair: bool = True) -> Outcome | Repair:
+                    repairs: list[Repair] = (), allow_repair: bool = True,
+                    tier1: "steps.Family | None" = None) -> Outcome | Repair:
         """Production planned from the precision target, each temperature certified, then transport.
 
         The planner (``plan:<g>:<r>:<k>``, ``analysis.planning``) sends each chunk of ``md.steps`` to the
@@ -564,25 +597,37 @@ class Campaign:
         structure and dynamics at the slope check's temperature).  A temperature that fails goes back to active
         learning while rounds are left (a :class:`Repair`: round r + 1 trains on the oracle's labels there and
         production starts again), else it is left out of the fit with its reason, as is one whose runs break.
-        The verdict that let the members through ends ``converged`` when stable, ``inconclusive`` otherwise."""
-        key, verdict, s = row["key"], usable.verdict, self.spec
+        The verdict that let the members through ends ``converged`` when stable and every kept temperature's
+        certification is, ``inconclusive`` otherwise.
+
+        ``tier1``: a tier-1 candidate (the family it came from): tier 1's precision (``funnel``), no exploration
+        run and no slope check (no oracle MD of it), every temperature certified against the family's verified
+        reference's errors, and the model term the transfer prior (:meth:`_prior`)."""
+        key, verdict = row["key"], usable.verdict
+        ctx = self.ctx1 if tier1 is not None else self.ctx
+        s = ctx.spec
         self._stage(key, "production")
-        r, name = usable.round, self.display_name(row)
+        r, name = usable.round, self.run_name(row, gkey)
         self._track(lambda t: t.candidate_progress.remote(self.key, gkey, "production", r, name))
         explored = usable.explored.runs
-        t_ref = float(explored[0].temperature_K)
-        user_slope = s.user_reference(row, slope=True)
-        slope_K = float(user_slope.temperature_K) if user_slope is not None else None
-        temps = s.production_temperatures(ref, verdict.evidence.get("reference_D_cm2_s"), slope_K)
-        slope_K = slope_K if slope_K is not None else s.precision.slope_temperature(temps, t_ref)
+        prior = self._prior(tier1) if tier1 is not None else None
+        if tier1 is not None:
+            t_ref, slope_K = s.md.reference_temperature_K, None
+            temps = s.production_temperatures()
+        else:
+            t_ref = float(explored[0].temperature_K)
+            user_slope = s.user_reference(row, slope=True)
+            slope_K = float(user_slope.temperature_K) if user_slope is not None else None
+            temps = s.production_temperatures(ref, verdict.evidence.get("reference_D_cm2_s"), slope_K)
+            slope_K = slope_K if slope_K is not None else s.precision.slope_temperature(temps, t_ref)
         runs = {t: [] for t in temps}
         ps = {t: 0.0 for t in temps}
-        if s.exploration_is_production() and t_ref in runs:
+        if explored and s.exploration_is_production() and t_ref in runs:
             runs[t_ref] = [run.trajectory for run in explored if run.verdict == V.STABLE]
             ps[t_ref] = sum(run.simulated_ps for run in explored if run.verdict == V.STABLE) / s.md.replicas
         left_out: dict[float, str] = {}
-        certified: dict[float, str] = {t_ref: verdict.status} if t_ref in runs else {}
-        checks = [_model_check(t_ref, verdict.evidence)]
+        certified: dict[float, str] = {t_ref: verdict.status} if explored and t_ref in runs else {}
+        checks = [_model_check(t_ref, verdict.evidence)] if explored else []
         slope = self._slope_reference(row, key, slope_K)
         if isinstance(slope, str):
             return Outcome(V.ORACLE_FAILING, verdict.status, slope)
@@ -590,15 +635,15 @@ class Campaign:
         chunks = {t: 0 for t in temps}
         spent, stop, k = 0.0, None, 0
         while True:
-            chunk = self._step(key, "plan", steps.plan_chunk(self.ctx, runs, ps, left_out, spent,
-                                                               [c for c in checks if c]), g=gkey, r=r, k=k)
+            chunk = self._step(key, "plan", steps.plan_chunk(ctx, runs, ps, left_out, spent,
+                                                               [c for c in checks if c], prior), g=gkey, r=r, k=k)
             if chunk.temperature_K is None:
                 stop = chunk
                 break
             t = float(chunk.temperature_K)
             chunks[t] += 1
             cost = s.chunk_ps() * s.md.replicas
-            done = self._step(key, "production", steps.production(self.ctx, gkey, r, usable.members,
+            done = self._step(key, "production", steps.production(ctx, gkey, r, usable.members,
                                                                    row["structure_path"], t, chunks[t],
                                                                    temps.index(t)),
                               simulated_ps=cost, g=gkey, r=r, k=k)
@@ -610,7 +655,8 @@ class Campaign:
                 left_out[t] = f"production {broken[0].verdict} at {t:g} K"
             elif chunks[t] == 1 and t not in certified:
                 cert = self._step(key, "certify", work=lambda: self._certify(gkey, r, t, usable, done, ref,
-                                                                            slope if t == slope_K else None),
+                                                                            slope if t == slope_K else None,
+                                                                            tier1 is None),
                                   g=gkey, r=r, t=t)
                 status = cert.report.verdict.status
                 certified[t] = status
@@ -625,11 +671,14 @@ class Campaign:
         if not kept:
             return Outcome(V.BUDGET_SPENT, verdict.status, "no production temperature left: " +
                            "; ".join(left_out.values()))
-        out = self._step(key, "transport", steps.transport(self.ctx, gkey, kept, [c for c in checks if c]), g=gkey)
+        out = self._step(key, "transport", steps.transport(ctx, gkey, kept, [c for c in checks if c], prior), g=gkey)
         notes = [f"repaired: round {p.round}'s model failed its certification at {p.temperature_K:g} K "
                  f"({p.status})" for p in repairs]
         notes += [f"left out of the fit: {why}" for why in left_out.values()]
-        if slope_K is None:
+        if tier1 is not None:
+            notes.append(f"tier 1: no oracle MD of this candidate; model term {prior:.2f} (funnel.transfer_log10_err "
+                         f"with the model term of {tier1.verified}, the verified start of its family)")
+        elif slope_K is None:
             notes.append("slope unchecked: " + ("precision.slope_check_temperature_K is null"
                                                 if s.precision.slope_check_temperature_K is None
                                                 else f"no production temperature below {t_ref:g} K"))
@@ -640,9 +689,13 @@ class Campaign:
                 "certification_by_T": {f"{t:g}": certified.get(t, "uncertified") for t in temps},
                 "left_out_K": sorted(left_out), "production_budget_ps": s.precision.budget_ps,
                 "production_spent_ps": spent, "slope_check_K": slope_K,
-                "repairs": [p.to_dict() for p in repairs]}
+                "repairs": [p.to_dict() for p in repairs], "production_model": f"{gkey}/r{r}",
+                "production_members": list(usable.members)}
         result = {**out.transport, **plan, "checks": check_summary(verdict)}
-        reason = V.CONVERGED if verdict.status == V.STABLE else V.INCONCLUSIVE
+        undecided = [t for t, v in certified.items() if v == V.INCONCLUSIVE and t not in left_out]
+        if undecided and verdict.status == V.STABLE:
+            notes.append("certification inconclusive at " + ", ".join(f"{t:g} K" for t in sorted(undecided)))
+        reason = V.CONVERGED if verdict.status == V.STABLE and not undecided else V.INCONCLUSIVE
         return Outcome(reason, verdict.status, "; ".join(notes), result, out.plots)
 
     def _slope_reference(self, row: dict, key: str, temperature_K: float | None) -> ReferenceRun | str | None:
@@ -655,17 +708,188 @@ class Campaign:
         return f"the slope check's reference at {t:g} K failed: {ref.error}" if ref.failed else ref
 
     def _certify(self, gkey: str, r: int, t: float, usable: Usable, done: Runs, ref: ReferenceRun,
-                 slope: ReferenceRun | None) -> steps.Certified:
+                 slope: ReferenceRun | None, same_material: bool = True) -> steps.Certified:
         """The oracle's audit of the first chunk at ``t`` (shard ``<g>-<T>K-audit`` r<r>) and the judge's verdict
         on it, against ``slope`` (the slope check's reference, at ``t``) when given, else the candidate's
-        reference (breakage, accuracy and deviation only: another temperature)."""
+        reference (breakage, accuracy and deviation only: another temperature; ``same_material`` False: ``ref`` is
+        another material's, a tier-1 candidate's accuracy baseline)."""
         n, errors = self.spec.precision.audit_labels, usable.errors
         can_label = ref.metadata.get("can_label", True)
         audit = (self._audit(f"{gkey}-{t:g}K", r, usable.members, done, ref, errors, n, t,
                              self.spec.precision.transit_labels) if n and errors and can_label else None)
         against = slope if slope is not None else ref
-        report = self.roles.call(steps.certify_judge(self.ctx, done, against.trajectory, errors, audit))
+        report = self.roles.call(steps.certify_judge(self.ctx, done, against.trajectory, errors, audit,
+                                                     same_material=same_material))
         return steps.Certified(t, report, audit)
+
+    # --- the funnel: tier 1 for every candidate, tier 2 for those that could be in the top k ----------------
+    def _funnel(self, rows: list[dict]) -> None:
+        """The verified start (the candidates with a ``reference_data`` trajectory, else the first one) at tier 2,
+        every other candidate at tier 1 from the family model, then tier 2 for the tier-1 candidates whose upper
+        error reaches the top ``candidates.top_k`` (``funnel.tier2_candidates`` of them, highest upper end
+        first; step ``funnel:tier2``)."""
+        seeds = [r for r in rows if self.spec.user_reference(r) is not None] or rows[:1]
+        for row in seeds:
+            self._candidate_safe(row)
+        for row in rows:
+            if row not in seeds:
+                self._candidate_safe(row, tier=1)
+        pick = self.steps.once(STEPS["tier2"].at(), steps.Tier2, lambda: self._pick_tier2(rows))
+        for row in rows:
+            if row["key"] in pick.picked:
+                self._candidate_safe(row, tier=2)
+
+    def _pick_tier2(self, rows: list[dict]) -> steps.Tier2:
+        """The tier-1 candidates that could be in the top k (``analysis.ranking.could_be_top_k``, every finished
+        candidate's value and total error; one without a number is uncertain, never dropped for it), within the
+        oracle-MD budget: those without a number first, then by their probability of being in the top k."""
+        from analysis.ranking import could_be_top_k, p_top_k
+
+        f, k = self.spec.funnel, self.spec.candidates.top_k
+        pool = [c for c in (self.ledger.candidate(r["key"]) for r in rows)
+                if c["reason"] in (*V.FINISHED_WELL, V.BUDGET_SPENT)]
+        values = [(c["results"] or {}).get("log10_sigma_300K") for c in pool]
+        errors = [(c["results"] or {}).get("log10_sigma_300K_err_total") for c in pool]
+        could = could_be_top_k(values, errors, k, f.upper_z)
+
+        known = [i for i, (v, e) in enumerate(zip(values, errors)) if v is not None and e is not None]
+        p = dict(zip(known, p_top_k([values[i] for i in known], [errors[i] for i in known], k))) if known else {}
+        wanted = sorted([(p.get(i, 2.0), c["key"]) for i, (c, ok) in enumerate(zip(pool, could))
+                         if ok and (c["results"] or {}).get("tier") == 1], key=lambda x: -x[0])
+        keys = [key for _, key in wanted]
+        return steps.Tier2(keys[:f.tier2_candidates], keys[f.tier2_candidates:], k)
+
+    def _family(self) -> steps.Family | None:
+        """The model tier-1 candidates start from now (the latest ``family:<c>`` step), None before any."""
+        found = list(self.ledger.steps("family:").values())
+        return steps.Family.from_dict(found[-1]) if found else None
+
+    def _record_family(self, row: dict, outcome: Outcome, tier: int) -> None:
+        """After a candidate finished well: the first verified (tier-2) one starts the family; then, every
+        ``funnel.refresh_every`` tier-1 candidates, the latest one's model (it trained on every shared-element
+        label so far) replaces it."""
+        key, f = row["key"], self.spec.funnel
+        members = outcome.result.get("production_members")
+        if outcome.reason not in V.FINISHED_WELL or not members or self.ledger.step(STEPS["family"].at(c=key)):
+            return
+        now = self._family()
+        if now is None and tier == 2:
+            fam = steps.Family(members, key, key, outcome.result.get("log10_sigma_300K_err_model"))
+        elif now is not None and tier == 1 and f.refresh_every:
+            done = sum(1 for c in self.ledger.candidates()
+                       if (c["results"] or {}).get("tier") == 1 and c["reason"] in V.FINISHED_WELL)
+            if done % f.refresh_every:
+                return
+            fam = steps.Family(members, key, now.verified, now.model_term)
+        else:
+            return
+        self.steps.once(STEPS["family"].at(c=key), steps.Family, lambda: fam)
+
+    def _prior(self, family: steps.Family) -> float:
+        """A tier-1 candidate's model term: ``funnel.transfer_log10_err`` in quadrature with the verified
+        candidate's model term (its student-vs-oracle error, measured)."""
+        import math
+
+        return math.hypot(self.spec.funnel.transfer_log10_err, family.model_term or 0.0)
+
+    def _tier1(self, row: dict) -> Outcome:
+        """Tier 1: no oracle MD.  The oracle labels the structure and rattled copies (``seed:<c>``); the family
+        model's error on them is recorded (``family_errors:<c>``); the family model is fine-tuned on the
+        shared-element store, runs briefly at every production temperature, is fine-tuned again on oracle labels
+        of those frames, and goes to planned production with every temperature certified by the oracle's
+        audits (:meth:`_production`)."""
+        key = row["key"]
+        cand = self.ledger.candidate(key)
+        if cand["stage"] == "done" and cand["reason"] == V.ERROR:
+            self.ledger.update_candidate(key, stage="pending", reason=None, detail=None)
+            cand = self.ledger.candidate(key)
+        if cand["stage"] == "done":
+            return Outcome(cand["reason"], cand["verdict"] or "", cand["detail"] or "", cand["results"])
+        if not row.get("structure_path"):
+            return Outcome(V.NO_STRUCTURE, "none", row.get("reason") or "no structure")
+        family = self._family()
+        if family is None:
+            return Outcome(V.BUDGET_SPENT, "none", "tier 1 needs a family model, and no verified (tier-2) candidate "
+                           "finished with one; it stays a tier-2 candidate")
+        gkey = self.gkey(key) + TIER1
+        ref = self.steps.done(STEPS["reference"].at(c=family.verified), ReferenceRun)
+        self._stage(key, "tier1")
+        name = self.run_name(row, gkey)
+        self._track(lambda t: t.candidate_progress.remote(self.key, gkey, "tier 1", 0, name))
+        seeded = self._step(key, "seed", steps.seed(self.ctx, row), c=key)
+        if not seeded.shard:
+            return Outcome(V.ORACLE_FAILING, "none", f"the oracle failed on every seed frame: {'; '.join(seeded.errors[:2])}")
+        before = self._step(key, "family_errors", steps.force_errors(self.ctx, family.members, seeded.shard, None), c=key)
+        base = self._step(key, "calibrate", steps.reference_errors(self.ctx, family.members, ref), g=gkey, r="family")
+        ready = _mean(before.mean_error_eV_A) <= _mean(base.mean_error_eV_A)
+        out = self._repairing(row, gkey, ref, lambda start, repair: self._tier1_model(row, gkey, family, ref, start,
+                                                                                      ready), tier1=family)
+        certs = [v for k, v in self.ledger.steps(f"certify:{gkey}:").items()]
+        out.result = {**out.result, "family_source": family.source, "family_verified": family.verified,
+                      "family_force_mae_meV_A": before.force_mae_meV_A, "family_ready": ready,
+                      "family_error_eV_A": _mean(before.mean_error_eV_A),
+                      "family_reference_error_eV_A": _mean(base.mean_error_eV_A),
+                      "oracle_labels": self._labels_used(key, gkey), "certified_by_audits": len(certs)}
+        return out
+
+    def _labels_used(self, key: str, gkey: str) -> int:
+        """The oracle single points a tier-1 candidate needed: seed, warm-up and repair labels and every audit."""
+        found = self.ledger.steps
+        n = (found(STEPS["seed"].at(c=key)).get(STEPS["seed"].at(c=key)) or {}).get("n_labels", 0)
+        n += sum(v.get("n_labels", 0) for v in found(f"label:{gkey}:").values())
+        n += sum(((v.get("audit") or {}).get("n_labels", 0)) for v in found(f"certify:{gkey}:").values())
+        return int(n)
+
+    def _train_round(self, row: dict, gkey: str, r: int, oracle: str, init: list[str] | None) -> list[str]:
+        """Round ``r``'s training set (the shared-element store now) and its (fine-)tuned members."""
+        key, ids = row["key"], dict(g=gkey, r=r)
+        sel = self._step(key, "trainset", work=lambda: self.training_selection(row, oracle), **ids)
+        request = steps.train(self.ctx, gkey, r, sel, init)
+        train = self._step(key, "train", work=lambda: steps.Trained(self.roles.call(request), sel.to_dict()), **ids)
+        self.ledger.update_candidate(key, model_version=f"{gkey}/r{r}")
+        self._log_training(row, gkey, r, train, init)
+        return train.trained.members
+
+    def _tier1_model(self, row: dict, gkey: str, family: steps.Family, ref: ReferenceRun, start: int,
+                     ready: bool = False) -> Usable:
+        """A tier-1 model.  ``ready`` (the family model's mean force error on the seed frames is at most its error
+        on the verified reference's held-out block): the family model itself, round 0, no training.  Otherwise
+        round 0 fine-tunes the family model on the shared-element store (seed labels included); its warm-up MD at
+        every production temperature (``warmup:<g>``) is labelled (``label:<g>:1``, ``funnel.md_labels`` frames)
+        and round 1 fine-tunes on them.  A repair (``start`` > 0) fine-tunes the previous round's model on the
+        store, the audit labels that failed it included.  The members' errors on the verified reference's
+        held-out block are the accuracy baseline."""
+        key, f, al = row["key"], self.spec.funnel, self.spec.active_learning
+        self._stage(key, "tier1", start)
+        if start == 0 and ready:
+            members, r = list(family.members), 0
+            self.ledger.record_round(gkey, 0, {"round": 0, "verdict": "family model as is"})
+        elif start == 0:
+            members = self._train_round(row, gkey, 0, ref.oracle, family.members if al.fine_tune else None)
+            r = 0
+            if f.md_labels:
+                temps = self.ctx1.spec.production_temperatures()
+                warm = self._step(key, "warmup", steps.warmup(self.ctx1, gkey, members, row["structure_path"], temps),
+                                  g=gkey)
+                stable = Runs([run for run in warm.runs if run.verdict == V.STABLE])
+                diag = {"round": 0, "verdict": "warm-up", "warmup_broken_K": [run.temperature_K for run in warm.runs
+                                                                               if run.verdict != V.STABLE]}
+                if stable.runs:
+                    frames = self.roles.call(steps.audit_frames(self.ctx1, stable, f.md_labels)).frames
+                    lab = self._step(key, "label", steps.label(self.ctx1, gkey, 1, stable, frames, ref, max(temps)),
+                                     g=gkey, r=1)
+                    diag.update(labels_added=lab.n_labels, labels_failed=lab.n_failed)
+                    if lab.shard:
+                        members, r = self._train_round(row, gkey, 1, ref.oracle, members), 1
+                self.ledger.record_round(gkey, 0, diag)
+        else:
+            r = start
+            before = self.steps.done(STEPS["train"].at(g=gkey, r=start - 1), steps.Trained)
+            init = before.trained.members if before is not None else list(family.members)
+            members = self._train_round(row, gkey, r, ref.oracle, init)
+        errors = (self._step(key, "calibrate", steps.reference_errors(self.ctx1, members, ref), g=gkey, r=r)
+                  if len(members) > 1 and ref.metadata.get("calibration_forces", True) else None)
+        return Usable(members, Verdict(V.STABLE, None, {}), Runs([]), errors, r)
 
     # --- results --------------------------------------------------------------------------------
     def write_results_csv(self, rows: list[dict]) -> str:
@@ -679,6 +903,11 @@ class Campaign:
         path = self.root / "results.md"
         atomic_write_text(path, results_markdown(rows))
         return str(path)
+
+
+def _mean(values) -> float:
+    """Mean of a list of numbers (inf when empty)."""
+    return sum(values) / len(values) if values else float("inf")
 
 
 def _model_check(temperature_K: float, evidence: dict):

@@ -17,7 +17,7 @@ from common.tables import console, csv_text, markdown
 from orchestrator.campaign.state import Ledger
 
 
-RESULT_COLUMNS = ["rank", "candidate", "formula", "prototype", "reason", "verdict", "rounds",
+RESULT_COLUMNS = ["rank", "candidate", "formula", "prototype", "tier", "reason", "verdict", "rounds",
                   "log10_sigma_300K", "log10_sigma_300K_err_total", "p_above_threshold", "threshold_mS_cm", "p_top_k",
                   "top_k", "log10_sigma_300K_err_stat",
                   "log10_sigma_300K_err_lack_of_fit", "log10_sigma_300K_err_model", "model_bound", "non_arrhenius",
@@ -26,7 +26,9 @@ RESULT_COLUMNS = ["rank", "candidate", "formula", "prototype", "reason", "verdic
                   "too_short_K", "extrapolation_ratio", "rdf_mae", "rdf_noise_floor", "rdf_status",
                   "student_D_cm2_s", "reference_D_cm2_s", "log10_D_ratio", "log10_D_ratio_err", "dynamics_status",
                   "force_error_eV_A", "reference_force_error_eV_A", "log10_force_error_ratio",
-                  "log10_force_error_ratio_err", "accuracy_status", "known_log10_sigma_300K", "known_source", "simulated_ns", "detail"]
+                  "log10_force_error_ratio_err", "accuracy_status", "known_log10_sigma_300K", "known_source", "tier1_log10_sigma_300K",
+                  "tier1_log10_sigma_300K_err_total", "tier2", "family_force_mae_meV_A", "oracle_labels",
+                  "simulated_ns", "detail"]
 
 
 BUDGET_KEYS = ("log10_sigma_300K_err_total", "log10_sigma_300K_err_stat", "log10_sigma_300K_err_lack_of_fit",
@@ -47,8 +49,10 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: f
     Each ranked row with log10 sigma(300 K) and its total error gets ``p_above_threshold`` (P(sigma(300 K) >
     ``threshold_mS_cm``)) and ``p_top_k`` (P(among the ``top_k`` highest of them); ``analysis.ranking``)."""
     rows = []
+    pick = ledger.step("funnel:tier2") or {}
     for c in ledger.candidates():
         res = c["results"] or {}
+        first = res.get("tier1") or (res if res.get("tier") == 1 else {})
         rows.append({"candidate": c["key"], "formula": c["formula"], "prototype": c["prototype"] or "",
                      "stage": c["stage"], "reason": c["reason"] or "", "verdict": c["verdict"] or "",
                      "rounds": c["round"] + (1 if c["stage"] != "pending" else 0),
@@ -66,7 +70,15 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: f
                      "slope_check_K": res.get("slope_check_K"),
                      "repaired_K": " ".join(f"{p['temperature_K']:g}" for p in res.get("repairs", [])),
                      "student_ps_by_T": " ".join(f"{t}:{v:g}" for t, v in (res.get("student_ps_by_T") or {}).items()),
-                     "simulated_ns": round(c["simulated_ps"] / 1000.0, 6), "detail": c["detail"] or ""})
+                     "simulated_ns": round(c["simulated_ps"] / 1000.0, 6), "detail": c["detail"] or "",
+                     "tier": res.get("tier"), "tier1_log10_sigma_300K": first.get("log10_sigma_300K"),
+                     "tier1_log10_sigma_300K_err_total": first.get("log10_sigma_300K_err_total"),
+                     "tier2": ("verified" if res.get("tier") == 2 and c["key"] not in pick.get("picked", []) and
+                               res.get("tier1") is None else "picked" if c["key"] in pick.get("picked", [])
+                               else "could be top k: no oracle-MD budget left" if c["key"] in pick.get("over_budget", [])
+                               else "not needed" if pick and res.get("tier") == 1 else ""),
+                     "family_force_mae_meV_A": res.get("family_force_mae_meV_A"),
+                     "oracle_labels": res.get("oracle_labels")})
         chk = res.get("checks", {})
         rows[-1].update(rdf_mae=chk.get("rdf_mae"), rdf_noise_floor=chk.get("rdf_noise_floor"),
                         rdf_status=chk.get("rdf_status", ""), student_D_cm2_s=chk.get("student_D_cm2_s"),

@@ -130,6 +130,47 @@ class ActiveLearning:
 
 
 @dataclass(frozen=True)
+class Funnel:
+    """The screening funnel: tier 1 (every candidate, no oracle MD) ranks, tier 2 (oracle MD, the full checks)
+    verifies the candidates that could be in the top ``candidates.top_k``.  Off: every candidate is tier 2."""
+    enabled: bool = param(False, "screen in two tiers; off = every candidate gets oracle reference MD (tier 2)")
+    tier2_candidates: int = param(1, "the oracle-MD budget: at most this many tier-1 candidates get tier 2 "
+                                  "(those whose upper error reaches the top k: any without a number first, then "
+                                  "by their probability of being in the top k); a candidate with a reference_data "
+                                  "trajectory is tier 2 from the start and not counted", ge=0)
+    upper_z: float = param(1.645, "the upper end of a tier-1 error is value + upper_z x total error (1.645: a "
+                           "one-sided 95 % bound); a candidate whose upper end reaches the k-th highest lower "
+                           "end (value - upper_z x error) could be in the top k", gt=0)
+    seed_labels: int = param(8, "oracle single points of each tier-1 candidate before its fine-tuning: its "
+                             "substituted structure and rattled copies", ge=2)
+    rattle_A: float = param(0.1, "standard deviation of the seed copies' atomic displacements", unit="Å", gt=0)
+    warmup_steps: int = param(500, "steps of the short student MD at every production temperature (one batch) "
+                              "whose frames the oracle labels before production (md_labels of them)", ge=1)
+    md_labels: int = param(8, "oracle single points spread over the warm-up MD (they fine-tune the student "
+                           "with the seed labels)", ge=0)
+    transfer_log10_err: float = param(0.5, "the tier-1 model term of log10 sigma(300 K): no oracle dynamics of "
+                                      "the candidate were compared, so the student-vs-oracle error of log10 D "
+                                      "is this prior, added in quadrature to the model term of the verified "
+                                      "candidate the family model came from", unit="log10", gt=0)
+    target_log10_err: float | None = param(None, "tier 1's production target; null = precision.target_log10_err",
+                                           unit="log10 mS/cm", gt=0)
+    budget_ps: float | None = param(None, "tier 1's student MD budget per candidate; null = precision.budget_ps",
+                                    unit="ps", gt=0)
+    refresh_every: int = param(1, "the family model (the start of every tier-1 fine-tuning) is replaced by the "
+                               "latest finished candidate's model, which trained on every shared-element label "
+                               "so far, after every this many candidates; 0 = never (the first verified "
+                               "candidate's model throughout)", ge=0)
+
+    def __post_init__(self):
+        check_fields(self)
+
+    def tier1_precision(self, plan: PrecisionPlan) -> PrecisionPlan:
+        """``plan`` with tier 1's target and budget (and no slope check: tier 1 runs no oracle MD)."""
+        return replace(plan, target_log10_err=self.target_log10_err or plan.target_log10_err,
+                       budget_ps=self.budget_ps or plan.budget_ps, slope_check_temperature_K=None)
+
+
+@dataclass(frozen=True)
 class ReferenceData:
     """The user's own reference trajectories (e.g. AIMD), judged against instead of oracle MD."""
     trajectories: dict = param(help="candidate key or formula -> {path, temperature_K, dt_fs, format, topology} "
@@ -204,6 +245,7 @@ class CampaignSpec:
     precision: PrecisionPlan = section(PrecisionPlan)
     stability: VerdictThresholds = section(VerdictThresholds)
     active_learning: ActiveLearning = section(ActiveLearning)
+    funnel: Funnel = section(Funnel)
     reference_data: ReferenceData = section(ReferenceData)
     resources: Resources = section(Resources)
     tracking: Tracking = section(Tracking)
@@ -218,6 +260,9 @@ class CampaignSpec:
         if isinstance(slope, float) and slope == float(self.md.reference_temperature_K):
             raise InputError("precision.slope_check_temperature_K: the slope check needs a second temperature; give "
                              f"one other than md.reference_temperature_K ({self.md.reference_temperature_K:g} K)")
+        if self.funnel.enabled and not self.md.temperatures_K and self.precision.lowest_temperature_K is None:
+            raise InputError("funnel.enabled: tier 1 has no oracle MD to place its production temperatures with; give "
+                             "precision.lowest_temperature_K or md.temperatures_K")
         # the judge's mobile species is the plan's: one value
         if self.stability.mobile_species != (self.md.species,):
             object.__setattr__(self, "stability", replace(self.stability, mobile_species=(self.md.species,)))

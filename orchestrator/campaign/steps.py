@@ -22,7 +22,20 @@ certify         ``certify:<g>:<r>:<T>K``   Judge + Reference AuditFrames, Label,
                                                              Judge
 transport       ``transport:<g>``          StabilityJudge    TransportRequest            Transport
 screened        ``screened:<g>``           (the driver)      -                           Screened
+seed            ``seed:<c>``               ReferenceWorker   SeedLabels                  LabelResult
+family_errors   ``family_errors:<c>``      StabilityJudge    ForceErrors                 Errors
+warmup          ``warmup:<g>``             MDWorker          RunMD                       Runs
+family          ``family:<c>``             (the driver)      -                           Family
+tier2           ``funnel:tier2``           (the driver)      -                           Tier2
 ==============  =========================  ================  ==========================  =========================
+
+The funnel (``funnel.enabled``): a tier-1 candidate (``<g>`` = ``<c>@t1``) has no ``ref``, ``explore``,
+``calibrate``'s reference of its own or ``judge``: ``seed`` labels its structure and rattled copies,
+``family_errors`` measures the family model on them before any fine-tuning, ``train`` fine-tunes the family
+model, ``warmup`` runs it briefly at every production temperature and ``label`` labels frames of it, then
+``plan``/``production``/``certify``/``transport`` as for tier 2, the accuracy checks against the family's
+verified reference.  ``family`` records which model later candidates start from; ``tier2`` which tier-1
+candidates get oracle MD.
 
 ``<c>``: the candidate's key; ``<g>``: its generation's key (``<c>``, then ``<c>@g2``...); ``<r>``: the round
 (production: the round of the model it runs; a repaired model's production starts again); ``<k>``: the
@@ -115,6 +128,39 @@ class Certified:
                    Audit.from_dict(d["audit"]) if d.get("audit") else None)
 
 
+@dataclass
+class Family:
+    """The model a tier-1 candidate starts from: ``members`` (checkpoint paths), the candidate that trained them
+    (``source``), the verified tier-2 candidate whose oracle reference is the accuracy baseline (``verified``)
+    and that candidate's model term of log10 sigma(300 K) (None without one)."""
+    members: list[str]
+    source: str
+    verified: str
+    model_term: float | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Family":
+        return cls(**d)
+
+
+@dataclass
+class Tier2:
+    """Which tier-1 candidates get tier 2 (oracle MD), and which could be in the top k but found no budget."""
+    picked: list[str]
+    over_budget: list[str]
+    top_k: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Tier2":
+        return cls(**d)
+
+
 @dataclass(frozen=True)
 class Step:
     """One row of the step table."""
@@ -147,6 +193,11 @@ STEPS = {s.name: s for s in [
          (rq.AuditFrames, rq.Label, rq.ForceErrors, rq.Judge), Certified),
     Step("transport", "transport:{g}", "StabilityJudge", (rq.TransportRequest,), Transport),
     Step("screened", "screened:{g}", "driver", (), Screened),
+    Step("seed", "seed:{c}", "ReferenceWorker", (rq.SeedLabels,), LabelResult),
+    Step("family_errors", "family_errors:{c}", "StabilityJudge", (rq.ForceErrors,), Errors),
+    Step("warmup", "warmup:{g}", "MDWorker", (rq.RunMD,), Runs),
+    Step("family", "family:{c}", "driver", (), Family),
+    Step("tier2", "funnel:tier2", "driver", (), Tier2),
 ]}
 
 
@@ -273,13 +324,14 @@ def slope_reference(ctx: Context, row: dict, temperature_K: float) -> rq.Request
 
 
 def plan_chunk(ctx: Context, runs: dict, ps: dict, failed: dict, spent_ps: float,
-               checks: list[ModelCheck]) -> rq.PlanChunk:
-    """The planner's next chunk from the stable runs per temperature so far."""
+               checks: list[ModelCheck], prior: float | None = None) -> rq.PlanChunk:
+    """The planner's next chunk from the stable runs per temperature so far (``prior``: a tier-1 candidate's
+    model term)."""
     s = ctx.spec
     return rq.PlanChunk([[t, list(p)] for t, p in runs.items()], [[t, v] for t, v in ps.items()], sorted(failed),
                         s.precision, s.chunk_ps(), s.md.replicas, spent_ps, s.md.species,
                         s.md.equilibration_steps * s.md.protocol.timestep_fs / 1000.0, s.stability.min_msd_A2,
-                        [c.__dict__ for c in checks])
+                        [c.__dict__ for c in checks], prior)
 
 
 def production(ctx: Context, gkey: str, r: int, members: list[str], structure: str, temperature_K: float,
@@ -296,22 +348,41 @@ def production(ctx: Context, gkey: str, r: int, members: list[str], structure: s
 
 
 def certify_judge(ctx: Context, runs: Runs, reference: str, errors: Errors | None, audit: Audit | None,
-                  rdf_plot: str | None = None) -> rq.Judge:
+                  rdf_plot: str | None = None, same_material: bool = True) -> rq.Judge:
     """The verdict on ``runs`` (an exploration run, or a temperature's first production chunk) judged against
     ``reference`` (structure and dynamics only when at its temperature), with the ensemble's errors on the
-    reference and the audit; the RDF plot drawn to ``rdf_plot`` when given."""
+    reference and the audit; the RDF plot drawn to ``rdf_plot`` when given.  ``same_material`` False: the
+    reference is another material's (tier 1), only its errors are compared."""
     al = ctx.spec.active_learning
     audited = ({"frames": audit.frames, "mean_error_eV_A": audit.errors.mean_error_eV_A,
                 "transit_error_eV_A": audit.errors.transit_error_eV_A} if audit and audit.errors else None)
     return rq.Judge(runs.trajectories, reference, ctx.spec.stability, al.labels_per_round, al.min_frame_distance_A,
                     rdf_plot, errors.deviation_eV_A if errors else None, errors.mean_error_eV_A if errors else None,
-                    audited, errors.transit_error_eV_A if errors else None)
+                    audited, errors.transit_error_eV_A if errors else None, same_material)
 
 
-def transport(ctx: Context, gkey: str, trajectories: list[str], checks: list[ModelCheck]) -> rq.TransportRequest:
+def transport(ctx: Context, gkey: str, trajectories: list[str], checks: list[ModelCheck],
+              prior: float | None = None) -> rq.TransportRequest:
     """D(T), sigma(T), Ea, log10 sigma(300 K) of the certified stable runs with its error budget
-    (``checks``: the dynamics checks against the oracle), and their plots."""
+    (``checks``: the dynamics checks against the oracle; ``prior``: a tier-1 candidate's model term instead),
+    and their plots."""
     s = ctx.spec
     return rq.TransportRequest(trajectories, s.md.species, str(ctx.root / "plots" / gkey), s.stability.min_msd_A2,
-                               [c.__dict__ for c in checks], s.stability.false_alarm_rate)
+                               [c.__dict__ for c in checks], s.stability.false_alarm_rate, prior)
+
+
+# --- the funnel's tier 1 ----------------------------------------------------------------------------------
+def seed(ctx: Context, row: dict) -> rq.SeedLabels:
+    """Oracle labels of the candidate's structure and ``funnel.seed_labels - 1`` rattled copies (shard
+    ``<c>-seed`` r0)."""
+    s, key = ctx.spec, row["key"]
+    return rq.SeedLabels(row["structure_path"], s.funnel.seed_labels, s.funnel.rattle_A, s.seed, str(ctx.store),
+                         ctx.shard(f"{key}-seed", 0), f"{ctx.name}/{key}/seed")
+
+
+def warmup(ctx: Context, gkey: str, members: list[str], structure: str, temperatures_K: list[float]) -> rq.RunMD:
+    """Short student MD (``funnel.warmup_steps``) at every production temperature, one replica each, one batch."""
+    s = ctx.spec
+    return rq.RunMD(members, structure, list(temperatures_K), 1, s.md.run_protocol(s.funnel.warmup_steps, 0),
+                    s.monitor(), s.seed + 31, str(ctx.root / "md" / gkey / "warmup"))
 

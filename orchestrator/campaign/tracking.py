@@ -189,9 +189,13 @@ class Tracker:
                 metrics.append((f"{name}_err", result.get(f"{name}_err", float("nan")), 0))
         for name in ("extrapolation_ratio", "arrhenius_reduced_chi2", "log10_sigma_300K_err_stat",
                      "log10_sigma_300K_err_lack_of_fit", "log10_sigma_300K_err_model", "log10_sigma_300K_err_total",
-                     "curvature_z", "production_spent_ps", "production_budget_ps", "target_log10_err"):
+                     "curvature_z", "production_spent_ps", "production_budget_ps", "target_log10_err",
+                     "oracle_labels", "family_force_mae_meV_A"):
             if isinstance(result.get(name), (int, float)) and not isinstance(result.get(name), bool):
                 metrics.append((name, result[name], 0))
+        for name in ("log10_sigma_300K", "log10_sigma_300K_err_total"):     # tier 2's run shows tier 1's number too
+            if isinstance((result.get("tier1") or {}).get(name), (int, float)):
+                metrics.append((f"tier1_{name}", result["tier1"][name], 0))
         for t, value in (result.get("student_ps_by_T") or {}).items():
             metrics.append((f"student_ps_{t}K", value, 0))
         for name, value in (result.get("checks") or {}).items():
@@ -207,6 +211,8 @@ class Tracker:
                     self.client.log_artifact(run_id, p, sub)
         self.client.set_tag(run_id, "verdict", verdict)
         self.client.set_tag(run_id, "reason", reason)
+        if result.get("tier") is not None:     # which tier produced this run's number (the funnel)
+            self.client.set_tag(run_id, "tier", str(result["tier"]))
         for k, v in (result.get("checks") or {}).items():
             if isinstance(v, str):
                 self.client.set_tag(run_id, f"check.{k}", v)
