@@ -17,7 +17,7 @@ os.environ.setdefault("MKL_NUM_THREADS", _THREADS)
 
 # Modules that start Ray clusters, Ray jobs or MLflow servers run one after another on one xdist worker
 # (`--dist loadgroup`): two local Ray clusters at once on 2 cores only slow each other down.
-SERVICE_MODULES = {"test_benchmark_campaign", "test_campaign", "test_campaign_ray", "test_foundation", "test_jobs",
+SERVICE_MODULES = {"test_benchmark_campaign", "test_campaign", "test_campaign_ray", "test_foundation", "test_funnel", "test_jobs",
                    "test_mlflow_server", "test_ray_runtime", "test_schedule", "test_security"}
 
 

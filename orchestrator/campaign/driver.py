@@ -282,7 +282,7 @@ class Campaign:
         if row.get("known_values"):          # measured values beside whatever was computed (or not)
             result = {**result, "known_values": row["known_values"]}
         first = self.ledger.step(f"tier1:{key}")
-        if tier == 1:
+        if tier == 1 and (first is None or first["reason"] == V.ERROR):
             self.ledger.record_step(f"tier1:{key}", {"reason": outcome.reason, **{
                 k: result.get(k) for k in ("log10_sigma_300K", "log10_sigma_300K_err_total", "activation_energy_eV",
                                            "activation_energy_eV_err")}})
@@ -689,8 +689,7 @@ class Campaign:
                 "certification_by_T": {f"{t:g}": certified.get(t, "uncertified") for t in temps},
                 "left_out_K": sorted(left_out), "production_budget_ps": s.precision.budget_ps,
                 "production_spent_ps": spent, "slope_check_K": slope_K,
-                "repairs": [p.to_dict() for p in repairs], "production_model": f"{gkey}/r{r}",
-                "production_members": list(usable.members)}
+                "repairs": [p.to_dict() for p in repairs], "production_model": f"{gkey}/r{r}"}
         result = {**out.transport, **plan, "checks": check_summary(verdict)}
         undecided = [t for t, v in certified.items() if v == V.INCONCLUSIVE and t not in left_out]
         if undecided and verdict.status == V.STABLE:
@@ -731,8 +730,8 @@ class Campaign:
         seeds = [r for r in rows if self.spec.user_reference(r) is not None] or rows[:1]
         for row in seeds:
             self._candidate_safe(row)
-        for row in rows:
-            if row not in seeds:
+        for row in rows:        # (a rerun: a candidate tier 2 already superseded stays as it is)
+            if row not in seeds and (self.ledger.candidate(row["key"])["results"] or {}).get("tier") != 2:
                 self._candidate_safe(row, tier=1)
         pick = self.steps.once(STEPS["tier2"].at(), steps.Tier2, lambda: self._pick_tier2(rows))
         for row in rows:
@@ -769,10 +768,15 @@ class Campaign:
         ``funnel.refresh_every`` tier-1 candidates, the latest one's model (it trained on every shared-element
         label so far) replaces it."""
         key, f = row["key"], self.spec.funnel
-        members = outcome.result.get("production_members")
-        if outcome.reason not in V.FINISHED_WELL or not members or self.ledger.step(STEPS["family"].at(c=key)):
+        model = outcome.result.get("production_model")
+        if outcome.reason not in V.FINISHED_WELL or not model or self.ledger.step(STEPS["family"].at(c=key)):
             return
+        g, r = model.rsplit("/r", 1)
+        trained = self.steps.done(STEPS["train"].at(g=g, r=int(r)), steps.Trained)
         now = self._family()
+        if trained is None and now is None:
+            return
+        members = trained.trained.members if trained is not None else now.members   # tier 1: the family as is
         if now is None and tier == 2:
             fam = steps.Family(members, key, key, outcome.result.get("log10_sigma_300K_err_model"))
         elif now is not None and tier == 1 and f.refresh_every:
