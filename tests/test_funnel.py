@@ -137,7 +137,7 @@ def check_funnel(ledger, tmp_path: Path, uri: str) -> None:
 
     res = {c["formula"]: c["results"] for c in ledger.candidates()}
     assert res["Li"]["tier"] == 2 and "tier1" not in res["Li"]             # the verified start of the family
-    pick = ledger.step("funnel:tier2")
+    pick = ledger.step("tier2")
     assert len(pick["picked"]) == 1
     picked = next(c for c in ledger.candidates() if c["key"] == pick["picked"][0])
     first, second = picked["results"]["tier1"], picked["results"].get("log10_sigma_300K")

@@ -726,7 +726,7 @@ class Campaign:
         """The verified start (the candidates with a ``reference_data`` trajectory, else the first one) at tier 2,
         every other candidate at tier 1 from the family model, then tier 2 for the tier-1 candidates whose upper
         error reaches the top ``candidates.top_k`` (``funnel.tier2_candidates`` of them, highest upper end
-        first; step ``funnel:tier2``)."""
+        first; step ``tier2``)."""
         seeds = [r for r in rows if self.spec.user_reference(r) is not None] or rows[:1]
         for row in seeds:
             self._candidate_safe(row)

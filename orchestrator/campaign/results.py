@@ -49,7 +49,7 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: f
     Each ranked row with log10 sigma(300 K) and its total error gets ``p_above_threshold`` (P(sigma(300 K) >
     ``threshold_mS_cm``)) and ``p_top_k`` (P(among the ``top_k`` highest of them); ``analysis.ranking``)."""
     rows = []
-    pick = ledger.step("funnel:tier2") or {}
+    pick = ledger.step("tier2") or {}
     for c in ledger.candidates():
         res = c["results"] or {}
         first = res.get("tier1") or (res if res.get("tier") == 1 else {})
@@ -163,6 +163,14 @@ def _evidence(r: dict) -> tuple[str, str, str]:
     return rdf, dyn, acc
 
 
+def _tier(r: dict) -> str:
+    """'1', '2', or '2 (1: x.xx)' when tier 2 superseded a tier-1 number."""
+    if r.get("tier") is None:
+        return "-"
+    first = r.get("tier1_log10_sigma_300K")
+    return f"2 (tier 1: {first:.2f})" if r["tier"] == 2 and first is not None else str(r["tier"])
+
+
 def _p(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -177,12 +185,12 @@ def _sure_heads(rows: list[dict]) -> tuple[str, str]:
 def format_table(rows: list[dict]) -> str:
     """The ranked table for the console, with each candidate's evidence and known values."""
     t, k = _sure_heads(rows)
-    head = ["rank", "candidate", "reason", "rounds", "log10 σ300K (mS/cm)", "stat/fit/model", t, k, "known",
+    head = ["rank", "candidate", "tier", "reason", "rounds", "log10 σ300K (mS/cm)", "stat/fit/model", t, k, "known",
             "Ea (eV)", "RDF MAE / noise", "log10 D/D_ref", "F err own/ref (meV/Å)", "sim ps"]
     body = []
     for r in rows:
         rdf, dyn, acc = _evidence(r)
-        body.append([str(r["rank"] or "-"), r["candidate"], r["reason"] or r["stage"], str(r["rounds"]),
+        body.append([str(r["rank"] or "-"), r["candidate"], _tier(r), r["reason"] or r["stage"], str(r["rounds"]),
                      _pm(r["log10_sigma_300K"], _total(r)), _parts(r), _p(r.get("p_above_threshold")),
                      _p(r.get("p_top_k")),
                      "-" if r.get("known_log10_sigma_300K") is None else f"{r['known_log10_sigma_300K']:.2f}",
@@ -192,6 +200,13 @@ def format_table(rows: list[dict]) -> str:
     sources = sorted({r["known_source"] for r in rows if r.get("known_source")})
     lines += [f"known: {s}" for s in sources]
     for r in rows:
+        if r.get("tier") == 1 or r.get("tier1_log10_sigma_300K") is not None or r.get("tier2") == "picked":
+            lines.append(f"{r['candidate']}: tier 1 "
+                         f"{_pm(r.get('tier1_log10_sigma_300K'), r.get('tier1_log10_sigma_300K_err_total'))}"
+                         + (f" (family model's force MAE on it before fine-tuning {r['family_force_mae_meV_A']:.0f} "
+                            f"meV/Å, {r['oracle_labels']} oracle labels)" if r.get("family_force_mae_meV_A") is not None
+                            else "")
+                         + (f"; tier 2: {r['tier2']}" if r.get("tier2") else ""))
         if r.get("stopped_by"):
             reached = "reached" if r["stopped_by"] == "target reached" else f"not reached ({r['stopped_by']})"
             lines.append(f"{r['candidate']}: target ±{r['target_log10_err']:g} {reached}; certified {r['certified_K']}"
@@ -212,7 +227,7 @@ def results_markdown(rows: list[dict]) -> str:
         return "" if v is None else format(v, fmt)
 
     t, k = _sure_heads(rows)
-    head = ["rank", "candidate", "formula", "reason", "verdict", "rounds", "log10 σ(300 K) [log10 mS/cm]",
+    head = ["rank", "candidate", "formula", "tier", "reason", "verdict", "rounds", "log10 σ(300 K) [log10 mS/cm]",
             "± total [log10 mS/cm]", "stat / lack of fit / model", t, k, "target", "certified [K]",
             "known log10 σ(300 K) [log10 mS/cm]", "Ea [eV]", "± [eV]", "too short [K]",
             "RDF MAE / noise floor (check)", "log10 D/D_ref at T_ref (check)",
@@ -222,7 +237,7 @@ def results_markdown(rows: list[dict]) -> str:
         rdf, dyn, acc = _evidence(r)
         known = "" if r.get("known_log10_sigma_300K") is None else \
             f"{r['known_log10_sigma_300K']:.2f} ({r['known_source']})"
-        cells = [str(r["rank"] or ""), r["candidate"], r["formula"], r["reason"] or r["stage"], r["verdict"],
+        cells = [str(r["rank"] or ""), r["candidate"], r["formula"], _tier(r), r["reason"] or r["stage"], r["verdict"],
                  str(r["rounds"]), num(r["log10_sigma_300K"], ".2f"), num(_total(r), ".2f"), _parts(r),
                  num(r.get("p_above_threshold"), ".2f"), num(r.get("p_top_k"), ".2f"),
                  "" if not r.get("stopped_by") else f"±{r['target_log10_err']:g}: {r['stopped_by']}",

@@ -156,6 +156,10 @@ class Funnel:
                                            unit="log10 mS/cm", gt=0)
     budget_ps: float | None = param(None, "tier 1's student MD budget per candidate; null = precision.budget_ps",
                                     unit="ps", gt=0)
+    n_temperatures: int | None = param(None, "tier 1's planned temperatures (the reference temperature included); "
+                                       "null = precision.n_temperatures", ge=2)
+    lowest_temperature_K: float | None = param(None, "tier 1's coldest planned temperature; null = "
+                                               "precision.lowest_temperature_K", unit="K", gt=0)
     refresh_every: int = param(1, "the family model (the start of every tier-1 fine-tuning) is replaced by the "
                                "latest finished candidate's model, which trained on every shared-element label "
                                "so far, after every this many candidates; 0 = never (the first verified "
@@ -165,9 +169,11 @@ class Funnel:
         check_fields(self)
 
     def tier1_precision(self, plan: PrecisionPlan) -> PrecisionPlan:
-        """``plan`` with tier 1's target and budget (and no slope check: tier 1 runs no oracle MD)."""
+        """``plan`` with tier 1's target, budget and temperatures (and no slope check: tier 1 runs no oracle MD)."""
         return replace(plan, target_log10_err=self.target_log10_err or plan.target_log10_err,
-                       budget_ps=self.budget_ps or plan.budget_ps, slope_check_temperature_K=None)
+                       budget_ps=self.budget_ps or plan.budget_ps, slope_check_temperature_K=None,
+                       n_temperatures=self.n_temperatures or plan.n_temperatures,
+                       lowest_temperature_K=self.lowest_temperature_K or plan.lowest_temperature_K)
 
 
 @dataclass(frozen=True)
@@ -260,9 +266,10 @@ class CampaignSpec:
         if isinstance(slope, float) and slope == float(self.md.reference_temperature_K):
             raise InputError("precision.slope_check_temperature_K: the slope check needs a second temperature; give "
                              f"one other than md.reference_temperature_K ({self.md.reference_temperature_K:g} K)")
-        if self.funnel.enabled and not self.md.temperatures_K and self.precision.lowest_temperature_K is None:
+        if self.funnel.enabled and not self.md.temperatures_K and self.precision.lowest_temperature_K is None \
+                and self.funnel.lowest_temperature_K is None:
             raise InputError("funnel.enabled: tier 1 has no oracle MD to place its production temperatures with; give "
-                             "precision.lowest_temperature_K or md.temperatures_K")
+                             "funnel.lowest_temperature_K, precision.lowest_temperature_K or md.temperatures_K")
         # the judge's mobile species is the plan's: one value
         if self.stability.mobile_species != (self.md.species,):
             object.__setattr__(self, "stability", replace(self.stability, mobile_species=(self.md.species,)))

@@ -26,7 +26,7 @@ seed            ``seed:<c>``               ReferenceWorker   SeedLabels         
 family_errors   ``family_errors:<c>``      StabilityJudge    ForceErrors                 Errors
 warmup          ``warmup:<g>``             MDWorker          RunMD                       Runs
 family          ``family:<c>``             (the driver)      -                           Family
-tier2           ``funnel:tier2``           (the driver)      -                           Tier2
+tier2           ``tier2``                  (the driver)      -                           Tier2
 ==============  =========================  ================  ==========================  =========================
 
 The funnel (``funnel.enabled``): a tier-1 candidate (``<g>`` = ``<c>@t1``) has no ``ref``, ``explore``,
@@ -197,7 +197,7 @@ STEPS = {s.name: s for s in [
     Step("family_errors", "family_errors:{c}", "StabilityJudge", (rq.ForceErrors,), Errors),
     Step("warmup", "warmup:{g}", "MDWorker", (rq.RunMD,), Runs),
     Step("family", "family:{c}", "driver", (), Family),
-    Step("tier2", "funnel:tier2", "driver", (), Tier2),
+    Step("tier2", "tier2", "driver", (), Tier2),
 ]}
 
 
