@@ -203,11 +203,16 @@ class StabilityJudge(_Role):
             errors["deviation_eV_A"], errors["max_error_eV_A"], req.thresholds))
 
     def force_errors(self, req: rq.ForceErrors) -> rq.Errors:
-        """Against the trust band, failure level and error-bound factor of ``reference_calibration``."""
+        """Against the trust band, failure level and error-bound factor of ``reference_calibration``; no errors
+        (``calibration.unknown_elements``) when the frames hold elements the ensemble has never seen."""
         from analysis.calibration import calibrate
         from models import ensemble_errors, evaluate, load_ensemble, read_frames
+        from models.ensemble import unknown_elements
 
         ensemble, frames = load_ensemble(list(req.members)), read_frames(req.shard)
+        missing = unknown_elements(ensemble, frames)
+        if missing:
+            return rq.Errors([], [], [], {"unknown_elements": missing})
         errors = ensemble_errors(ensemble, frames)
         ref = req.reference_calibration or {}
         levels = (ref["trust_lo_eV_A"], ref["trust_hi_eV_A"]) if "trust_lo_eV_A" in ref else None

@@ -125,6 +125,19 @@ def max_force_deviation(pred: Prediction, system_index: torch.Tensor, n_systems:
     return out.scatter_reduce(0, system_index, pred.force_std, reduce="amax", include_self=True)
 
 
+def unknown_elements(ensemble: Ensemble, frames) -> list[str]:
+    """Chemical symbols in ``frames`` that some member has no embedding for (a species-blind model: none)."""
+    from ase.data import chemical_symbols
+
+    present = {int(z) for a in frames for z in a.numbers}
+    missing = set()
+    for m in ensemble.models:
+        known = getattr(m, "elements", None)
+        if known is not None:
+            missing |= present - {int(z) for z in known}
+    return sorted(chemical_symbols[z] for z in missing)
+
+
 def ensemble_errors(ensemble: Ensemble, frames, batch_size: int = 16) -> dict:
     """Per frame: the ensemble's max atomic force deviation and, where the frame carries reference forces,
     its max and mean atomic force error (norm of the error vector; all eV/Å), for calibrating the deviation

@@ -3,6 +3,11 @@ could be in the top k.  Fast checks of its parts, and a campaign in the LJ world
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +61,22 @@ def test_seed_frames_are_the_structure_and_rattled_copies():
         seed_frames(atoms, 3, 0.0)
 
 
+def test_a_family_model_without_an_element_of_the_candidate_is_said_not_evaluated():
+    """Si in LGPS's place: the family model (Li, Ge, P, S) has no Si embedding, so its error there cannot be
+    measured before fine-tuning (which grows the embedding); the check names the element instead of failing."""
+    from ase.build import bulk
+
+    from models.ensemble import Ensemble, unknown_elements
+    from models.lennard_jones import LennardJones
+    from models.registry import build_model
+
+    family = Ensemble([build_model("painn", [3, 15, 16, 32], seed=0, hidden_channels=8, num_layers=1)])
+    si = bulk("Si", "diamond", a=5.43)
+    li = bulk("Li", "bcc", a=3.5)
+    assert unknown_elements(family, [si, li]) == ["Si"] and unknown_elements(family, [li]) == []
+    assert unknown_elements(Ensemble([LennardJones()]), [si]) == []       # a species-blind model knows all
+
+
 def test_the_funnel_needs_a_way_to_place_tier1_temperatures():
     from common.errors import InputError
     from orchestrator.campaign.spec import validate
@@ -100,14 +121,15 @@ def _world(d: Path) -> dict:
 
 def test_funnel_ranks_four_candidates_and_tier2_demotes_a_wrong_tier1_student(ray_session, tmp_path):
     """Tier 1 without its audits (precision.audit_labels 0: deliberately blind) trusts a family student in the
-    stiff 27-atom cells and ranks them too high; tier 2 (oracle MD, its dynamics check) demotes the one it
-    verifies.  Every candidate says its tier, the family model's error on it and the oracle labels it needed."""
+    stiff 27-atom cells and ranks them too high; tier 2 (oracle MD, its dynamics and accuracy checks) demotes
+    the one it verifies.  Every candidate says its tier, the family model's error on it and the oracle labels
+    it needed.  The driver is killed in the middle of tier 1 and again in the middle of tier 2: each restart
+    redoes nothing finished, and MLflow has one run per candidate and tier."""
     import lj_world
+    import yaml
     from lj_world import CONCLUSIVE_MD, lj_spec
-    from orchestrator.campaign.driver import Campaign
-    from orchestrator.campaign.results import ranked
-    from orchestrator.campaign.spec import validate
-    from orchestrator.campaign.tracking import Tracker
+    from orchestrator.campaign.state import Ledger, ledger_path
+    from orchestrator.campaign.tracking import run_counts
 
     structures = _world(tmp_path)
     md = {**CONCLUSIVE_MD, "steps": 600, "exploration_replicas": 1, "reference_steps": 1600}
@@ -118,16 +140,37 @@ def test_funnel_ranks_four_candidates_and_tier2_demotes_a_wrong_tier1_student(ra
                            "tier2_candidates": 1, "budget_ps": 18.0},
                    precision={"audit_labels": 0, "transit_labels": 0, "budget_ps": 6.0},
                    active_learning={"max_rounds": 0})
+    spec_file = tmp_path / "funnel.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    campaign = Campaign(validate(spec), store=tmp_path / "store", tracking_uri=uri)
-    campaign.run()
-    ledger = campaign.ledger
+    env = {**os.environ, "RAY_ADDRESS": ray_session, "MLFLOW_TRACKING_URI": uri}
+    cmd = [sys.executable, "-m", "orchestrator.cli", "campaign", "run", str(spec_file), "--quiet",
+           "--store", str(tmp_path / "store")]
+    path = ledger_path(tmp_path / "store", "funnel")
+
+    def killed_when(reached) -> dict:
+        """Run the driver until ``reached(steps)``, kill it there; the ledger's steps then."""
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        t0 = time.monotonic()
+        while not (path.exists() and reached(Ledger(path).steps())):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() - t0 < 240, "the campaign never reached the kill point"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return Ledger(path).steps()
+
+    in_tier1 = killed_when(lambda st: any(k.startswith("prod:Lb__lb@t1") for k in st))       # mid tier 1
+    in_tier2 = killed_when(lambda st: "tier2" in st and f"ref:{st['tier2']['picked'][0]}" in st)   # mid tier 2
+    assert [k for k, v in in_tier1.items() if in_tier2[k] != v] == []      # nothing finished was redone
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    ledger = Ledger(path)
+    after = ledger.steps()
+    assert [k for k, v in in_tier2.items() if after[k] != v] == []
     check_funnel(ledger, tmp_path, uri)
-    before = ledger.steps()                                                 # a rerun redoes nothing
-    again = Campaign(validate(spec), store=tmp_path / "store", tracking_uri=uri)
-    again.run()
-    after = again.ledger.steps()
-    assert [k for k, v in before.items() if after[k] != v] == []
+    # one MLflow run per candidate and tier (3 tier-1 runs, 2 tier-2 runs), none duplicated by the restarts
+    assert run_counts(uri, "matscreen-funnel")["candidate"] == 5
 
 
 def check_funnel(ledger, tmp_path: Path, uri: str) -> None:

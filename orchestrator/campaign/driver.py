@@ -825,13 +825,15 @@ class Campaign:
             return Outcome(V.ORACLE_FAILING, "none", f"the oracle failed on every seed frame: {'; '.join(seeded.errors[:2])}")
         before = self._step(key, "family_errors", steps.force_errors(self.ctx, family.members, seeded.shard, None), c=key)
         base = self._step(key, "calibrate", steps.reference_errors(self.ctx, family.members, ref), g=gkey, r="family")
-        ready = _mean(before.mean_error_eV_A) <= _mean(base.mean_error_eV_A)
+        # ready: the family model as is (it knows every element and errs no more on the seed than on its reference)
+        ready = bool(before.mean_error_eV_A) and _mean(before.mean_error_eV_A) <= _mean(base.mean_error_eV_A)
         out = self._repairing(row, gkey, ref, lambda start, repair: self._tier1_model(row, gkey, family, ref, start,
                                                                                       ready), tier1=family)
         certs = [v for k, v in self.ledger.steps(f"certify:{gkey}:").items()]
         out.result = {**out.result, "family_source": family.source, "family_verified": family.verified,
                       "family_force_mae_meV_A": before.force_mae_meV_A, "family_ready": ready,
-                      "family_error_eV_A": _mean(before.mean_error_eV_A),
+                      "family_error_eV_A": _mean(before.mean_error_eV_A) if before.mean_error_eV_A else None,
+                      "family_unknown_elements": before.calibration.get("unknown_elements", []),
                       "family_reference_error_eV_A": _mean(base.mean_error_eV_A),
                       "oracle_labels": self._labels_used(key, gkey), "certified_by_audits": len(certs)}
         return out

@@ -78,6 +78,7 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: f
                                else "could be top k: no oracle-MD budget left" if c["key"] in pick.get("over_budget", [])
                                else "not needed" if pick and res.get("tier") == 1 else ""),
                      "family_force_mae_meV_A": res.get("family_force_mae_meV_A"),
+                     "family_unknown_elements": " ".join(res.get("family_unknown_elements") or []),
                      "oracle_labels": res.get("oracle_labels")})
         chk = res.get("checks", {})
         rows[-1].update(rdf_mae=chk.get("rdf_mae"), rdf_noise_floor=chk.get("rdf_noise_floor"),
@@ -205,7 +206,8 @@ def format_table(rows: list[dict]) -> str:
                          f"{_pm(r.get('tier1_log10_sigma_300K'), r.get('tier1_log10_sigma_300K_err_total'))}"
                          + (f" (family model's force MAE on it before fine-tuning {r['family_force_mae_meV_A']:.0f} "
                             f"meV/Å, {r['oracle_labels']} oracle labels)" if r.get("family_force_mae_meV_A") is not None
-                            else "")
+                            else f" (the family model had no {r['family_unknown_elements']}: fine-tuned on its labels, "
+                            f"{r['oracle_labels']} oracle labels)" if r.get("family_unknown_elements") else "")
                          + (f"; tier 2: {r['tier2']}" if r.get("tier2") else ""))
         if r.get("stopped_by"):
             reached = "reached" if r["stopped_by"] == "target reached" else f"not reached ({r['stopped_by']})"
