@@ -27,6 +27,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("services"))
 
 
+@pytest.fixture(scope="module")
+def ray_session():
+    """A private local Ray for the module (2 CPUs, no dashboard, a head marked as in ray_cluster.yaml), as
+    `campaign run` starts one whatever an old `ray start --head` left in Ray's temp dir; its GCS address."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 resources={"matscreen_head": 1}, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

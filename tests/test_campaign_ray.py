@@ -31,19 +31,6 @@ THIS_FILE = Path(__file__).resolve()
 ROOT = THIS_FILE.parents[1]
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    started = not ray.is_initialized()
-    if started:
-        # a private local Ray, as `campaign run` starts one (whatever an old `ray start --head` left in
-        # Ray's temp dir), with a head marked as in ray_cluster.yaml
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 resources={"matscreen_head": 1}, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-    yield ray.get_runtime_context().gcs_address
-    if started:
-        ray.shutdown()
-
-
 MLFLOW = {}  # one MLflow sqlite store for the module (each campaign is its own experiment): creating a
              # store runs MLflow's schema migrations, seconds each
 

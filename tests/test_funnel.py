@@ -87,18 +87,7 @@ def test_the_funnel_needs_a_way_to_place_tier1_temperatures():
 
 
 # --- a funnel campaign in the LJ world (real local Ray, real MLflow) ------------------------------------------
-ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 resources={"matscreen_head": 1}, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-    yield ray.get_runtime_context().gcs_address
-    if started:
-        ray.shutdown()
+# (the ``ray_session`` fixture: tests/conftest.py)
 
 
 def _world(d: Path) -> dict:

@@ -417,18 +417,27 @@ class Campaign:
         return now.keep(lambda name, i: mine(name) or (name, i) in used)
 
     # --- one candidate: the steps of ``steps.STEPS`` in order ---------------------------------------------
-    def _screen(self, row: dict) -> Outcome:
-        """Reference, active learning, production: how the candidate ended."""
+    def _recorded(self, row: dict, tier: int) -> Outcome | None:
+        """How the candidate already ended at ``tier`` or above (returned again: a crash may have hit between the
+        ledger and MLflow), ``no_structure``, or None: screen it.  An errored candidate is retried (its steps are
+        kept)."""
         key = row["key"]
         cand = self.ledger.candidate(key)
         if cand["stage"] == "done" and cand["reason"] == V.ERROR:
-            self.ledger.update_candidate(key, stage="pending", reason=None, detail=None)  # retry; steps are kept
+            self.ledger.update_candidate(key, stage="pending", reason=None, detail=None)
             cand = self.ledger.candidate(key)
-        if cand["stage"] == "done" and (cand["results"] or {}).get("tier", 2) == 2:
-            # logged again: a crash may have hit between the ledger and MLflow
+        if cand["stage"] == "done" and (cand["results"] or {}).get("tier", 2) >= tier:
             return Outcome(cand["reason"], cand["verdict"] or "", cand["detail"] or "", cand["results"])
         if not row.get("structure_path"):
             return Outcome(V.NO_STRUCTURE, "none", row.get("reason") or "no structure")
+        return None
+
+    def _screen(self, row: dict) -> Outcome:
+        """Reference, active learning, production: how the candidate ended."""
+        key = row["key"]
+        recorded = self._recorded(row, 2)
+        if recorded is not None:
+            return recorded
         gkey = self.gkey(key)  # generation 2+ (--incremental): fresh steps, the reference is shared
         self._stage(key, "reference")
         name = self.display_name(row)
@@ -803,14 +812,9 @@ class Campaign:
         of those frames, and goes to planned production with every temperature certified by the oracle's
         audits (:meth:`_production`)."""
         key = row["key"]
-        cand = self.ledger.candidate(key)
-        if cand["stage"] == "done" and cand["reason"] == V.ERROR:
-            self.ledger.update_candidate(key, stage="pending", reason=None, detail=None)
-            cand = self.ledger.candidate(key)
-        if cand["stage"] == "done":
-            return Outcome(cand["reason"], cand["verdict"] or "", cand["detail"] or "", cand["results"])
-        if not row.get("structure_path"):
-            return Outcome(V.NO_STRUCTURE, "none", row.get("reason") or "no structure")
+        recorded = self._recorded(row, 1)
+        if recorded is not None:
+            return recorded
         family = self._family()
         if family is None:
             return Outcome(V.BUDGET_SPENT, "none", "tier 1 needs a family model, and no verified (tier-2) candidate "
@@ -829,19 +833,18 @@ class Campaign:
         ready = bool(before.mean_error_eV_A) and _mean(before.mean_error_eV_A) <= _mean(base.mean_error_eV_A)
         out = self._repairing(row, gkey, ref, lambda start, repair: self._tier1_model(row, gkey, family, ref, start,
                                                                                       ready), tier1=family)
-        certs = [v for k, v in self.ledger.steps(f"certify:{gkey}:").items()]
         out.result = {**out.result, "family_source": family.source, "family_verified": family.verified,
                       "family_force_mae_meV_A": before.force_mae_meV_A, "family_ready": ready,
                       "family_error_eV_A": _mean(before.mean_error_eV_A) if before.mean_error_eV_A else None,
                       "family_unknown_elements": before.calibration.get("unknown_elements", []),
                       "family_reference_error_eV_A": _mean(base.mean_error_eV_A),
-                      "oracle_labels": self._labels_used(key, gkey), "certified_by_audits": len(certs)}
+                      "oracle_labels": self._labels_used(key, gkey)}
         return out
 
     def _labels_used(self, key: str, gkey: str) -> int:
         """The oracle single points a tier-1 candidate needed: seed, warm-up and repair labels and every audit."""
         found = self.ledger.steps
-        n = (found(STEPS["seed"].at(c=key)).get(STEPS["seed"].at(c=key)) or {}).get("n_labels", 0)
+        n = (self.ledger.step(STEPS["seed"].at(c=key)) or {}).get("n_labels", 0)
         n += sum(v.get("n_labels", 0) for v in found(f"label:{gkey}:").values())
         n += sum(((v.get("audit") or {}).get("n_labels", 0)) for v in found(f"certify:{gkey}:").values())
         return int(n)

@@ -73,10 +73,7 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: f
                      "simulated_ns": round(c["simulated_ps"] / 1000.0, 6), "detail": c["detail"] or "",
                      "tier": res.get("tier"), "tier1_log10_sigma_300K": first.get("log10_sigma_300K"),
                      "tier1_log10_sigma_300K_err_total": first.get("log10_sigma_300K_err_total"),
-                     "tier2": ("verified" if res.get("tier") == 2 and c["key"] not in pick.get("picked", []) and
-                               res.get("tier1") is None else "picked" if c["key"] in pick.get("picked", [])
-                               else "could be top k: no oracle-MD budget left" if c["key"] in pick.get("over_budget", [])
-                               else "not needed" if pick and res.get("tier") == 1 else ""),
+                     "tier2": _tier2(c["key"], res, pick),
                      "family_force_mae_meV_A": res.get("family_force_mae_meV_A"),
                      "family_unknown_elements": " ".join(res.get("family_unknown_elements") or []),
                      "oracle_labels": res.get("oracle_labels")})
@@ -105,6 +102,17 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: f
         row["rank"] = i if row["reason"] == V.CONVERGED and score(row)[0] == 0 else None
     _sureness(rows, threshold_mS_cm, top_k)
     return rows
+
+
+def _tier2(key: str, res: dict, pick: dict) -> str:
+    """How tier 2 stands for a candidate, from its results and the ``tier2`` step (``pick``)."""
+    if key in pick.get("picked", []):
+        return "picked"
+    if res.get("tier") == 2 and res.get("tier1") is None:
+        return "verified"
+    if key in pick.get("over_budget", []):
+        return "could be top k: no oracle-MD budget left"
+    return "not needed" if pick and res.get("tier") == 1 else ""
 
 
 def _sureness(rows: list[dict], threshold_mS_cm: float, top_k: int) -> None:
