@@ -360,7 +360,9 @@ def judge(traj, reference: Reference | None = None,
     transit (:mod:`analysis.transit`); with the reference's (``reference.transit_error``) it joins the
     accuracy check.  ``same_material`` False: the reference is another material's (a tier-1 candidate has no
     oracle MD of its own): its errors are the accuracy check's baseline, and structure and dynamics are not
-    compared (the evidence's ``not_compared`` says so).
+    compared, nor is the ensemble's deviation (its trust levels were calibrated on the other material): the
+    audits decide (the evidence's ``not_compared`` says so).  The evidence's ``checks`` lists the checks that
+    ran and, for each that did not, why (:func:`ran_and_not_run`).
     """
     th = thresholds
     runs = checks.replicas_of(traj)
@@ -370,14 +372,17 @@ def judge(traj, reference: Reference | None = None,
     ev: dict = {"n_frames": int(sum(len(t) for t in runs))}
     if len(runs) > 1:
         ev["replicas"] = len(runs)
-    levels = th.trust_levels(reference.deviation if reference is not None else None)
+    levels = th.trust_levels(reference.deviation if reference is not None else None) if same_material else None
     with_deviation = all(t.force_deviation is not None for t in runs)
     deviation = np.concatenate([np.asarray(t.force_deviation, float) for t in runs]) if with_deviation else None
     if deviation is not None and levels is not None:
         ev.update(deviation_fractions(deviation, *levels))
     compare = same_material and reference is not None and same_temperature(runs[0], reference.traj)
+    ev["checks"] = ran_and_not_run(runs, reference, same_material, compare, audit_error, deviation, levels)
     if not same_material:
-        ev["not_compared"] = ["structure and dynamics: no oracle MD of this material (tier 1)"]
+        ev["not_compared"] = ["structure and dynamics: no oracle MD of this material (tier 1)",
+                              "ensemble deviation: its trust levels are another material's; the oracle's audits "
+                              "of this run decide (accuracy)"]
     structure = None
     if compare and all(np.isfinite(t.positions).all() for t in runs):   # evidence even for a broken run
         window = checks.pool_blocks([structure_rdf(t, th) for t in runs])
@@ -420,6 +425,33 @@ def judge(traj, reference: Reference | None = None,
     if open_checks:
         return Verdict(INCONCLUSIVE, None, {**ev, "inconclusive": open_checks})
     return Verdict(STABLE, None, ev)
+
+
+def ran_and_not_run(runs: list[Trajectory], reference: Reference | None, same_material: bool, compare: bool,
+                    audit_error, deviation, levels) -> dict:
+    """``{"ran": [check, ...], "not_run": {check: why}}`` for :func:`judge`'s checks: breakage always; structure
+    and dynamics against a reference of the same material at the same temperature; accuracy with audited
+    errors and the reference's; deviation with the ensemble's deviation and trust levels."""
+    why: dict[str, str] = {}
+    if reference is None:
+        why["structure"] = why["dynamics"] = "no reference given"
+    elif not same_material:
+        why["structure"] = why["dynamics"] = "the reference is another material's (tier 1)"
+    elif not compare:
+        why["structure"] = why["dynamics"] = (f"the reference is at {reference.traj.temperature_K:g} K and the run "
+                                              f"at {runs[0].temperature_K:g} K")
+    if audit_error is None:
+        why["accuracy"] = "no oracle audit of this run"
+    elif reference is None or reference.error is None:
+        why["accuracy"] = "no force error of this model on the reference"
+    if deviation is None:
+        why["deviation"] = "the run has no ensemble force deviation (one model)"
+    elif not same_material:
+        why["deviation"] = "its trust levels are another material's (tier 1)"
+    elif levels is None:
+        why["deviation"] = "no trust levels (no reference deviation, none set)"
+    ran = [c for c in ("breakage", "structure", "dynamics", "accuracy", "deviation") if c not in why]
+    return {"ran": ran, "not_run": why}
 
 
 def _dynamics(runs: list[Trajectory], reference: Trajectory, th: VerdictThresholds) -> dict:

@@ -21,8 +21,10 @@ Trajectories:
 * time between frames (fs): from the file where it says (vasprun.xml and OUTCAR: ``POTIM``, every ionic
   step is stored; extxyz/traj: a ``time_fs`` per frame), else ``dt_fs`` is required and the error
   says so; a ``dt_fs`` that disagrees with the file's is an error;
-* temperature (K): ``temperature_K``, else the file's (``TEBEG``, a ``temperature_K`` per frame), else
-  unknown (no conductivity, and no comparison of temperatures);
+* temperature (K), the thermostat's target: ``temperature_K``, else the file's setting (``TEBEG``, a
+  ``target_temperature_K`` per frame, or a ``temperature_K`` per frame that is the same in every frame), else
+  unknown (no conductivity, and no comparison of temperatures); a per-frame ``temperature_K`` that varies is
+  an instantaneous temperature (``temperatures_K``), never the target;
 * positions: unwrapped by the minimum image between consecutive frames (wrapped and already unwrapped
   files give the same trajectory, as long as no atom moves half a cell between two frames);
 * one system per file: a frame whose atom count, atom order or cell differs from the first frame's is
@@ -303,6 +305,8 @@ def read_any(path: str | os.PathLike, *, dt_fs: float | None = None, temperature
     frac = positions @ np.linalg.inv(cell)
     temps = (np.array([a.get_temperature() for a in frames]) if first.has("momenta") and
              np.any(first.get_momenta()) else None)
+    if temps is None and file_t is None:
+        temps = frame_values(frames, "temperature_K")     # varies from frame to frame: instantaneous
     target = temperature_K if temperature_K is not None else file_t
     return Trajectory(numbers=np.asarray(first.numbers, dtype=np.int64), positions=(frac % 1.0) @ cell,
                       unwrapped=unwrap(positions, cell), cells=np.stack([a.cell[:] for a in frames]),
@@ -336,5 +340,16 @@ def file_dt_and_temperature(path: Path, fmt: str, frames: list) -> tuple[float |
             raise InputError(f"{path} has inconsistent times between frames ({gaps.min():g} to {gaps.max():g} fs); "
                              "analyse a trajectory stored at a constant stride")
         dt = float(gaps[0])
-    t = frames[0].info.get("temperature_K")
-    return dt, (float(t) if isinstance(t, (int, float)) and t > 0 else None)
+    for key in ("target_temperature_K", "temperature_K"):
+        values = frame_values(frames, key)
+        if values is not None and np.all(values > 0) and np.ptp(values) <= 1e-6 * values[0]:
+            return dt, float(values[0])      # the same in every frame: a setting
+    return dt, None
+
+
+def frame_values(frames: list, key: str) -> np.ndarray | None:
+    """``atoms.info[key]`` of every frame as numbers, None unless every frame has a number there."""
+    values = [a.info.get(key) for a in frames]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return np.asarray(values, float)

@@ -104,6 +104,16 @@ class Selection:
         """The frames ``(shard, index)`` for which ``predicate(shard, index)`` is true."""
         return Selection([[name, [i for i in idx if predicate(name, i)]] for name, idx in self.shards], self.oracle)
 
+    def thinned(self, mine, at_most: int) -> "Selection":
+        """Every frame of a shard ``mine(name)`` accepts, and at most ``at_most`` of the others, evenly spaced
+        over them in selection order (deterministic)."""
+        others = [(name, i) for name, idx in self.shards if not mine(name) for i in idx]
+        if len(others) <= at_most:
+            return self
+        step = len(others) / at_most
+        kept = {others[int(k * step)] for k in range(at_most)}
+        return self.keep(lambda name, i: mine(name) or (name, i) in kept)
+
     def addresses(self) -> set[tuple[str, int]]:
         return {(name, i) for name, idx in self.shards for i in idx}
 

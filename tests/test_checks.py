@@ -478,3 +478,25 @@ def test_ions_in_transit_are_the_ones_between_sites_and_the_audit_over_represent
     both = audit_frames(traj, 8, n_transit=4)[0]
     assert set(spread) <= set(both) and len(both) == 9      # one transit frame: the others lie within a window
     assert [i for i in both if i not in spread][0] in hop
+
+
+def test_at_tier_1_another_materials_deviation_decides_nothing_and_the_audits_still_catch_a_worse_student():
+    """Tier 1 (``same_material=False``): the reference is another material's, so its trust levels do not
+    transfer: a run 3x less certain by deviation is ``uncertain`` against its own material and not at tier 1,
+    where ``checks`` says why the deviation did not run; the audited error still decides (accuracy)."""
+    from dataclasses import replace
+
+    traj, _, _ = _oracle_windows()
+    th, rng = VerdictThresholds(), np.random.default_rng(4)
+    ref_err = _correlated_errors(rng, 110, 0.055)
+    reference = reference_profile(traj("t1000", 50, 200), th, deviation=_correlated_deviation(rng, 110, 0.05, tau=1.0),
+                                  error=ref_err)
+    run = replace(traj("t1000", 350, 200), force_deviation=_correlated_deviation(rng, 200, 0.15, tau=1.0))
+    honest = 0.055 * np.exp(0.1 * rng.normal(size=8))
+    assert judge(run, reference, th, audit_error=honest).status == "uncertain"
+    tier1 = judge(run, reference, th, audit_error=honest, same_material=False)
+    assert tier1.status == "stable" and "accurate_fraction" not in tier1.evidence
+    assert "another material" in tier1.evidence["checks"]["not_run"]["deviation"]
+    assert tier1.evidence["checks"]["ran"] == ["breakage", "accuracy"]
+    worse = judge(run, reference, th, audit_error=0.09 * np.exp(0.1 * rng.normal(size=8)), same_material=False)
+    assert worse.status == "uncertain" and worse.evidence["accuracy_status"] == "mismatch"

@@ -133,3 +133,18 @@ def test_cli_stats_and_query(tmp_path, capsys):
     assert len(read(out, ":")) == 1
     assert main(["data", "query", "--store", str(tmp_path / "missing")]) == 2
     assert "no data store" in capsys.readouterr().err
+
+
+def test_a_thinned_selection_keeps_every_own_frame_and_evenly_spaced_others():
+    """Tier 1's fine-tuning set: the candidate's own shards whole, at most N of the rest, spread over them."""
+    from reference.store import Selection
+
+    sel = Selection([["campaign-x-A-r0.extxyz", list(range(100))], ["campaign-x-B-seed-r0.extxyz", list(range(8))],
+                     ["campaign-x-C-r0.extxyz", list(range(50))]], "chgnet")
+    thin = sel.thinned(lambda name: name.startswith("campaign-x-B-"), 30)
+    kept = dict((name, idx) for name, idx in thin.shards)
+    assert kept["campaign-x-B-seed-r0.extxyz"] == list(range(8)) and thin.n_frames == 38
+    assert len(kept["campaign-x-A-r0.extxyz"]) == 20 and len(kept["campaign-x-C-r0.extxyz"]) == 10   # 150 -> 30
+    assert kept["campaign-x-A-r0.extxyz"][:3] == [0, 5, 10]
+    assert sel.thinned(lambda name: False, 500) is sel and thin.fingerprint == sel.thinned(
+        lambda name: name.startswith("campaign-x-B-"), 30).fingerprint

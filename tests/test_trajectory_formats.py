@@ -192,3 +192,94 @@ def test_lammps_dump_with_an_element_column_needs_no_topology(tmp_path, capsys):
     (tmp_path / "dump.lammpstrj").write_text("\n".join(lines) + "\n")
     traj = load_trajectory(tmp_path / "dump.lammpstrj", dt_fs=DT_FS, fmt="lammps-dump-text")
     assert list(traj.numbers) == [3] * 16 + [16] * 24
+
+
+def _thermostatted(cell, symbols, positions, temperature_K, rng):
+    """Frames as a plain ASE MD script writes them: each with its instantaneous temperature and its time."""
+    out = images(cell, symbols, positions)
+    for atoms in out:
+        atoms.info["temperature_K"] = float(temperature_K * (1 + 0.05 * rng.normal()))
+    return out
+
+
+def test_a_per_frame_temperature_that_varies_is_instantaneous_and_one_that_does_not_is_the_target(tmp_path):
+    cell, symbols, pos = walk(n_frames=40)
+    write(tmp_path / "varies.extxyz", _thermostatted(cell, symbols, pos, 1000.0, np.random.default_rng(0)))
+    traj = load_trajectory(tmp_path / "varies.extxyz")
+    assert traj.temperature_K is None and traj.temperatures_K is not None and traj.temperatures_K.std() > 10
+    frames = images(cell, symbols, pos)
+    for atoms in frames:
+        atoms.info["temperature_K"] = 1000.0
+    write(tmp_path / "setting.extxyz", frames)
+    assert load_trajectory(tmp_path / "setting.extxyz").temperature_K == 1000.0
+
+
+def test_a_requested_reference_is_compared_or_refused_never_skipped(tmp_path, capsys):
+    """The issue's case: two windows of one thermostatted run, written with instantaneous temperatures, the
+    second strained by 3 %.  The reference's temperature is the target (--temperature, or
+    --reference-temperature), the structure check runs and finds the strain; another temperature, or a reference
+    too short after the equilibration, is a one-line error (exit 2), never a silent skip."""
+    from ase.build import bulk
+
+    crystal = bulk("Li2S", "fluorite", a=5.7).repeat(2)       # antifluorite-like: 64 Li, 32 S, vibrating
+    cell, symbols = crystal.cell[:], crystal.get_chemical_symbols()
+    rng = np.random.default_rng(1)
+    pos = crystal.positions[None] + 0.12 * rng.normal(size=(200, len(crystal), 3))
+    write(tmp_path / "window1.extxyz", _thermostatted(cell, symbols, pos[:100], 1000.0, rng))
+    write(tmp_path / "window2.extxyz", _thermostatted(cell, symbols, pos[100:], 1000.0, rng))
+    write(tmp_path / "strained.extxyz", _thermostatted(1.03 * cell, symbols, 1.03 * pos[100:], 1000.0, rng))
+    args = ["--reference", tmp_path / "window1.extxyz", "--temperature", 1000, "--discard-fs", 0]
+    same = analyze(capsys, tmp_path / "window2.extxyz", *args)
+    strained = analyze(capsys, tmp_path / "strained.extxyz", *args)
+    for r in (same, strained):
+        assert r["reference_temperature_K"] == 1000.0 and r["rdf_mae"] is not None
+        assert {"structure", "dynamics"} <= set(r["checks"]["ran"]) and "structure" not in r["checks"]["not_run"]
+    assert same["verdict"] in ("stable", "inconclusive") and same["rdf_mae"] <= same["evidence"]["rdf_critical"]
+    assert strained["verdict"] in ("lattice_mismatch", "rdf_mismatch") and strained["rdf_mae"] > 3 * same["rdf_mae"]
+    # the reference's own setting can be given; one that differs from the run's is refused, in one line
+    r = analyze(capsys, tmp_path / "window2.extxyz", *args, "--reference-temperature", 1000)
+    assert r["rdf_mae"] == same["rdf_mae"]
+    assert main(["analyze", str(tmp_path / "window2.extxyz"), "--species", "Li", *map(str, args),
+                 "--reference-temperature", "900"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "at 900 K" in err and "at 1000 K" in err
+    write(tmp_path / "short.extxyz", _thermostatted(cell, symbols, pos[:30], 1000.0, rng))
+    assert main(["analyze", str(tmp_path / "window2.extxyz"), "--species", "Li", "--reference",
+                 str(tmp_path / "short.extxyz"), "--temperature", "1000", "--discard-fs", "1500"]) == 2
+    assert "frames after the equilibration" in capsys.readouterr().err
+    # without any temperature the checks cannot be placed: said, not skipped
+    assert main(["analyze", str(tmp_path / "window2.extxyz"), "--species", "Li", "--reference",
+                 str(tmp_path / "window1.extxyz")]) == 2
+    assert "records a target temperature" in capsys.readouterr().err
+
+
+def test_analyze_without_a_temperature_gives_d_and_agrees_with_kinisi(tmp_path, capsys):
+    """A VASP XDATCAR (no TEBEG, frames 100 fs apart): D and its error, no conductivity (a note says why), and
+    the same D as kinisi's Bayesian fit on the same file and fit window."""
+    import warnings
+
+    import scipp as sc
+    from ase.io import read
+    from kinisi.analyze import DiffusionAnalyzer as KinisiAnalyzer
+
+    from analysis.diffusion import diffusion
+
+    cell, symbols, pos = walk(seed=7, n_frames=300)
+    (tmp_path / "XDATCAR").write_text(xdatcar_text(cell, symbols, pos))
+    r = analyze(capsys, tmp_path / "XDATCAR", "--dt-fs", DT_FS, "--discard-fs", 0)
+    assert r["temperature_K"] is None and r["conductivity_mS_cm"] is None and r["conductivity_err_mS_cm"] is None
+    assert any("temperature" in n for n in r["notes"]) and "breakage" in r["checks"]["ran"]
+    assert abs(r["diffusivity_cm2_s"] - D_TRUE) < 3 * r["diffusivity_err_cm2_s"]
+    traj = load_trajectory(tmp_path / "XDATCAR", dt_fs=DT_FS)
+    ours = diffusion(traj.unwrapped, traj.numbers, DT_FS, "Li")
+    assert ours.diffusivity_cm2_s == pytest.approx(r["diffusivity_cm2_s"], rel=1e-9)
+    frames = read(tmp_path / "XDATCAR", ":", format="vasp-xdatcar")
+    lags_ps = np.arange(1, len(frames) // 2) * DT_FS / 1000.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = KinisiAnalyzer.from_ase(frames, specie="Li", time_step=DT_FS * sc.Unit("fs"),
+                                         step_skip=1 * sc.Unit("dimensionless"), progress=False,
+                                         dt=sc.array(dims=["time interval"], values=lags_ps, unit="ps"))
+        theirs.diffusion(ours.fit_start_fs / 1000.0 * sc.Unit("ps"), progress=False,
+                         random_state=np.random.RandomState(0))
+    assert abs(r["diffusivity_cm2_s"] - np.mean(theirs.D.values)) < r["diffusivity_err_cm2_s"]

@@ -852,12 +852,21 @@ class Campaign:
     def _train_round(self, row: dict, gkey: str, r: int, oracle: str, init: list[str] | None) -> list[str]:
         """Round ``r``'s training set (the shared-element store now) and its (fine-)tuned members."""
         key, ids = row["key"], dict(g=gkey, r=r)
-        sel = self._step(key, "trainset", work=lambda: self.training_selection(row, oracle), **ids)
+        sel = self._step(key, "trainset", work=lambda: self._training_selection(row, gkey, oracle), **ids)
         request = steps.train(self.ctx, gkey, r, sel, init)
         train = self._step(key, "train", work=lambda: steps.Trained(self.roles.call(request), sel.to_dict()), **ids)
         self.ledger.update_candidate(key, model_version=f"{gkey}/r{r}")
         self._log_training(row, gkey, r, train, init)
         return train.trained.members
+
+    def _training_selection(self, row: dict, gkey: str, oracle: str) -> Selection:
+        """The store selection a round trains on: the shared-element store; at tier 1 the candidate's own labels
+        and at most ``funnel.replay_frames`` of the others (:meth:`reference.store.Selection.thinned`)."""
+        sel, cap = self.training_selection(row, oracle), self.spec.funnel.replay_frames
+        if not gkey.endswith(TIER1) or cap is None:
+            return sel
+        own = self.ctx.shard(row["key"], 0)[:-len("-r0.extxyz")]  # campaign-<name>-<c>
+        return sel.thinned(lambda shard: shard.startswith((own + "-", own + "@")), cap)
 
     def _tier1_model(self, row: dict, gkey: str, family: steps.Family, ref: ReferenceRun, start: int,
                      ready: bool = False) -> Usable:

@@ -160,6 +160,10 @@ class Funnel:
                                        "null = precision.n_temperatures", ge=2)
     lowest_temperature_K: float | None = param(None, "tier 1's coldest planned temperature; null = "
                                                "precision.lowest_temperature_K", unit="K", gt=0)
+    replay_frames: int | None = param(64, "a tier-1 fine-tuning trains on the candidate's own labels and at most "
+                                      "this many other shared-element frames of the store, evenly spaced (the "
+                                      "replay that keeps the family's knowledge); null = the whole store",
+                                      ge=1)
     refresh_every: int = param(1, "the family model (the start of every tier-1 fine-tuning) is replaced by the "
                                "latest finished candidate's model, which trained on every shared-element label "
                                "so far, after every this many candidates; 0 = never (the first verified "

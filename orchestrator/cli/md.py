@@ -63,11 +63,14 @@ def register(subparsers) -> None:
                    help="time between stored frames in fs (default: from the file; required when it has none)")
     a.add_argument("--temperature", type=float, default=None, help="temperature in K (default: from the file)")
     a.add_argument("--discard-fs", type=float, default=None,
-                   help="equilibration to drop in fs (default: the protocol's, else 0)")
+                   help="equilibration to drop in fs, from the trajectory and the reference (default: the protocol's, else 0)")
     a.add_argument("--format", default=None, help="ASE format name of TRAJ (default: from its name or content)")
     a.add_argument("--topology", default=None, help="LAMMPS data file naming the elements of a dump's atom types")
     a.add_argument("--reference", default=None,
                    help="reference trajectory (any format, e.g. your AIMD) for the structure and dynamics checks")
+    a.add_argument("--reference-temperature", type=float, default=None,
+                   help="the reference's target temperature in K (default: its file's thermostat setting, else "
+                        "--temperature); the structure and dynamics checks compare runs at one temperature")
     a.add_argument("--reference-dt-fs", type=float, default=None,
                    help="time between the reference's frames in fs (default: from its file, else --dt-fs)")
     a.add_argument("--reference-format", default=None, help="ASE format name of REF (default: from its name)")
@@ -145,7 +148,7 @@ def run_analyze(args) -> int:
 
     from analysis.diffusion import MIN_FIT_FRAMES
     from analysis.transport import transport
-    from analysis.verdicts import judge, reference_profile, structure_rdf, window_rdf
+    from analysis.verdicts import judge, structure_rdf, window_rdf
     from md.trajectory import load_trajectory
 
     traj = load_trajectory(args.trajectory, dt_fs=args.dt_fs, temperature_K=args.temperature, fmt=args.format,
@@ -161,41 +164,41 @@ def run_analyze(args) -> int:
     if len(traj.production()) < MIN_FIT_FRAMES:
         raise InputError(f"{args.trajectory}: {len(traj.production())} frames after the equilibration; a diffusion fit "
                          f"needs at least {MIN_FIT_FRAMES}: give a longer trajectory or a smaller --discard-fs")
-    reference = None
-    if args.reference:
-        from common.formats import MissingTimeStep
-
-        kw = {"fmt": args.reference_format, "topology": args.topology}
-        try:
-            ref = load_trajectory(args.reference, dt_fs=args.reference_dt_fs, **kw)
-        except MissingTimeStep:          # a reference without its own time between frames takes --dt-fs
-            if args.dt_fs is None:
-                raise
-            ref = load_trajectory(args.reference, dt_fs=args.dt_fs, **kw)
-        if ref.temperature_K is None:
-            ref = replace(ref, temperature_K=traj.temperature_K)
-        if not np.array_equal(np.sort(ref.numbers), np.sort(traj.numbers)):
-            raise InputError(f"{args.reference} is not the same material as {args.trajectory}; give a reference of "
-                             "the same cell and composition")
-        reference = reference_profile(ref)
+    reference = _analyze_reference(args, traj) if args.reference else None
     verdict = judge(traj, reference)
-    result = transport([traj], args.species)
-    if not result.points:
-        raise InputError(f"{args.trajectory}: {result.notes[0] if result.notes else 'no diffusion fit'}")
-    point, run = result.points[0], result.runs[0]
+    notes: list[str] = []
+    if traj.temperature_K is None:
+        from analysis.checks import diffusion_convergence
+
+        fit, _ = diffusion_convergence(traj, args.species)
+        if not (np.isfinite(fit.diffusivity_cm2_s) and np.isfinite(fit.diffusivity_err_cm2_s)):
+            raise InputError(f"{args.trajectory}: no finite diffusion fit; give a longer trajectory")
+        d, d_err, used, path_ok, sigma, sigma_err = (fit.diffusivity_cm2_s, fit.diffusivity_err_cm2_s,
+                                                     len(traj.production()), None, None, None)
+        notes.append("no temperature: conductivity needs one (Nernst-Einstein); pass --temperature")
+    else:
+        result = transport([traj], args.species)
+        if not result.points:
+            raise InputError(f"{args.trajectory}: {result.notes[0] if result.notes else 'no diffusion fit'}")
+        point, run = result.points[0], result.runs[0]
+        d, d_err, used, path_ok = point.diffusivity_cm2_s, point.diffusivity_err_cm2_s, run.n_frames, run.path_ok
+        sigma, sigma_err = point.conductivity_mS_cm, point.conductivity_err_mS_cm
+        notes += result.notes
     out = {"trajectory": str(args.trajectory), "species": args.species, "temperature_K": traj.temperature_K,
-           "dt_fs": traj.dt_fs, "n_frames": len(traj), "n_frames_used": run.n_frames,
-           "diffusivity_cm2_s": point.diffusivity_cm2_s, "diffusivity_err_cm2_s": point.diffusivity_err_cm2_s,
-           "conductivity_mS_cm": point.conductivity_mS_cm if traj.temperature_K else None,
-           "conductivity_err_mS_cm": point.conductivity_err_mS_cm if traj.temperature_K else None,
-           "verdict": verdict.status, "failure_step": verdict.failure_step, "path_ok": run.path_ok}
+           "dt_fs": traj.dt_fs, "n_frames": len(traj), "n_frames_used": used,
+           "diffusivity_cm2_s": d, "diffusivity_err_cm2_s": d_err,
+           "conductivity_mS_cm": sigma, "conductivity_err_mS_cm": sigma_err,
+           "verdict": verdict.status, "failure_step": verdict.failure_step, "path_ok": path_ok,
+           "checks": verdict.evidence["checks"], "notes": notes}
     if reference is not None:
+        out["reference_temperature_K"] = reference.traj.temperature_K
         out["rdf_mae"] = verdict.evidence.get("rdf_mae")
     out["evidence"] = verdict.to_dict()["evidence"]
     if args.plots:
         from analysis.plots import plot_rdf, plot_transport
 
-        plot_transport(result, args.plots)
+        if traj.temperature_K is not None:
+            plot_transport(result, args.plots)
         plot_rdf(window_rdf(structure_rdf(traj)), Path(args.plots) / "rdf.png",
                  window_rdf(reference.rdf) if reference is not None else None)
     if args.json:
@@ -204,3 +207,44 @@ def run_analyze(args) -> int:
         for k, v in out.items():
             print(f"{k}: {v}")
     return 0
+
+
+def _analyze_reference(args, traj):
+    """The reference profile of ``--reference``: at its target temperature (``--reference-temperature``, else
+    its file's setting, else the trajectory's); a reference the checks cannot compare is an ``InputError``."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from analysis.diffusion import MIN_FIT_FRAMES
+    from analysis.verdicts import reference_profile
+    from common.formats import MissingTimeStep
+    from md.trajectory import load_trajectory
+
+    kw = {"fmt": args.reference_format, "topology": args.topology, "temperature_K": args.reference_temperature}
+    try:
+        ref = load_trajectory(args.reference, dt_fs=args.reference_dt_fs, **kw)
+    except MissingTimeStep:          # a reference without its own time between frames takes --dt-fs
+        if args.dt_fs is None:
+            raise
+        ref = load_trajectory(args.reference, dt_fs=args.dt_fs, **kw)
+    if args.discard_fs is not None:
+        ref = replace(ref, discard_fs=args.discard_fs)
+    if ref.temperature_K is None:
+        ref = replace(ref, temperature_K=traj.temperature_K)
+    if not np.array_equal(np.sort(ref.numbers), np.sort(traj.numbers)):
+        raise InputError(f"{args.reference} is not the same material as {args.trajectory}; give a reference of "
+                         "the same cell and composition")
+    if ref.temperature_K is None:
+        raise InputError(f"neither {args.trajectory} nor {args.reference} records a target temperature, and the "
+                         "structure and dynamics checks compare runs at one; pass --temperature (and "
+                         "--reference-temperature if the reference's differs)")
+    if traj.temperature_K is not None and abs(ref.temperature_K - traj.temperature_K) > 1e-6:
+        raise InputError(f"{args.reference} is at {ref.temperature_K:g} K and {args.trajectory} at "
+                         f"{traj.temperature_K:g} K; the structure and dynamics checks compare runs at one temperature: "
+                         "give a reference at the same temperature (or --reference-temperature / --temperature "
+                         "where a file records the wrong one)")
+    if len(ref.production()) < MIN_FIT_FRAMES:
+        raise InputError(f"{args.reference}: {len(ref.production())} frames after the equilibration; the checks need "
+                         f"at least {MIN_FIT_FRAMES}: give a longer reference or a smaller --discard-fs")
+    return reference_profile(ref)
