@@ -20,11 +20,13 @@ from actors.requests import (Chunk, CandidateSet, EnsembleTrainResult, Explorati
 
 
 def remote(cls, *, num_cpus: float = 0.0, num_gpus: float = 0.0, max_restarts: int = 3,
-           max_task_retries: int = 2, resources: dict | None = None):
+           max_task_retries: int = 2, resources: dict | None = None, env: dict | None = None):
     """``ray.remote(cls).options(...)`` with the campaign's restart policy (and custom ``resources``,
-    see :mod:`orchestrator.ops.placement`)."""
+    see :mod:`orchestrator.ops.placement`; ``env``: environment variables of the actor's process, e.g.
+    ``common.progress.DIR_ENV``, where its tasks report their progress)."""
+    extra = {"runtime_env": {"env_vars": {k: str(v) for k, v in env.items()}}} if env else {}
     return ray.remote(cls).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
-                                   max_task_retries=max_task_retries, resources=dict(resources or {}))
+                                   max_task_retries=max_task_retries, resources=dict(resources or {}), **extra)
 
 
 def _device() -> str:
@@ -55,7 +57,11 @@ class _Role:
         role, method = ROUTES.get(type(request), (None, None))
         if role is None or not isinstance(self, role):
             raise TypeError(f"{type(self).__name__} does not run {type(request).__name__}")
-        return method(self, request)
+        from common import progress
+
+        folder = os.environ.get(progress.DIR_ENV)
+        with progress.reporting(f"{folder}/{type(self).__name__}-{os.getpid()}.json" if folder else None):
+            return method(self, request)
 
 
 class CandidateGenerator(_Role):

@@ -31,6 +31,7 @@ from md.protocol import Protocol
 from md.state import MDState
 from md.trajectory import TrajectoryWriter
 from models.ensemble import concurrent_members
+from common.progress import report as report_progress
 from models.graph import NeighborList
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -349,9 +350,13 @@ class BatchedMD:
             self._initialise()
             self._save_checkpoint()
         p = self.protocol
+        task = "oracle MD" if str(getattr(self.ff, "name", "")).startswith("oracle") else "student MD"
+        ps_per_step = p.timestep_fs / 1000.0
         try:
             while self.global_step < n_steps and self.active:
                 self.step()
+                report_progress(task, self.global_step * ps_per_step, n_steps * ps_per_step, "ps",
+                                systems=len(self.active))
                 if self.global_step % p.stride == 0 and self.active:
                     self._write_frames()
                 if self.global_step % p.checkpoint_every == 0:
@@ -364,6 +369,8 @@ class BatchedMD:
             self.writers = {}
             raise
         self._save_checkpoint()
+        report_progress(task, self.global_step * ps_per_step, n_steps * ps_per_step, "ps", final=True,
+                        systems=len(self.active))
         for k in list(self.active):
             spec = self.systems[k]
             writer = self.writers.pop(k)

@@ -21,6 +21,7 @@ import torch
 
 from common.config import check_fields, param
 from common.errors import InputError
+from common.progress import report as report_progress
 from models.batching import atoms_item, collate_items, epoch_plan, rank_world
 from models.base import composition, symbol
 from models.data import check_frames, check_single_oracle, frame_labels, split_frames
@@ -477,6 +478,8 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
             opt.step()
             ema.update(model)
             losses.append(float(loss.detach()))
+            if rank == 0:
+                report_progress("training", epoch, cfg.epochs, "epoch", batch=b + 1, loss=float(np.mean(losses)))
             refit.add(model.species(batch.numbers), batch.system_index, batch.n_systems, energy - e_pred)
             if cfg.checkpoint_every_batches and (b + 1) % cfg.checkpoint_every_batches == 0:
                 write(epoch, b + 1)
@@ -505,6 +508,8 @@ def fit(model=None, train_frames=None, val_frames=None, config: TrainConfig | No
             f"E MAE {row['energy_mae_meV_atom']:.2f} meV/atom  F MAE {row['force_mae_meV_A']:.1f} meV/Å  "
             f"lr {row['lr']:.1e}  {row['time_s']:.0f} s" + ("" if math.isinf(left) else f"  left {max(left, 0):.0f} s"))
         losses = []
+        if rank == 0:
+            report_progress("training", epoch + 1, cfg.epochs, "epoch", final=True, loss=row["train_loss"])
         write(epoch + 1)
         if out_of_time or _all(left <= 0, "any"):
             stop_reason = "time budget"

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from common.config import check_fields, param
+from common import progress
 from common.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -253,11 +254,14 @@ class Oracle:
                    run_id: str | None = None) -> LabelReport:
         """Label every frame; failures are retried, then recorded and skipped (never raised)."""
         report = LabelReport()
+        frames = list(frames)
         for i, atoms in enumerate(frames):
+            progress.report("oracle labels", i, len(frames), "label")
             try:
                 report.frames.append(self.label(atoms, source=source, temperature_K=temperature_K, run_id=run_id))
             except OracleError as exc:
                 report.failures.append(FrameFailure(index=i, error=str(exc), attempts=1 + self.retries))
+        progress.report("oracle labels", len(frames), len(frames), "label", final=True)
         return report
 
 

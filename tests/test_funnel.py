@@ -2,6 +2,7 @@
 could be in the top k.  Fast checks of its parts, and a campaign in the LJ world on a real local Ray."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -158,6 +159,9 @@ def test_funnel_ranks_four_candidates_and_tier2_demotes_a_wrong_tier1_student(ra
     after = ledger.steps()
     assert [k for k, v in in_tier2.items() if after[k] != v] == []
     check_funnel(ledger, tmp_path, uri)
+    # the workers reported their progress as they went (what the progress line shows: common.progress)
+    reports = [json.loads(f.read_text()) for f in (tmp_path / "store" / "funnel" / "progress").glob("*.json")]
+    assert {"oracle MD", "student MD"} <= {r["task"] for r in reports}      # (LJ students are fitted, not trained)
     # one MLflow run per candidate and tier (3 tier-1 runs, 2 tier-2 runs), none duplicated by the restarts
     assert run_counts(uri, "matscreen-funnel")["candidate"] == 5
 

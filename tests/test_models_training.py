@@ -358,3 +358,15 @@ def test_core_repulsion_ends_where_the_training_data_begin(tmp_path):
     del old["state_dict"]["core_off"]
     torch.save(old, tmp_path / "old.pt")
     assert float(load_model(tmp_path / "old.pt").core_off[0, 0]) == pytest.approx(CORE_OFF * r_cov)
+
+
+def test_training_reports_its_epochs_to_the_progress_line(tmp_path):
+    """``common.progress``: the epoch done of those planned, with the loss (what the campaign's line shows)."""
+    from common import progress
+
+    data = emt_frames(10, seed=5)
+    model = build_model("schnet", [29], seed=1, cutoff=4.0, **TINY_SCHNET)
+    with progress.reporting(tmp_path / "p" / "trainer.json"):
+        fit(model, data, config=config(epochs=3))
+    d = progress.latest(tmp_path / "p")
+    assert (d["task"], d["done"], d["total"], d["unit"]) == ("training", 3.0, 3.0, "epoch") and d["extra"]["loss"] > 0

@@ -159,7 +159,8 @@ class Campaign:
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         self.placement = placement(ray.cluster_resources(), gpus, r.cpus_per_oracle)
-        self.roles = Roles(self.spec, use_ray=True, placement=self.placement, gpus_per_md_worker=gpus)
+        self.roles = Roles(self.spec, use_ray=True, placement=self.placement, gpus_per_md_worker=gpus,
+                           progress_dir=str(self.progress_dir))
         self.steps.roles = self.roles
         # the single MLflow writer, on the head when the cluster marks it (MLflow listens on its 127.0.0.1)
         self.tracker = remote(Tracker, resources=self.placement["tracker"], max_restarts=r.max_restarts,
@@ -181,14 +182,35 @@ class Campaign:
         candidates are kept as they are), e.g. for a scheduled campaign whose space grew.
         """
         lock = self._lock()
+        stop = threading.Event()
+        ticker = threading.Thread(target=self._tick, args=(stop,), daemon=True)
         try:
             self._actors()
+            if self.on_progress:
+                ticker.start()
             try:
                 return self._run(incremental)
             finally:
+                stop.set()
                 self.close()
         finally:
             lock.close()  # releases the flock
+
+    @property
+    def progress_dir(self) -> Path:
+        """Where the workers' tasks report their progress (``common.progress``)."""
+        return self.root / "progress"
+
+    def _tick(self, stop: threading.Event, every_s: float = 2.0) -> None:
+        """Every ``every_s`` seconds: the ledger's counts and the newest task report to ``on_progress``."""
+        from common.progress import describe, latest
+
+        while not stop.wait(every_s):
+            try:
+                now = latest(self.progress_dir, max_age_s=60.0)
+                self.on_progress({**self.ledger.summary(), "activity": describe(now) if now else None})
+            except Exception:  # noqa: BLE001 - the view must never stop the campaign
+                pass
 
     def _lock(self):
         """One driver per campaign: an exclusive flock on ``<store>/<name>/campaign.lock`` (freed by the OS

@@ -11,6 +11,7 @@ The campaign driver and the transferability benchmark both run on these two.
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
 from contextlib import contextmanager
@@ -60,10 +61,13 @@ class Roles:
     """One pool per role class of ``actors.roles``, sized and placed by the spec's ``resources``.
 
     ``use_ray``: Ray actors (``placement``: custom resources per kind, ``orchestrator.ops.placement``);
-    otherwise one plain object per role in this process."""
+    otherwise one plain object per role in this process.  ``progress_dir``: where the workers' tasks report their
+    progress (:mod:`common.progress`)."""
 
-    def __init__(self, spec, use_ray: bool = True, placement: dict | None = None, gpus_per_md_worker: float = 0.0):
+    def __init__(self, spec, use_ray: bool = True, placement: dict | None = None, gpus_per_md_worker: float = 0.0,
+                 progress_dir: str | None = None):
         from actors import roles
+        from common.progress import DIR_ENV
 
         r, place = spec.resources, placement or {}
         make = {  # role -> (constructor args, CPUs, GPUs, workers, placement kind)
@@ -75,11 +79,14 @@ class Roles:
             roles.Trainer: ((r.cpus_per_trainer,), r.cpus_per_trainer, 0.0, 1, None)}
         self.use_ray = use_ray
         if use_ray:
-            policy = dict(max_restarts=r.max_restarts, max_task_retries=r.max_task_retries)
+            policy = dict(max_restarts=r.max_restarts, max_task_retries=r.max_task_retries,
+                          env={DIR_ENV: progress_dir} if progress_dir else None)
             self.pools = {cls: ActorPool([roles.remote(cls, num_cpus=cpus, num_gpus=gpus, resources=place.get(kind),
                                                        **policy).remote(*args) for _ in range(n)])
                           for cls, (args, cpus, gpus, n, kind) in make.items()}
         else:
+            if progress_dir:
+                os.environ[DIR_ENV] = str(progress_dir)
             self.pools = {cls: ActorPool([cls(*args)], use_ray=False) for cls, (args, *_rest) in make.items()}
 
     @staticmethod

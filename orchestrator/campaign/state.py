@@ -199,6 +199,7 @@ class Ledger:
             "round": max((r["round"] for r in running), default=0),
             "simulated_ns": sum(r["simulated_ps"] for r in rows) / 1000.0,
             "skipped_known": skipped,
+            "now": [f"{r['formula']} {r['stage']}" for r in running],
         }
 
 

@@ -115,8 +115,10 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
     view = None if quiet else ProgressView()
     campaign = Campaign(spec, store=store, tracking_uri=tracking_uri, on_progress=view)
     # where the results go, first (a Ray job's log shows it even if the job is stopped)
-    print(f"data store: {campaign.root}\nMLflow: {campaign.tracking_uri}", file=out, flush=True)
-    started = ray_init(num_cpus)
+    library_log = campaign.root / "logs" / "library.log"
+    print(f"data store: {campaign.root}\nMLflow: {campaign.tracking_uri}\nlibrary messages (Ray): {library_log}",
+          file=out, flush=True)
+    started = ray_init(num_cpus, log_file=library_log)
     try:
         summary = campaign.run(incremental=incremental)
     finally:

@@ -33,10 +33,19 @@ def starts_local_ray() -> bool:
     return not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
 
 
-def ray_init(num_cpus: int | None = None) -> bool:
-    """Join ``$RAY_ADDRESS`` or start a private local Ray (no dashboard); True if this call started one."""
+def ray_init(num_cpus: int | None = None, log_file: str | os.PathLike | None = None) -> bool:
+    """Join ``$RAY_ADDRESS`` or start a private local Ray (no dashboard); True if this call started one.
+    ``log_file``: Ray's own messages in this process (its token notice, its start line) go there, not to the
+    user's terminal."""
+    import logging
+
     import ray
 
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("ray").handlers = [handler]
     if ray.is_initialized():
         return False
     if starts_local_ray():
