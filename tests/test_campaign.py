@@ -225,7 +225,7 @@ def test_ledger_failed_step_records_nothing(tmp_path):
 
 
 def test_ranked_results_and_table(tmp_path):
-    from orchestrator.campaign.results import format_table, ranked, results_csv
+    from orchestrator.campaign.results import format_table, ranked, results_csv, results_markdown
 
     led = Ledger(tmp_path / "l.sqlite")
     led.add_candidates([{"key": k, "formula": k} for k in ("A", "B", "C", "D")])
@@ -247,6 +247,14 @@ def test_ranked_results_and_table(tmp_path):
     assert one[0]["p_above_threshold"] == pytest.approx(0.5, abs=0.01) and one[0]["p_top_k"] == 1.0
     assert one[2]["p_top_k"] is None and one[2]["p_above_threshold"] is None
     assert "P(σ300K>5 mS/cm)" in format_table(one) and "P(top 1)" in format_table(one)
+    # a person's table: ten columns (the rest is in results.csv), and a row without a rank says why
+    led.update_candidate("D", stage="done", reason="converged", results={"too_short_K": [650.0, 788.0]})
+    table = format_table(ranked(led))
+    head = table.splitlines()[0]
+    assert len([c for c in head.split("  ") if c.strip()]) == 10
+    assert "not ranked: no_structure" in table and "not ranked: no log10 σ(300 K): too short at 650 788 K" in table
+    md = results_markdown(ranked(led)).splitlines()
+    assert md[0].count("|") == 11 and "known" in md[0] and "evidence" in md[0]
 
 
 def test_rank_probabilities_match_the_exact_answer():

@@ -17,7 +17,7 @@ from common.tables import console, csv_text, markdown
 from orchestrator.campaign.state import Ledger
 
 
-RESULT_COLUMNS = ["rank", "candidate", "formula", "prototype", "tier", "reason", "verdict", "rounds",
+RESULT_COLUMNS = ["rank", "name", "candidate", "formula", "prototype", "tier", "reason", "verdict", "rounds",
                   "log10_sigma_300K", "log10_sigma_300K_err_total", "p_above_threshold", "threshold_mS_cm", "p_top_k",
                   "top_k", "log10_sigma_300K_err_stat",
                   "log10_sigma_300K_err_lack_of_fit", "log10_sigma_300K_err_model", "model_bound", "non_arrhenius",
@@ -97,6 +97,10 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: f
             return (1, 0.0)
         return (0, value if rank_by == "activation_energy_eV" else -value)
 
+    seen = [r["formula"] for r in rows]
+    for r in rows:      # the name a person reads: the formula, with its prototype where two share one
+        r["name"] = f"{r['formula']} ({r['prototype']})" if seen.count(r["formula"]) > 1 and r["prototype"] \
+            else r["formula"]
     rows.sort(key=score)
     for i, row in enumerate(rows, 1):
         row["rank"] = i if row["reason"] == V.CONVERGED and score(row)[0] == 0 else None
@@ -173,11 +177,32 @@ def _evidence(r: dict) -> tuple[str, str, str]:
 
 
 def _tier(r: dict) -> str:
-    """'1', '2', or '2 (1: x.xx)' when tier 2 superseded a tier-1 number."""
+    """'1', '2', or '2 (tier 1: x.xx)' when tier 2 superseded a tier-1 number."""
     if r.get("tier") is None:
         return "-"
     first = r.get("tier1_log10_sigma_300K")
     return f"2 (tier 1: {first:.2f})" if r["tier"] == 2 and first is not None else str(r["tier"])
+
+
+def _words(r: dict) -> str:
+    """The decisive evidence in words: why a row has no rank, else what its checks found."""
+    if r.get("rank") is None:
+        if r.get("log10_sigma_300K") is None and r.get("reason") in V.FINISHED_WELL:
+            short = r.get("too_short_K")
+            why = "no log10 σ(300 K): " + (f"too short at {short} K, run longer" if short else
+                                            "fewer than 2 temperatures kept")
+        else:
+            why = (r.get("detail") or "").split(";")[0].strip() or r.get("reason") or r.get("stage") or "not screened"
+        return f"not ranked: {why}"
+    said = [f"{name} {r[key]}" for name, key in (("structure", "rdf_status"), ("dynamics", "dynamics_status"),
+                                                  ("accuracy", "accuracy_status")) if r.get(key)]
+    if r.get("tier") == 1:
+        said.append("no oracle MD (tier 1)")
+    return ", ".join(said) or "-"
+
+
+def _known(r: dict) -> str:
+    return "-" if r.get("known_log10_sigma_300K") is None else f"{r['known_log10_sigma_300K']:.2f}"
 
 
 def _p(v) -> str:
@@ -191,26 +216,32 @@ def _sure_heads(rows: list[dict]) -> tuple[str, str]:
     return f"P(σ300K>{t:g} mS/cm)", f"P(top {k})"
 
 
-def format_table(rows: list[dict]) -> str:
-    """The ranked table for the console, with each candidate's evidence and known values."""
+def _heads(rows: list[dict]) -> list[str]:
     t, k = _sure_heads(rows)
-    head = ["rank", "candidate", "tier", "reason", "rounds", "log10 σ300K (mS/cm)", "stat/fit/model", t, k, "known",
-            "Ea (eV)", "RDF MAE / noise", "log10 D/D_ref", "F err own/ref (meV/Å)", "sim ps"]
-    body = []
+    return ["rank", "candidate", "tier", "status", "log10 σ(300 K) [mS/cm]", "Ea [eV]", t, k, "known",
+            "evidence"]
+
+
+def _cells(r: dict, width: int | None = None) -> list[str]:
+    """The ten cells of a row (console and Markdown; everything else is in results.csv)."""
+    words = _words(r)
+    if width is not None and len(words) > width:
+        words = words[:width - 1] + "…"
+    return [str(r["rank"] or "-"), r["name"], _tier(r), r["reason"] or r["stage"], _pm(r["log10_sigma_300K"], _total(r)),
+            _pm(r["activation_energy_eV"], r["activation_energy_eV_err"], "{:.3f}"), _p(r.get("p_above_threshold")),
+            _p(r.get("p_top_k")), _known(r), words]
+
+
+def _notes(rows: list[dict]) -> list[str]:
+    """Lines under the table: known values' sources, each candidate's error budget, tiers and production."""
+    lines = [f"known: {s}" for s in sorted({r["known_source"] for r in rows if r.get("known_source")})]
     for r in rows:
-        rdf, dyn, acc = _evidence(r)
-        body.append([str(r["rank"] or "-"), r["candidate"], _tier(r), r["reason"] or r["stage"], str(r["rounds"]),
-                     _pm(r["log10_sigma_300K"], _total(r)), _parts(r), _p(r.get("p_above_threshold")),
-                     _p(r.get("p_top_k")),
-                     "-" if r.get("known_log10_sigma_300K") is None else f"{r['known_log10_sigma_300K']:.2f}",
-                     _pm(r["activation_energy_eV"], r["activation_energy_eV_err"], "{:.3f}"), rdf, dyn, acc,
-                     f"{r['simulated_ns'] * 1000:.1f}"])
-    lines = [console(head, body)]
-    sources = sorted({r["known_source"] for r in rows if r.get("known_source")})
-    lines += [f"known: {s}" for s in sources]
-    for r in rows:
+        name = r["name"]
+        if r.get("log10_sigma_300K_err_stat") is not None:
+            lines.append(f"{name}: error of log10 σ(300 K): stat/lack of fit/model {_parts(r)}; checks: RDF MAE / noise "
+                         "{}, log10 D/D_ref {}, force error own/ref [meV/Å] {}".format(*_evidence(r)))
         if r.get("tier") == 1 or r.get("tier1_log10_sigma_300K") is not None or r.get("tier2") == "picked":
-            lines.append(f"{r['candidate']}: tier 1 "
+            lines.append(f"{name}: tier 1 "
                          f"{_pm(r.get('tier1_log10_sigma_300K'), r.get('tier1_log10_sigma_300K_err_total'))}"
                          + (f" (family model's force MAE on it before fine-tuning {r['family_force_mae_meV_A']:.0f} "
                             f"meV/Å, {r['oracle_labels']} oracle labels)" if r.get("family_force_mae_meV_A") is not None
@@ -219,40 +250,21 @@ def format_table(rows: list[dict]) -> str:
                          + (f"; tier 2: {r['tier2']}" if r.get("tier2") else ""))
         if r.get("stopped_by"):
             reached = "reached" if r["stopped_by"] == "target reached" else f"not reached ({r['stopped_by']})"
-            lines.append(f"{r['candidate']}: target ±{r['target_log10_err']:g} {reached}; certified {r['certified_K']}"
+            lines.append(f"{name}: target ±{r['target_log10_err']:g} {reached}; certified {r['certified_K']}"
                          f"{'; left out ' + r['left_out_K'] + ' K' if r['left_out_K'] else ''}"
                          f"{'; repaired at ' + r['repaired_K'] + ' K' if r.get('repaired_K') else ''}"
                          f"; {'slope check at %g K' % r['slope_check_K'] if r.get('slope_check_K') else 'slope unchecked'}"
-                         f"; student ps "
-                         f"{r['student_ps_by_T']}; "
+                         f"; student ps {r['student_ps_by_T']} ({r['rounds']} round{'s' if r['rounds'] != 1 else ''}); "
                          f"{'model term: ' + r['model_bound'] if r.get('model_bound') else 'no Arrhenius fit (see too_short_K)'}"
                          f"{'; non-Arrhenius (curvature significant)' if r.get('non_arrhenius') else ''}")
-    return "\n".join(lines)
+    return lines
+
+
+def format_table(rows: list[dict]) -> str:
+    """The ranked table for the console (ten columns, the rest in results.csv), then the notes per candidate."""
+    return "\n".join([console(_heads(rows), [_cells(r, 70) for r in rows]), *_notes(rows)])
 
 
 def results_markdown(rows: list[dict]) -> str:
-    """The ranked table as Markdown, units in the headers (the campaign run's ``results/results.md``)."""
-
-    def num(v, fmt):
-        return "" if v is None else format(v, fmt)
-
-    t, k = _sure_heads(rows)
-    head = ["rank", "candidate", "formula", "tier", "reason", "verdict", "rounds", "log10 σ(300 K) [log10 mS/cm]",
-            "± total [log10 mS/cm]", "stat / lack of fit / model", t, k, "target", "certified [K]",
-            "known log10 σ(300 K) [log10 mS/cm]", "Ea [eV]", "± [eV]", "too short [K]",
-            "RDF MAE / noise floor (check)", "log10 D/D_ref at T_ref (check)",
-            "force error own MD / reference [meV/Å] (check)", "simulated [ps]", "detail"]
-    body = []
-    for r in rows:
-        rdf, dyn, acc = _evidence(r)
-        known = "" if r.get("known_log10_sigma_300K") is None else \
-            f"{r['known_log10_sigma_300K']:.2f} ({r['known_source']})"
-        cells = [str(r["rank"] or ""), r["candidate"], r["formula"], _tier(r), r["reason"] or r["stage"], r["verdict"],
-                 str(r["rounds"]), num(r["log10_sigma_300K"], ".2f"), num(_total(r), ".2f"), _parts(r),
-                 num(r.get("p_above_threshold"), ".2f"), num(r.get("p_top_k"), ".2f"),
-                 "" if not r.get("stopped_by") else f"±{r['target_log10_err']:g}: {r['stopped_by']}",
-                 r.get("certified_K", ""), known,
-                 num(r["activation_energy_eV"], ".3f"), num(r["activation_energy_eV_err"], ".3f"),
-                 r.get("too_short_K", ""), rdf, dyn, acc, f"{r['simulated_ns'] * 1000:.1f}", r["detail"]]
-        body.append(cells)
-    return markdown(head, body) + "\n"
+    """The same table as Markdown (the campaign run's ``results/results.md``), the notes as a list under it."""
+    return markdown(_heads(rows), [_cells(r) for r in rows]) + "\n" + "".join(f"\n- {n}" for n in _notes(rows)) + "\n"
