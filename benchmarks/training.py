@@ -8,6 +8,7 @@ processes) for --seconds; throughput counts atom-frames through forward + forces
 JSON line per run with --json: {"frames", "atoms_per_frame", "peak_rss_gb", "atom_frames_per_s", "mode", ...}.
 
     .venv/bin/python benchmarks/training.py --json [--sizes 1000,10000,30000] [--seconds 60] [--device cuda]
+    .venv/bin/python benchmarks/training.py --json --sizes 200 --repeat 3,3,6    # 2,700-atom frames
 """
 from __future__ import annotations
 
@@ -31,18 +32,19 @@ from models import AtomsBatch, LennardJones, TrainConfig, build_model
 from models.streaming import FrameCache, StreamedGraphs
 from models.training import GraphData, _loss
 
-n, mode, cif, cache_path, seconds, workers, device, threads = sys.argv[1:9]
+n, mode, cif, cache_path, seconds, workers, device, threads, repeat = sys.argv[1:10]
 n, seconds, workers = int(n), float(seconds), int(workers)
 torch.set_num_threads(int(threads))
 from ase.io import read
-base = read(cif)
+base = read(cif).repeat([int(r) for r in repeat.split(",")])
+per_chunk = max(1, min(200, 20000 // len(base)))
 lj = LennardJones(epsilon=0.01, sigma=2.0, cutoff=5.0)
 
 def frames():
     rng = np.random.default_rng(0)
-    for start in range(0, n, 200):
+    for start in range(0, n, per_chunk):
         chunk = []
-        for k in range(start, min(n, start + 200)):
+        for k in range(start, min(n, start + per_chunk)):
             a = base.copy()
             a.positions += rng.normal(0, 0.1, a.positions.shape)
             a.info.update(oracle="lj", temperature_K=1000.0, run_id=f"r{k % 4}")
@@ -54,24 +56,25 @@ def frames():
             i += len(a)
             yield a
 
+cfg = TrainConfig(device=device)          # the default batching: batch_size frames, max_atoms_per_batch atoms
 t0 = time.perf_counter()
 if mode == "streamed":
     cache = FrameCache.build(cache_path, frames())
     build_s = time.perf_counter() - t0
     elements = cache.elements()
     model = build_model("schnet", elements, seed=0, cutoff=5.0).to(device)
-    data = StreamedGraphs(cache, np.arange(len(cache)), model.cutoff, model.param_dtype, device, workers)
+    data = StreamedGraphs(cache, np.arange(len(cache)), model.cutoff, model.param_dtype, device, workers,
+                          cfg.max_atoms_per_batch)
 else:
     items = list(frames())
     elements = sorted({int(z) for a in items for z in a.numbers})
     model = build_model("schnet", elements, seed=0, cutoff=5.0).to(device)
-    data = GraphData(items, model.cutoff, model.param_dtype, device)
+    data = GraphData(items, model.cutoff, model.param_dtype, device, cfg.max_atoms_per_batch)
     build_s = time.perf_counter() - t0
-cfg = TrainConfig(device=device)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 atoms = batches = 0
 start = None
-for batch, nl, energy, forces, stress in data.batches(8, shuffle=True, seed=0):
+for batch, nl, energy, forces, stress in data.batches(cfg.batch_size, shuffle=True, seed=0):
     if start is None:
         start = time.perf_counter()          # after the first batch: loader start-up is not throughput
         continue
@@ -89,7 +92,8 @@ elapsed = time.perf_counter() - start
 print(json.dumps({"frames": n, "atoms_per_frame": len(base),
                   "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2, 3),
                   "atom_frames_per_s": round(atoms / elapsed, 1), "mode": mode, "loader_workers": workers,
-                  "batches": batches, "data_setup_s": round(build_s, 1), "device": device}))
+                  "batches": batches, "data_setup_s": round(build_s, 1), "device": device,
+                  "batch_size": cfg.batch_size, "max_atoms_per_batch": cfg.max_atoms_per_batch}))
 """
 
 
@@ -102,6 +106,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the trainer (default 1)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--baseline", action="store_true", help="also today's in-memory path at the smallest size")
+    ap.add_argument("--repeat", default="1,1,1", help="supercell of the 50-atom cell, e.g. 3,3,6 (2,700 atoms)")
     args = ap.parse_args()
     if not LGPS_CIF.exists():
         sys.exit(f"benchmark structure {LGPS_CIF} not found: clone with ../shared beside the repository")
@@ -110,7 +115,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n, mode in runs:
             out = subprocess.run([sys.executable, "-c", CHILD, str(n), mode, str(LGPS_CIF), f"{tmp}/c{n}.h5",
-                                  str(args.seconds), str(args.loader_workers), args.device, str(args.threads)],
+                                  str(args.seconds), str(args.loader_workers), args.device, str(args.threads),
+                                  args.repeat],
                                  capture_output=True, text=True, cwd=_HERE.parent)
             if out.returncode != 0:
                 sys.exit(out.stderr[-3000:])

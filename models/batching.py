@@ -57,17 +57,18 @@ def collate_items(items: list[dict], cutoff: float, dtype=torch.float32, device=
 
 def batch_order(n: int, batch_size: int, shuffle: bool = False, seed: int = 0, n_atoms=None,
                 max_atoms: int | None = None) -> list[np.ndarray]:
-    """Frame indices of every batch of an epoch: a seeded shuffle, then ``batch_size`` frames per batch, or
-    (with ``max_atoms``) as many frames as fit under that many atoms, so small and large cells mix."""
+    """Frame indices of every batch of an epoch: a seeded shuffle, then ``batch_size`` frames per batch, fewer
+    (with ``max_atoms``) where they would hold more than ``max_atoms`` atoms (a larger frame is a batch alone), so
+    memory is bounded by atoms whatever the cell size, and small and large cells mix."""
     order = np.arange(n)
     if shuffle:
         np.random.default_rng(seed).shuffle(order)
-    if max_atoms is None:
+    if max_atoms is None or n_atoms is None:
         return [order[i:i + batch_size] for i in range(0, n, batch_size)]
     out, current, atoms = [], [], 0
     for k in order:
         a = int(n_atoms[k])
-        if current and atoms + a > max_atoms:
+        if current and (atoms + a > max_atoms or len(current) >= batch_size):
             out.append(np.array(current))
             current, atoms = [], 0
         current.append(k)

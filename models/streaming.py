@@ -206,7 +206,7 @@ class StreamedGraphs:
     """The frames ``indices`` of a cache, streamed: ``batches`` like ``GraphData`` but nothing held in memory.
 
     ``workers`` DataLoader processes read frames and build neighbour lists while the model trains
-    (overlap); ``max_atoms`` batches by atom count instead of ``batch_size`` frames.
+    (overlap); ``max_atoms`` bounds the atoms of a batch as well as its ``batch_size`` frames.
     """
     cache: FrameCache
     indices: np.ndarray

@@ -60,8 +60,9 @@ class TrainConfig:
     device: str = param("cpu", "torch device")
     loader_workers: int = param(0, "data-loader processes that build graphs of streamed data while the model "
                                 "trains", ge=0)
-    max_atoms_per_batch: int | None = param(None, "batch by atom count instead of batch_size frames (cells of "
-                                            "any size mix)", gt=0)
+    max_atoms_per_batch: int | None = param(1024, "at most this many atoms per batch as well as batch_size frames "
+                                            "(a larger frame is a batch alone): memory bounded by atoms, not by "
+                                            "the cell size; null = batch_size frames whatever their size", gt=0)
     checkpoint_every_batches: int = param(0, "also checkpoint every N batches (resume mid-epoch); 0 = after "
                                           "epochs only", ge=0)
     mixed_precision: bool = param(False, "bf16 autocast of the forward pass (CUDA only)")
@@ -110,7 +111,8 @@ def evaluate(model, frames, batch_size: int = 16, data: GraphData | None = None)
         frames = check_frames(frames, "the evaluation set")
         first = model.models[0] if hasattr(model, "models") else model      # an analytic member: float64, cpu
         device = first.reference_energies.device if hasattr(first, "reference_energies") else "cpu"
-        data = GraphData(frames, float(model.cutoff), getattr(first, "param_dtype", torch.float64), device)
+        data = GraphData(frames, float(model.cutoff), getattr(first, "param_dtype", torch.float64), device,
+                         TrainConfig().max_atoms_per_batch)
     e_err, f_pred, f_true, zs = [], [], [], []
     for batch, nl, energy, forces, _ in data.batches(batch_size, shard=False):
         pred = model.predict(batch, nl)

@@ -169,3 +169,20 @@ def test_a_killed_streamed_run_resumes_mid_epoch_and_ends_as_an_uninterrupted_on
     assert [r["train_loss"] for r in b] == pytest.approx([r["train_loss"] for r in a], rel=1e-9)
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["force_mae_meV_A"] == pytest.approx(
         json.loads(whole.stdout.strip().splitlines()[-1])["force_mae_meV_A"], rel=1e-9)
+
+
+def test_default_batches_are_bounded_by_atoms_so_big_cells_train_in_the_memory_of_small_ones():
+    """batch_size frames, fewer where they would pass max_atoms_per_batch (default 1024) atoms: a 2,700-atom
+    frame is a batch alone, 50-atom frames still go 8 at a time, every frame once per epoch."""
+    from models.batching import batch_order
+    from models.training import TrainConfig
+
+    cfg = TrainConfig()
+    n_atoms = np.array([2700] * 5 + [50] * 20)
+    batches = batch_order(len(n_atoms), cfg.batch_size, shuffle=True, seed=1, n_atoms=n_atoms,
+                          max_atoms=cfg.max_atoms_per_batch)
+    assert sorted(int(k) for b in batches for k in b) == list(range(25))
+    assert all(len(b) == 1 for b in batches if n_atoms[b].max() == 2700)
+    assert all(len(b) <= cfg.batch_size and (len(b) == 1 or n_atoms[b].sum() <= 1024) for b in batches)
+    small = batch_order(20, cfg.batch_size, n_atoms=np.full(20, 50), max_atoms=cfg.max_atoms_per_batch)
+    assert [len(b) for b in small] == [8, 8, 4]                   # as without the bound: same numbers as before

@@ -70,8 +70,9 @@ def register(subparsers) -> None:
                             "batch: memory does not grow with the data (validation: the cache's own split)")
     train.add_argument("--loader-workers", type=int, default=0, metavar="K",
                        help="with --stream: K processes build graphs while the model trains (default 0)")
-    train.add_argument("--max-atoms", type=int, default=None, metavar="N",
-                       help="batch by atom count (up to N atoms) instead of --batch-size frames")
+    train.add_argument("--max-atoms", type=int, default=1024, metavar="N",
+                       help="at most N atoms per batch as well as --batch-size frames (a larger frame is a batch "
+                            "alone): memory bounded by atoms whatever the cell size (default 1024; 0 = no bound)")
     train.add_argument("--workers", type=int, default=1, metavar="N",
                        help="train data-parallel on N Ray Train workers (torch DDP, gloo on CPU; streams the data; "
                             "joins $RAY_ADDRESS or starts a local Ray); the global batch is --batch-size")
@@ -119,8 +120,8 @@ def _train(args) -> int:
     for name in ("epochs", "batch_size", "ensemble", "workers"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.loader_workers < 0 or args.checkpoint_every < 0 or (args.max_atoms is not None and args.max_atoms < 1):
-        raise InputError("--loader-workers and --checkpoint-every must be >= 0 and --max-atoms >= 1")
+    if args.loader_workers < 0 or args.checkpoint_every < 0 or args.max_atoms < 0:
+        raise InputError("--loader-workers, --checkpoint-every and --max-atoms must be >= 0 (--max-atoms 0: no bound)")
     stream = args.stream or args.workers > 1
     if stream and args.val_data:
         raise InputError("--stream brings its own validation split; drop --val-data (or --stream)")
@@ -147,9 +148,10 @@ def _train(args) -> int:
                     force_weight=args.force_weight, stress_weight=args.stress_weight, val_fraction=args.val_fraction,
                     val_per_group=args.val_per_group, max_time_s=budget,
                     early_stopping_patience=args.patience, device=args.device, loader_workers=args.loader_workers,
-                    max_atoms_per_batch=args.max_atoms, checkpoint_every_batches=args.checkpoint_every,
+                    max_atoms_per_batch=args.max_atoms or None, checkpoint_every_batches=args.checkpoint_every,
                     mixed_precision=args.mixed_precision)
     meta = {"data": [str(p) for p in args.data]}
+    say(_batching(args, frames))
     if args.resume:
         if k != 1 or args.workers != 1:
             raise InputError("--resume continues one model on one worker; drop --ensemble / --workers")
@@ -177,6 +179,17 @@ def _train(args) -> int:
         return _finish(args, result.models[0], result.val_metrics[0])
     save_model(Ensemble(result.models), args.out, training={"data": meta["data"], "ensemble": k})
     return _finish(args, None, _mean_metrics(result.val_metrics))
+
+
+def _batching(args, frames) -> str:
+    """Which batching ``train`` chose, in words (frames per batch, bounded by atoms)."""
+    sizes = frames.n_atoms if hasattr(frames, "n_atoms") else [len(a) for a in frames]
+    largest = int(max(sizes)) if len(sizes) else 0
+    if not args.max_atoms:
+        return f"batches: {args.batch_size} frames each (up to {args.batch_size * largest} atoms; no atom bound)"
+    per = max(1, min(args.batch_size, args.max_atoms // max(largest, 1)))
+    return (f"batches: up to {args.batch_size} frames and {args.max_atoms} atoms each (frames of up to {largest} "
+            f"atoms: {per} per batch{'; a larger frame is a batch alone' if largest > args.max_atoms else ''})")
 
 
 def _mean_metrics(metrics: list[dict]) -> dict:
