@@ -304,8 +304,17 @@ def test_tracker_is_idempotent_and_nests_runs(tmp_path):
     assert run.data.tags["matscreen.kind"] == "candidate" and run.data.tags["mlflow.parentRunId"] == parent
     (training,) = tr2.client.search_runs([tr2.experiment_id], "tags.`matscreen.kind` = 'training'")
     assert training.data.tags["mlflow.parentRunId"] == cand and training.info.run_name == "Li2S r0"  # nested
-    assert run.data.metrics["sigma_mS_cm_800K"] == 20.0 and run.data.metrics["D_cm2_s_600K_err"] == 1e-7
-    assert run.data.metrics["log10_sigma_300K_mS_cm"] == 0.4 and "mS/cm" in run.data.tags["mlflow.note.content"]
+    assert run.data.metrics["log10_sigma_300K"] == 0.4 and "docs/metrics.md" in run.data.tags["mlflow.note.content"]
+    steps = {m.step: m.value for m in tr2.client.get_metric_history(cand, "conductivity_mS_cm")}
+    assert steps == {600: 10.0, 800: 20.0}                                     # one name, step = temperature in K
+    assert "<" not in run.data.tags["mlflow.note.content"]                     # no <T> the UI would swallow
+    assert run.data.metrics["selected_force_mae_meV_A"] == 80.0 and "force_mae_meV_A" not in run.data.metrics
+    assert training.data.metrics["val_force_mae_meV_A"] == 50.0
+    from orchestrator.campaign.tracking import glossary_markdown
+
+    assert glossary_markdown() in (ROOT / "docs" / "metrics.md").read_text()       # the glossary is the table
+    with pytest.raises(ValueError, match="not in tracking.METRICS"):
+        tr2._metrics(cand, [("D_cm2_s_600K", 1e-6, 0)])                       # a second name is refused
     tr2.finish_campaign("t:1", None, {"done": 1}, ranks=[{"candidate": "Li2S__x", "rank": 1, "p_above_threshold": 0.9,
                                                           "p_top_k": 1.0}, {"candidate": "gone", "rank": None}])
     placed = tr2.client.get_run(cand).data.metrics       # each candidate's run says how sure its place is

@@ -1,7 +1,8 @@
 """MLflow served for real: `mlflow server` (sqlite backend, local artifact root) on 127.0.0.1, a small campaign
 logging to it over HTTP through the Tracker, and everything read back over the server's REST API, as the UI
 reads it: the experiment (in the model-training view), nested runs with short names, sigma(T) history with
-step = temperature, metrics named with their temperature and unit, plots and the results tables."""
+step = temperature, every metric once under one documented name (tracking.METRICS), plots and the results
+tables."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from lj_world import CONCLUSIVE_MD, lj_spec, write_structures  # noqa: E402
+from orchestrator.campaign.tracking import known_metric  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -103,8 +105,17 @@ def test_a_campaign_logged_over_http_reads_back_as_the_ui_shows_it(server, tmp_p
     history = rest(server, "metrics/get-history", run_id=cand, metric_key="conductivity_mS_cm")["metrics"]
     assert sorted(m["step"] for m in history) == [1200, 1500, 1800]                                  # step = K
     metrics = {m["key"] for r in runs if r["info"]["run_id"] == cand for m in r["data"]["metrics"]}
-    assert {"sigma_mS_cm_1500K", "D_cm2_s_1800K_err", "log10_sigma_300K_mS_cm", "check_rdf_mae",
-            "check_log10_ratio"} <= metrics
+    assert {"log10_sigma_300K", "diffusivity_cm2_s_err", "rdf_mae", "log10_ratio"} <= metrics
+    assert not {"sigma_mS_cm_1500K", "log10_sigma_300K_mS_cm", "check_rdf_mae"} & metrics      # one name each
+    assert all(known_metric(m) for m in metrics)
+    # one name per number: no run logs one (non-integer) value at one step under two names
+    for r in runs:
+        rid, seen = r["info"]["run_id"], {}
+        for key in {m["key"] for m in r["data"]["metrics"]}:
+            for m in rest(server, "metrics/get-history", run_id=rid, metric_key=key)["metrics"]:
+                if float(m["value"]) != int(float(m["value"])):
+                    seen.setdefault((m["step"], float(m["value"])), set()).add(key)
+        assert [names for names in seen.values() if len(names) > 1] == [], tags[rid]["mlflow.runName"]
 
     plots = {f["path"] for f in rest(server, "artifacts/list", run_id=cand, path="plots")["files"]}
     assert {"plots/arrhenius.png", "plots/rdf_r0.png"} <= plots

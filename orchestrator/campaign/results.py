@@ -218,7 +218,7 @@ def _sure_heads(rows: list[dict]) -> tuple[str, str]:
 
 def _heads(rows: list[dict]) -> list[str]:
     t, k = _sure_heads(rows)
-    return ["rank", "candidate", "tier", "status", "log10 σ(300 K) [mS/cm]", "Ea [eV]", t, k, "known",
+    return ["rank", "candidate", "tier", "status", "log10 σ(300 K) [log10 mS/cm]", "Ea [eV]", t, k, "known",
             "evidence"]
 
 

@@ -22,11 +22,86 @@ from typing import Any
 
 from common import vocabulary as V
 
-UNITS_NOTE = ("Units: diffusivity_cm2_s in cm²/s, conductivity_mS_cm in mS/cm (step = temperature in K; "
-              "D_cm2_s_<T>K / sigma_mS_cm_<T>K carry the temperature in the name), activation_energy_eV in eV, "
-              "log10_sigma_300K = log10 of the Arrhenius-extrapolated sigma(300 K) in mS/cm; every _err is one "
-              "standard error.  Per-round metrics (step = round): rdf_mae, accurate/selected/failed_fraction, "
-              "force_mae_meV_A in meV/Å.")
+# Every metric the tracker logs, once, under one name: name -> (unit, meaning).  A name ending in ``*`` is a
+# family (the rest of the name says which).  docs/metrics.md is this table (tests/test_mlflow_server.py).
+METRICS: dict[str, tuple[str, str]] = {
+    # the candidate's run: its answer
+    "log10_sigma_300K": ("log10 mS/cm", "Li conductivity at 300 K, Arrhenius-extrapolated (the ranked number)"),
+    "log10_sigma_300K_err": ("log10 mS/cm", "its error from the Arrhenius fit alone, where no error budget was "
+                             "made (with one, this number is log10_sigma_300K_err_stat)"),
+    "log10_sigma_300K_err_total": ("log10 mS/cm", "its total error (statistical, lack of fit and model in quadrature)"),
+    "log10_sigma_300K_err_stat": ("log10 mS/cm", "statistical part of the total error"),
+    "log10_sigma_300K_err_lack_of_fit": ("log10 mS/cm", "lack-of-fit part (non-Arrhenius scatter)"),
+    "log10_sigma_300K_err_model": ("log10 mS/cm", "model part (student against oracle, carried to 300 K)"),
+    "activation_energy_eV": ("eV", "activation energy of the Arrhenius fit of D"),
+    "activation_energy_eV_err": ("eV", "its error"),
+    "diffusivity_cm2_s": ("cm²/s", "Li tracer diffusivity; step = temperature in K"),
+    "diffusivity_cm2_s_err": ("cm²/s", "its error; step = temperature in K"),
+    "conductivity_mS_cm": ("mS/cm", "Nernst-Einstein conductivity; step = temperature in K"),
+    "conductivity_mS_cm_err": ("mS/cm", "its error; step = temperature in K"),
+    "student_ps": ("ps", "student production MD per replica; step = temperature in K"),
+    "extrapolation_ratio": ("1", "1/T distance to 300 K over the fitted 1/T span"),
+    "arrhenius_reduced_chi2": ("1", "reduced chi² of the Arrhenius fit"),
+    "curvature_z": ("1", "significance of curvature in ln D against 1/T"),
+    "production_spent_ps": ("ps", "student production MD spent"),
+    "production_budget_ps": ("ps", "its budget"),
+    "target_log10_err": ("log10 mS/cm", "the error target of the plan"),
+    "oracle_labels": ("1", "oracle single points a tier-1 candidate needed"),
+    "family_force_mae_meV_A": ("meV/Å", "tier 1: the family model's force MAE on the candidate before fine-tuning"),
+    "tier1_log10_sigma_300K": ("log10 mS/cm", "tier 1's number of a candidate tier 2 verified"),
+    "tier1_log10_sigma_300K_err_total": ("log10 mS/cm", "its total error"),
+    "rank": ("1", "place in the ranking (1 = highest σ(300 K))"),
+    "p_above_threshold": ("1", "P(σ(300 K) above the spec's threshold)"),
+    "p_top_k": ("1", "P(among the k highest)"),
+    # the candidate's run: per round of active learning (step = round)
+    "rdf_mae": ("1", "RDF MAE of the student's MD against the reference"),
+    "rdf_noise_floor": ("1", "the reference's own RDF MAE between its blocks"),
+    "rdf_critical": ("1", "the RDF MAE above which the structure check fails"),
+    "log10_ratio": ("log10", "log10(D student / D reference) at the reference temperature (dynamics check)"),
+    "log10_ratio_err": ("log10", "its error"),
+    "student_D_cm2_s": ("cm²/s", "the student's D at the reference temperature (dynamics check)"),
+    "reference_D_cm2_s": ("cm²/s", "the reference's D there"),
+    "selected_force_mae_meV_A": ("meV/Å", "the round's model's force MAE on the frames picked for labelling"),
+    "accurate_fraction": ("1", "share of frames with ensemble deviation below the trust level"),
+    "selected_fraction": ("1", "share between the trust levels (candidates for labels)"),
+    "failed_fraction": ("1", "share above the upper trust level"),
+    "trust_lo_eV_A": ("eV/Å", "the lower trust level of the ensemble deviation"),
+    "labels_added": ("1", "oracle labels added after the round"),
+    "labels_failed": ("1", "frames the oracle failed on"),
+    "own_error_eV_A": ("eV/Å", "the student's force error on oracle-audited frames of its own MD (accuracy check)"),
+    "reference_error_eV_A": ("eV/Å", "its force error on the reference's held-out frames"),
+    "error_log10_ratio": ("log10", "log10(own error / reference error)"),
+    "error_log10_ratio_err": ("log10", "its error"),
+    "calibration_*": ("1", "deviation-vs-error calibration on labelled frames (spearman, medians, coverage)"),
+    "reference_calibration_*": ("1", "the same on the reference's held-out frames"),
+    "audit_calibration_*": ("1", "the same on audited frames"),
+    # a training run (step = round)
+    "val_force_mae_meV_A": ("meV/Å", "validation force MAE of the round's ensemble members (mean)"),
+    # the campaign's run
+    "candidates_*": ("1", "the campaign's counts: done, converged, inconclusive, failed, ...; simulated_ns in ns"),
+    # the paper benchmark's run (one per cell: <metric>.<model>.<material>)
+    "force_mae_meV_A.*": ("meV/Å", "the benchmark cell's student force MAE on the oracle's held-out frames"),
+    "rdf_mae.*": ("1", "the benchmark cell's RDF MAE against the oracle's MD"),
+    "neg_log10_sigma_300K.*": ("-log10 mS/cm", "the benchmark cell's −log10 σ(300 K), as the study reports it"),
+}
+UNITS_NOTE = ("Every metric of this run, its unit and meaning: docs/metrics.md in the matscreen repository "
+              "(orchestrator.campaign.tracking.METRICS).  In short: log10_sigma_300K is log10 of sigma at 300 K in "
+              "mS/cm with its error budget (_err_total, _err_stat, _err_lack_of_fit, _err_model); "
+              "diffusivity_cm2_s, conductivity_mS_cm and student_ps use the step for the temperature in K; the "
+              "per-round diagnostics use the step for the round; every _err is one standard error.")
+
+
+def glossary_markdown() -> str:
+    """docs/metrics.md's table: every metric name, its unit and meaning."""
+    rows = "".join(f"| `{k}` | {u} | {m} |\n" for k, (u, m) in METRICS.items())
+    return "| metric | unit | meaning |\n|---|---|---|\n" + rows
+
+
+def known_metric(name: str) -> bool:
+    """Whether ``name`` is in :data:`METRICS` (or one of its ``*`` families)."""
+    return name in METRICS or any(k.endswith("*") and name.startswith(k[:-1]) for k in METRICS)
+
+
 KEY_TAG = "matscreen.key"
 KIND_TAG = "matscreen.kind"
 LOGGED_TAG = "matscreen.logged"
@@ -141,6 +216,9 @@ class Tracker:
     def _metrics(self, run_id: str, metrics: list[tuple[str, float, int]]) -> None:
         from mlflow.entities import Metric
 
+        unknown = sorted({k for k, _, _ in metrics if not known_metric(k)})
+        if unknown:
+            raise ValueError(f"metrics {unknown} are not in tracking.METRICS: name each metric once, with its unit")
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, int(step)) for k, v, step in metrics if _metric_ok(v)]
         for i in range(0, len(batch), 500):
@@ -165,11 +243,13 @@ class Tracker:
         metrics: list[tuple[str, float, int]] = []
         for d in rounds:
             for name in ("rdf_mae", "rdf_noise_floor", "rdf_critical", "log10_ratio", "log10_ratio_err",
-                         "student_D_cm2_s", "reference_D_cm2_s", "force_mae_meV_A", "accurate_fraction",
+                         "student_D_cm2_s", "reference_D_cm2_s", "accurate_fraction",
                          "selected_fraction", "failed_fraction", "trust_lo_eV_A", "labels_added", "labels_failed",
-                         "own_error_eV_A", "reference_error_eV_A", "error_log10_ratio"):
+                         "own_error_eV_A", "reference_error_eV_A", "error_log10_ratio", "error_log10_ratio_err"):
                 if isinstance(d.get(name), (int, float)):
                     metrics.append((name, d[name], d["round"]))
+            if isinstance(d.get("force_mae_meV_A"), (int, float)):
+                metrics.append(("selected_force_mae_meV_A", d["force_mae_meV_A"], d["round"]))
             for prefix, cal in (("calibration", d.get("calibration")), ("reference_calibration",
                                                                            d.get("reference_calibration")),
                                 ("audit_calibration", (d.get("audit") or {}).get("calibration"))):
@@ -178,15 +258,14 @@ class Tracker:
                     if isinstance((cal or {}).get(name), (int, float)):
                         metrics.append((f"{prefix}_{name}", cal[name], d["round"]))
         for i, t in enumerate(result.get("temperatures_K", [])):
-            for name, short in (("diffusivity_cm2_s", "D_cm2_s"), ("conductivity_mS_cm", "sigma_mS_cm")):
+            for name in ("diffusivity_cm2_s", "conductivity_mS_cm"):
                 metrics.append((name, result[name][i], int(round(t))))       # step = temperature in K
                 metrics.append((f"{name}_err", result[f"{name}_err"][i], int(round(t))))
-                metrics.append((f"{short}_{t:g}K", result[name][i], 0))      # the temperature and unit in the name
-                metrics.append((f"{short}_{t:g}K_err", result[f"{name}_err"][i], 0))
         for name in ("activation_energy_eV", "log10_sigma_300K"):
             if name in result:
                 metrics.append((name, result[name], 0))
-                metrics.append((f"{name}_err", result.get(f"{name}_err", float("nan")), 0))
+                if not (name == "log10_sigma_300K" and _metric_ok(result.get("log10_sigma_300K_err_stat"))):
+                    metrics.append((f"{name}_err", result.get(f"{name}_err", float("nan")), 0))
         for name in ("extrapolation_ratio", "arrhenius_reduced_chi2", "log10_sigma_300K_err_stat",
                      "log10_sigma_300K_err_lack_of_fit", "log10_sigma_300K_err_model", "log10_sigma_300K_err_total",
                      "curvature_z", "production_spent_ps", "production_budget_ps", "target_log10_err",
@@ -197,13 +276,7 @@ class Tracker:
             if isinstance((result.get("tier1") or {}).get(name), (int, float)):
                 metrics.append((f"tier1_{name}", result["tier1"][name], 0))
         for t, value in (result.get("student_ps_by_T") or {}).items():
-            metrics.append((f"student_ps_{t}K", value, 0))
-        for name, value in (result.get("checks") or {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                metrics.append((f"check_{name}", value, 0))
-        if "log10_sigma_300K" in result:
-            metrics.append(("log10_sigma_300K_mS_cm", result["log10_sigma_300K"], 0))
-            metrics.append(("log10_sigma_300K_mS_cm_err", result.get("log10_sigma_300K_err", float("nan")), 0))
+            metrics.append(("student_ps", value, int(round(float(t)))))       # step = temperature in K
         self._metrics(run_id, metrics)
         for sub, paths in (artifacts or {}).items():
             for p in paths:
@@ -249,7 +322,7 @@ class Tracker:
         if run.data.tags.get(LOGGED_TAG) != "1":
             self._params(run_id, {k: info[k] for k in ("candidate", "round", "architectures", "n_frames", "init")
                                   if k in info})
-            self._metrics(run_id, [("force_mae_meV_A", info.get("force_mae_meV_A"), int(info.get("round", 0)))])
+            self._metrics(run_id, [("val_force_mae_meV_A", info.get("force_mae_meV_A"), int(info.get("round", 0)))])
             for p in info.get("members", []):
                 self.client.log_artifact(run_id, p, "ensemble")
             self.client.set_tag(run_id, LOGGED_TAG, "1")
