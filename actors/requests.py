@@ -271,6 +271,7 @@ class TransportRequest(Request):
     checks: list = field(default_factory=list)    # analysis.planning.ModelCheck dicts: the budget's model term
     alpha: float = 0.05                           # the curvature test's false-alarm rate
     model_prior: float | None = None              # a tier-1 candidate's model term (log10; no oracle dynamics)
+    title: str | None = None                      # the plots' title: the candidate's name
     result: ClassVar[type] = Transport
 
 

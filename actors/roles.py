@@ -238,7 +238,9 @@ class StabilityJudge(_Role):
         budget = error_budget(record, [ModelCheck(**c) for c in req.checks], req.alpha, req.model_prior)
         if budget is not None:
             record.update(budget.to_dict())
-        return rq.Transport(record, plot_transport(result, req.plot_dir) if req.plot_dir else [])
+        plots = (plot_transport(result, req.plot_dir, req.title, record.get("log10_sigma_300K_err_total"))
+                 if req.plot_dir else [])
+        return rq.Transport(record, plots)
 
     def plan_chunk(self, req: rq.PlanChunk) -> Chunk:
         from analysis.planning import ModelCheck, plan_from_runs

@@ -1,4 +1,5 @@
-"""PNG plots: partial RDFs vs a reference, MSD with its fit, Arrhenius with error bars."""
+"""PNG plots: partial RDFs vs a reference, MSD with its fit, Arrhenius with error bars, σ(T) with its 300 K
+extrapolation, and a campaign's ranking of log10 σ(300 K) beside known values.  Every plot has a title."""
 from __future__ import annotations
 
 import numpy as np
@@ -68,14 +69,60 @@ def _save(fig, plt, path) -> None:
     plt.close(fig)
 
 
-def plot_transport(result, out_dir) -> list[str]:
-    """MSD of every run (``msd_<T>K_r<k>.png``) and the Arrhenius plot of a TransportResult; returns the paths."""
+def plot_sigma(points, fit, log10_sigma_300K: float, err_300K: float | None, path, title: str) -> None:
+    """σ(T) on an Arrhenius axis: the Nernst-Einstein σ of each temperature with its error, the fit of D carried
+    to σ (σ ∝ D/T) down to 300 K, and the 300 K value with its error (``err_300K``: the total, else the fit's)."""
+    plt = _figure()
+    t = np.array([q.temperature_K for q in points], float)
+    s = np.array([q.conductivity_mS_cm for q in points], float)
+    e = np.array([q.conductivity_err_mS_cm for q in points], float)
+    per_d_t = float(np.median([q.conductivity_mS_cm / q.diffusivity_cm2_s * q.temperature_K for q in points]))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.errorbar(1000.0 / t, np.log10(s), yerr=e / (s * np.log(10)), fmt="o", capsize=3, label="MD (Nernst-Einstein)")
+    temps = np.linspace(300.0, t.max(), 60)
+    line = (fit.intercept + fit.slope_K / temps + np.log(per_d_t / temps)) / np.log(10)
+    ax.plot(1000.0 / temps, line, "k--", label=f"Arrhenius fit of D, Ea = {fit.activation_energy_eV:.3f} ± "
+                                               f"{fit.activation_energy_err_eV:.3f} eV")
+    ax.errorbar([1000.0 / 300.0], [log10_sigma_300K], yerr=[err_300K or 0.0], fmt="s", color="C3", capsize=4,
+                label=f"300 K: {log10_sigma_300K:.2f} ± {err_300K or 0.0:.2f}")
+    ax.set_xlabel("1000 / T (1/K)")
+    ax.set_ylabel("log10 σ (mS/cm)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    _save(fig, plt, path)
+
+
+def plot_ranking(names, values, errors, known, path, title: str) -> None:
+    """log10 σ(300 K) of each candidate with its total error (a candidate without a number is named, no point)
+    and the known (measured) value beside it where there is one."""
+    plt = _figure()
+    y = np.arange(len(names))[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.4))
+    for yi, v, e, k in zip(y, values, errors, known):
+        if v is not None:
+            ax.errorbar([v], [yi], xerr=[e or 0.0], fmt="o", color="C0", capsize=3)
+        if k is not None:
+            ax.plot([k], [yi], "k*", markersize=9)
+    ax.plot([], [], "o", color="C0", label="computed ± total error")
+    ax.plot([], [], "k*", label="measured (known)")
+    ax.set_yticks(y)
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_xlabel("log10 σ(300 K) (mS/cm)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    _save(fig, plt, path)
+
+
+def plot_transport(result, out_dir, title: str | None = None, log10_sigma_300K_err: float | None = None) -> list[str]:
+    """MSD of every run (``msd_<T>K_replica<k>.png``), the Arrhenius plot of D (``arrhenius.png``) and σ(T) with its
+    300 K extrapolation (``sigma_arrhenius.png``, titled ``title``; ``log10_sigma_300K_err``: the total error of
+    the budget when there is one) of a TransportResult; returns the paths."""
     from pathlib import Path
 
     out, paths, seen = Path(out_dir), [], {}
     for run in result.runs:
         k = seen[run.temperature_K] = seen.get(run.temperature_K, -1) + 1
-        p = out / f"msd_{run.temperature_K:g}K_r{k}.png"
+        p = out / f"msd_{run.temperature_K:g}K_replica{k}.png"
         plot_msd(run, p)
         paths.append(str(p))
     usable = [q for q in result.points if q.diffusivity_cm2_s > 0 and q.converged]
@@ -83,5 +130,11 @@ def plot_transport(result, out_dir) -> list[str]:
         p = out / "arrhenius.png"
         plot_arrhenius([q.temperature_K for q in usable], [q.diffusivity_cm2_s for q in usable],
                        [q.diffusivity_err_cm2_s for q in usable], result.arrhenius, p, "log10 D (cm²/s)")
+        paths.append(str(p))
+        temps = ", ".join(f"{q.temperature_K:g}" for q in usable)
+        a = result.arrhenius
+        p = out / "sigma_arrhenius.png"
+        plot_sigma(usable, a, a.log10_sigma300_mS_cm, log10_sigma_300K_err or a.log10_sigma300_err, p,
+                   f"{title or result.species}: σ({result.species}) at {temps} K, extrapolated to 300 K")
         paths.append(str(p))
     return paths

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -62,11 +63,14 @@ class EnsembleTrainResult:
     epochs: list[int] = field(default_factory=list)     # epochs actually run per member (0 for analytic fits)
     val_metrics: list[dict] = field(default_factory=list)
     stop_reasons: list[str] = field(default_factory=list)   # per member: max epochs | time budget | early stopping
+    started_s: float | None = None     # wall clock (unix s) when the training began and ended
+    finished_s: float | None = None
     models: list = field(default_factory=list, repr=False, compare=False)   # in memory only (not serialised)
 
     def to_dict(self) -> dict:
         return {"members": self.members, "n_frames": self.n_frames, "force_mae_meV_A": self.force_mae_meV_A,
-                "epochs": self.epochs, "val_metrics": self.val_metrics, "stop_reasons": self.stop_reasons}
+                "epochs": self.epochs, "val_metrics": self.val_metrics, "stop_reasons": self.stop_reasons,
+                "started_s": self.started_s, "finished_s": self.finished_s}
 
     @classmethod
     def from_dict(cls, d: dict) -> "EnsembleTrainResult":
@@ -93,6 +97,7 @@ def train_ensemble(frames, config: EnsembleConfig, train: "TrainConfig", out_dir
     from models.checkpoint import load_model
     from models.streaming import FrameCache
 
+    started = time.time()
     streamed = isinstance(frames, FrameCache)
     frames = frames if streamed else list(frames)
     if not len(frames):
@@ -140,7 +145,7 @@ def train_ensemble(frames, config: EnsembleConfig, train: "TrainConfig", out_dir
                                force_mae_meV_A=float(np.mean([float(x.get("force_mae_meV_A", math.nan))
                                                               for x in metrics])),
                                epochs=[t[2] for t in trained], val_metrics=metrics, models=models,
-                               stop_reasons=[t[3] for t in trained])
+                               stop_reasons=[t[3] for t in trained], started_s=started, finished_s=time.time())
 
 
 def _member(*, m, arch, start, path, frames, val_frames, config, train, seed, elements, fine_tune_epochs, resumable,

@@ -99,7 +99,7 @@ def test_a_campaign_logged_over_http_reads_back_as_the_ui_shows_it(server, tmp_p
         by_kind.setdefault(t["matscreen.kind"], []).append(rid)
     (parent,), (cand,), (train,) = by_kind["campaign"], by_kind["candidate"], by_kind["training"]
     assert tags[cand]["mlflow.parentRunId"] == parent and tags[train]["mlflow.parentRunId"] == cand   # nested
-    assert tags[cand]["mlflow.runName"] == "Li" and tags[train]["mlflow.runName"] == "Li r0"           # short
+    assert tags[cand]["mlflow.runName"] == "Li" and tags[train]["mlflow.runName"] == "Li · round 0"    # read by a person
     assert "mS/cm" in tags[cand]["mlflow.note.content"]
 
     history = rest(server, "metrics/get-history", run_id=cand, metric_key="conductivity_mS_cm")["metrics"]
@@ -118,10 +118,51 @@ def test_a_campaign_logged_over_http_reads_back_as_the_ui_shows_it(server, tmp_p
         assert [names for names in seen.values() if len(names) > 1] == [], tags[rid]["mlflow.runName"]
 
     plots = {f["path"] for f in rest(server, "artifacts/list", run_id=cand, path="plots")["files"]}
-    assert {"plots/arrhenius.png", "plots/rdf_r0.png"} <= plots
+    assert {"plots/arrhenius.png", "plots/sigma_arrhenius.png", "plots/rdf_round0.png"} <= plots
+    first = {f["path"] for f in rest(server, "artifacts/list", run_id=parent, path="plots")["files"]}
+    assert "plots/ranking.png" in first                      # the campaign run's plot: every candidate's σ(300 K)
     with urllib.request.urlopen(f"{server}/get-artifact?path=plots/arrhenius.png&run_uuid={cand}", timeout=30) as r:
         assert r.read()[:8] == b"\x89PNG\r\n\x1a\n"                                           # what the UI displays
     tables = {f["path"] for f in rest(server, "artifacts/list", run_id=parent, path="results")["files"]}
     assert tables == {"results/results.csv", "results/results.md"}
     with urllib.request.urlopen(f"{server}/get-artifact?path=results/results.md&run_uuid={parent}", timeout=30) as r:
         assert "log10 σ(300 K) [log10 mS/cm]" in r.read().decode()
+
+
+def _page_text(url: str) -> str:
+    """The text a real browser renders at ``url`` (headless Chromium, JavaScript run for up to 20 s)."""
+    import html
+    import re
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium; `make test` tries to)")
+    out = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=20000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", " ", out.stdout, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)))
+
+
+def test_the_printed_url_opens_the_runs_in_a_real_browser(server, tmp_path):
+    """The URL the campaign prints opens the experiment's runs in MLflow's model-training view (not the GenAI
+    view MLflow 3 opens by default): the campaign's run is listed by name, and a candidate's page shows its
+    name, the description that points to the metric glossary and its metrics."""
+    from orchestrator.campaign.spec import validate
+    from orchestrator.campaign.tracking import Tracker, mlflow_ui_lines, mlflow_ui_url
+
+    spec = validate({"name": "browsed"})
+    tr = Tracker(server, "matscreen-browsed")
+    tr.start_campaign("b:1", "browsed", spec.to_dict(), spec.to_yaml())
+    cand = tr.log_candidate("b:1", "Li10GeP2S12__Li10GeP2S12", {"formula": "Li10GeP2S12", "prototype": "LGPS"}, [],
+                            {"log10_sigma_300K": 1.2, "log10_sigma_300K_err": 0.3}, "stable", "converged",
+                            name="Li10GeP2S12")
+    tr.finish_campaign("b:1", None, {"done": 1})
+    url = mlflow_ui_url(server, "matscreen-browsed")
+    assert url.endswith("/runs?workflowType=machine_learning") and url in mlflow_ui_lines(server, "matscreen-browsed")
+    runs = _page_text(url)
+    assert "matching runs" in runs and "browsed" in runs and "Observability" not in runs and "Judges" not in runs
+    bare = _page_text(url.split("?")[0])             # without the view in the URL MLflow 3 opens its GenAI view
+    assert "Observability" in bare and "Judges" in bare
+    page = _page_text(url.replace("/runs?", f"/runs/{cand}?"))
+    assert "Li10GeP2S12" in page and "docs/metrics.md" in page and "log10_sigma_300K" in page

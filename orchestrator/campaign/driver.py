@@ -267,8 +267,9 @@ class Campaign:
         csv_path = self.write_results_csv(rows)
         summary = self.ledger.summary()
         table = self.write_results_table(rows)
+        plot = self.plot_ranking(rows)
         ranks = [{k: r[k] for k in ("candidate", "rank", "p_above_threshold", "p_top_k")} for r in rows]
-        self._track(lambda t: t.finish_campaign.remote(self.key, csv_path, summary, [], [table], ranks))
+        self._track(lambda t: t.finish_campaign.remote(self.key, csv_path, summary, [plot], [table], ranks))
         self._notify()
         return summary
 
@@ -598,8 +599,9 @@ class Campaign:
         info = {**{k: v for k, v in train.trained.to_dict().items() if k != "val_metrics"}, "candidate": gkey,
                 "round": r, "init": bool(init), "architectures": ",".join(self.spec.models.architectures)}
         registry = f"{self.experiment}-ensemble" if self.spec.tracking.register_models else None
+        name = self.run_name(row, gkey)
         self._track(lambda t: t.log_training.remote(self.key, f"{gkey}/r{r}", info, registry,
-                                                    f"{self.run_name(row, gkey)} r{r}"))
+                                                    f"{name} · round {r}", name))
 
     def run_name(self, row: dict, gkey: str) -> str:
         """:meth:`display_name`, with " · tier 1" for a tier-1 screening's runs."""
@@ -702,7 +704,8 @@ class Campaign:
         if not kept:
             return Outcome(V.BUDGET_SPENT, verdict.status, "no production temperature left: " +
                            "; ".join(left_out.values()))
-        out = self._step(key, "transport", steps.transport(ctx, gkey, kept, [c for c in checks if c], prior), g=gkey)
+        out = self._step(key, "transport", steps.transport(ctx, gkey, kept, [c for c in checks if c], prior,
+                                                            self.run_name(row, gkey)), g=gkey)
         notes = [f"repaired: round {p.round}'s model failed its certification at {p.temperature_K:g} K "
                  f"({p.status})" for p in repairs]
         notes += [f"left out of the fit: {why}" for why in left_out.values()]
@@ -936,6 +939,19 @@ class Campaign:
         """``results.csv`` of the ranked rows (``orchestrator.campaign.results.ranked``)."""
         path = self.root / "results.csv"
         atomic_write_text(path, rows_csv(rows))
+        return str(path)
+
+    def plot_ranking(self, rows: list[dict]) -> str:
+        """``plots/ranking.png``: every candidate's log10 σ(300 K) with its total error, the known value beside it
+        (the campaign run's first plot)."""
+        from analysis.plots import plot_ranking
+
+        path = self.root / "plots" / "ranking.png"
+        plot_ranking([f"{r['name']} (tier {r['tier']})" if r.get("tier") else r["name"] for r in rows],
+                     [r.get("log10_sigma_300K") for r in rows],
+                     [r.get("log10_sigma_300K_err_total") or r.get("log10_sigma_300K_err") for r in rows],
+                     [r.get("known_log10_sigma_300K") for r in rows], path,
+                     f"{self.name}: log10 σ(300 K) of {len(rows)} candidates, measured values beside them")
         return str(path)
 
     def write_results_table(self, rows: list[dict]) -> str:

@@ -290,7 +290,7 @@ def judge(ctx: Context, gkey: str, r: int, explored: Runs, ref: ReferenceRun, er
           audit: Audit | None) -> rq.Judge:
     """The exploration replicas judged as one; ``errors``: the ensemble's on the reference's held-out block,
     ``audit``: on audited frames of the run."""
-    plot = str(ctx.root / "plots" / gkey / f"rdf_r{r}.png")
+    plot = str(ctx.root / "plots" / gkey / f"rdf_round{r}.png")
     return certify_judge(ctx, explored, ref.trajectory, errors, audit, plot)
 
 
@@ -362,13 +362,13 @@ def certify_judge(ctx: Context, runs: Runs, reference: str, errors: Errors | Non
 
 
 def transport(ctx: Context, gkey: str, trajectories: list[str], checks: list[ModelCheck],
-              prior: float | None = None) -> rq.TransportRequest:
+              prior: float | None = None, title: str | None = None) -> rq.TransportRequest:
     """D(T), sigma(T), Ea, log10 sigma(300 K) of the certified stable runs with its error budget
     (``checks``: the dynamics checks against the oracle; ``prior``: a tier-1 candidate's model term instead),
     and their plots."""
     s = ctx.spec
     return rq.TransportRequest(trajectories, s.md.species, str(ctx.root / "plots" / gkey), s.stability.min_msd_A2,
-                               [c.__dict__ for c in checks], s.stability.false_alarm_rate, prior)
+                               [c.__dict__ for c in checks], s.stability.false_alarm_rate, prior, title)
 
 
 # --- the funnel's tier 1 ----------------------------------------------------------------------------------

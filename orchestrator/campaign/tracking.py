@@ -174,7 +174,7 @@ class Tracker:
         return runs[0] if runs else None
 
     def run_id(self, key: str, kind: str, name: str, parent_key: str | None = None,
-               tags: dict | None = None, parent_run_id: str | None = None) -> str:
+               tags: dict | None = None, parent_run_id: str | None = None, start_time_s: float | None = None) -> str:
         """The run for ``key``, created (nested under ``parent_run_id``, or ``parent_key``'s campaign run)
         if it does not exist."""
         found = self.find_run(key)
@@ -187,7 +187,8 @@ class Tracker:
             parent_run_id = self.run_id(parent_key, "campaign", parent_key)
         if parent_run_id is not None:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, tags=_redact(all_tags), run_name=name)
+        run = self.client.create_run(self.experiment_id, tags=_redact(all_tags), run_name=name,
+                                     start_time=None if start_time_s is None else int(start_time_s * 1000))
         return run.info.run_id
 
     def start_campaign(self, key: str, name: str, spec: dict, spec_yaml: str) -> str:
@@ -228,7 +229,7 @@ class Tracker:
     def candidate_run(self, campaign_key: str, key: str, name: str | None = None) -> str:
         """The candidate's run (nested under the campaign's), named ``name`` (short: the formula)."""
         return self.run_id(f"{campaign_key}/{key}", "candidate", name or key, parent_key=campaign_key,
-                           tags={"matscreen.candidate": key, "mlflow.note.content": UNITS_NOTE})
+                           tags={"matscreen.internal.candidate_key": key, "mlflow.note.content": UNITS_NOTE})
 
     def log_candidate(self, campaign_key: str, key: str, params: dict, rounds: list[dict], result: dict,
                       verdict: str, reason: str, artifacts: dict[str, list[str]] | None = None,
@@ -312,30 +313,41 @@ class Tracker:
 
     # --- training rounds and the registry -------------------------------------------------------
     def log_training(self, campaign_key: str, key: str, info: dict, register_as: str | None,
-                     name: str | None = None) -> str:
-        """One run per training round ``<candidate>/r<k>``, nested under its candidate's run; the ensemble
-        files as artifacts and (optionally) a registry version of ``register_as`` (one per round)."""
+                     name: str | None = None, parent_name: str | None = None) -> str:
+        """One run per training round ``<candidate>/r<k>`` named ``name`` (``<formula> · round <k>``), nested
+        under its candidate's run (``parent_name``), with the training's own start and end times; the ensemble
+        files as artifacts and (optionally) a registry version of ``register_as`` (one per round) whose
+        description says what it was trained on and for which candidate."""
         candidate, _, round_ = key.rpartition("/")
-        parent = self.candidate_run(campaign_key, candidate, name.rsplit(" ", 1)[0] if name else None)
-        run_id = self.run_id(f"{campaign_key}/{key}", "training", name or key, parent_run_id=parent)
+        parent = self.candidate_run(campaign_key, candidate, parent_name)
+        run_id = self.run_id(f"{campaign_key}/{key}", "training", name or key, parent_run_id=parent,
+                             start_time_s=info.get("started_s"))
         run = self.client.get_run(run_id)
         if run.data.tags.get(LOGGED_TAG) != "1":
-            self._params(run_id, {k: info[k] for k in ("candidate", "round", "architectures", "n_frames", "init")
-                                  if k in info})
+            self._params(run_id, {k: info[k] for k in ("round", "architectures", "n_frames", "init") if k in info})
             self._metrics(run_id, [("val_force_mae_meV_A", info.get("force_mae_meV_A"), int(info.get("round", 0)))])
             for p in info.get("members", []):
                 self.client.log_artifact(run_id, p, "ensemble")
             self.client.set_tag(run_id, LOGGED_TAG, "1")
-            self.client.set_terminated(run_id, "FINISHED")
+            end = info.get("finished_s")
+            self.client.set_terminated(run_id, "FINISHED", end_time=None if end is None else int(end * 1000))
         if register_as:
-            self.register(register_as, run_id, key)
+            what = (f"{parent_name or candidate}, round {info.get('round', round_)}: an ensemble of "
+                    f"{info.get('architectures', '?')} ({len(info.get('members', []))} members) "
+                    f"{'fine-tuned' if info.get('init') else 'trained'} on {info.get('n_frames', '?')} oracle-labelled "
+                    f"frames; validation force MAE {info.get('force_mae_meV_A', float('nan')):.1f} meV/Å.  Its checks "
+                    "(structure, dynamics, accuracy, ensemble) are on the candidate's run, tags check.* and "
+                    "certification.*.")
+            self.register(register_as, run_id, key, what)
         return run_id
 
-    def register(self, name: str, run_id: str, key: str) -> str:
+    def register(self, name: str, run_id: str, key: str, description: str | None = None) -> str:
+        """A version of the registered model ``name`` from ``run_id``'s ensemble (once per ``key``), described."""
         from mlflow.exceptions import MlflowException
 
         try:
-            self.client.create_registered_model(name)
+            self.client.create_registered_model(name, description="Force-field ensembles matscreen trained for "
+                                                "this experiment's candidates; each version says which.")
         except MlflowException:
             pass  # already there
         for mv in self.client.search_model_versions(f"name='{name}'"):
@@ -343,7 +355,7 @@ class Tracker:
                 return mv.version
         artifact_uri = self.client.get_run(run_id).info.artifact_uri
         mv = self.client.create_model_version(name, f"{artifact_uri}/ensemble", run_id=run_id,
-                                              tags={KEY_TAG: key}, await_creation_for=0)
+                                              tags={KEY_TAG: key}, await_creation_for=0, description=description)
         return mv.version
 
     # --- the parent run at the end ----------------------------------------------------------------
@@ -427,3 +439,23 @@ def mlflow_ui_command(tracking_uri: str, artifact_root: str | None = None) -> st
     if artifact_root:
         cmd += f" --default-artifact-root {artifact_root}"
     return cmd
+
+
+def mlflow_ui_url(tracking_uri: str, experiment: str, base: str = "http://127.0.0.1:5000") -> str | None:
+    """The experiment's runs in MLflow's model-training view (MLflow 3.x opens in its GenAI view unless the URL
+    says ``workflowType=machine_learning``); an http(s) tracking URI is its own base.  None: no such experiment."""
+    import mlflow
+
+    found = mlflow.MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    root = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else base
+    return f"{root}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
+
+
+def mlflow_ui_lines(tracking_uri: str, experiment: str) -> str:
+    """What a user runs and opens to see a campaign's results: the command (for a local store) and the URL."""
+    url = mlflow_ui_url(tracking_uri, experiment)
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open the MLflow UI:  {url}"
+    return f"open the MLflow UI:  {mlflow_ui_command(tracking_uri)}\n  then:  {url}"

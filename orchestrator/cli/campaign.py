@@ -108,7 +108,7 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
     from orchestrator.ops.placement import local_cpus
     from orchestrator.ops.ray_runtime import ray_init, starts_local_ray
     from orchestrator.campaign.progress import ProgressView
-    from orchestrator.campaign.tracking import mlflow_ui_command
+    from orchestrator.campaign.tracking import mlflow_ui_lines
 
     if starts_local_ray():                                   # sized for the actors here, refused if they won't fit
         num_cpus = local_cpus(spec.resources, num_cpus, os.cpu_count() or 1)
@@ -138,7 +138,7 @@ def run_campaign(spec, store=None, tracking_uri=None, incremental=False, num_cpu
           f"early of {summary['total']} candidates; "
           f"{summary['simulated_ns']:.4f} ns simulated{skipped}", file=out)
     print(f"results: {campaign.root / 'results.csv'}", file=out)
-    print(f"open the MLflow UI:  {mlflow_ui_command(campaign.tracking_uri)}", file=out)
+    print(mlflow_ui_lines(campaign.tracking_uri, campaign.experiment), file=out)
     return 0
 
 
