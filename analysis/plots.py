@@ -27,6 +27,8 @@ def plot_rdf(result, path, reference=None) -> None:
         ax.set_ylabel(f"g {name}")
     axes[-1, 0].set_xlabel("r (Å)")
     axes[0, 0].legend(fontsize=7)
+    axes[0, 0].set_title("partial RDFs: this run" + (" against the reference" if reference is not None else ""),
+                         fontsize=9)
     _save(fig, plt, path)
 
 
@@ -42,6 +44,9 @@ def plot_msd(result, path) -> None:
             label=f"D = {result.diffusivity_cm2_s:.2e} ± {result.diffusivity_err_cm2_s:.1e} cm²/s")
     ax.set_xlabel("lag (ps)")
     ax.set_ylabel("MSD (Å²)")
+    t = getattr(result, "temperature_K", None)
+    ax.set_title(f"{result.species} mean squared displacement" + (f" at {t:g} K" if t else "") + " and its fit",
+                 fontsize=9)
     ax.legend(fontsize=7)
     _save(fig, plt, path)
 
@@ -59,6 +64,8 @@ def plot_arrhenius(temperatures_K, sigma_mS_cm, sigma_err_mS_cm, fit, path, ylab
             label=f"Ea = {fit.activation_energy_eV:.3f} ± {fit.activation_energy_err_eV:.3f} eV")
     ax.set_xlabel("1000 / T (1/K)")
     ax.set_ylabel(ylabel)
+    ax.set_title(f"Arrhenius fit of {ylabel.split(' (')[0].replace('log10 ', '')} at "
+                 f"{', '.join(f'{x:g}' for x in sorted(t, reverse=True))} K", fontsize=9)
     ax.legend(fontsize=7)
     _save(fig, plt, path)
 
