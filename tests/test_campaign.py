@@ -319,7 +319,9 @@ def test_tracker_is_idempotent_and_nests_runs(tmp_path):
                                                           "p_top_k": 1.0}, {"candidate": "gone", "rank": None}])
     placed = tr2.client.get_run(cand).data.metrics       # each candidate's run says how sure its place is
     assert (placed["rank"], placed["p_above_threshold"], placed["p_top_k"]) == (1.0, 0.9, 1.0)
-    assert run.data.tags["verdict"] == "reliable"
+    assert run.data.tags["verdict"] == "reliable" and run.data.tags["matscreen.internal.key"] == "t:1/Li2S__x"
+    old = tr2.client.create_run(tr2.experiment_id, tags={"matscreen.key": "t:1/old"}, run_name="old")
+    assert tr2.find_run("t:1/old").info.run_id == old.info.run_id        # a store from before the rename resumes
     assert run.data.params["MP_API_KEY"] == "***"  # never log secrets
     hist = tr2.client.get_metric_history(cand, "conductivity_mS_cm")
     assert sorted((m.step, m.value) for m in hist) == [(600, 10.0), (800, 20.0)]

@@ -268,7 +268,8 @@ class Campaign:
         summary = self.ledger.summary()
         table = self.write_results_table(rows)
         plot = self.plot_ranking(rows)
-        ranks = [{k: r[k] for k in ("candidate", "rank", "p_above_threshold", "p_top_k")} for r in rows]
+        ranks = [{**{k: r[k] for k in ("candidate", "rank", "p_above_threshold", "p_top_k")}, "why": r["why"]}
+                 for r in rows]
         self._track(lambda t: t.finish_campaign.remote(self.key, csv_path, summary, [plot], [table], ranks))
         self._notify()
         return summary

@@ -28,7 +28,7 @@ RESULT_COLUMNS = ["rank", "name", "candidate", "formula", "prototype", "tier", "
                   "force_error_eV_A", "reference_force_error_eV_A", "log10_force_error_ratio",
                   "log10_force_error_ratio_err", "accuracy_status", "known_log10_sigma_300K", "known_source", "tier1_log10_sigma_300K",
                   "tier1_log10_sigma_300K_err_total", "tier2", "family_force_mae_meV_A", "oracle_labels",
-                  "simulated_ns", "detail"]
+                  "simulated_ns", "why", "detail"]
 
 
 BUDGET_KEYS = ("log10_sigma_300K_err_total", "log10_sigma_300K_err_stat", "log10_sigma_300K_err_lack_of_fit",
@@ -105,6 +105,8 @@ def ranked(ledger: Ledger, rank_by: str = "log10_sigma_300K", threshold_mS_cm: f
     for i, row in enumerate(rows, 1):
         row["rank"] = i if row["reason"] == V.CONVERGED and score(row)[0] == 0 else None
     _sureness(rows, threshold_mS_cm, top_k)
+    for row in rows:
+        row["why"] = _words(row)[len("not ranked: "):] if row["rank"] is None else None
     return rows
 
 

@@ -102,7 +102,8 @@ def known_metric(name: str) -> bool:
     return name in METRICS or any(k.endswith("*") and name.startswith(k[:-1]) for k in METRICS)
 
 
-KEY_TAG = "matscreen.key"
+KEY_TAG = "matscreen.internal.key"     # the ledger's key of a run: internal, for resume (never a name)
+LEGACY_KEY_TAG = "matscreen.key"       # the same, as stores written before 2026-12-07 named it
 KIND_TAG = "matscreen.kind"
 LOGGED_TAG = "matscreen.logged"
 
@@ -169,9 +170,12 @@ class Tracker:
 
     # --- runs -----------------------------------------------------------------------------------
     def find_run(self, key: str):
-        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'",
-                                       max_results=5)
-        return runs[0] if runs else None
+        for tag in (KEY_TAG, LEGACY_KEY_TAG):
+            runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{tag}` = '{key}'",
+                                           max_results=5)
+            if runs:
+                return runs[0]
+        return None
 
     def run_id(self, key: str, kind: str, name: str, parent_key: str | None = None,
                tags: dict | None = None, parent_run_id: str | None = None, start_time_s: float | None = None) -> str:
@@ -283,8 +287,9 @@ class Tracker:
             for p in paths:
                 if Path(p).exists():
                     self.client.log_artifact(run_id, p, sub)
-        self.client.set_tag(run_id, "verdict", verdict)
         self.client.set_tag(run_id, "reason", reason)
+        if verdict != reason:       # the judge's verdict, where it says more than how the candidate ended
+            self.client.set_tag(run_id, "verdict", verdict)
         if result.get("tier") is not None:     # which tier produced this run's number (the funnel)
             self.client.set_tag(run_id, "tier", str(result["tier"]))
         for k, v in (result.get("checks") or {}).items():
@@ -351,7 +356,7 @@ class Tracker:
         except MlflowException:
             pass  # already there
         for mv in self.client.search_model_versions(f"name='{name}'"):
-            if mv.tags.get(KEY_TAG) == key:
+            if key in (mv.tags.get(KEY_TAG), mv.tags.get(LEGACY_KEY_TAG)):
                 return mv.version
         artifact_uri = self.client.get_run(run_id).info.artifact_uri
         mv = self.client.create_model_version(name, f"{artifact_uri}/ensemble", run_id=run_id,
@@ -371,6 +376,8 @@ class Tracker:
             if found is not None and row.get("rank") is not None:
                 self._metrics(found.info.run_id, [(m, row[m], 0) for m in ("rank", "p_above_threshold", "p_top_k")
                                                   if _metric_ok(row.get(m))])
+            elif found is not None and row.get("why"):
+                self.client.set_tag(found.info.run_id, "not_ranked", row["why"][:5000])   # no rank: why, in words
         for f in [results_csv, *tables]:
             if f and Path(f).exists():
                 self.client.log_artifact(run_id, f, "results")
