@@ -293,7 +293,7 @@ class Tracker:
         if result.get("tier") is not None:     # which tier produced this run's number (the funnel)
             self.client.set_tag(run_id, "tier", str(result["tier"]))
         for k, v in (result.get("checks") or {}).items():
-            if isinstance(v, str):
+            if isinstance(v, str) and k != "verdict":          # the verdict is the run's own tag
                 self.client.set_tag(run_id, f"check.{k}", v)
         for t, status in (result.get("certification_by_T") or {}).items():
             self.client.set_tag(run_id, f"certification.{t}K", status)
