@@ -19,7 +19,7 @@ ELEMENTS = "Li,Ge,Si,Sn,P,S,Se"
 
 HELP = """\
 Run the embedded default campaign end to end, at the stability rules of a real campaign
-(9-15 minutes on a 2-core machine after installation; campaigns/demo.yaml):
+(12-18 minutes on a 2-core machine after installation; campaigns/demo.yaml):
 
   candidates   Li-{Ge,Si,Sn}-P-S compositions enumerated from the chemical space (SMACT rules),
                kept when they fit the LGPS prototype's anonymous formula; the first is screened
