@@ -430,7 +430,8 @@ def check_dynamics(student, reference, species: str = "Li", tolerance_log10: flo
     inverse variance with their scatter (:func:`replicas_convergence`).  inconclusive when either side is
     too short (:func:`diffusion_convergence`); otherwise :func:`decide` on log10(D_s / D_r).  The framework
     check is :func:`decide` on log10 of the framework MSD ratio at the reference's fit end (only a framework
-    moving *more* than the reference's counts as a mismatch).
+    moving *more* than the reference's counts as a mismatch); an undecided framework check makes a passing D
+    check ``inconclusive``, so ``pass`` means both passed.
     """
     students, references = replicas_of(student), replicas_of(reference)
     _, s_conv = replicas_convergence(students, species, min_msd_A2)
@@ -459,6 +460,10 @@ def check_dynamics(student, reference, species: str = "Li", tolerance_log10: flo
     if f_status == MISMATCH:
         status = MISMATCH
         reasons.append(f"the framework moves {10 ** f_ratio:.1f}x more than in the reference")
+    elif f_status == INCONCLUSIVE and status == PASS:   # D agrees, but the path's sanity is undecided
+        status = INCONCLUSIVE
+        reasons.append(f"framework MSD log10 ratio {f_ratio:+.2f} ± {f_err:.2f} cannot be placed inside or outside "
+                       f"±{framework_tolerance_log10}: run longer")
     return DynamicsCheck(status, species, students[0].temperature_K, s_conv.diffusivity_cm2_s,
                          s_conv.diffusivity_err_cm2_s, r_conv.diffusivity_cm2_s, r_conv.diffusivity_err_cm2_s, ratio,
                          ratio_err, tolerance_log10, alpha, s_conv.to_dict(), r_conv.to_dict(), fs, fs_err, fr, fr_err,

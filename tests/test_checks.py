@@ -500,3 +500,22 @@ def test_at_tier_1_another_materials_deviation_decides_nothing_and_the_audits_st
     assert tier1.evidence["checks"]["ran"] == ["breakage", "accuracy"]
     worse = judge(run, reference, th, audit_error=0.09 * np.exp(0.1 * rng.normal(size=8)), same_material=False)
     assert worse.status == "uncertain" and worse.evidence["accuracy_status"] == "mismatch"
+
+
+def test_an_undecided_framework_makes_a_passing_dynamics_check_inconclusive():
+    """D agrees, but the framework moves 2x more (MSD ratio exactly at the ±0.3 log10 tolerance): neither pass nor
+    mismatch can be claimed for the diffusion path, so the dynamics check is inconclusive, not pass; the same
+    student with the reference's framework passes."""
+    rng = np.random.default_rng(11)
+    ref = walk(rng, 1e-4, n_frames=800)
+    honest = walk(rng, 1e-4, n_frames=800)
+    shaky = walk(rng, 1e-4, n_frames=800)
+    sites = shaky.unwrapped[:, 24:].mean(axis=0)
+    shaky.unwrapped = np.concatenate([shaky.unwrapped[:, :24],
+                                      sites + rng.normal(0, 0.1 * math.sqrt(2.0), (800, 24, 3))], axis=1)
+    shaky.positions = shaky.unwrapped % 10.0
+    passed = checks.check_dynamics(honest, ref, "Li", 0.3, 0.05, 5.0)
+    undecided = checks.check_dynamics(shaky, ref, "Li", 0.3, 0.05, 5.0)
+    assert (passed.status, passed.framework_status) == (checks.PASS, checks.PASS)
+    assert undecided.framework_status == checks.INCONCLUSIVE and undecided.status == checks.INCONCLUSIVE
+    assert "framework MSD" in undecided.reason
