@@ -173,6 +173,10 @@ def test_daemon_ticks_and_stops(tmp_path, spec, capsys, monkeypatch):
     store = ScheduleStore(file)
     store.add("every-minute", spec.name, "* * * * *", working_dir=spec.parent,
               now=datetime(2020, 1, 1, tzinfo=timezone.utc), command=[sys.executable, "-c", "pass"])
+    import time
+
+    if datetime.now(timezone.utc).second >= 55:     # two ticks 0.1 s apart must fall in one minute's slot
+        time.sleep(61 - datetime.now(timezone.utc).second)
     assert main(["schedule", "daemon", "--file", file, "--backend", "local", "--no-mlflow",
                  "--interval", "0.1", "--max-ticks", "2"]) == 0
     out = capsys.readouterr().out
