@@ -30,8 +30,8 @@ from md.neighbors import VerletList
 from md.protocol import Protocol
 from md.state import MDState
 from md.trajectory import TrajectoryWriter
-from models.ensemble import concurrent_members
 from common.progress import report as report_progress
+from models.ensemble import concurrent_members
 from models.graph import NeighborList
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -355,10 +355,10 @@ class BatchedMD:
         try:
             while self.global_step < n_steps and self.active:
                 self.step()
-                report_progress(task, self.global_step * ps_per_step, n_steps * ps_per_step, "ps",
-                                systems=len(self.active))
                 if self.global_step % p.stride == 0 and self.active:
                     self._write_frames()
+                    report_progress(task, self.global_step * ps_per_step, n_steps * ps_per_step, "ps",
+                                    systems=len(self.active))
                 if self.global_step % p.checkpoint_every == 0:
                     self._save_checkpoint()
                     if progress is not None:

@@ -63,7 +63,8 @@ def register(subparsers) -> None:
                    help="time between stored frames in fs (default: from the file; required when it has none)")
     a.add_argument("--temperature", type=float, default=None, help="temperature in K (default: from the file)")
     a.add_argument("--discard-fs", type=float, default=None,
-                   help="equilibration to drop in fs, from the trajectory and the reference (default: the protocol's, else 0)")
+                   help="equilibration to drop in fs, from the trajectory and the reference "
+                        "(default: the protocol's, else 0)")
     a.add_argument("--format", default=None, help="ASE format name of TRAJ (default: from its name or content)")
     a.add_argument("--topology", default=None, help="LAMMPS data file naming the elements of a dump's atom types")
     a.add_argument("--reference", default=None,
